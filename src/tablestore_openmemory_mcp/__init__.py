@@ -1,0 +1,3 @@
+"""tablestore-openmemory-mcp: long-term memory for MCP clients."""
+
+__version__ = "2.0.0"
