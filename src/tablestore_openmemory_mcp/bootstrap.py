@@ -1,0 +1,149 @@
+"""Build the running server from settings: embedder, LLM, store, mem0, service, MCP tools.
+
+Nothing here runs at import time; :func:`build` is called by the CLI once settings are valid.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from tablestore_openmemory_mcp import __version__
+from tablestore_openmemory_mcp.settings import APP_NAME, Settings
+
+logger = logging.getLogger(__name__)
+
+
+class StartupError(Exception):
+    """The server cannot start; the message is one line naming what to fix."""
+
+
+@dataclass
+class Built:
+    server: Any
+    service: Any
+    store_name: str
+    llm_name: str
+    embedder_name: str
+
+
+def _embedder(settings: Settings) -> tuple[Any, int]:
+    from tablestore_openmemory_mcp.embedders import (
+        OFFLINE_DIMENSION,
+        OfflineEmbedder,
+        OpenAICompatibleEmbedder,
+        check_dimension,
+    )
+
+    if not settings.uses_remote_embedder:
+        if settings.vector_dimension not in (None, OFFLINE_DIMENSION):
+            raise StartupError(
+                f"TABLESTORE_VECTOR_DIMENSION={settings.vector_dimension} but the offline embedder produces "
+                f"{OFFLINE_DIMENSION}-dimensional vectors; unset it or configure OPENAI_API_KEY for a remote embedder"
+            )
+        embedder = OfflineEmbedder()
+        embedder.warm_up()
+        return embedder, OFFLINE_DIMENSION
+    dimension = settings.vector_dimension or 1536
+    try:
+        warning = check_dimension(settings.embedder_model, dimension)
+    except ValueError as exc:
+        raise StartupError(str(exc)) from None
+    if warning:
+        logger.warning(warning)
+    embedder = OpenAICompatibleEmbedder(
+        model=settings.embedder_model,
+        api_key=settings.embedder_key,
+        base_url=settings.embedder_url,
+        dimension=dimension,
+        batch_size=settings.embedder_batch_size,
+        timeout=settings.llm_timeout,
+        max_retries=settings.llm_max_retries,
+    )
+    return embedder, dimension
+
+
+def _store(settings: Settings, dimension: int) -> tuple[str, dict[str, Any], str]:
+    if settings.uses_tablestore:
+        config = {
+            "collection_name": settings.tablestore_table_name,
+            "endpoint": settings.tablestore_endpoint,
+            "instance_name": settings.tablestore_instance_name,
+            "access_key_id": settings.tablestore_access_key_id,
+            "access_key_secret": settings.tablestore_access_key_secret,
+            "sts_token": settings.tablestore_sts_token,
+            "region": settings.tablestore_region,
+            "index_name": settings.tablestore_index_name,
+            "metric": settings.tablestore_vector_metric,
+            "embedding_model_dims": dimension,
+        }
+        name = f"tablestore({settings.tablestore_endpoint}, table={settings.tablestore_table_name})"
+        return "openmemory_tablestore", config, name
+    config = {
+        "collection_name": "memories",
+        "path": str(settings.resolved_data_dir),
+        "embedding_model_dims": dimension,
+    }
+    return "openmemory_embedded", config, f"embedded({settings.resolved_data_dir / 'memories.sqlite3'})"
+
+
+def build(settings: Settings) -> Built:
+    """Create every component; raises :class:`StartupError` with a readable message on failure."""
+    data_dir = settings.resolved_data_dir
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StartupError(f"cannot create the data directory {data_dir} (MEMORY_DATA_DIR): {exc}") from None
+
+    from tablestore_openmemory_mcp import mem0_bridge
+
+    mem0_bridge.prepare_environment(data_dir, settings.mem0_telemetry)
+
+    from mcp.server.mcpserver import MCPServer
+
+    from tablestore_openmemory_mcp.identity import IdentityResolver
+    from tablestore_openmemory_mcp.llm import ChatClient
+    from tablestore_openmemory_mcp.memory import MemoryService
+    from tablestore_openmemory_mcp.tools import register_tools
+
+    embedder, dimension = _embedder(settings)
+    provider, store_config, store_name = _store(settings, dimension)
+    try:
+        memory = mem0_bridge.build_memory(
+            store_provider=provider,
+            store_config=store_config,
+            embedder=embedder,
+            history_db_path=data_dir / "history.sqlite3",
+        )
+    except (ValueError, ConnectionError, OSError) as exc:
+        raise StartupError(f"cannot open the memory store {store_name}: {exc}") from None
+
+    llm = None
+    if settings.uses_llm:
+        llm = ChatClient(
+            model=settings.llm_model,
+            api_key=settings.llm_key,
+            base_url=settings.llm_url,
+            timeout=settings.llm_timeout,
+            max_retries=settings.llm_max_retries,
+            stream=settings.llm_stream,
+        )
+    service = MemoryService(
+        memory,
+        embedder,
+        llm,
+        fact_prompt=settings.fact_extraction_prompt,
+        update_prompt=settings.update_memory_prompt,
+        min_score=settings.search_min_score,
+        worker_threads=settings.worker_threads,
+    )
+    server = MCPServer(
+        name=APP_NAME,
+        version=__version__,
+        instructions="Long-term memory: search it before answering, add to it what the user wants remembered.",
+        log_level=settings.log_level,
+    )
+    register_tools(server, service, settings, IdentityResolver(settings))
+    llm_name = f"openai:{settings.llm_model}@{settings.llm_url}" if llm else "none (memories stored as given)"
+    return Built(server, service, store_name, llm_name, getattr(embedder, "name", type(embedder).__name__))

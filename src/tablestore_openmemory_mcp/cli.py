@@ -1,0 +1,95 @@
+"""Command line: parse options, load settings, build the server, serve.
+
+Exit codes: 0 after a clean shutdown, 2 for a bad setting or option (one line on stderr, no
+traceback), 1 when the server cannot start (store unreachable, data directory unwritable, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import sys
+from typing import NoReturn
+
+from tablestore_openmemory_mcp import __version__
+from tablestore_openmemory_mcp.settings import APP_NAME, SettingsError, load_settings
+
+logger = logging.getLogger(APP_NAME)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message}\n")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = _Parser(prog=APP_NAME, description="Long-term memory server for MCP clients.")
+    parser.add_argument(
+        "--transport",
+        choices=["stdio", "sse", "streamable-http", "http"],
+        help="stdio for one local client; sse or streamable-http (alias http) serve every HTTP route "
+        "(default: sse, or MCP_TRANSPORT)",
+    )
+    parser.add_argument("--host", help="address to bind in HTTP modes (default 127.0.0.1, or SERVER_HOST)")
+    parser.add_argument("--port", type=int, help="port in HTTP modes (default 8765, or SERVER_PORT)")
+    parser.add_argument("--env-file", help="read settings from this file instead of ./.env")
+    parser.add_argument("--version", action="version", version=f"{APP_NAME} {__version__}")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    transport = "streamable-http" if args.transport == "http" else args.transport
+    try:
+        settings = load_settings(args.env_file, transport=transport, host=args.host, port=args.port)
+    except SettingsError as exc:
+        print(f"{APP_NAME}: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+    from tablestore_openmemory_mcp import logs
+
+    logs.configure(settings.log_level)
+    from tablestore_openmemory_mcp.bootstrap import StartupError, build
+
+    try:
+        built = build(settings)
+    except StartupError as exc:
+        print(f"{APP_NAME}: cannot start: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except Exception as exc:  # an SDK error we did not anticipate: still one line, details at debug level
+        logger.debug("startup failed", exc_info=True)
+        print(f"{APP_NAME}: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+    from tablestore_openmemory_mcp import transports
+
+    address = "stdin/stdout" if settings.transport == "stdio" else f"http://{settings.host}:{settings.port}"
+    logger.info(
+        "%s %s: transport=%s address=%s store=%s llm=%s embedder=%s data_dir=%s",
+        APP_NAME,
+        __version__,
+        settings.transport,
+        address,
+        built.store_name,
+        built.llm_name,
+        built.embedder_name,
+        settings.resolved_data_dir,
+    )
+    if settings.transport == "stdio":
+        transports.run(transports.serve_stdio, built.server)
+        return
+    if not transports.is_loopback(settings.host):
+        logger.warning(
+            "!!! Listening on %s: every machine that can reach this address can use these memories. "
+            "Bind to 127.0.0.1 unless you mean it.",
+            settings.host,
+        )
+    health = {"store": built.store_name.split("(")[0], "transport": settings.transport}
+    app = transports.build_http_app(built.server, settings, health)
+    with contextlib.suppress(KeyboardInterrupt):
+        transports.run(transports.serve_http, app, settings)
+
+
+if __name__ == "__main__":
+    main()

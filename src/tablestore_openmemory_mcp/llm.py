@@ -1,0 +1,140 @@
+"""A chat client for any OpenAI-compatible service, hardened for DashScope's Qwen models.
+
+Why not mem0's OpenAI LLM: the classic memory flow needs JSON from every Qwen model, and DashScope is
+strict. ``json_object`` mode needs the word "json" in the messages (our prompts carry it); QwQ/QVQ and
+other thinking models answer only when streamed and refuse JSON mode; some providers reject
+``response_format`` altogether. This client streams when it must, drops reasoning content, retries once
+without ``response_format`` when a provider refuses it, and parses replies robustly.
+
+It is synchronous on purpose: the memory service runs it in worker threads, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from tablestore_openmemory_mcp.jsonparse import NoJSONFound, parse_json_object
+
+logger = logging.getLogger(__name__)
+
+_STREAM_ONLY = re.compile(r"(^|[-_/])(qwq|qvq)|thinking|reasoner|(^|/)qwen3-.*-thinking", re.IGNORECASE)
+
+
+class LLMError(Exception):
+    """The LLM could not be used; the message says which setting to check."""
+
+
+class LLMReplyError(LLMError):
+    """The LLM answered, but not with usable JSON."""
+
+
+def is_stream_only(model: str) -> bool:
+    """Thinking models (QwQ, QVQ, ``*-thinking``) only answer when streamed and refuse JSON mode."""
+    return bool(_STREAM_ONLY.search(model))
+
+
+class ChatClient:
+    """Sends chat requests and returns parsed JSON objects."""
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        api_key: str | None,
+        base_url: str | None,
+        timeout: float = 60.0,
+        max_retries: int = 2,
+        stream: str = "auto",
+    ) -> None:
+        import openai
+
+        self.model = model
+        self.base_url = base_url or "https://api.openai.com/v1"
+        self.timeout = timeout
+        self._stream = stream == "true" or (stream == "auto" and is_stream_only(model))
+        self._json_mode = not is_stream_only(model)
+        self._client = openai.OpenAI(
+            api_key=api_key or "none", base_url=self.base_url, timeout=timeout, max_retries=max_retries
+        )
+        self.calls = 0
+
+    def complete_json(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+        """One chat completion whose reply must contain a JSON object."""
+        reply = self.complete(messages, json_mode=self._json_mode)
+        try:
+            return parse_json_object(reply)
+        except NoJSONFound as exc:
+            raise LLMReplyError(f"the LLM ({self.model}) did not answer with JSON: {exc}") from None
+
+    def complete(self, messages: list[dict[str, str]], *, json_mode: bool) -> str:
+        """Return the assistant's text (reasoning content excluded)."""
+        import openai
+
+        if json_mode and not any("json" in m.get("content", "").lower() for m in messages):
+            messages = [*messages, {"role": "user", "content": "Answer in JSON."}]
+        try:
+            return self._request(messages, json_mode=json_mode)
+        except openai.BadRequestError as exc:
+            detail = str(exc).lower()
+            if json_mode and ("response_format" in detail or "json" in detail):
+                logger.warning("LLM %s refused response_format; retrying without it", self.model)
+                try:
+                    return self._request(messages, json_mode=False)
+                except openai.OpenAIError as retry_exc:
+                    raise self._explain(retry_exc) from None
+            raise self._explain(exc) from None
+        except openai.OpenAIError as exc:
+            raise self._explain(exc) from None
+
+    def _request(self, messages: list[dict[str, str]], *, json_mode: bool) -> str:
+        self.calls += 1
+        kwargs: dict[str, Any] = {"model": self.model, "messages": messages}
+        if json_mode:
+            kwargs["response_format"] = {"type": "json_object"}
+        if self._stream:
+            return self._collect_stream(self._client.chat.completions.create(stream=True, **kwargs))
+        response = self._client.chat.completions.create(**kwargs)
+        if not response.choices:
+            return ""
+        return response.choices[0].message.content or ""
+
+    @staticmethod
+    def _collect_stream(stream: Any) -> str:
+        """Join ``delta.content`` chunks; ``delta.reasoning_content`` is the model thinking aloud."""
+        parts: list[str] = []
+        for chunk in stream:
+            for choice in chunk.choices or []:
+                content = getattr(choice.delta, "content", None)
+                if content:
+                    parts.append(content)
+        return "".join(parts)
+
+    def _explain(self, exc: Exception) -> LLMError:
+        """Turn an SDK error into one sentence naming the setting to check."""
+        import openai
+
+        where = f"the LLM service at {self.base_url}"
+        if isinstance(exc, openai.AuthenticationError):
+            return LLMError(f"{where} rejected the API key (401); check OPENAI_API_KEY / LLM_API_KEY")
+        if isinstance(exc, openai.PermissionDeniedError):
+            return LLMError(f"{where} denied access (403); check the key's permissions for LLM_MODEL")
+        if isinstance(exc, openai.NotFoundError):
+            return LLMError(
+                f"{where} does not know model {self.model!r} or the URL is wrong (404); "
+                "check LLM_MODEL and OPENAI_BASE_URL / LLM_BASE_URL"
+            )
+        if isinstance(exc, openai.APITimeoutError):
+            return LLMError(f"{where} did not answer within {self.timeout:g} s; check LLM_TIMEOUT")
+        if isinstance(exc, openai.APIConnectionError):
+            return LLMError(f"cannot reach {where}; check OPENAI_BASE_URL / LLM_BASE_URL")
+        if isinstance(exc, openai.RateLimitError):
+            return LLMError(f"{where} is rate limiting requests (429); try again later")
+        if isinstance(exc, openai.APIStatusError):
+            return LLMError(f"{where} failed with HTTP {exc.status_code}: {_short(exc.message)}")
+        return LLMError(f"{where} failed: {_short(str(exc))}")
+
+
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit] + "..."

@@ -1,0 +1,57 @@
+"""Who is asking: the (client_name, user_id) identity every memory belongs to.
+
+Identities come from the URL path (HTTP) or from ``MCP_STDIO_*`` (stdio). They end up as filter values
+and Tablestore primary keys, so they are checked strictly here, once: letters and digits of any script,
+plus ``. _ - @ : +``, at most 128 characters. Anything else (``/ = * ' "``, spaces, control characters)
+is rejected with a clear message instead of being escaped, so no value can ever act as a wildcard or
+reach into another scope.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+MAX_IDENTITY_CHARS = 128
+_IDENTITY = re.compile(r"^[\w.@:+-]+$")
+
+
+class InvalidIdentity(ValueError):
+    """A client_name or user_id that cannot be used safely."""
+
+
+def validate_identity_part(value: str, what: str) -> str:
+    """Return ``value`` if it is a safe identity part, else raise :class:`InvalidIdentity`."""
+    if not isinstance(value, str) or not value:
+        raise InvalidIdentity(f"{what} must not be empty")
+    if len(value) > MAX_IDENTITY_CHARS:
+        raise InvalidIdentity(f"{what} is longer than {MAX_IDENTITY_CHARS} characters")
+    if not _IDENTITY.match(value) or value.isspace():
+        raise InvalidIdentity(
+            f"{what} {value[:40]!r} may contain only letters, digits and . _ - @ : + (no spaces, slashes, "
+            "quotes, '=' or '*')"
+        )
+    return value
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One caller identity. ``shared`` scopes see the user's memories from every client."""
+
+    client_name: str
+    user_id: str
+    shared: bool = False
+
+    def __post_init__(self) -> None:
+        validate_identity_part(self.client_name, "client_name")
+        validate_identity_part(self.user_id, "user_id")
+
+    def filters(self) -> dict[str, str]:
+        """mem0 filters selecting this scope's memories (mem0 calls the client ``agent_id``)."""
+        if self.shared:
+            return {"user_id": self.user_id}
+        return {"user_id": self.user_id, "agent_id": self.client_name}
+
+    def ids(self) -> dict[str, str]:
+        """mem0 ids recorded on every new memory: the client is always recorded, even when shared."""
+        return {"user_id": self.user_id, "agent_id": self.client_name}

@@ -1,0 +1,193 @@
+"""The MCP tools: argument checks, scope resolution, and errors a user can read.
+
+Each tool returns structured content (its pydantic result model) together with a readable text
+summary. Failures are raised as ``ToolError``, so the client gets ``isError`` with the message, and
+never a traceback. The optional ``user_id`` argument of the reference server lets any caller act as
+any user; it exists only when ``MEMORY_ALLOW_USER_ID_ARG`` is on.
+"""
+
+import functools
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp.types import CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
+
+from tablestore_openmemory_mcp.embedders import EmbeddingError
+from tablestore_openmemory_mcp.identity import IdentityResolver
+from tablestore_openmemory_mcp.llm import LLMError
+from tablestore_openmemory_mcp.memory import MemoryService
+from tablestore_openmemory_mcp.results import (
+    AddResult,
+    DeleteAllResult,
+    DeleteResult,
+    HistoryResult,
+    ListResult,
+    SearchResult,
+    UpdateResult,
+)
+from tablestore_openmemory_mcp.scope import InvalidIdentity
+from tablestore_openmemory_mcp.settings import Settings
+from tablestore_openmemory_mcp.validation import (
+    UserInputError,
+    clean_limit,
+    clean_memory_id,
+    clean_memory_ids,
+    clean_text,
+)
+
+logger = logging.getLogger(__name__)
+
+
+def _result(model: BaseModel) -> CallToolResult:
+    return CallToolResult(
+        content=[TextContent(type="text", text=model.text())],  # type: ignore[attr-defined]
+        structured_content=model.model_dump(mode="json"),
+    )
+
+
+def _guard(tool: str, fn: Callable[..., Awaitable[CallToolResult]]) -> Callable[..., Awaitable[CallToolResult]]:
+    """Turn every failure into a ToolError with a readable message; log the details to stderr."""
+
+    @functools.wraps(fn)
+    async def guarded(*args: Any, **kwargs: Any) -> CallToolResult:
+        try:
+            return await fn(*args, **kwargs)
+        except ToolError:
+            raise
+        except (UserInputError, InvalidIdentity) as exc:
+            raise ToolError(str(exc)) from None
+        except (LLMError, EmbeddingError) as exc:
+            raise ToolError(f"{tool} failed: {exc}. Nothing was changed.") from None
+        except Exception as exc:
+            logger.exception("%s failed", tool)
+            message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+            raise ToolError(f"{tool} failed: {message}") from None
+
+    return guarded
+
+
+def _without(fn: Callable[..., Any], parameter: str) -> Callable[..., Any]:
+    """Hide ``parameter`` from the published schema (used for ``user_id`` unless it is allowed)."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        return await fn(*args, **kwargs)
+
+    signature = inspect.signature(fn)
+    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[p for p in signature.parameters.values() if p.name != parameter]
+    )
+    return wrapper
+
+
+def register_tools(server: MCPServer, service: MemoryService, settings: Settings, identity: IdentityResolver) -> None:
+    """Add every tool not in ``TOOL_BLACK_LIST`` to ``server``.
+
+    (No ``from __future__ import annotations`` here: the tools' annotations use local values.)
+    """
+    limit_default = settings.search_limit
+    max_limit = settings.max_search_limit
+    max_chars = settings.max_text_chars
+    UserIdArg = Annotated[str | None, Field(description=settings.tool_user_id_field_description)]
+
+    async def add_memories(
+        text: Annotated[str, Field(description="What to remember, in the user's own words and language")],
+        ctx: Context,
+        infer: Annotated[
+            bool, Field(description="true: extract facts and reconcile with existing memories; false: store as given")
+        ] = True,
+        user_id: UserIdArg = None,
+    ) -> Annotated[CallToolResult, AddResult]:
+        scope = identity.resolve(ctx, user_id)
+        return _result(await service.add(scope, clean_text(text, "text", max_chars), infer))
+
+    async def search_memories(
+        query: Annotated[str, Field(description="What to look for")],
+        ctx: Context,
+        limit: Annotated[int, Field(description=f"How many memories to return, 1 to {max_limit}")] = limit_default,
+        user_id: UserIdArg = None,
+    ) -> Annotated[CallToolResult, SearchResult]:
+        scope = identity.resolve(ctx, user_id)
+        query = clean_text(query, "query", max_chars)
+        return _result(await service.search(scope, query, clean_limit(limit, max_limit)))
+
+    async def list_memories(ctx: Context, user_id: UserIdArg = None) -> Annotated[CallToolResult, ListResult]:
+        return _result(await service.list(identity.resolve(ctx, user_id)))
+
+    async def delete_all_memories(
+        ctx: Context, user_id: UserIdArg = None
+    ) -> Annotated[CallToolResult, DeleteAllResult]:
+        return _result(await service.delete_all(identity.resolve(ctx, user_id)))
+
+    async def delete_memories(
+        memory_ids: Annotated[list[str], Field(description="Ids of the memories to delete")],
+        ctx: Context,
+        user_id: UserIdArg = None,
+    ) -> Annotated[CallToolResult, DeleteResult]:
+        scope = identity.resolve(ctx, user_id)
+        return _result(await service.delete(scope, clean_memory_ids(memory_ids)))
+
+    async def update_memory(
+        memory_id: Annotated[str, Field(description="Id of the memory to change")],
+        text: Annotated[str, Field(description="The new text of the memory")],
+        ctx: Context,
+        user_id: UserIdArg = None,
+    ) -> Annotated[CallToolResult, UpdateResult]:
+        scope = identity.resolve(ctx, user_id)
+        memory_id = clean_memory_id(memory_id)
+        return _result(await service.update(scope, memory_id, clean_text(text, "text", max_chars)))
+
+    async def memory_history(
+        memory_id: Annotated[str, Field(description="Id of the memory")],
+        ctx: Context,
+        user_id: UserIdArg = None,
+    ) -> Annotated[CallToolResult, HistoryResult]:
+        scope = identity.resolve(ctx, user_id)
+        return _result(await service.history(scope, clean_memory_id(memory_id)))
+
+    read_only = ToolAnnotations(
+        read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
+    )
+    tools: dict[str, tuple[Callable[..., Any], ToolAnnotations, str]] = {
+        "add_memories": (
+            add_memories,
+            ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False),
+            "Add memory",
+        ),
+        "search_memories": (search_memories, read_only, "Search memories"),
+        "list_memories": (list_memories, read_only, "List all memories"),
+        "delete_all_memories": (
+            delete_all_memories,
+            ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False),
+            "Delete all memories",
+        ),
+        "delete_memories": (
+            delete_memories,
+            ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False),
+            "Delete memories",
+        ),
+        "update_memory": (
+            update_memory,
+            ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False),
+            "Update a memory",
+        ),
+        "memory_history": (memory_history, read_only, "Memory history"),
+    }
+    for name in settings.enabled_tools():
+        fn, annotations, title = tools[name]
+        fn = _guard(name, fn)
+        if not settings.allow_user_id_override:
+            fn = _without(fn, "user_id")
+        server.add_tool(
+            fn,
+            name=name,
+            title=title,
+            description=settings.tool_description(name),
+            annotations=annotations,
+            structured_output=True,
+        )

@@ -1,0 +1,147 @@
+"""One HTTP app for every network client, plus stdio.
+
+Routes (HTTP modes serve all of them at once):
+
+* ``GET /mcp/{client_name}/sse/{user_id}`` and ``POST /mcp/messages/``: the reference server's SSE
+  routes, unchanged, so existing CherryStudio and Cline configurations keep working. The POST answers
+  with the SDK's own status codes (400 for a bad body, 404 for an unknown session): never a blanket 200.
+* ``/mcp/{client_name}/http/{user_id}``: streamable HTTP (stateless: the identity comes from each
+  request's path, so no session can be replayed under another user's URL).
+* ``GET /health``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+from mcp.server.mcpserver import MCPServer
+from mcp.server.sse import SseServerTransport
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+from starlette.types import Receive, Send
+from starlette.types import Scope as ASGIScope
+
+from tablestore_openmemory_mcp import __version__
+from tablestore_openmemory_mcp.identity import CONNECTION_SCOPE
+from tablestore_openmemory_mcp.scope import InvalidIdentity, Scope
+from tablestore_openmemory_mcp.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+SSE_MESSAGE_PATH = "/mcp/messages/"
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def transport_security(settings: Settings) -> TransportSecuritySettings:
+    """DNS-rebinding protection (Host and Origin checks) whenever the server listens on loopback."""
+    if is_loopback(settings.host):
+        return TransportSecuritySettings(
+            enable_dns_rebinding_protection=True,
+            allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"],
+            allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
+        )
+    return TransportSecuritySettings(enable_dns_rebinding_protection=False)
+
+
+class _ASGIEndpoint:
+    """Starlette treats plain functions as request/response endpoints; an instance is called as ASGI."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+def _bad_identity(exc: InvalidIdentity) -> JSONResponse:
+    return JSONResponse({"error": "invalid_identity", "message": str(exc)}, status_code=400)
+
+
+def build_http_app(server: MCPServer, settings: Settings, health: dict[str, Any]) -> Starlette:
+    """The Starlette app serving SSE, streamable HTTP and /health for ``server``."""
+    lowlevel = server._lowlevel_server  # the SDK exposes no public handle for custom transports
+    security = transport_security(settings)
+    sse = SseServerTransport(SSE_MESSAGE_PATH, security_settings=security)
+    streamable = StreamableHTTPSessionManager(app=lowlevel, stateless=True, security_settings=security)
+    shared = settings.share_across_clients
+
+    async def sse_stream(request: Request) -> Response:
+        try:
+            scope = Scope(request.path_params["client_name"], request.path_params["user_id"], shared)
+        except InvalidIdentity as exc:
+            return _bad_identity(exc)
+        token = CONNECTION_SCOPE.set(scope)
+        try:
+            async with sse.connect_sse(request.scope, request.receive, request._send) as (reader, writer):
+                await lowlevel.run(reader, writer, lowlevel.create_initialization_options())
+        finally:
+            CONNECTION_SCOPE.reset(token)
+        return Response()
+
+    async def streamable_endpoint(scope: ASGIScope, receive: Receive, send: Send) -> None:
+        params = scope.get("path_params", {})
+        try:
+            Scope(params.get("client_name", ""), params.get("user_id", ""), shared)
+        except InvalidIdentity as exc:
+            await _bad_identity(exc)(scope, receive, send)
+            return
+        await streamable.handle_request(scope, receive, send)
+
+    async def health_endpoint(request: Request) -> Response:
+        return JSONResponse({"status": "ok", "version": __version__, **health})
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with streamable.run():
+            yield
+
+    routes = [
+        Route("/health", health_endpoint, methods=["GET"]),
+        Route("/mcp/{client_name}/sse/{user_id}", sse_stream, methods=["GET"]),
+        Mount(SSE_MESSAGE_PATH, app=sse.handle_post_message),
+        Route(
+            "/mcp/{client_name}/http/{user_id}", _ASGIEndpoint(streamable_endpoint), methods=["GET", "POST", "DELETE"]
+        ),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def serve_http(app: Starlette, settings: Settings) -> None:
+    """Serve ``app`` with uvicorn; logs go to stderr like everything else."""
+    import uvicorn
+
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        log_config=None,
+        timeout_graceful_shutdown=10,
+    )
+    await uvicorn.Server(config).serve()
+
+
+async def serve_stdio(server: MCPServer) -> None:
+    """Serve one client on stdin/stdout; returns when stdin closes."""
+    await server.run_stdio_async()
+
+
+def run(coro_fn: Any, *args: Any) -> None:
+    anyio.run(coro_fn, *args)
