@@ -6,6 +6,7 @@ Nothing here runs at import time; :func:`build` is called by the CLI once settin
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,12 +21,52 @@ class StartupError(Exception):
 
 
 @dataclass
-class Built:
-    server: Any
+class Components:
     service: Any
     store_name: str
     llm_name: str
     embedder_name: str
+
+
+class ServiceHandle:
+    """The memory service, built in a background thread so the MCP handshake need not wait for it.
+
+    Importing mem0 and opening the store take a second or more; stdio clients list tools meanwhile.
+    Tool calls wait for :meth:`get`. A failure is kept and re-raised to every caller (and the CLI
+    exits on it).
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._ready = threading.Event()
+        self._components: Components | None = None
+        self._error: BaseException | None = None
+
+    def start(self) -> None:
+        threading.Thread(target=self._build, name="memory-startup", daemon=True).start()
+
+    def _build(self) -> None:
+        try:
+            self._components = build_components(self._settings)
+        except BaseException as exc:
+            self._error = exc
+        finally:
+            self._ready.set()
+
+    def wait(self) -> Components:
+        """Block until the service is ready; raise what startup raised."""
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._components is not None
+        return self._components
+
+    async def get(self) -> Any:
+        if not self._ready.is_set():
+            import anyio.to_thread
+
+            await anyio.to_thread.run_sync(self._ready.wait)
+        return self.wait().service
 
 
 def _embedder(settings: Settings) -> tuple[Any, int]:
@@ -88,8 +129,8 @@ def _store(settings: Settings, dimension: int) -> tuple[str, dict[str, Any], str
     return "openmemory_embedded", config, f"embedded({settings.resolved_data_dir / 'memories.sqlite3'})"
 
 
-def build(settings: Settings) -> Built:
-    """Create every component; raises :class:`StartupError` with a readable message on failure."""
+def build_components(settings: Settings) -> Components:
+    """Create store, embedder, LLM and service; raises :class:`StartupError` with a readable message."""
     data_dir = settings.resolved_data_dir
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -100,12 +141,8 @@ def build(settings: Settings) -> Built:
 
     mem0_bridge.prepare_environment(data_dir, settings.mem0_telemetry)
 
-    from mcp.server.mcpserver import MCPServer
-
-    from tablestore_openmemory_mcp.identity import IdentityResolver
     from tablestore_openmemory_mcp.llm import ChatClient
     from tablestore_openmemory_mcp.memory import MemoryService
-    from tablestore_openmemory_mcp.tools import register_tools
 
     embedder, dimension = _embedder(settings)
     provider, store_config, store_name = _store(settings, dimension)
@@ -138,12 +175,22 @@ def build(settings: Settings) -> Built:
         min_score=settings.search_min_score,
         worker_threads=settings.worker_threads,
     )
+    llm_name = f"openai:{settings.llm_model}@{settings.llm_url}" if llm else "none (memories stored as given)"
+    return Components(service, store_name, llm_name, getattr(embedder, "name", type(embedder).__name__))
+
+
+def build_server(settings: Settings, handle: ServiceHandle) -> Any:
+    """The MCP server with every enabled tool; tools reach the service through ``handle``."""
+    from mcp.server.mcpserver import MCPServer
+
+    from tablestore_openmemory_mcp.identity import IdentityResolver
+    from tablestore_openmemory_mcp.tools import register_tools
+
     server = MCPServer(
         name=APP_NAME,
         version=__version__,
         instructions="Long-term memory: search it before answering, add to it what the user wants remembered.",
         log_level=settings.log_level,
     )
-    register_tools(server, service, settings, IdentityResolver(settings))
-    llm_name = f"openai:{settings.llm_model}@{settings.llm_url}" if llm else "none (memories stored as given)"
-    return Built(server, service, store_name, llm_name, getattr(embedder, "name", type(embedder).__name__))
+    register_tools(server, handle.get, settings, IdentityResolver(settings))
+    return server

@@ -9,11 +9,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import sys
-from typing import NoReturn
+import threading
+from typing import TYPE_CHECKING, NoReturn
 
 from tablestore_openmemory_mcp import __version__
-from tablestore_openmemory_mcp.settings import APP_NAME, SettingsError, load_settings
+from tablestore_openmemory_mcp.settings import APP_NAME, Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from tablestore_openmemory_mcp.bootstrap import Components, ServiceHandle
 
 logger = logging.getLogger(APP_NAME)
 
@@ -50,20 +55,49 @@ def main(argv: list[str] | None = None) -> None:
     from tablestore_openmemory_mcp import logs
 
     logs.configure(settings.log_level)
-    from tablestore_openmemory_mcp.bootstrap import StartupError, build
+    from tablestore_openmemory_mcp import transports
+    from tablestore_openmemory_mcp.bootstrap import ServiceHandle, build_server
+
+    handle = ServiceHandle(settings)
+    handle.start()
+    server = build_server(settings, handle)
+    if settings.transport == "stdio":
+        # Answer the handshake at once; a startup failure still ends the process with exit code 1.
+        threading.Thread(target=_exit_on_startup_failure, args=(handle, settings), daemon=True).start()
+        transports.run(transports.serve_stdio, server)
+        return
+    components = _wait_or_exit(handle)
+    _log_startup(settings, components)
+    if not transports.is_loopback(settings.host):
+        logger.warning(
+            "!!! Listening on %s: every machine that can reach this address can use these memories. "
+            "Bind to 127.0.0.1 unless you mean it.",
+            settings.host,
+        )
+    health = {"store": components.store_name.split("(")[0], "transport": settings.transport}
+    app = transports.build_http_app(server, settings, health)
+    with contextlib.suppress(KeyboardInterrupt):
+        transports.run(transports.serve_http, app, settings)
+
+
+def _wait_or_exit(handle: ServiceHandle) -> Components:
+    from tablestore_openmemory_mcp.bootstrap import StartupError
 
     try:
-        built = build(settings)
+        return handle.wait()
     except StartupError as exc:
-        print(f"{APP_NAME}: cannot start: {exc}", file=sys.stderr)
-        sys.exit(1)
+        print(f"{APP_NAME}: cannot start: {exc}", file=sys.stderr, flush=True)
     except Exception as exc:  # an SDK error we did not anticipate: still one line, details at debug level
         logger.debug("startup failed", exc_info=True)
-        print(f"{APP_NAME}: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
-        sys.exit(1)
+        print(f"{APP_NAME}: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+    os._exit(1)  # also from the stdio watcher thread, where sys.exit would only end the thread
 
-    from tablestore_openmemory_mcp import transports
 
+def _exit_on_startup_failure(handle: ServiceHandle, settings: Settings) -> None:
+    _log_startup(settings, _wait_or_exit(handle))
+
+
+def _log_startup(settings: Settings, components: Components) -> None:
     address = "stdin/stdout" if settings.transport == "stdio" else f"http://{settings.host}:{settings.port}"
     logger.info(
         "%s %s: transport=%s address=%s store=%s llm=%s embedder=%s data_dir=%s",
@@ -71,24 +105,11 @@ def main(argv: list[str] | None = None) -> None:
         __version__,
         settings.transport,
         address,
-        built.store_name,
-        built.llm_name,
-        built.embedder_name,
+        components.store_name,
+        components.llm_name,
+        components.embedder_name,
         settings.resolved_data_dir,
     )
-    if settings.transport == "stdio":
-        transports.run(transports.serve_stdio, built.server)
-        return
-    if not transports.is_loopback(settings.host):
-        logger.warning(
-            "!!! Listening on %s: every machine that can reach this address can use these memories. "
-            "Bind to 127.0.0.1 unless you mean it.",
-            settings.host,
-        )
-    health = {"store": built.store_name.split("(")[0], "transport": settings.transport}
-    app = transports.build_http_app(built.server, settings, health)
-    with contextlib.suppress(KeyboardInterrupt):
-        transports.run(transports.serve_http, app, settings)
 
 
 if __name__ == "__main__":

@@ -13,5 +13,9 @@ def configure(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("httpx", "httpcore", "urllib3", "mcp.server.lowlevel.server", "sse_starlette"):
-        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+    quieter = max(logging.WARNING, logging.getLevelName(level))
+    for noisy in ("httpx", "httpcore", "urllib3", "mcp.server.lowlevel.server", "sse_starlette", "tablestore"):
+        logging.getLogger(noisy).setLevel(quieter)
+    # mem0 logs memory texts at INFO (private data) and warns on every start that spaCy is absent.
+    logging.getLogger("mem0").setLevel(quieter)
+    logging.getLogger("mem0.utils.spacy_models").setLevel(logging.ERROR)

@@ -85,7 +85,12 @@ def _without(fn: Callable[..., Any], parameter: str) -> Callable[..., Any]:
     return wrapper
 
 
-def register_tools(server: MCPServer, service: MemoryService, settings: Settings, identity: IdentityResolver) -> None:
+def register_tools(
+    server: MCPServer,
+    get_service: Callable[[], Awaitable[MemoryService]],
+    settings: Settings,
+    identity: IdentityResolver,
+) -> None:
     """Add every tool not in ``TOOL_BLACK_LIST`` to ``server``.
 
     (No ``from __future__ import annotations`` here: the tools' annotations use local values.)
@@ -104,7 +109,7 @@ def register_tools(server: MCPServer, service: MemoryService, settings: Settings
         user_id: UserIdArg = None,
     ) -> Annotated[CallToolResult, AddResult]:
         scope = identity.resolve(ctx, user_id)
-        return _result(await service.add(scope, clean_text(text, "text", max_chars), infer))
+        return _result(await (await get_service()).add(scope, clean_text(text, "text", max_chars), infer))
 
     async def search_memories(
         query: Annotated[str, Field(description="What to look for")],
@@ -114,15 +119,15 @@ def register_tools(server: MCPServer, service: MemoryService, settings: Settings
     ) -> Annotated[CallToolResult, SearchResult]:
         scope = identity.resolve(ctx, user_id)
         query = clean_text(query, "query", max_chars)
-        return _result(await service.search(scope, query, clean_limit(limit, max_limit)))
+        return _result(await (await get_service()).search(scope, query, clean_limit(limit, max_limit)))
 
     async def list_memories(ctx: Context, user_id: UserIdArg = None) -> Annotated[CallToolResult, ListResult]:
-        return _result(await service.list(identity.resolve(ctx, user_id)))
+        return _result(await (await get_service()).list(identity.resolve(ctx, user_id)))
 
     async def delete_all_memories(
         ctx: Context, user_id: UserIdArg = None
     ) -> Annotated[CallToolResult, DeleteAllResult]:
-        return _result(await service.delete_all(identity.resolve(ctx, user_id)))
+        return _result(await (await get_service()).delete_all(identity.resolve(ctx, user_id)))
 
     async def delete_memories(
         memory_ids: Annotated[list[str], Field(description="Ids of the memories to delete")],
@@ -130,7 +135,7 @@ def register_tools(server: MCPServer, service: MemoryService, settings: Settings
         user_id: UserIdArg = None,
     ) -> Annotated[CallToolResult, DeleteResult]:
         scope = identity.resolve(ctx, user_id)
-        return _result(await service.delete(scope, clean_memory_ids(memory_ids)))
+        return _result(await (await get_service()).delete(scope, clean_memory_ids(memory_ids)))
 
     async def update_memory(
         memory_id: Annotated[str, Field(description="Id of the memory to change")],
@@ -140,7 +145,7 @@ def register_tools(server: MCPServer, service: MemoryService, settings: Settings
     ) -> Annotated[CallToolResult, UpdateResult]:
         scope = identity.resolve(ctx, user_id)
         memory_id = clean_memory_id(memory_id)
-        return _result(await service.update(scope, memory_id, clean_text(text, "text", max_chars)))
+        return _result(await (await get_service()).update(scope, memory_id, clean_text(text, "text", max_chars)))
 
     async def memory_history(
         memory_id: Annotated[str, Field(description="Id of the memory")],
@@ -148,7 +153,7 @@ def register_tools(server: MCPServer, service: MemoryService, settings: Settings
         user_id: UserIdArg = None,
     ) -> Annotated[CallToolResult, HistoryResult]:
         scope = identity.resolve(ctx, user_id)
-        return _result(await service.history(scope, clean_memory_id(memory_id)))
+        return _result(await (await get_service()).history(scope, clean_memory_id(memory_id)))
 
     read_only = ToolAnnotations(
         read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
