@@ -1,0 +1,152 @@
+"""Table and search-index layout, and the startup compatibility checks.
+
+Primary key ``(user_id, memory_id)``, both STRING: one user's memories form one contiguous,
+strongly consistent range, so ``list``/``get``/``update``/``delete`` never depend on the search
+index (which lags writes by seconds). The search index indexes both primary-key columns as KEYWORD
+(Tablestore indexes primary-key columns directly), the text as TEXT with the ``single_word``
+analyzer (Chinese is tokenized per character), the identity and time columns as KEYWORD (ISO
+timestamps sort correctly as strings) and the embedding as a VECTOR field.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from tablestore import (
+    AnalyzerType,
+    FieldSchema,
+    FieldType,
+    SearchIndexMeta,
+    SingleWordAnalyzerParameter,
+    VectorDataType,
+    VectorMetricType,
+    VectorOptions,
+)
+
+#: Tablestore's naming rule for tables, columns and indexes.
+NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+
+PK_USER = "user_id"
+PK_ID = "memory_id"
+PRIMARY_KEY = [(PK_USER, "STRING"), (PK_ID, "STRING")]
+
+COL_DATA = "data"
+COL_PAYLOAD = "payload"
+COL_VECTOR = "vector"
+#: Payload keys copied into their own KEYWORD-indexed columns so filters can be pushed down.
+KEYWORD_COLUMNS = ("agent_id", "run_id", "hash", "actor_id", "role", "created_at", "updated_at")
+#: Every attribute column we write; UpdateRow clears the ones a new payload no longer has.
+ATTRIBUTE_COLUMNS = (COL_DATA, *KEYWORD_COLUMNS, COL_PAYLOAD, COL_VECTOR)
+#: Fields that exist in the index and can take Term/Terms/Range/Exists/Wildcard queries.
+KEYWORD_FIELDS = frozenset({PK_USER, PK_ID, *KEYWORD_COLUMNS})
+
+METRICS: dict[str, VectorMetricType] = {
+    "cosine": VectorMetricType.VM_COSINE,
+    "dot_product": VectorMetricType.VM_DOT_PRODUCT,
+    "euclidean": VectorMetricType.VM_EUCLIDEAN,
+}
+_METRIC_ALIASES = {
+    "dot": "dot_product",
+    "ip": "dot_product",
+    "inner_product": "dot_product",
+    "l2": "euclidean",
+}
+#: Tablestore's documented maximum vector dimension.
+MAX_DIMENSION = 2048
+
+
+def validate_name(kind: str, name: Any) -> str:
+    """Raise a ValueError naming the rule when ``name`` cannot be a Tablestore table/index name."""
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ValueError(
+            f"Invalid Tablestore {kind} name {name!r}: use 1-255 letters, digits or underscores, "
+            "not starting with a digit (check TABLESTORE_TABLE_NAME)"
+        )
+    return name
+
+
+def normalize_metric(metric: str) -> str:
+    """Map user spellings to one of cosine|dot_product|euclidean."""
+    key = str(metric or "cosine").strip().lower()
+    key = _METRIC_ALIASES.get(key, key)
+    if key not in METRICS:
+        raise ValueError(f"Unsupported Tablestore vector metric {metric!r}; use one of {sorted(METRICS)}")
+    return key
+
+
+def validate_dimension(dims: Any) -> int:
+    """The embedding dimension must be a positive int within Tablestore's limit."""
+    if isinstance(dims, bool) or not isinstance(dims, int) or not 1 <= dims <= MAX_DIMENSION:
+        raise ValueError(
+            f"embedding_model_dims must be an integer between 1 and {MAX_DIMENSION} "
+            f"(Tablestore's vector limit), got {dims!r}"
+        )
+    return dims
+
+
+def index_meta(dimension: int, metric: str) -> SearchIndexMeta:
+    """The search-index schema this store creates."""
+    fields = [
+        FieldSchema(PK_USER, FieldType.KEYWORD, index=True, enable_sort_and_agg=True),
+        FieldSchema(PK_ID, FieldType.KEYWORD, index=True, enable_sort_and_agg=True),
+        FieldSchema(
+            COL_DATA,
+            FieldType.TEXT,
+            index=True,
+            analyzer=AnalyzerType.SINGLEWORD,
+            analyzer_parameter=SingleWordAnalyzerParameter(case_sensitive=False, delimit_word=True),
+        ),
+        *[FieldSchema(c, FieldType.KEYWORD, index=True, enable_sort_and_agg=True) for c in KEYWORD_COLUMNS],
+        FieldSchema(
+            COL_VECTOR,
+            FieldType.VECTOR,
+            index=True,
+            vector_options=VectorOptions(
+                data_type=VectorDataType.VD_FLOAT_32, metric_type=METRICS[metric], dimension=dimension
+            ),
+        ),
+    ]
+    return SearchIndexMeta(fields)
+
+
+def _metric_name(metric_type: Any) -> str:
+    for name, value in METRICS.items():
+        if metric_type == value or metric_type == int(value):
+            return name
+    return str(metric_type)
+
+
+def check_index(index_name: str, meta: SearchIndexMeta, dimension: int, metric: str) -> list[str]:
+    """Raise ValueError when the existing index's vector field disagrees with the embedder.
+
+    Returns the names of expected fields the index lacks (the caller logs them: filters on those
+    fields then run as post-filters, which is slower but still correct).
+    """
+    by_name = {f.field_name: f for f in (meta.fields or [])}
+    vector = by_name.get(COL_VECTOR)
+    options = getattr(vector, "vector_options", None) if vector is not None else None
+    if options is None:
+        raise ValueError(
+            f"Tablestore index {index_name} has no vector field '{COL_VECTOR}', so it was not created by "
+            "this server; use another TABLESTORE_TABLE_NAME"
+        )
+    have_dim, have_metric = int(options.dimension), _metric_name(options.metric_type)
+    if have_dim != dimension or have_metric != metric:
+        raise ValueError(
+            f"Tablestore index {index_name} has dimension {have_dim}/{have_metric} but the embedder "
+            f"produces {dimension}/{metric}; set TABLESTORE_VECTOR_DIMENSION (and the metric) to match the "
+            "index, or use another TABLESTORE_TABLE_NAME"
+        )
+    wanted = {f.field_name for f in index_meta(dimension, metric).fields}
+    return sorted(wanted - set(by_name))
+
+
+def check_primary_key(table: str, schema: list[Any]) -> None:
+    """Raise ValueError when an existing table was created with another primary key."""
+    names = [(str(c[0]), str(c[1]).upper()) for c in schema or []]
+    if names != PRIMARY_KEY:
+        raise ValueError(
+            f"Tablestore table {table} has primary key {names} but this server needs {PRIMARY_KEY} "
+            "(it was probably created by another tool); use another TABLESTORE_TABLE_NAME"
+        )

@@ -1,0 +1,479 @@
+"""Protobuf request handlers: one method per Tablestore API, all run under the store lock.
+
+Every handler takes the raw request body and returns a serialized response, raising OTSError for
+service errors. proto2 `required` response fields are always filled (the SDK's parser insists).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from tablestore.protobuf import search_pb2 as spb
+from tablestore.protobuf import table_store_filter_pb2 as fpb
+from tablestore.protobuf import table_store_pb2 as pb
+
+from . import plainbuffer as pbuf
+from .errors import OTSError, invalid, table_not_exist
+from .search import SearchIndex, run_search
+from .store import MAX_WRITE_BYTES, CKey, Store, StoredRow, Table, check_column, cmp_key
+
+MAX_BATCH_WRITE_ROWS = 200
+MAX_BATCH_GET_ROWS = 100
+MAX_RANGE_ROWS = 5000
+MAX_RANGE_BYTES = 4 * 1024 * 1024
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _decode_row(data: bytes) -> pbuf.DecodedRow:
+    try:
+        return pbuf.decode_row(data)
+    except pbuf.PlainBufferError as exc:
+        raise invalid(f"Invalid plain buffer: {exc}.") from exc
+
+
+def _consumed(msg: Any, read: int = 0, write: int = 0) -> None:
+    msg.capacity_unit.read = read
+    msg.capacity_unit.write = write
+
+
+def _compare(stored: Any, wanted: Any, comparator: int) -> bool:
+    if isinstance(stored, bool) != isinstance(wanted, bool):
+        return comparator == fpb.CT_NOT_EQUAL
+    try:
+        return {
+            fpb.CT_EQUAL: lambda: stored == wanted,
+            fpb.CT_NOT_EQUAL: lambda: stored != wanted,
+            fpb.CT_GREATER_THAN: lambda: stored > wanted,
+            fpb.CT_GREATER_EQUAL: lambda: stored >= wanted,
+            fpb.CT_LESS_THAN: lambda: stored < wanted,
+            fpb.CT_LESS_EQUAL: lambda: stored <= wanted,
+        }[comparator]()
+    except (TypeError, KeyError):
+        return comparator == fpb.CT_NOT_EQUAL
+
+
+def filter_passes(raw: bytes, row: StoredRow | None) -> bool:
+    """Evaluate a column filter (SingleColumnValueFilter / CompositeColumnValueFilter) on a row."""
+    flt = fpb.Filter()
+    flt.ParseFromString(raw)
+    columns = row.columns if row is not None else {}
+    if flt.type == fpb.FT_SINGLE_COLUMN_VALUE:
+        single = fpb.SingleColumnValueFilter()
+        single.ParseFromString(flt.filter)
+        if single.column_name not in columns:
+            if single.comparator == fpb.CT_NOT_EXIST:
+                return True
+            return single.comparator != fpb.CT_EXIST and not single.filter_if_missing
+        if single.comparator in (fpb.CT_EXIST, fpb.CT_NOT_EXIST):
+            return single.comparator == fpb.CT_EXIST
+        return _compare(columns[single.column_name][0], pbuf.decode_variant(single.column_value), single.comparator)
+    if flt.type == fpb.FT_COMPOSITE_COLUMN_VALUE:
+        comp = fpb.CompositeColumnValueFilter()
+        comp.ParseFromString(flt.filter)
+        results = [filter_passes(sub.SerializeToString(), row) for sub in comp.sub_filters]
+        if comp.combinator == fpb.LO_NOT:
+            return not results[0] if results else True
+        return all(results) if comp.combinator == fpb.LO_AND else any(results)
+    raise invalid("Unsupported filter type.")
+
+
+class Api:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.handlers: dict[str, Callable[[bytes], bytes]] = {name: getattr(self, name) for name in API_NAMES}
+
+    def dispatch(self, api: str, body: bytes) -> bytes:
+        handler = self.handlers.get(api)
+        if handler is None:
+            raise OTSError("OTSUnsupportOperation", f"API {api} is not supported by the emulator.")
+        with self.store.lock:
+            return handler(body)
+
+    @staticmethod
+    def _parse(cls: type, body: bytes) -> Any:
+        msg = cls()
+        try:
+            msg.ParseFromString(body)
+        except Exception as exc:
+            raise invalid(f"Failed to parse {cls.__name__}: {exc}") from exc
+        return msg
+
+    # ---- table management ---------------------------------------------------------------
+    def CreateTable(self, body: bytes) -> bytes:
+        req = self._parse(pb.CreateTableRequest, body)
+        meta, opts = req.table_meta, req.table_options
+        table = Table(
+            name=meta.table_name,
+            pk_schema=[
+                (p.name, p.type, p.HasField("option") and p.option == pb.AUTO_INCREMENT) for p in meta.primary_key
+            ],
+            defined_columns=[(d.name, d.type) for d in meta.defined_column],
+            time_to_live=opts.time_to_live if opts.HasField("time_to_live") else -1,
+            max_versions=opts.max_versions if opts.HasField("max_versions") else 1,
+            deviation=opts.deviation_cell_version_in_sec if opts.HasField("deviation_cell_version_in_sec") else 86400,
+            allow_update=opts.allow_update if opts.HasField("allow_update") else True,
+            read_cu=req.reserved_throughput.capacity_unit.read,
+            write_cu=req.reserved_throughput.capacity_unit.write,
+        )
+        self.store.add_table(table)
+        return pb.CreateTableResponse().SerializeToString()
+
+    def ListTable(self, body: bytes) -> bytes:
+        resp = pb.ListTableResponse()
+        resp.table_names.extend(sorted(self.store.tables))
+        return resp.SerializeToString()
+
+    def DeleteTable(self, body: bytes) -> bytes:
+        req = self._parse(pb.DeleteTableRequest, body)
+        self.store.get_table(req.table_name)
+        del self.store.tables[req.table_name]
+        return pb.DeleteTableResponse().SerializeToString()
+
+    def _fill_options(self, table: Table, opts: Any, rtd: Any) -> None:
+        opts.time_to_live = table.time_to_live
+        opts.max_versions = table.max_versions
+        opts.deviation_cell_version_in_sec = table.deviation
+        opts.allow_update = table.allow_update
+        rtd.capacity_unit.read = table.read_cu
+        rtd.capacity_unit.write = table.write_cu
+        rtd.last_increase_time = int(table.created)
+
+    def DescribeTable(self, body: bytes) -> bytes:
+        req = self._parse(pb.DescribeTableRequest, body)
+        table = self.store.get_table(req.table_name)
+        resp = pb.DescribeTableResponse()
+        resp.table_meta.table_name = table.name
+        for name, ptype, auto in table.pk_schema:
+            p = resp.table_meta.primary_key.add(name=name, type=ptype)
+            if auto:
+                p.option = pb.AUTO_INCREMENT
+        for name, ctype in table.defined_columns:
+            resp.table_meta.defined_column.add(name=name, type=ctype)
+        self._fill_options(table, resp.table_options, resp.reserved_throughput_details)
+        return resp.SerializeToString()
+
+    def UpdateTable(self, body: bytes) -> bytes:
+        req = self._parse(pb.UpdateTableRequest, body)
+        table = self.store.get_table(req.table_name)
+        if req.HasField("table_options"):
+            o = req.table_options
+            if o.HasField("time_to_live"):
+                table.time_to_live = o.time_to_live
+            if o.HasField("max_versions"):
+                table.max_versions = o.max_versions
+            if o.HasField("deviation_cell_version_in_sec"):
+                table.deviation = o.deviation_cell_version_in_sec
+            if o.HasField("allow_update"):
+                table.allow_update = o.allow_update
+        if req.HasField("reserved_throughput"):
+            cu = req.reserved_throughput.capacity_unit
+            table.read_cu = cu.read if cu.HasField("read") else table.read_cu
+            table.write_cu = cu.write if cu.HasField("write") else table.write_cu
+        resp = pb.UpdateTableResponse()
+        self._fill_options(table, resp.table_options, resp.reserved_throughput_details)
+        return resp.SerializeToString()
+
+    # ---- single-row operations --------------------------------------------------------------
+    def _check_condition(self, table: Table, key: CKey, cond: Any) -> None:
+        exists = key in table.rows
+        if cond.row_existence == pb.EXPECT_EXIST and not exists:
+            raise OTSError("OTSConditionCheckFail", "Condition check failed.")
+        if cond.row_existence == pb.EXPECT_NOT_EXIST and exists:
+            raise OTSError("OTSConditionCheckFail", "Condition check failed.")
+        column_condition = cond.column_condition if cond.HasField("column_condition") else b""
+        if column_condition and not filter_passes(column_condition, table.rows.get(key)):
+            raise OTSError("OTSConditionCheckFail", "Condition check failed.")
+
+    def _put(self, table: Table, raw: bytes, cond: Any) -> StoredRow:
+        row = _decode_row(raw)
+        pk = self.store.check_pk(table, row.primary_key, allow_auto=True)
+        key = cmp_key([v for _, v in pk])
+        self._check_condition(table, key, cond)
+        now_ms = _now_ms()
+        columns: dict[str, tuple[Any, int]] = {}
+        for cell in row.cells:
+            if not cell.has_value or cell.op is not None:
+                raise invalid(f"PutRow column '{cell.name}' must carry a value.")
+            check_column(cell.name, cell.value)
+            columns[cell.name] = (cell.value, cell.timestamp if cell.timestamp is not None else now_ms)
+        stored = StoredRow(key, pk, columns, time.time())
+        self.store.commit(table, key, stored, time.monotonic())
+        return stored
+
+    def _update(self, table: Table, raw: bytes, cond: Any) -> StoredRow:
+        row = _decode_row(raw)
+        pk = self.store.check_pk(table, row.primary_key)
+        key = cmp_key([v for _, v in pk])
+        self._check_condition(table, key, cond)
+        old = table.rows.get(key)
+        columns = dict(old.columns) if old is not None else {}
+        now_ms = _now_ms()
+        for cell in row.cells:
+            check_column(cell.name, cell.value)
+            if cell.op is None:
+                if not cell.has_value:
+                    raise invalid(f"UpdateRow PUT column '{cell.name}' must carry a value.")
+                columns[cell.name] = (cell.value, cell.timestamp if cell.timestamp is not None else now_ms)
+            elif cell.op == pbuf.OP_DELETE_ALL:
+                columns.pop(cell.name, None)
+            elif cell.op == pbuf.OP_DELETE_ONE:
+                cur = columns.get(cell.name)
+                if cur is not None and (cell.timestamp is None or cur[1] == cell.timestamp):
+                    del columns[cell.name]
+            elif cell.op == pbuf.OP_INCREMENT:
+                cur_value = columns.get(cell.name, (0, 0))[0]
+                if not isinstance(cell.value, int) or not isinstance(cur_value, int):
+                    raise invalid(f"Increment on column '{cell.name}' requires integer values.")
+                columns[cell.name] = (cur_value + cell.value, now_ms)
+            else:
+                raise invalid(f"Unknown cell operation {cell.op}.")
+        stored = StoredRow(key, pk, columns, time.time())
+        self.store.commit(table, key, stored, time.monotonic())
+        return stored
+
+    def _delete(self, table: Table, raw: bytes, cond: Any) -> StoredRow:
+        row = _decode_row(raw)
+        pk = self.store.check_pk(table, row.primary_key)
+        key = cmp_key([v for _, v in pk])
+        self._check_condition(table, key, cond)
+        if key in table.rows:
+            self.store.commit(table, key, None, time.monotonic())
+        return StoredRow(key, pk, {})
+
+    @staticmethod
+    def _returned(resp: Any, stored: StoredRow, req: Any) -> None:
+        if req.HasField("return_content") and req.return_content.return_type == pb.RT_PK:
+            resp.row = pbuf.HEADER_BYTES + stored.encode_pk_only()
+
+    @staticmethod
+    def _check_write_size(size: int) -> None:
+        if size > MAX_WRITE_BYTES:
+            raise invalid(f"The total data size of the request exceeds the limit: {MAX_WRITE_BYTES} bytes.")
+
+    def PutRow(self, body: bytes) -> bytes:
+        req = self._parse(pb.PutRowRequest, body)
+        self._check_write_size(len(req.row))
+        stored = self._put(self.store.get_table(req.table_name), req.row, req.condition)
+        resp = pb.PutRowResponse()
+        _consumed(resp.consumed, write=1)
+        self._returned(resp, stored, req)
+        return resp.SerializeToString()
+
+    def UpdateRow(self, body: bytes) -> bytes:
+        req = self._parse(pb.UpdateRowRequest, body)
+        self._check_write_size(len(req.row_change))
+        stored = self._update(self.store.get_table(req.table_name), req.row_change, req.condition)
+        resp = pb.UpdateRowResponse()
+        _consumed(resp.consumed, write=1)
+        self._returned(resp, stored, req)
+        return resp.SerializeToString()
+
+    def DeleteRow(self, body: bytes) -> bytes:
+        req = self._parse(pb.DeleteRowRequest, body)
+        stored = self._delete(self.store.get_table(req.table_name), req.primary_key, req.condition)
+        resp = pb.DeleteRowResponse()
+        _consumed(resp.consumed, write=1)
+        self._returned(resp, stored, req)
+        return resp.SerializeToString()
+
+    def _read_row(self, table: Table, raw_pk: bytes, columns: list[str], flt: bytes | None) -> bytes:
+        pk = self.store.check_pk(table, _decode_row(raw_pk).primary_key)
+        stored = table.rows.get(cmp_key([v for _, v in pk]))
+        if stored is None or (flt and not filter_passes(flt, stored)):
+            return b""
+        return pbuf.HEADER_BYTES + stored.encode_body(columns or None)
+
+    def GetRow(self, body: bytes) -> bytes:
+        req = self._parse(pb.GetRowRequest, body)
+        table = self.store.get_table(req.table_name)
+        resp = pb.GetRowResponse()
+        _consumed(resp.consumed, read=1)
+        resp.row = self._read_row(table, req.primary_key, list(req.columns_to_get), req.filter or None)
+        return resp.SerializeToString()
+
+    def BatchGetRow(self, body: bytes) -> bytes:
+        req = self._parse(pb.BatchGetRowRequest, body)
+        total = sum(len(t.primary_key) for t in req.tables)
+        if total > MAX_BATCH_GET_ROWS:
+            raise invalid(f"Rows count exceeds the upper limit: {MAX_BATCH_GET_ROWS}.")
+        resp = pb.BatchGetRowResponse()
+        for treq in req.tables:
+            tresp = resp.tables.add(table_name=treq.table_name)
+            table = self.store.tables.get(treq.table_name)
+            for raw in treq.primary_key:
+                item = tresp.rows.add(is_ok=True)
+                try:
+                    if table is None:
+                        raise table_not_exist()
+                    item.row = self._read_row(table, raw, list(treq.columns_to_get), treq.filter or None)
+                    _consumed(item.consumed, read=1)
+                except OTSError as exc:
+                    item.is_ok = False
+                    item.error.code, item.error.message = exc.code, exc.message
+        return resp.SerializeToString()
+
+    def BatchWriteRow(self, body: bytes) -> bytes:
+        req = self._parse(pb.BatchWriteRowRequest, body)
+        total = sum(len(t.rows) for t in req.tables)
+        if total > MAX_BATCH_WRITE_ROWS:
+            raise invalid(f"Rows count exceeds the upper limit: {MAX_BATCH_WRITE_ROWS}.")
+        self._check_write_size(sum(len(r.row_change) for t in req.tables for r in t.rows))
+        for treq in req.tables:  # duplicated rows fail the whole request, like the service
+            pks = [_decode_row(r.row_change).primary_key for r in treq.rows]
+            keys = [repr(pk) for pk in pks if not any(v is pbuf.AUTO_INCREMENT for _, v in pk)]
+            if len(set(keys)) != len(keys):
+                raise invalid("The input parameter is invalid: duplicated primary key in one BatchWriteRow.")
+        resp = pb.BatchWriteRowResponse()
+        ops = {pb.PUT: self._put, pb.UPDATE: self._update, pb.DELETE: self._delete}
+        for treq in req.tables:
+            tresp = resp.tables.add(table_name=treq.table_name)
+            table = self.store.tables.get(treq.table_name)
+            for rreq in treq.rows:
+                item = tresp.rows.add(is_ok=True)
+                try:
+                    if table is None:
+                        raise table_not_exist()
+                    stored = ops[rreq.type](table, rreq.row_change, rreq.condition)
+                    _consumed(item.consumed, write=1)
+                    self._returned(item, stored, rreq)
+                except OTSError as exc:
+                    item.is_ok = False
+                    item.error.code, item.error.message = exc.code, exc.message
+        return resp.SerializeToString()
+
+    def GetRange(self, body: bytes) -> bytes:
+        req = self._parse(pb.GetRangeRequest, body)
+        table = self.store.get_table(req.table_name)
+        start_pk = self.store.check_pk(table, _decode_row(req.inclusive_start_primary_key).primary_key, allow_inf=True)
+        end_pk = self.store.check_pk(table, _decode_row(req.exclusive_end_primary_key).primary_key, allow_inf=True)
+        start, end = cmp_key([v for _, v in start_pk]), cmp_key([v for _, v in end_pk])
+        forward = req.direction == pb.FORWARD
+        if (forward and start > end) or (not forward and start < end):
+            raise invalid(
+                "The start primary key must be less than the end primary key in FORWARD direction, "
+                "and greater in BACKWARD direction."
+            )
+        if req.HasField("limit") and req.limit <= 0:
+            raise invalid("The limit must be greater than 0.")
+        limit = min(req.limit if req.HasField("limit") else MAX_RANGE_ROWS, MAX_RANGE_ROWS)
+        lo, hi = self.store.range_keys(table, start, end, forward)
+        keys = table.keys[lo:hi] if forward else table.keys[lo:hi][::-1]
+        columns = list(req.columns_to_get) or None
+        bodies: list[bytes] = []
+        size = 0
+        next_key: CKey | None = None
+        for key in keys:
+            if len(bodies) >= limit or size >= MAX_RANGE_BYTES:
+                next_key = key
+                break
+            stored = table.rows[key]
+            if req.filter and not filter_passes(req.filter, stored):
+                continue
+            row_body = stored.encode_body(columns)
+            bodies.append(row_body)
+            size += len(row_body)
+        resp = pb.GetRangeResponse()
+        _consumed(resp.consumed, read=max(1, len(bodies)))
+        resp.rows = pbuf.encode_rows(bodies) if bodies else b""
+        if next_key is not None:
+            resp.next_start_primary_key = pbuf.HEADER_BYTES + table.rows[next_key].encode_pk_only()
+        return resp.SerializeToString()
+
+    # ---- search indexes -----------------------------------------------------------------------
+    def _index(self, table_name: str, index_name: str) -> tuple[Table, SearchIndex]:
+        table = self.store.get_table(table_name)
+        index = table.indexes.get(index_name)
+        if index is None:
+            raise OTSError("OTSObjectNotExist", f"[table_name:{table_name}, index_name:{index_name}] does not exist.")
+        return table, index
+
+    def CreateSearchIndex(self, body: bytes) -> bytes:
+        req = self._parse(spb.CreateSearchIndexRequest, body)
+        table = self.store.get_table(req.table_name)
+        self.store.check_name(req.index_name, "index")
+        if req.index_name in table.indexes:
+            raise OTSError(
+                "OTSObjectAlreadyExist",
+                f"[table_name:{req.table_name}, index_name:{req.index_name}] already exists.",
+            )
+        index = SearchIndex(
+            table.name, req.index_name, req.schema, req.time_to_live if req.HasField("time_to_live") else -1
+        )
+        self.store.advance(table, time.monotonic())
+        for row in table.visible.values():
+            index.upsert(row)
+        table.indexes[req.index_name] = index
+        return spb.CreateSearchIndexResponse().SerializeToString()
+
+    def ListSearchIndex(self, body: bytes) -> bytes:
+        req = self._parse(spb.ListSearchIndexRequest, body)
+        resp = spb.ListSearchIndexResponse()
+        tables = [self.store.get_table(req.table_name)] if req.table_name else list(self.store.tables.values())
+        for table in tables:
+            for name in sorted(table.indexes):
+                resp.indices.add(table_name=table.name, index_name=name)
+        return resp.SerializeToString()
+
+    def DescribeSearchIndex(self, body: bytes) -> bytes:
+        req = self._parse(spb.DescribeSearchIndexRequest, body)
+        _, index = self._index(req.table_name, req.index_name)
+        resp = spb.DescribeSearchIndexResponse()
+        resp.schema.CopyFrom(index.schema)
+        resp.sync_stat.sync_phase = spb.INCR
+        resp.sync_stat.current_sync_timestamp = int(time.time() * 1_000_000)
+        resp.create_time = index.create_time
+        resp.time_to_live = index.ttl
+        return resp.SerializeToString()
+
+    def UpdateSearchIndex(self, body: bytes) -> bytes:
+        req = self._parse(spb.UpdateSearchIndexRequest, body)
+        _, index = self._index(req.table_name, req.index_name)
+        if req.HasField("time_to_live"):
+            index.ttl = req.time_to_live
+        return spb.UpdateSearchIndexResponse().SerializeToString()
+
+    def DeleteSearchIndex(self, body: bytes) -> bytes:
+        req = self._parse(spb.DeleteSearchIndexRequest, body)
+        table, _ = self._index(req.table_name, req.index_name)
+        del table.indexes[req.index_name]
+        return spb.DeleteSearchIndexResponse().SerializeToString()
+
+    def Search(self, body: bytes) -> bytes:
+        req = self._parse(spb.SearchRequest, body)
+        table, index = self._index(req.table_name, req.index_name)
+        self.store.advance(table, time.monotonic())
+        page = run_search(index, req)
+        resp = spb.SearchResponse(total_hits=page.total, is_all_succeed=True)
+        resp.rows.extend(page.rows)
+        for score in page.scores:
+            resp.search_hits.add(score=score)
+        if page.next_token:
+            resp.next_token = page.next_token
+        return resp.SerializeToString()
+
+
+API_NAMES = (
+    "CreateTable",
+    "ListTable",
+    "DeleteTable",
+    "DescribeTable",
+    "UpdateTable",
+    "PutRow",
+    "GetRow",
+    "UpdateRow",
+    "DeleteRow",
+    "BatchGetRow",
+    "BatchWriteRow",
+    "GetRange",
+    "CreateSearchIndex",
+    "ListSearchIndex",
+    "DescribeSearchIndex",
+    "UpdateSearchIndex",
+    "DeleteSearchIndex",
+    "Search",
+)

@@ -1,0 +1,277 @@
+"""HTTP front end: request authentication, response signing, faults, counting, dispatch.
+
+Why so strict about headers: the SDK rejects any 2xx response lacking x-ots-contentmd5 / requestid /
+date / contenttype or a valid `Authorization: OTS akid:sig` response signature, so the emulator signs
+every response with the same key the client used (V2: the secret; V4: the derived day/region key).
+"""
+
+from __future__ import annotations
+
+import base64
+import collections
+import datetime
+import hashlib
+import hmac
+import socket
+import threading
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from tablestore.protobuf import table_store_pb2 as pb
+
+from .api import Api
+from .errors import DEFAULT_MESSAGES, STATUS_BY_CODE, OTSError
+from .faults import FaultInjector
+from .store import Store
+
+V4_PREFIX = "aliyun_v4"
+V4_CONSTANT = "aliyun_v4_request"
+V4_PRODUCT = "ots"
+V4_SALT = "ots"
+MAX_CLOCK_SKEW = datetime.timedelta(minutes=15)
+
+
+def _b64_hmac(key: bytes, msg: str, digest: Any) -> str:
+    return base64.b64encode(hmac.new(key, msg.encode("utf-8"), digest).digest()).decode()
+
+
+def v4_signing_key(secret: str, sign_date: str, region: str) -> bytes:
+    key = (V4_PREFIX + secret).encode()
+    for part in (sign_date, region, V4_PRODUCT, V4_CONSTANT):
+        key = hmac.new(key, part.encode(), hashlib.sha256).digest()
+    return base64.b64encode(key)
+
+
+def _ots_headers_string(headers: dict[str, str], exclude: tuple[str, ...] = ()) -> str:
+    items = [f"{k}:{v.strip()}" for k, v in headers.items() if k.startswith("x-ots-") and k not in exclude]
+    return "\n".join(sorted(items))
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        conn, addr = super().get_request()
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return conn, addr
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "TablestoreEmulator/1.0"
+    emulator: Any  # set on the per-emulator subclass
+
+    def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+        return
+
+    def do_POST(self) -> None:
+        emu = self.emulator
+        api = self.path.split("?", 1)[0].strip("/")
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        emu._count(api)
+        try:
+            signing_key = self._authenticate(api, headers, body)
+        except OTSError as exc:
+            self._send_error(api, exc, None)
+            return
+        fault = emu.faults.pick(api)
+        if fault is not None and self._apply_fault(api, fault, signing_key):
+            return
+        try:
+            payload = emu.api.dispatch(api, body)
+        except OTSError as exc:
+            self._send_error(api, exc, signing_key)
+            return
+        except Exception as exc:  # a bug in the emulator: surface it like the service would
+            emu.last_internal_error = exc
+            self._send_error(api, OTSError("OTSInternalServerError", f"emulator bug: {exc!r}"), signing_key)
+            return
+        self._send(api, 200, payload, signing_key)
+
+    # ---- auth ---------------------------------------------------------------------------------
+    def _authenticate(self, api: str, headers: dict[str, str], body: bytes) -> bytes:
+        emu = self.emulator
+        if headers.get("x-ots-instancename") != emu.instance_name:
+            raise OTSError("OTSAuthFailed", f"The instance '{headers.get('x-ots-instancename')}' is not found.")
+        if headers.get("x-ots-accesskeyid") != emu.access_key_id:
+            raise OTSError("OTSAuthFailed", "The AccessKeyID does not exist.")
+        md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+        if headers.get("x-ots-contentmd5") != md5:
+            raise OTSError("OTSParameterInvalid", "Content MD5 mismatch.")
+        try:
+            sent = datetime.datetime.strptime(headers.get("x-ots-date", ""), "%Y-%m-%dT%H:%M:%S.%fZ")
+        except ValueError as exc:
+            raise OTSError("OTSParameterInvalid", "Invalid date format in x-ots-date.") from exc
+        now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+        if abs(now - sent) > MAX_CLOCK_SKEW:
+            raise OTSError("OTSAuthFailed", "Mismatch between system time and x-ots-date.")
+        canonical = f"/{api}\nPOST\n\n"
+        if "x-ots-signaturev4" in headers:
+            key = v4_signing_key(
+                emu.access_key_secret, headers.get("x-ots-signdate", ""), headers.get("x-ots-signregion", "")
+            )
+            text = canonical + _ots_headers_string(headers, ("x-ots-signaturev4",)) + "\n" + V4_SALT
+            expected = _b64_hmac(key, text, hashlib.sha256)
+            given = headers["x-ots-signaturev4"]
+        else:
+            key = emu.access_key_secret.encode()
+            text = canonical + _ots_headers_string(headers, ("x-ots-signature",)) + "\n"
+            expected = _b64_hmac(key, text, hashlib.sha1)
+            given = headers.get("x-ots-signature", "")
+        if not hmac.compare_digest(expected, given):
+            raise OTSError("OTSAuthFailed", "Signature mismatch.")
+        return key
+
+    # ---- faults -------------------------------------------------------------------------------
+    def _apply_fault(self, api: str, kind: str, signing_key: bytes) -> bool:
+        if kind == "drop":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return True
+        if kind == "hang":
+            self.emulator._stopping.wait(self.emulator.hang_seconds)
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return True
+        if kind.startswith("http"):
+            status = int(kind[4:])
+            text = f"<html><body>{status} upstream error</body></html>".encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(text)))
+            self.end_headers()
+            self.wfile.write(text)
+            return True
+        exc = OTSError(kind, DEFAULT_MESSAGES.get(kind, kind), STATUS_BY_CODE.get(kind, 503))
+        self._send_error(api, exc, signing_key)
+        return True
+
+    # ---- responses ------------------------------------------------------------------------------
+    def _send_error(self, api: str, exc: OTSError, signing_key: bytes | None) -> None:
+        err = pb.Error(code=exc.code, message=exc.message)
+        self._send(api, exc.status, err.SerializeToString(), signing_key)
+
+    def _send(self, api: str, status: int, payload: bytes, signing_key: bytes | None) -> None:
+        headers = {
+            "x-ots-contentmd5": base64.b64encode(hashlib.md5(payload).digest()).decode(),
+            "x-ots-requestid": uuid.uuid4().hex,
+            "x-ots-date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z"),
+            "x-ots-contenttype": "protocol buffer",
+        }
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        if signing_key is not None:
+            sig = _b64_hmac(signing_key, _ots_headers_string(headers) + "\n/" + api, hashlib.sha1)
+            self.send_header("Authorization", f"OTS {self.emulator.access_key_id}:{sig}")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+class TablestoreEmulator:
+    """A Tablestore instance on 127.0.0.1 that the unmodified `tablestore` SDK can talk to."""
+
+    def __init__(
+        self,
+        access_key_id: str = "test-akid",
+        access_key_secret: str = "test-secret",
+        instance_name: str = "test-instance",
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ) -> None:
+        self.access_key_id = access_key_id
+        self.access_key_secret = access_key_secret
+        self.instance_name = instance_name
+        self.host, self.port = host, port
+        self.store = Store()
+        self.api = Api(self.store)
+        self.faults = FaultInjector()
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.hang_seconds = 60.0
+        self.last_internal_error: Exception | None = None
+        self._counts_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # ---- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> TablestoreEmulator:
+        handler = type("BoundHandler", (Handler,), {"emulator": self})
+        self._stopping.clear()
+        self._server = _Server((self.host, self.port), handler)
+        self.port = self._server.server_address[1]
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="tablestore-emulator", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+
+    def __enter__(self) -> TablestoreEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    # ---- knobs ----------------------------------------------------------------------------------
+    @property
+    def index_delay(self) -> float:
+        return self.store.index_delay
+
+    @index_delay.setter
+    def index_delay(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("index_delay must be >= 0")
+        with self.store.lock:
+            self.store.index_delay = float(seconds)
+
+    def _count(self, api: str) -> None:
+        with self._counts_lock:
+            self.counts[api] += 1
+
+    def reset_counts(self) -> None:
+        with self._counts_lock:
+            self.counts.clear()
+
+    def inject(
+        self,
+        api: str,
+        kind: str,
+        *,
+        times: int | None = None,
+        rate: float | None = None,
+        seed: int | None = None,
+    ) -> None:
+        """Make matching calls fail: `times` next calls, or a seeded `rate` fraction (API "*" = any)."""
+        self.faults.inject(api, kind, times=times, rate=rate, seed=seed)
+
+    def clear_faults(self) -> None:
+        self.faults.clear()
+
+    def flush_index(self) -> None:
+        """Make every pending write visible to Search now (test helper; the real service has none)."""
+        with self.store.lock:
+            for table in self.store.tables.values():
+                while table.pending:
+                    _, key, row = table.pending.popleft()
+                    self.store._apply(table, key, row)
+                table.last_visible_at = 0.0

@@ -1,0 +1,671 @@
+"""Round trips through the real `tablestore` SDK against the local emulator, one or more per API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import numpy as np
+import pytest
+from tablestore import (
+    INF_MAX,
+    INF_MIN,
+    AnalyzerType,
+    AsyncOTSClient,
+    BatchGetRowRequest,
+    BatchWriteRowRequest,
+    BoolQuery,
+    CapacityUnit,
+    ColumnReturnType,
+    ColumnsToGet,
+    ComparatorType,
+    Condition,
+    DeleteRowItem,
+    Direction,
+    ExistsQuery,
+    FieldSchema,
+    FieldSort,
+    FieldType,
+    KnnVectorQuery,
+    MatchAllQuery,
+    MatchPhraseQuery,
+    MatchQuery,
+    OTSClient,
+    OTSClientError,
+    OTSServiceError,
+    PrefixQuery,
+    PrimaryKeySort,
+    PutRowItem,
+    RangeQuery,
+    ReservedThroughput,
+    Row,
+    RowExistenceExpectation,
+    ScoreSort,
+    SearchIndexMeta,
+    SearchQuery,
+    SingleColumnCondition,
+    Sort,
+    SortOrder,
+    TableInBatchGetRowItem,
+    TableInBatchWriteRowItem,
+    TableMeta,
+    TableOptions,
+    TermQuery,
+    TermsQuery,
+    UpdateRowItem,
+    VectorDataType,
+    VectorMetricType,
+    VectorOptions,
+    WildcardQuery,
+)
+from tablestore.retry import DefaultRetryPolicy
+
+from tests.fakes.tablestore_fixture import tablestore_emulator  # noqa: F401
+from tests.tablestore_emulator import TablestoreEmulator
+
+DIM = 4
+
+
+class FastRetry(DefaultRetryPolicy):
+    """The SDK's default policy, minus the sleeping, so fault tests stay fast."""
+
+    max_retry_times = 3
+
+    def get_retry_delay(self, retry_times: int, exception: Exception, api_name: str) -> float:
+        return 0.0
+
+
+class ManyRetry(FastRetry):
+    max_retry_times = 30
+
+
+def make_client(emu: TablestoreEmulator, **kwargs: object) -> OTSClient:
+    return OTSClient(emu.endpoint, emu.access_key_id, emu.access_key_secret, emu.instance_name, **kwargs)
+
+
+def create_table(client: OTSClient, name: str = "mem", pk: list | None = None) -> None:
+    client.create_table(
+        TableMeta(name, pk or [("id", "STRING")]), TableOptions(), ReservedThroughput(CapacityUnit(0, 0))
+    )
+
+
+def vec(*xs: float) -> str:
+    return json.dumps(list(xs))
+
+
+def create_index(client: OTSClient, metric: VectorMetricType = VectorMetricType.VM_COSINE) -> None:
+    fields = [
+        FieldSchema("user_id", FieldType.KEYWORD, index=True, enable_sort_and_agg=True),
+        FieldSchema("tags", FieldType.KEYWORD, is_array=True),
+        FieldSchema("text", FieldType.TEXT, analyzer=AnalyzerType.MAXWORD),
+        FieldSchema("n", FieldType.LONG, enable_sort_and_agg=True),
+        FieldSchema("score", FieldType.DOUBLE),
+        FieldSchema("flag", FieldType.BOOLEAN),
+        FieldSchema(
+            "embedding",
+            FieldType.VECTOR,
+            vector_options=VectorOptions(VectorDataType.VD_FLOAT_32, metric, DIM),
+        ),
+    ]
+    client.create_search_index("mem", "mem_idx", SearchIndexMeta(fields))
+
+
+def seed_rows(client: OTSClient) -> None:
+    rows = [
+        ("a", "alice", '["x","y"]', "我喜欢喝绿茶 green tea", 1, 0.5, True, vec(1, 0, 0, 0)),
+        ("b", "alice", '["y"]', "He likes coffee in the morning", 2, 1.5, False, vec(0, 1, 0, 0)),
+        ("c", "bob", '["z"]', "喝咖啡 coffee lover", 3, 2.5, True, vec(0.9, 0.1, 0, 0)),
+        ("d", "bob", "[]", "nothing relevant here", 4, 3.5, False, vec(0, 0, 1, 0)),
+    ]
+    for rid, user, tags, text, n, score, flag, emb in rows:
+        cols = [("user_id", user), ("tags", tags), ("text", text), ("n", n), ("score", score), ("flag", flag)]
+        client.put_row("mem", Row([("id", rid)], [*cols, ("embedding", emb)]))
+
+
+@pytest.fixture
+def client(tablestore_emulator: TablestoreEmulator) -> OTSClient:  # noqa: F811
+    return make_client(tablestore_emulator)
+
+
+@pytest.fixture
+def seeded(client: OTSClient) -> OTSClient:
+    create_table(client)
+    create_index(client)
+    seed_rows(client)
+    return client
+
+
+def ids(rows: list) -> list[str]:
+    return [r[0][0][1] for r in rows]
+
+
+# ---- tables --------------------------------------------------------------------------------------
+def test_table_lifecycle(client: OTSClient) -> None:
+    create_table(client, "t1", [("pk1", "STRING"), ("pk2", "INTEGER")])
+    assert client.list_table() == ("t1",)
+    desc = client.describe_table("t1")
+    assert desc.table_meta.schema_of_primary_key == [("pk1", "STRING"), ("pk2", "INTEGER")]
+    client.update_table("t1", TableOptions(time_to_live=86400, max_version=1), None)
+    assert client.describe_table("t1").table_options.time_to_live == 86400
+    with pytest.raises(OTSServiceError) as exc:
+        create_table(client, "t1")
+    assert exc.value.code == "OTSObjectAlreadyExist"
+    client.delete_table("t1")
+    assert client.list_table() == ()
+    with pytest.raises(OTSServiceError) as exc:
+        client.describe_table("t1")
+    assert exc.value.code == "OTSObjectNotExist" and "does not exist" in exc.value.message
+    assert exc.value.http_status == 404
+
+
+@pytest.mark.parametrize("bad", ["1abc", "has-dash", "", "x" * 256, "空"])
+def test_invalid_table_name(client: OTSClient, bad: str) -> None:
+    with pytest.raises((OTSServiceError, OTSClientError)) as exc:
+        create_table(client, bad)
+    if isinstance(exc.value, OTSServiceError):
+        assert exc.value.code == "OTSParameterInvalid"
+
+
+# ---- rows ----------------------------------------------------------------------------------------
+def test_put_get_update_delete(client: OTSClient) -> None:
+    create_table(client)
+    client.put_row(
+        "mem", Row([("id", "r1")], [("a", "中文"), ("b", 1), ("c", 1.5), ("d", True), ("e", bytearray(b"\0"))])
+    )
+    _, row, _ = client.get_row("mem", [("id", "r1")], max_version=1)
+    assert row.primary_key == [("id", "r1")]
+    assert {c[0]: c[1] for c in row.attribute_columns} == {
+        "a": "中文",
+        "b": 1,
+        "c": 1.5,
+        "d": True,
+        "e": bytearray(b"\0"),
+    }
+    _, row, _ = client.get_row("mem", [("id", "r1")], columns_to_get=["b"], max_version=1)
+    assert [c[0] for c in row.attribute_columns] == ["b"]
+
+    cond = Condition(RowExistenceExpectation.EXPECT_EXIST)
+    client.update_row("mem", Row([("id", "r1")], {"PUT": [("b", 2)], "DELETE_ALL": ["a", "c"]}), cond)
+    _, row, _ = client.get_row("mem", [("id", "r1")], max_version=1)
+    assert {c[0]: c[1] for c in row.attribute_columns} == {"b": 2, "d": True, "e": bytearray(b"\0")}
+    ts = next(c[2] for c in row.attribute_columns if c[0] == "d")
+    client.update_row("mem", Row([("id", "r1")], {"DELETE": [("d", None, ts)]}), cond)
+    _, row, _ = client.get_row("mem", [("id", "r1")], max_version=1)
+    assert "d" not in {c[0] for c in row.attribute_columns}
+
+    with pytest.raises(OTSServiceError) as exc:
+        client.update_row("mem", Row([("id", "nope")], {"PUT": [("b", 1)]}), cond)
+    assert exc.value.code == "OTSConditionCheckFail"
+    with pytest.raises(OTSServiceError) as exc:
+        client.put_row("mem", Row([("id", "r1")], [("a", "x")]), Condition(RowExistenceExpectation.EXPECT_NOT_EXIST))
+    assert exc.value.code == "OTSConditionCheckFail"
+    col_cond = Condition(RowExistenceExpectation.IGNORE, SingleColumnCondition("b", 99, ComparatorType.EQUAL))
+    with pytest.raises(OTSServiceError):
+        client.put_row("mem", Row([("id", "r1")], [("a", "x")]), col_cond)
+
+    client.delete_row("mem", Row([("id", "r1")]), None)
+    _, row, _ = client.get_row("mem", [("id", "r1")], max_version=1)
+    assert row is None
+    with pytest.raises(OTSServiceError) as exc:
+        client.delete_row("mem", Row([("id", "r1")]), Condition(RowExistenceExpectation.EXPECT_EXIST))
+    assert exc.value.code == "OTSConditionCheckFail"
+
+
+def test_row_errors(client: OTSClient) -> None:
+    create_table(client)
+    with pytest.raises(OTSServiceError) as exc:
+        client.put_row("missing", Row([("id", "a")], [("x", 1)]))
+    assert exc.value.code == "OTSObjectNotExist"
+    with pytest.raises(OTSServiceError) as exc:
+        client.put_row("mem", Row([("wrong", "a")], [("x", 1)]))
+    assert exc.value.code == "OTSParameterInvalid"
+    with pytest.raises(OTSServiceError) as exc:
+        client.put_row("mem", Row([("id", 5)], [("x", 1)]))
+    assert exc.value.code == "OTSParameterInvalid"
+    with pytest.raises(OTSServiceError) as exc:
+        client.put_row("mem", Row([("id", "a")], [("x", "v" * (2 * 1024 * 1024 + 1))]))
+    assert exc.value.code == "OTSParameterInvalid"
+
+
+def test_batch_write_and_get(client: OTSClient) -> None:
+    create_table(client)
+    req = BatchWriteRowRequest()
+    items = [
+        PutRowItem(Row([("id", f"k{i:03d}")], [("n", i)]), Condition(RowExistenceExpectation.IGNORE))
+        for i in range(200)
+    ]
+    req.add(TableInBatchWriteRowItem("mem", items))
+    resp = client.batch_write_row(req)
+    assert resp.is_all_succeed()
+
+    req = BatchWriteRowRequest()
+    req.add(
+        TableInBatchWriteRowItem(
+            "mem",
+            [
+                UpdateRowItem(
+                    Row([("id", "k000")], {"PUT": [("n", -1)]}), Condition(RowExistenceExpectation.EXPECT_EXIST)
+                ),
+                PutRowItem(Row([("id", "k001")], [("n", 0)]), Condition(RowExistenceExpectation.EXPECT_NOT_EXIST)),
+                DeleteRowItem(Row([("id", "k002")]), Condition(RowExistenceExpectation.IGNORE)),
+            ],
+        )
+    )
+    resp = client.batch_write_row(req)
+    _, failed = resp.get_put()
+    assert len(failed) == 1 and failed[0].error_code == "OTSConditionCheckFail"
+    assert resp.get_update()[0][0].is_ok and resp.get_delete()[0][0].is_ok
+
+    req = BatchWriteRowRequest()
+    req.add(
+        TableInBatchWriteRowItem(
+            "mem",
+            [
+                PutRowItem(Row([("id", f"x{i}")], [("n", i)]), Condition(RowExistenceExpectation.IGNORE))
+                for i in range(201)
+            ],
+        )
+    )
+    with pytest.raises(OTSServiceError) as exc:
+        client.batch_write_row(req)
+    assert exc.value.code == "OTSParameterInvalid"
+
+    get = BatchGetRowRequest()
+    get.add(TableInBatchGetRowItem("mem", [[("id", "k000")], [("id", "k002")], [("id", "k100")]], max_version=1))
+    get.add(TableInBatchGetRowItem("missing", [[("id", "k000")]], max_version=1))
+    result = client.batch_get_row(get)
+    rows = result.get_result_by_table("mem")
+    assert rows[0].row.attribute_columns[0][1] == -1
+    assert rows[1].is_ok and rows[1].row is None
+    assert rows[2].row.attribute_columns[0][1] == 100
+    missing = result.get_result_by_table("missing")
+    assert not missing[0].is_ok and missing[0].error_code == "OTSObjectNotExist"
+
+    too_many = BatchGetRowRequest()
+    too_many.add(TableInBatchGetRowItem("mem", [[("id", f"k{i:03d}")] for i in range(101)], max_version=1))
+    with pytest.raises(OTSServiceError) as exc:
+        client.batch_get_row(too_many)
+    assert exc.value.code == "OTSParameterInvalid"
+
+
+def test_get_range_paging(client: OTSClient) -> None:
+    create_table(client, "r", [("p", "STRING"), ("q", "INTEGER")])
+    req = BatchWriteRowRequest()
+    req.add(
+        TableInBatchWriteRowItem(
+            "r",
+            [
+                PutRowItem(
+                    Row([("p", "u"), ("q", i)], [("v", i), ("w", "x")]), Condition(RowExistenceExpectation.IGNORE)
+                )
+                for i in range(25)
+            ],
+        )
+    )
+    client.batch_write_row(req)
+    client.put_row("r", Row([("p", "v"), ("q", 0)], [("v", 99)]))
+    start, got = [("p", "u"), ("q", INF_MIN)], []
+    while start is not None:
+        _, start, rows, _ = client.get_range(
+            "r", Direction.FORWARD, start, [("p", "u"), ("q", INF_MAX)], columns_to_get=["v"], limit=10, max_version=1
+        )
+        got.extend(rows)
+        assert len(rows) <= 10
+    assert [r.primary_key[1][1] for r in got] == list(range(25))
+    assert all([c[0] for c in r.attribute_columns] == ["v"] for r in got)
+    _, nxt, rows, _ = client.get_range(
+        "r",
+        Direction.BACKWARD,
+        [("p", INF_MAX), ("q", INF_MAX)],
+        [("p", INF_MIN), ("q", INF_MIN)],
+        limit=3,
+        max_version=1,
+    )
+    assert rows[0].primary_key == [("p", "v"), ("q", 0)]
+    assert [r.primary_key[1][1] for r in rows[1:]] == [24, 23]
+    assert nxt == [("p", "u"), ("q", 22)]
+    # the SDK's iterator follows next_start_primary_key across pages
+    all_rows = list(
+        client.xget_range(
+            "r",
+            Direction.FORWARD,
+            [("p", INF_MIN), ("q", INF_MIN)],
+            [("p", INF_MAX), ("q", INF_MAX)],
+            CapacityUnit(0, 0),
+            max_version=1,
+        )
+    )
+    assert len(all_rows) == 26
+
+
+# ---- search indexes -------------------------------------------------------------------------------
+def test_search_index_lifecycle(client: OTSClient) -> None:
+    create_table(client)
+    create_index(client, VectorMetricType.VM_DOT_PRODUCT)
+    assert client.list_search_index("mem") == [("mem", "mem_idx")]
+    meta, _ = client.describe_search_index("mem", "mem_idx")
+    vf = next(f for f in meta.fields if f.field_name == "embedding")
+    assert vf.field_type == FieldType.VECTOR
+    assert vf.vector_options.dimension == DIM
+    assert vf.vector_options.metric_type == VectorMetricType.VM_DOT_PRODUCT
+    with pytest.raises(OTSServiceError) as exc:
+        create_index(client)
+    assert exc.value.code == "OTSObjectAlreadyExist"
+    client.delete_search_index("mem", "mem_idx")
+    assert client.list_search_index("mem") == []
+    with pytest.raises(OTSServiceError) as exc:
+        client.describe_search_index("mem", "mem_idx")
+    assert "does not exist" in exc.value.message
+    too_big = FieldSchema(
+        "e",
+        FieldType.VECTOR,
+        vector_options=VectorOptions(VectorDataType.VD_FLOAT_32, VectorMetricType.VM_COSINE, 2049),
+    )
+    with pytest.raises(OTSServiceError) as exc:
+        client.create_search_index("mem", "big", SearchIndexMeta([too_big]))
+    assert exc.value.code == "OTSParameterInvalid"
+
+
+def test_knn_search_scores_filter_and_limits(seeded: OTSClient) -> None:
+    q = KnnVectorQuery("embedding", top_k=3, float32_query_vector=[1.0, 0.0, 0.0, 0.0])
+    resp = seeded.search(
+        "mem", "mem_idx", SearchQuery(q, limit=3, get_total_count=True), ColumnsToGet(return_type=ColumnReturnType.ALL)
+    )
+    assert ids(resp.rows) == ["a", "c", "b"]
+    assert resp.total_count == 3
+    scores = [h.score for h in resp.search_hits]
+    cos_c = 0.9 / np.linalg.norm([0.9, 0.1])
+    assert scores == pytest.approx([1.0, (1 + cos_c) / 2, 0.5], rel=1e-5)
+    attrs = resp.rows[0][1]
+    assert len(attrs[0]) == 3 and attrs[0][2] is None  # python codec: (name, value, None)
+
+    filt = BoolQuery(must_queries=[TermQuery("user_id", "bob")])
+    resp = seeded.search(
+        "mem",
+        "mem_idx",
+        SearchQuery(KnnVectorQuery("embedding", top_k=10, float32_query_vector=[1.0, 0, 0, 0], filter=filt), limit=10),
+    )
+    assert ids(resp.rows) == ["c", "d"]
+    assert resp.total_count == -1
+    resp = seeded.search(
+        "mem",
+        "mem_idx",
+        SearchQuery(
+            KnnVectorQuery("embedding", top_k=10, float32_query_vector=[1.0, 0, 0, 0], min_score=0.9), limit=10
+        ),
+    )
+    assert ids(resp.rows) == ["a", "c"]
+
+    for bad in (
+        KnnVectorQuery("embedding", top_k=3, float32_query_vector=[1.0, 0.0]),
+        KnnVectorQuery("embedding", top_k=1001, float32_query_vector=[1.0, 0, 0, 0]),
+    ):
+        with pytest.raises(OTSServiceError) as exc:
+            seeded.search("mem", "mem_idx", SearchQuery(bad, limit=3))
+        assert exc.value.code == "OTSParameterInvalid"
+    with pytest.raises(OTSServiceError) as exc:
+        seeded.search("mem", "mem_idx", SearchQuery(MatchAllQuery(), offset=9990, limit=20))
+    assert exc.value.code == "OTSParameterInvalid"
+    with pytest.raises(OTSServiceError) as exc:
+        seeded.search(
+            "mem", "mem_idx", SearchQuery(MatchAllQuery(), limit=101), ColumnsToGet(return_type=ColumnReturnType.ALL)
+        )
+    assert exc.value.code == "OTSParameterInvalid"
+    with pytest.raises(OTSServiceError) as exc:
+        seeded.search("mem", "nope", SearchQuery(MatchAllQuery()))
+    assert exc.value.code == "OTSObjectNotExist" and "does not exist" in exc.value.message
+
+
+@pytest.mark.parametrize(
+    ("metric", "expected"),
+    [(VectorMetricType.VM_EUCLIDEAN, 1 / (1 + 2.0)), (VectorMetricType.VM_DOT_PRODUCT, 0.5)],
+)
+def test_knn_metrics(client: OTSClient, metric: VectorMetricType, expected: float) -> None:
+    create_table(client)
+    create_index(client, metric)
+    client.put_row("mem", Row([("id", "b")], [("embedding", vec(0, 1, 0, 0))]))
+    resp = client.search(
+        "mem",
+        "mem_idx",
+        SearchQuery(KnnVectorQuery("embedding", top_k=1, float32_query_vector=[1.0, 0, 0, 0]), limit=1),
+    )
+    assert resp.search_hits[0].score == pytest.approx(expected)
+
+
+def test_structured_queries(seeded: OTSClient) -> None:
+    def run(query: object, **kw: object) -> list[str]:
+        sort = kw.pop("sort", Sort([PrimaryKeySort()]))
+        return ids(seeded.search("mem", "mem_idx", SearchQuery(query, sort=sort, limit=10, **kw)).rows)
+
+    assert run(MatchAllQuery()) == ["a", "b", "c", "d"]
+    assert run(TermQuery("user_id", "alice")) == ["a", "b"]
+    assert run(TermsQuery("tags", ["x", "z"])) == ["a", "c"]
+    assert run(TermQuery("flag", True)) == ["a", "c"]
+    assert run(RangeQuery("n", 2, 4, include_lower=True, include_upper=False)) == ["b", "c"]
+    assert run(RangeQuery("score", range_from=2.0)) == ["c", "d"]
+    assert run(ExistsQuery("tags")) == ["a", "b", "c"]  # an empty array does not exist
+    assert run(PrefixQuery("user_id", "al")) == ["a", "b"]
+    assert run(WildcardQuery("user_id", "b*b")) == ["c", "d"]
+    assert run(BoolQuery(must_not_queries=[TermQuery("user_id", "alice")])) == ["c", "d"]
+    assert run(BoolQuery(should_queries=[TermQuery("n", 1), TermQuery("n", 4)], minimum_should_match=1)) == ["a", "d"]
+    assert run(
+        BoolQuery(
+            filter_queries=[TermQuery("user_id", "bob")], should_queries=[TermQuery("n", 3)], minimum_should_match=1
+        )
+    ) == ["c"]
+    assert run(MatchAllQuery(), sort=Sort([FieldSort("n", SortOrder.DESC)])) == ["d", "c", "b", "a"]
+    with pytest.raises(OTSServiceError):
+        run(TermQuery("nope", "x"))
+
+
+def test_match_queries_chinese_and_scoring(seeded: OTSClient) -> None:
+    resp = seeded.search("mem", "mem_idx", SearchQuery(MatchQuery("text", "咖啡"), limit=10, sort=Sort([ScoreSort()])))
+    assert ids(resp.rows) == ["c"]
+    resp = seeded.search("mem", "mem_idx", SearchQuery(MatchQuery("text", "Coffee"), limit=10))
+    assert sorted(ids(resp.rows)) == ["b", "c"]
+    assert all(h.score > 0 for h in resp.search_hits)
+    resp = seeded.search("mem", "mem_idx", SearchQuery(MatchPhraseQuery("text", "coffee lover"), limit=10))
+    assert ids(resp.rows) == ["c"]
+    hybrid = BoolQuery(
+        should_queries=[
+            MatchQuery("text", "绿茶"),
+            KnnVectorQuery("embedding", top_k=2, float32_query_vector=[0.0, 0.0, 1.0, 0.0]),
+        ],
+        minimum_should_match=1,
+    )
+    # top_k (2) < limit (10): the service widens top_k to the limit, so every row comes back
+    resp = seeded.search("mem", "mem_idx", SearchQuery(hybrid, limit=10, sort=Sort([ScoreSort()])))
+    assert sorted(ids(resp.rows)) == ["a", "b", "c", "d"] and set(ids(resp.rows)[:2]) == {"a", "d"}
+    resp = seeded.search("mem", "mem_idx", SearchQuery(hybrid, limit=2, sort=Sort([ScoreSort()])))
+    assert sorted(ids(resp.rows)) == ["a", "d"]
+
+
+def test_search_paging_tokens_and_columns(seeded: OTSClient) -> None:
+    for i in range(30):
+        seeded.put_row("mem", Row([("id", f"z{i:02d}")], [("user_id", "carol"), ("n", 100 + i)]))
+    query = SearchQuery(TermQuery("user_id", "carol"), limit=7, get_total_count=True, sort=Sort([PrimaryKeySort()]))
+    seen: list[str] = []
+    while True:
+        resp = seeded.search("mem", "mem_idx", query, ColumnsToGet(["n"], ColumnReturnType.SPECIFIED))
+        assert resp.total_count == 30
+        assert len(resp.search_hits) == len(resp.rows)
+        seen.extend(ids(resp.rows))
+        assert all([a[0] for a in r[1]] == ["n"] for r in resp.rows)
+        if not resp.next_token:
+            break
+        query.next_token = resp.next_token
+    assert seen == [f"z{i:02d}" for i in range(30)]
+    resp = seeded.search("mem", "mem_idx", SearchQuery(TermQuery("user_id", "carol"), offset=28, limit=5))
+    assert len(resp.rows) == 2 and resp.rows[0][1] == []
+    resp = seeded.search(
+        "mem",
+        "mem_idx",
+        SearchQuery(TermQuery("user_id", "bob")),
+        ColumnsToGet(return_type=ColumnReturnType.ALL_FROM_INDEX),
+    )
+    cols = {a[0] for a in resp.rows[0][1]}
+    assert "user_id" in cols and "embedding" in cols
+
+
+def test_index_delay(seeded: OTSClient, tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
+    tablestore_emulator.index_delay = 0.3
+    seeded.put_row("mem", Row([("id", "new")], [("user_id", "dave")]))
+    seeded.update_row("mem", Row([("id", "a")], {"PUT": [("user_id", "eve")]}), None)
+    seeded.delete_row("mem", Row([("id", "d")]), None)
+
+    def users(name: str) -> list[str]:
+        return ids(seeded.search("mem", "mem_idx", SearchQuery(TermQuery("user_id", name), limit=10)).rows)
+
+    assert users("dave") == [] and users("eve") == [] and "a" in users("alice") and "d" in users("bob")
+    _, row, _ = seeded.get_row("mem", [("id", "new")], max_version=1)
+    assert row is not None  # GetRow is strongly consistent
+    time.sleep(0.35)
+    assert users("dave") == ["new"] and users("eve") == ["a"] and users("bob") == ["c"]
+
+
+# ---- faults ------------------------------------------------------------------------------------
+def test_faults_retried_and_surfaced(tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
+    emu = tablestore_emulator
+    client = make_client(emu, retry_policy=FastRetry())
+    create_table(client)
+    emu.reset_counts()
+    emu.inject("ListTable", "OTSServerBusy", times=2)
+    assert client.list_table() == ("mem",)
+    assert emu.counts["ListTable"] == 3
+    emu.inject("GetRow", "http503", times=1)
+    with pytest.raises(OTSClientError) as cexc:
+        client.get_row("mem", [("id", "x")], max_version=1)
+    assert cexc.value.get_http_status() == 503
+    emu.inject("PutRow", "OTSServerBusy", times=10)
+    with pytest.raises(OTSServiceError) as exc:
+        client.put_row("mem", Row([("id", "x")], [("v", 1)]))
+    assert exc.value.code == "OTSServerBusy" and emu.counts["PutRow"] == 4
+    emu.clear_faults()
+    emu.inject("*", "OTSTimeout", times=1)
+    with pytest.raises(OTSServiceError) as exc:  # Search is never retried by the SDK
+        client.put_row("mem", Row([("id", "x")], [("v", 1)]))
+    assert exc.value.code == "OTSTimeout"
+    emu.reset_counts()
+    client = make_client(emu, retry_policy=ManyRetry())
+    emu.inject("PutRow", "OTSOperationThrottled", rate=0.5, seed=1)
+    for i in range(20):
+        client.put_row("mem", Row([("id", f"r{i}")], [("v", i)]))
+    assert emu.counts["PutRow"] > 20
+    emu.clear_faults()
+
+
+def test_drop_and_hang(tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
+    emu = tablestore_emulator
+    emu.hang_seconds = 1.0
+    client = make_client(emu, socket_timeout=0.3, retry_policy=FastRetry())
+    create_table(client)
+    emu.inject("GetRow", "drop", times=1)
+    with pytest.raises(Exception):  # noqa: B017 - urllib3 surfaces a protocol error
+        client.get_row("mem", [("id", "x")], max_version=1)
+    emu.inject("GetRow", "hang", times=1)
+    with pytest.raises(Exception):  # noqa: B017 - read timeout
+        client.get_row("mem", [("id", "x")], max_version=1)
+    assert client.get_row("mem", [("id", "x")], max_version=1)[1] is None
+
+
+def test_auth(tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
+    emu = tablestore_emulator
+    v4 = make_client(emu, region="cn-hangzhou")
+    create_table(v4)
+    assert v4.list_table() == ("mem",)
+    bad = OTSClient(emu.endpoint, emu.access_key_id, "wrong", emu.instance_name)
+    with pytest.raises(OTSServiceError) as exc:
+        bad.list_table()
+    assert exc.value.code == "OTSAuthFailed" and exc.value.http_status == 403
+    bad_v4 = OTSClient(emu.endpoint, emu.access_key_id, "wrong", emu.instance_name, region="cn-hangzhou")
+    with pytest.raises(OTSServiceError):
+        bad_v4.list_table()
+
+
+# ---- async client and concurrency ------------------------------------------------------------------
+def test_async_client(tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
+    emu = tablestore_emulator
+
+    async def main() -> None:
+        async with AsyncOTSClient(emu.endpoint, emu.access_key_id, emu.access_key_secret, emu.instance_name) as c:
+            await c.create_table(
+                TableMeta("mem", [("id", "STRING")]), TableOptions(), ReservedThroughput(CapacityUnit(0, 0))
+            )
+            assert await c.list_table() == ("mem",)
+            fields = [
+                FieldSchema(
+                    "embedding",
+                    FieldType.VECTOR,
+                    vector_options=VectorOptions(VectorDataType.VD_FLOAT_32, VectorMetricType.VM_COSINE, DIM),
+                )
+            ]
+            await c.create_search_index("mem", "mem_idx", SearchIndexMeta(fields))
+            await asyncio.gather(
+                *[c.put_row("mem", Row([("id", f"r{i}")], [("embedding", vec(i, 1, 0, 0))])) for i in range(20)]
+            )
+            _, row, _ = await c.get_row("mem", [("id", "r3")], max_version=1)
+            assert row.primary_key == [("id", "r3")]
+            _, _, rows, _ = await c.get_range(
+                "mem", Direction.FORWARD, [("id", INF_MIN)], [("id", INF_MAX)], max_version=1
+            )
+            assert len(rows) == 20
+            resp = await c.search(
+                "mem",
+                "mem_idx",
+                SearchQuery(KnnVectorQuery("embedding", top_k=5, float32_query_vector=[0.0, 1.0, 0.0, 0.0]), limit=5),
+            )
+            assert ids(resp.rows)[0] == "r0"
+            await c.delete_row("mem", Row([("id", "r3")]), None)
+            await c.delete_search_index("mem", "mem_idx")
+            await c.delete_table("mem")
+
+    asyncio.run(main())
+
+
+def test_knn_performance_10k(tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
+    """Load the store directly (the wire path is covered above) and time a KNN over 10k x 384 vectors.
+
+    The vectors are BLOB float32 here only to keep setup fast; JSON strings parse at ~0.4 us/float.
+    """
+    from tests.tablestore_emulator.search import SearchIndex
+    from tests.tablestore_emulator.store import StoredRow, Table
+
+    client = make_client(tablestore_emulator)
+    create_table(client)
+    fields = [
+        FieldSchema("user_id", FieldType.KEYWORD),
+        FieldSchema(
+            "embedding",
+            FieldType.VECTOR,
+            vector_options=VectorOptions(VectorDataType.VD_FLOAT_32, VectorMetricType.VM_COSINE, 384),
+        ),
+    ]
+    client.create_search_index("mem", "mem_idx", SearchIndexMeta(fields))
+    store = tablestore_emulator.store
+    table: Table = store.tables["mem"]
+    index: SearchIndex = table.indexes["mem_idx"]
+    rng = np.random.default_rng(0)
+    data = rng.standard_normal((10_000, 384)).astype(np.float32)
+    with store.lock:
+        for i in range(10_000):
+            key = ((1, f"r{i:05d}"),)
+            row = StoredRow(
+                key, [("id", f"r{i:05d}")], {"user_id": (f"u{i % 10}", 0), "embedding": (data[i].tobytes(), 0)}
+            )
+            store.commit(table, key, row, time.monotonic())
+    assert len(index.docs) == 10_000
+    query = SearchQuery(KnnVectorQuery("embedding", top_k=10, float32_query_vector=data[42].tolist()), limit=10)
+    client.search("mem", "mem_idx", query)
+    start = time.perf_counter()
+    resp = client.search("mem", "mem_idx", query)
+    elapsed = time.perf_counter() - start
+    assert ids(resp.rows)[0] == "r00042"
+    filtered = SearchQuery(
+        KnnVectorQuery(
+            "embedding", top_k=10, float32_query_vector=data[42].tolist(), filter=TermQuery("user_id", "u2")
+        ),
+        limit=10,
+    )
+    assert ids(client.search("mem", "mem_idx", filtered).rows)[0] == "r00042"
+    assert elapsed < 0.5, elapsed
