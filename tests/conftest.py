@@ -1,4 +1,14 @@
-"""Shared fixtures: the fake OpenAI server and the Tablestore emulator, each started per test."""
+"""Shared fixtures: the fake OpenAI server and the Tablestore emulator, each started per test.
+
+mem0 writes ``$MEM0_DIR/config.json`` when imported; tests that import store modules directly must not
+touch the developer's home, so MEM0_DIR points at a throw-away directory before anything imports mem0.
+"""
+
+import os
+import tempfile
+
+os.environ["MEM0_DIR"] = tempfile.mkdtemp(prefix="mem0-tests-")
+os.environ["MEM0_TELEMETRY"] = "False"
 
 import pytest
 

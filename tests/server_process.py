@@ -23,7 +23,18 @@ from mcp.client.sse import sse_client
 SCRIPT = shutil.which("tablestore-openmemory-mcp", path=str(Path(sys.executable).parent)) or "tablestore-openmemory-mcp"
 
 #: Variables a developer's shell might carry that would change what the server does under test.
-_SCRUB = ("OPENAI_", "TABLESTORE_", "ALIBABA_CLOUD_", "LLM_", "EMBEDDER_", "MEM0_", "MCP_", "TOOL_", "SERVER_", "MEMORY_")
+_SCRUB = (
+    "OPENAI_",
+    "TABLESTORE_",
+    "ALIBABA_CLOUD_",
+    "LLM_",
+    "EMBEDDER_",
+    "MEM0_",
+    "MCP_",
+    "TOOL_",
+    "SERVER_",
+    "MEMORY_",
+)
 
 
 def server_env(tmp_path: Path, **extra: Any) -> dict[str, str]:

@@ -3,7 +3,8 @@
 Routes (HTTP modes serve all of them at once):
 
 * ``GET /mcp/{client_name}/sse/{user_id}`` and ``POST /mcp/messages/``: the reference server's SSE
-  routes, unchanged, so existing CherryStudio and Cline configurations keep working. The POST answers
+  routes, unchanged, so existing CherryStudio and Cline configurations keep working. The stream's URL
+  names the identity; each POST finds it through its session id. The POST answers
   with the SDK's own status codes (400 for a bad body, 404 for an unknown session): never a blanket 200.
 * ``/mcp/{client_name}/http/{user_id}``: streamable HTTP (stateless: the identity comes from each
   request's path, so no session can be replayed under another user's URL).
@@ -15,8 +16,10 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import logging
+import re
 from collections.abc import AsyncIterator
 from typing import Any
+from urllib.parse import parse_qs
 
 import anyio
 from mcp.server.mcpserver import MCPServer
@@ -38,6 +41,7 @@ from tablestore_openmemory_mcp.settings import Settings
 logger = logging.getLogger(__name__)
 
 SSE_MESSAGE_PATH = "/mcp/messages/"
+_SESSION_ID = re.compile(r"session_id=([0-9a-fA-F-]+)")
 
 
 def is_loopback(host: str) -> bool:
@@ -82,18 +86,40 @@ def build_http_app(server: MCPServer, settings: Settings, health: dict[str, Any]
     streamable = StreamableHTTPSessionManager(app=lowlevel, stateless=True, security_settings=security)
     shared = settings.share_across_clients
 
+    sessions: dict[str, Scope] = {}  # SSE session id -> the identity in the stream's URL
+
     async def sse_stream(request: Request) -> Response:
         try:
             scope = Scope(request.path_params["client_name"], request.path_params["user_id"], shared)
         except InvalidIdentity as exc:
             return _bad_identity(exc)
-        token = CONNECTION_SCOPE.set(scope)
+        opened: list[str] = []
+
+        async def send(message: Any) -> None:
+            # The SDK announces the session in its first event ("endpoint"); remember whose it is.
+            if not opened and message.get("type") == "http.response.body":
+                found = _SESSION_ID.search(message.get("body", b"").decode("latin-1"))
+                if found:
+                    opened.append(found.group(1))
+                    sessions[found.group(1).lower()] = scope
+            await request._send(message)
+
         try:
-            async with sse.connect_sse(request.scope, request.receive, request._send) as (reader, writer):
+            async with sse.connect_sse(request.scope, request.receive, send) as (reader, writer):
                 await lowlevel.run(reader, writer, lowlevel.create_initialization_options())
         finally:
-            CONNECTION_SCOPE.reset(token)
+            for session_id in opened:
+                sessions.pop(session_id, None)
         return Response()
+
+    async def sse_post(scope: ASGIScope, receive: Receive, send: Send) -> None:
+        """Tool calls run in this request's context (the SDK propagates it), so set the identity here."""
+        session_id = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("session_id", [""])[0]
+        token = CONNECTION_SCOPE.set(sessions.get(session_id.replace("-", "").lower()))
+        try:
+            await sse.handle_post_message(scope, receive, send)
+        finally:
+            CONNECTION_SCOPE.reset(token)
 
     async def streamable_endpoint(scope: ASGIScope, receive: Receive, send: Send) -> None:
         params = scope.get("path_params", {})
@@ -115,7 +141,7 @@ def build_http_app(server: MCPServer, settings: Settings, health: dict[str, Any]
     routes = [
         Route("/health", health_endpoint, methods=["GET"]),
         Route("/mcp/{client_name}/sse/{user_id}", sse_stream, methods=["GET"]),
-        Mount(SSE_MESSAGE_PATH, app=sse.handle_post_message),
+        Mount(SSE_MESSAGE_PATH, app=sse_post),
         Route(
             "/mcp/{client_name}/http/{user_id}", _ASGIEndpoint(streamable_endpoint), methods=["GET", "POST", "DELETE"]
         ),
