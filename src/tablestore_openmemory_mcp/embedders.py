@@ -9,10 +9,14 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 import threading
 from collections.abc import Sequence
 from typing import Any, Literal
+
+logger = logging.getLogger(__name__)
 
 OFFLINE_DIMENSION = 384
 
@@ -56,13 +60,22 @@ def check_dimension(model: str, dimension: int) -> str | None:
     return None
 
 
+def default_dimension(model: str, fallback: int = 1536) -> int:
+    """The dimension to use when TABLESTORE_VECTOR_DIMENSION is unset: ``fallback`` if the model can
+    produce it, else the model's documented default (text-embedding-v3: 1024)."""
+    allowed = KNOWN_DIMENSIONS.get(model)
+    if allowed is None:
+        return min(fallback, _MAX_DIMENSION.get(model, fallback))
+    return fallback if fallback in allowed else (1024 if 1024 in allowed else allowed[0])
+
+
 def validate_vector(vector: Sequence[float], dimension: int, source: str) -> list[float]:
     """Reject vectors of the wrong length or with NaN/inf before they reach a store."""
     values = [float(x) for x in vector]
     if len(values) != dimension:
         raise EmbeddingError(
             f"{source} returned a {len(values)}-dimensional vector but {dimension} are configured; "
-            "check EMBEDDER_MODEL and TABLESTORE_VECTOR_DIMENSION"
+            f"check EMBEDDER_MODEL, or set TABLESTORE_VECTOR_DIMENSION={len(values)} (for a new store)"
         )
     if not all(math.isfinite(x) for x in values):
         raise EmbeddingError(f"{source} returned a vector containing NaN or infinity")
@@ -107,7 +120,13 @@ class OfflineEmbedder:
 
 
 class OpenAICompatibleEmbedder:
-    """``/embeddings`` of DashScope or any OpenAI-compatible service, batched and validated."""
+    """``/embeddings`` of DashScope or any OpenAI-compatible service, batched and validated.
+
+    ``dimensions`` is sent unless the model is known to have one fixed size (``send_dimensions=None``
+    decides that); a provider that refuses the parameter (OpenAI's ada-002, vLLM without Matryoshka
+    support) gets one retry without it, remembered, and the vectors' length is still checked. A
+    provider that says the batch is too large gets its limit (or half the batch) from then on.
+    """
 
     def __init__(
         self,
@@ -119,15 +138,19 @@ class OpenAICompatibleEmbedder:
         batch_size: int = 10,
         timeout: float = 60.0,
         max_retries: int = 2,
-        send_dimensions: bool = True,
+        send_dimensions: bool | None = None,
     ) -> None:
         import openai
 
         self.model = model
         self.dimension = dimension
-        self.batch_size = batch_size
+        self.batch_size = max(1, batch_size)
         self.base_url = base_url or "https://api.openai.com/v1"
+        self.timeout = timeout
         self.name = f"openai:{model}"
+        if send_dimensions is None:
+            fixed = KNOWN_DIMENSIONS.get(model)
+            send_dimensions = not (fixed is not None and len(fixed) == 1)
         self._send_dimensions = send_dimensions
         self._client = openai.OpenAI(
             api_key=api_key or "none", base_url=self.base_url, timeout=timeout, max_retries=max_retries
@@ -138,35 +161,89 @@ class OpenAICompatibleEmbedder:
         return self.embed_batch([text], memory_action or "add")[0]
 
     def embed_batch(self, texts: list[str], memory_action: str = "add") -> list[list[float]]:
+        """All vectors, or an :class:`EmbeddingError` before any is returned (callers write nothing then)."""
+        cleaned = [t.replace("\n", " ") for t in texts]
         vectors: list[list[float]] = []
-        for start in range(0, len(texts), self.batch_size):
-            vectors.extend(self._request([t.replace("\n", " ") for t in texts[start : start + self.batch_size]]))
+        while len(vectors) < len(cleaned):
+            start = len(vectors)
+            vectors.extend(self._request(cleaned[start : start + self.batch_size]))
         return vectors
 
     def _request(self, batch: list[str]) -> list[list[float]]:
+        """One batch; may shrink it (returning fewer vectors) or stop sending ``dimensions`` and retry."""
         import openai
 
-        kwargs: dict[str, Any] = {"model": self.model, "input": batch, "encoding_format": "float"}
-        if self._send_dimensions:
-            kwargs["dimensions"] = self.dimension
-        self.requests += 1
         where = f"the embedding service at {self.base_url}"
-        try:
-            response = self._client.embeddings.create(**kwargs)
-        except openai.AuthenticationError:
-            raise EmbeddingError(f"{where} rejected the API key (401); check OPENAI_API_KEY") from None
-        except openai.NotFoundError:
-            raise EmbeddingError(
-                f"{where} does not know model {self.model!r} or the URL is wrong; check EMBEDDER_MODEL "
-                "and OPENAI_BASE_URL"
-            ) from None
-        except openai.APITimeoutError:
-            raise EmbeddingError(f"{where} timed out") from None
-        except openai.APIConnectionError:
-            raise EmbeddingError(f"cannot reach {where}; check OPENAI_BASE_URL / EMBEDDER_BASE_URL") from None
-        except openai.APIStatusError as exc:
-            raise EmbeddingError(f"{where} failed with HTTP {exc.status_code}: {exc.message[:200]}") from None
+        adapted: set[str] = set()
+        while True:
+            kwargs: dict[str, Any] = {"model": self.model, "input": batch, "encoding_format": "float"}
+            if self._send_dimensions:
+                kwargs["dimensions"] = self.dimension
+            self.requests += 1
+            try:
+                response = self._client.embeddings.create(**kwargs)
+                break
+            except openai.BadRequestError as exc:
+                detail = str(exc.message).lower()
+                if "batch" in detail and len(batch) > 1 and "batch" not in adapted:
+                    adapted.add("batch")
+                    limit = re.search(
+                        r"(?:larger than|more than|exceed\w*|at most|maximum(?: of)?)\D{0,20}(\d+)", detail
+                    )
+                    stated = int(limit.group(1)) if limit else 0
+                    self.batch_size = stated if 0 < stated < len(batch) else max(1, len(batch) // 2)
+                    logger.warning(
+                        "%s accepts at most %d texts per request; lower EMBEDDER_BATCH_SIZE", where, self.batch_size
+                    )
+                    batch = batch[: self.batch_size]
+                    continue
+                if self._send_dimensions and ("dimension" in detail or "matryoshka" in detail) and "dim" not in adapted:
+                    adapted.add("dim")
+                    self._send_dimensions = False
+                    logger.warning("%s refused the dimensions parameter; no longer sending it", where)
+                    continue
+                raise self._explain(exc, where) from None
+            except openai.OpenAIError as exc:
+                raise self._explain(exc, where) from None
+            except ValueError as exc:  # a body that is not JSON (a gateway's error page)
+                raise EmbeddingError(
+                    f"{where} answered something that is not JSON ({exc}); check OPENAI_BASE_URL / EMBEDDER_BASE_URL"
+                ) from None
         data = sorted(response.data, key=lambda item: item.index)
         if len(data) != len(batch):
             raise EmbeddingError(f"{where} returned {len(data)} vectors for {len(batch)} texts")
         return [validate_vector(item.embedding, self.dimension, where) for item in data]
+
+    def _explain(self, exc: Exception, where: str) -> EmbeddingError:
+        """One sentence naming the setting to check."""
+        import openai
+
+        from tablestore_openmemory_mcp.llm import mentions_unknown_model
+
+        if isinstance(exc, openai.AuthenticationError):
+            return EmbeddingError(f"{where} rejected the API key (401); check OPENAI_API_KEY / EMBEDDER_API_KEY")
+        if isinstance(exc, openai.PermissionDeniedError):
+            return EmbeddingError(f"{where} denied access (403); check the key's permissions for EMBEDDER_MODEL")
+        if isinstance(exc, openai.NotFoundError):
+            return EmbeddingError(
+                f"{where} does not know model {self.model!r} or the URL is wrong (404); check EMBEDDER_MODEL "
+                "and OPENAI_BASE_URL / EMBEDDER_BASE_URL"
+            )
+        if isinstance(exc, openai.APITimeoutError):
+            return EmbeddingError(f"{where} did not answer within {self.timeout:g} s; check LLM_TIMEOUT")
+        if isinstance(exc, openai.APIConnectionError):
+            return EmbeddingError(f"cannot reach {where}; check OPENAI_BASE_URL / EMBEDDER_BASE_URL")
+        if isinstance(exc, openai.RateLimitError):
+            return EmbeddingError(f"{where} is rate limiting requests (429); try again later")
+        if isinstance(exc, openai.BadRequestError):
+            message = str(exc.message)
+            if mentions_unknown_model(message):
+                return EmbeddingError(f"{where} does not know model {self.model!r} (400); check EMBEDDER_MODEL")
+            if "dimension" in message.lower():
+                return EmbeddingError(
+                    f"{where} refused dimension {self.dimension} for {self.model} ({message[:200]}); "
+                    "check TABLESTORE_VECTOR_DIMENSION"
+                )
+        if isinstance(exc, openai.APIStatusError):
+            return EmbeddingError(f"{where} failed with HTTP {exc.status_code}: {str(exc.message)[:200]}")
+        return EmbeddingError(f"{where} failed: {str(exc)[:200]}")

@@ -55,6 +55,7 @@ class ChatClient:
         self.timeout = timeout
         self._stream = stream == "true" or (stream == "auto" and is_stream_only(model))
         self._json_mode = not is_stream_only(model)
+        self._extra_body: dict[str, Any] = {}
         self._client = openai.OpenAI(
             api_key=api_key or "none", base_url=self.base_url, timeout=timeout, max_retries=max_retries
         )
@@ -69,30 +70,60 @@ class ChatClient:
             raise LLMReplyError(f"the LLM ({self.model}) did not answer with JSON: {exc}") from None
 
     def complete(self, messages: list[dict[str, str]], *, json_mode: bool) -> str:
-        """Return the assistant's text (reasoning content excluded)."""
+        """Return the assistant's text (reasoning content excluded).
+
+        A 400 that says how the request must change is answered by changing it once and retrying
+        (each adaptation at most once per call, and remembered for later calls, since it is a property
+        of the model): "stream only" switches to streaming without JSON mode; "enable_thinking must be
+        false for non-streaming calls" (Qwen3 open-source models) sends ``enable_thinking: false``; a
+        refused ``response_format`` drops it.
+        """
+        import httpx
         import openai
 
-        if json_mode and not any("json" in m.get("content", "").lower() for m in messages):
+        if json_mode and not any("json" in _text(m.get("content")).lower() for m in messages):
             messages = [*messages, {"role": "user", "content": "Answer in JSON."}]
-        try:
-            return self._request(messages, json_mode=json_mode)
-        except openai.BadRequestError as exc:
-            detail = str(exc).lower()
-            if json_mode and ("response_format" in detail or "json" in detail):
-                logger.warning("LLM %s refused response_format; retrying without it", self.model)
-                try:
-                    return self._request(messages, json_mode=False)
-                except openai.OpenAIError as retry_exc:
-                    raise self._explain(retry_exc) from None
-            raise self._explain(exc) from None
-        except openai.OpenAIError as exc:
-            raise self._explain(exc) from None
+        json_mode = json_mode and self._json_mode
+        adapted: set[str] = set()
+        while True:
+            try:
+                return self._request(messages, json_mode=json_mode)
+            except openai.BadRequestError as exc:
+                fix = self._adaptation(str(exc).lower(), json_mode=json_mode, tried=adapted)
+                if fix is None:
+                    raise self._explain(exc) from None
+                adapted.add(fix)
+                if fix == "stream":
+                    logger.warning("LLM %s answers only when streamed; streaming from now on", self.model)
+                    self._stream, self._json_mode, json_mode = True, False, False
+                elif fix == "no_thinking":
+                    logger.warning("LLM %s thinks by default; sending enable_thinking=false", self.model)
+                    self._extra_body = {**self._extra_body, "enable_thinking": False}
+                else:
+                    logger.warning("LLM %s refused response_format; retrying without it", self.model)
+                    self._json_mode, json_mode = False, False
+            except openai.OpenAIError as exc:
+                raise self._explain(exc) from None
+            except httpx.HTTPError as exc:  # raised while reading a stream, outside the SDK's own handling
+                raise self._explain(exc) from None
+
+    def _adaptation(self, detail: str, *, json_mode: bool, tried: set[str]) -> str | None:
+        """Which change a 400 asks for, if any (and not yet tried in this call)."""
+        if "enable_thinking" in detail and "stream" in detail and "no_thinking" not in tried:
+            return "no_thinking"
+        if "stream" in detail and "only support" in detail and not self._stream and "stream" not in tried:
+            return "stream"
+        if json_mode and ("response_format" in detail or "json" in detail) and "json" not in tried:
+            return "json"
+        return None
 
     def _request(self, messages: list[dict[str, str]], *, json_mode: bool) -> str:
         self.calls += 1
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages}
         if json_mode:
             kwargs["response_format"] = {"type": "json_object"}
+        if self._extra_body:
+            kwargs["extra_body"] = dict(self._extra_body)
         if self._stream:
             return self._collect_stream(self._client.chat.completions.create(stream=True, **kwargs))
         response = self._client.chat.completions.create(**kwargs)
@@ -104,15 +135,21 @@ class ChatClient:
     def _collect_stream(stream: Any) -> str:
         """Join ``delta.content`` chunks; ``delta.reasoning_content`` is the model thinking aloud."""
         parts: list[str] = []
-        for chunk in stream:
-            for choice in chunk.choices or []:
-                content = getattr(choice.delta, "content", None)
-                if content:
-                    parts.append(content)
+        try:
+            for chunk in stream:
+                for choice in chunk.choices or []:
+                    content = getattr(choice.delta, "content", None)
+                    if content:
+                        parts.append(content)
+        finally:
+            close = getattr(stream, "close", None)
+            if close is not None:
+                close()
         return "".join(parts)
 
     def _explain(self, exc: Exception) -> LLMError:
-        """Turn an SDK error into one sentence naming the setting to check."""
+        """Turn an SDK (or httpx) error into one sentence naming the setting to check."""
+        import httpx
         import openai
 
         where = f"the LLM service at {self.base_url}"
@@ -125,15 +162,38 @@ class ChatClient:
                 f"{where} does not know model {self.model!r} or the URL is wrong (404); "
                 "check LLM_MODEL and OPENAI_BASE_URL / LLM_BASE_URL"
             )
-        if isinstance(exc, openai.APITimeoutError):
+        if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
             return LLMError(f"{where} did not answer within {self.timeout:g} s; check LLM_TIMEOUT")
-        if isinstance(exc, openai.APIConnectionError):
+        if isinstance(exc, (openai.APIConnectionError, httpx.HTTPError)):
             return LLMError(f"cannot reach {where}; check OPENAI_BASE_URL / LLM_BASE_URL")
         if isinstance(exc, openai.RateLimitError):
             return LLMError(f"{where} is rate limiting requests (429); try again later")
+        if isinstance(exc, openai.BadRequestError) and mentions_unknown_model(exc.message):
+            return LLMError(f"{where} does not know model {self.model!r} (400); check LLM_MODEL")
         if isinstance(exc, openai.APIStatusError):
             return LLMError(f"{where} failed with HTTP {exc.status_code}: {_short(exc.message)}")
         return LLMError(f"{where} failed: {_short(str(exc))}")
+
+
+_UNKNOWN_MODEL = re.compile(
+    r"model.{0,80}(not exist|does not exist|not found|unknown|not supported|invalid)|"
+    r"(unknown|invalid|unsupported) model",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def mentions_unknown_model(message: str) -> bool:
+    """Whether an error message says the model name is unknown (providers word it differently)."""
+    return bool(_UNKNOWN_MODEL.search(message or ""))
+
+
+def _text(content: Any) -> str:
+    """Message content as text, whether a string or a list of ``{"type": "text"}`` parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return ""
 
 
 def _short(text: str, limit: int = 200) -> str:

@@ -12,6 +12,7 @@ mem0 drives stores through ``VectorStoreBase``. Two things it lacks matter to th
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from contextvars import ContextVar
 from typing import Any
 
@@ -38,3 +39,54 @@ def in_active_scope(payload: dict[str, Any] | None) -> bool:
     if not payload:
         return False
     return all(payload.get(key) == value for key, value in scope.items())
+
+
+class MemoryStore(ABC):
+    """The methods mem0 calls on a vector store (``mem0.vector_stores.base.VectorStoreBase``), plus ours.
+
+    Our stores do not inherit mem0's class: importing mem0 writes files, and importing a store module
+    must not. mem0 duck-types stores; ``tests/test_mem0_bridge.py`` checks this class still covers every
+    abstract method of mem0's ``VectorStoreBase``.
+    """
+
+    @abstractmethod
+    def create_col(self, name: Any, vector_size: Any, distance: Any) -> Any: ...
+
+    @abstractmethod
+    def insert(self, vectors: Any, payloads: Any = None, ids: Any = None) -> Any: ...
+
+    @abstractmethod
+    def search(self, query: Any, vectors: Any, top_k: int = 5, filters: Any = None) -> Any: ...
+
+    @abstractmethod
+    def delete(self, vector_id: Any) -> Any: ...
+
+    @abstractmethod
+    def update(self, vector_id: Any, vector: Any = None, payload: Any = None) -> Any: ...
+
+    @abstractmethod
+    def get(self, vector_id: Any) -> Any: ...
+
+    @abstractmethod
+    def list_cols(self) -> Any: ...
+
+    @abstractmethod
+    def delete_col(self) -> Any: ...
+
+    @abstractmethod
+    def col_info(self) -> Any: ...
+
+    @abstractmethod
+    def list(self, filters: Any = None, top_k: Any = None) -> Any: ...
+
+    @abstractmethod
+    def reset(self) -> Any: ...
+
+    @abstractmethod
+    def keyword_search(self, query: str, top_k: int = 5, filters: Any = None) -> Any: ...
+
+    @abstractmethod
+    def delete_many(self, ids: Any) -> int: ...
+
+    def search_batch(self, queries: Any, vectors_list: Any, top_k: int = 1, filters: Any = None) -> Any:
+        return [self.search(q, v, top_k=top_k, filters=filters) for q, v in zip(queries, vectors_list, strict=True)]

@@ -49,9 +49,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-from mem0.vector_stores.base import VectorStoreBase
 
-from .base import ACTIVE_SCOPE, OutputData, in_active_scope
+from .base import ACTIVE_SCOPE, MemoryStore, OutputData, in_active_scope
 from .filters import IDENTITY_KEYS, matches, split_identity
 from .tokenize import query_tokens, tokens
 
@@ -136,7 +135,7 @@ class _Slab:
         self.pos = {rid: i for i, rid in enumerate(self.rids)}
 
 
-class EmbeddedStore(VectorStoreBase):
+class EmbeddedStore(MemoryStore):
     """mem0 vector store on one SQLite file, ``<path>/memories.sqlite3``; one table per collection.
 
     Built by mem0's factory as ``EmbeddedStore(**config)``; unknown config keys are ignored.

@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from mem0.vector_stores.base import VectorStoreBase
 from tablestore import (
     INF_MAX,
     INF_MIN,
@@ -69,7 +68,7 @@ from tablestore import (
     TermsQuery,
 )
 
-from ..base import ACTIVE_SCOPE, OutputData, in_active_scope
+from ..base import ACTIVE_SCOPE, MemoryStore, OutputData, in_active_scope
 from ..filters import matches, split_identity
 from ..tokenize import tokens
 from . import query as qb
@@ -150,7 +149,7 @@ def _created_key(row: OutputData) -> tuple[float, str, str]:
     return ts, raw if isinstance(raw, str) else "", row.id
 
 
-class TablestoreStore(VectorStoreBase):
+class TablestoreStore(MemoryStore):
     """mem0 vector store on one Tablestore table plus one search index (see the module docstring)."""
 
     def __init__(

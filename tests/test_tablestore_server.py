@@ -1,0 +1,421 @@
+"""The whole server (installed console script) on the Tablestore backend, against the wire-level emulator.
+
+Real MCP clients over stdio, SSE and streamable HTTP; the only doubles are the fake OpenAI server (scripted
+LLM, hash embeddings) and the Tablestore emulator. RPC counts come from the emulator's per-API counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tablestore_openmemory_mcp import mem0_bridge
+from tablestore_openmemory_mcp.settings import TOOL_NAMES
+from tablestore_openmemory_mcp.stores.base import ACTIVE_SCOPE
+from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore
+from tablestore_openmemory_mcp.stores.tablestore.rows import MAX_DATA_BYTES
+from tests.fakes.openai_server import FakeOpenAI, embed_text
+from tests.server_process import (
+    SCRIPT,
+    HttpServer,
+    error_text,
+    free_port,
+    llm_env,
+    server_env,
+    stdio_client,
+    structured,
+    tablestore_env,
+)
+from tests.tablestore_emulator import TablestoreEmulator
+
+pytestmark = pytest.mark.anyio
+
+DIMS = 64  # text-embedding-v4 offers 64; small vectors keep the emulator's KNN cheap
+STARTUP_TIMEOUT = 120
+
+
+def facts(*items: str) -> str:
+    return json.dumps({"facts": list(items)}, ensure_ascii=False)
+
+
+def decision(*events: dict) -> str:
+    return json.dumps({"memory": list(events)}, ensure_ascii=False)
+
+
+def ts_env(tmp_path: Path, emulator: TablestoreEmulator, fake: FakeOpenAI, **extra: Any) -> dict[str, str]:
+    """Server settings: Tablestore emulator, fake LLM and embedder, every tool enabled."""
+    settings = {
+        **llm_env(fake, LLM_MAX_RETRIES=0),
+        **tablestore_env(emulator),
+        "TABLESTORE_VECTOR_DIMENSION": DIMS,
+        "TOOL_BLACK_LIST": "[]",
+        **extra,
+    }
+    return server_env(tmp_path, **settings)
+
+
+def direct_store(emulator: TablestoreEmulator, dims: int = DIMS, table: str = "mem0") -> TablestoreStore:
+    """The store in this process, on the same table the server uses."""
+    return TablestoreStore(
+        collection_name=table,
+        endpoint=emulator.endpoint,
+        instance_name=emulator.instance_name,
+        access_key_id=emulator.access_key_id,
+        access_key_secret=emulator.access_key_secret,
+        embedding_model_dims=dims,
+    )
+
+
+def bulk_load(store: TablestoreStore, client: str, user: str, count: int) -> None:
+    """``count`` memories in one scope, in the payload format ``mem0_bridge.create_memories`` writes."""
+    metadata = {"user_id": user, "agent_id": client, "role": "user"}
+    texts = [f"bulk memory number {i}" for i in range(count)]
+    token = ACTIVE_SCOPE.set({"user_id": user, "agent_id": client})
+    try:
+        store.insert(
+            vectors=[embed_text(t, store.embedding_model_dims).tolist() for t in texts],
+            payloads=[mem0_bridge.new_payload(t, metadata) for t in texts],
+            ids=[str(uuid.uuid4()) for _ in texts],
+        )
+    finally:
+        ACTIVE_SCOPE.reset(token)
+
+
+async def exercise_every_tool(client: Any, fake: FakeOpenAI, emulator: TablestoreEmulator) -> None:
+    """Each of the seven tools once, with the results checked."""
+    assert {t.name for t in (await client.list_tools()).tools} == set(TOOL_NAMES)
+
+    fake.script_chat(facts("Likes green tea", "Lives in Hangzhou"))
+    added = structured(await client.call_tool("add_memories", {"text": "I like green tea and live in Hangzhou"}))
+    assert added["inferred"] is True
+    assert sorted((e["event"], e["memory"]) for e in added["events"]) == [
+        ("ADD", "Likes green tea"),
+        ("ADD", "Lives in Hangzhou"),
+    ]
+    ids = {e["memory"]: e["id"] for e in added["events"]}
+    plain = structured(await client.call_tool("add_memories", {"text": "Deadline is Friday", "infer": False}))
+    assert [(e["event"], e["memory"]) for e in plain["events"]] == [("ADD", "Deadline is Friday")]
+    assert plain["inferred"] is False
+
+    listed = structured(await client.call_tool("list_memories", {}))
+    assert sorted(m["memory"] for m in listed["memories"]) == [
+        "Deadline is Friday",
+        "Likes green tea",
+        "Lives in Hangzhou",
+    ]
+
+    emulator.flush_index()  # search reads the index, which lags writes by design
+    found = structured(await client.call_tool("search_memories", {"query": "green tea", "limit": 1}))
+    assert [m["id"] for m in found["results"]] == [ids["Likes green tea"]]
+
+    tea = ids["Likes green tea"]
+    updated = structured(await client.call_tool("update_memory", {"memory_id": tea, "text": "Likes oolong tea"}))
+    assert (updated["memory"], updated["previous_memory"]) == ("Likes oolong tea", "Likes green tea")
+    history = structured(await client.call_tool("memory_history", {"memory_id": tea}))
+    assert [(h["event"], h["new_memory"]) for h in history["history"]] == [
+        ("ADD", "Likes green tea"),
+        ("UPDATE", "Likes oolong tea"),
+    ]
+
+    missing = str(uuid.uuid4())
+    deleted = structured(await client.call_tool("delete_memories", {"memory_ids": [ids["Lives in Hangzhou"], missing]}))
+    assert (deleted["deleted"], deleted["not_found"]) == ([ids["Lives in Hangzhou"]], [missing])
+    listed = structured(await client.call_tool("list_memories", {}))
+    assert sorted(m["memory"] for m in listed["memories"]) == ["Deadline is Friday", "Likes oolong tea"]
+
+    assert structured(await client.call_tool("delete_all_memories", {}))["deleted_count"] == 2
+    assert structured(await client.call_tool("list_memories", {}))["count"] == 0
+    assert "No memory" in error_text(await client.call_tool("memory_history", {"memory_id": tea}))
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+async def test_stdio_every_tool_and_the_update_scenario(tmp_path, fake_openai, tablestore_emulator):
+    """Every tool over stdio, then the core issue's UPDATE / NONE / DELETE scenario on this backend."""
+    env = ts_env(tmp_path, tablestore_emulator, fake_openai)
+    async with stdio_client(env) as client:
+        await exercise_every_tool(client, fake_openai, tablestore_emulator)
+        fake_openai.reset()
+
+        old = "Uses UPPER_SNAKE_CASE for constants"
+        new = "Prefers lower_snake_case for variables and constants"
+        fake_openai.script_chat(facts(old))
+        first = structured(await client.call_tool("add_memories", {"text": "use UPPER_SNAKE_CASE for constants"}))
+        assert [e["event"] for e in first["events"]] == ["ADD"]
+        memory_id = first["events"][0]["id"]
+        assert fake_openai.counts["chat"] == 1, "nothing to reconcile: no decision call"
+
+        fake_openai.script_chat(facts(new), decision({"id": "0", "text": new, "event": "UPDATE", "old_memory": old}))
+        second = structured(await client.call_tool("add_memories", {"text": "I now prefer lower_snake_case"}))
+        assert second["events"] == [{"id": memory_id, "memory": new, "event": "UPDATE", "previous_memory": old}]
+        assert fake_openai.counts["chat"] == 3
+        chats = [body for endpoint, body in fake_openai.requests if endpoint == "chat"]
+        assert old in chats[2]["messages"][1]["content"], "the existing memory reached the decision prompt"
+
+        listed = structured(await client.call_tool("list_memories", {}))
+        assert [(m["id"], m["memory"]) for m in listed["memories"]] == [(memory_id, new)]
+        history = structured(await client.call_tool("memory_history", {"memory_id": memory_id}))
+        assert [(h["event"], h["old_memory"], h["new_memory"]) for h in history["history"]] == [
+            ("ADD", None, old),
+            ("UPDATE", old, new),
+        ]
+
+        fake_openai.script_chat(facts(new), decision({"id": "0", "text": new, "event": "NONE"}))
+        repeat = structured(await client.call_tool("add_memories", {"text": "I prefer lower_snake_case"}))
+        assert [e["event"] for e in repeat["events"]] == ["NONE"]
+        assert structured(await client.call_tool("list_memories", {}))["count"] == 1
+
+        fake_openai.script_chat(facts("Has no naming preference any more"), decision({"id": "0", "event": "DELETE"}))
+        gone = structured(await client.call_tool("add_memories", {"text": "forget my naming preference"}))
+        assert [(e["event"], e["id"]) for e in gone["events"]] == [("DELETE", memory_id)]
+        assert structured(await client.call_tool("list_memories", {}))["count"] == 0
+    table = tablestore_emulator.store.tables["mem0"]  # the row is really gone from the table, not just hidden
+    assert not any(memory_id in repr(key) for key in table.rows)
+
+
+async def test_two_processes_sse_and_streamable_http_on_one_table(tmp_path, fake_openai, tablestore_emulator):
+    """Server A (SSE) creates the table; server B (streamable HTTP) opens it in <= 3 RPCs; both serve at once."""
+    env = ts_env(tmp_path, tablestore_emulator, fake_openai)
+    with HttpServer(env, tmp_path, transport="sse").wait_ready(STARTUP_TIMEOUT) as first:
+        assert {"CreateTable", "CreateSearchIndex"} <= set(tablestore_emulator.counts)
+        tablestore_emulator.reset_counts()
+        with HttpServer(env, tmp_path, transport="streamable-http").wait_ready(STARTUP_TIMEOUT) as second:
+            startup = dict(tablestore_emulator.counts)
+            assert sum(startup.values()) <= 3, startup
+            assert "CreateTable" not in startup and "CreateSearchIndex" not in startup
+
+            # Every tool on each transport (a different user on each, so their scopes don't meet).
+            async with first.sse("cline", "alice") as client:
+                await exercise_every_tool(client, fake_openai, tablestore_emulator)
+            async with second.http("cline", "bruno") as client:
+                await exercise_every_tool(client, fake_openai, tablestore_emulator)
+
+            # One user through both processes at once: each sees what both wrote.
+            async with first.sse("cursor", "dana") as a, second.http("cursor", "dana") as b:
+
+                async def add_many(session: Any, tag: str) -> None:
+                    for i in range(4):
+                        text = f"{tag} note {i}"
+                        result = structured(await session.call_tool("add_memories", {"text": text, "infer": False}))
+                        assert result["events"][0]["event"] == "ADD"
+
+                await asyncio.gather(add_many(a, "from A"), add_many(b, "from B"))
+                expected = sorted(f"{tag} note {i}" for tag in ("from A", "from B") for i in range(4))
+                for session in (a, b):
+                    listed = structured(await session.call_tool("list_memories", {}))
+                    assert sorted(m["memory"] for m in listed["memories"]) == expected
+                assert structured(await b.call_tool("delete_all_memories", {}))["deleted_count"] == 8
+                assert structured(await a.call_tool("list_memories", {}))["count"] == 0
+
+
+async def test_read_your_writes_and_rpc_counts(tmp_path, fake_openai, tablestore_emulator):
+    """With a 3 s index delay, list/delete_all see every add at once; search = 1 Search; delete_all batches."""
+    emulator = tablestore_emulator
+    env = ts_env(tmp_path, emulator, fake_openai)
+    with HttpServer(env, tmp_path, transport="streamable-http").wait_ready(STARTUP_TIMEOUT) as server:
+        emulator.index_delay = 3
+        async with server.http("cline", "erin") as client:
+            texts = [f"fresh memory {i}" for i in range(6)]
+            for text in texts:
+                structured(await client.call_tool("add_memories", {"text": text, "infer": False}))
+            emulator.reset_counts()
+            listed = structured(await client.call_tool("list_memories", {}))
+            assert sorted(m["memory"] for m in listed["memories"]) == texts, "list is read-your-writes"
+            assert dict(emulator.counts) == {"GetRange": 1}
+            assert structured(await client.call_tool("delete_all_memories", {}))["deleted_count"] == len(texts)
+            assert structured(await client.call_tool("list_memories", {}))["count"] == 0
+
+            # 450 memories in one scope (bulk-loaded, same payloads as the server writes).
+            emulator.index_delay = 0
+            store = direct_store(emulator)
+            bulk_load(store, "cline", "erin", 450)
+            emulator.flush_index()  # search lags by design (earlier writes queued behind the 3 s delay)
+            emulator.reset_counts()
+            found = structured(await client.call_tool("search_memories", {"query": "bulk memory number 7", "limit": 5}))
+            assert len(found["results"]) == 5
+            assert dict(emulator.counts) == {"Search": 1}, "search_memories is exactly one Search RPC"
+
+            emulator.reset_counts()
+            assert structured(await client.call_tool("list_memories", {}))["count"] == 450
+            assert dict(emulator.counts) == {"GetRange": 1}
+
+            emulator.reset_counts()
+            assert structured(await client.call_tool("delete_all_memories", {}))["deleted_count"] == 450
+            counts = dict(emulator.counts)
+            assert counts.get("BatchWriteRow") == math.ceil(450 / 200), counts
+            assert set(counts) <= {"BatchWriteRow", "GetRange"} and counts.get("GetRange", 0) <= 1, counts
+            assert structured(await client.call_tool("list_memories", {}))["count"] == 0
+
+
+# ------------------------------------------------------------------------------------------ startup
+
+
+def _start_and_wait(env: dict[str, str], transport: str, timeout: float = STARTUP_TIMEOUT) -> subprocess.Popen:
+    """Start the server; stdin stays open (a stdio server would otherwise see EOF and exit 0)."""
+    args = [SCRIPT, "--transport", transport]
+    if transport != "stdio":
+        args += ["--port", str(free_port())]
+    return subprocess.Popen(args, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _failed_startup(process: subprocess.Popen, timeout: float = STARTUP_TIMEOUT) -> str:
+    """Wait for the process to exit non-zero; return its stderr and check it ends in one error line."""
+    try:
+        _, err = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        _, err = process.communicate()
+        raise AssertionError(f"server did not exit: {err.decode(errors='replace')[-2000:]}") from None
+    stderr = err.decode(errors="replace")
+    assert process.returncode == 1, (process.returncode, stderr[-2000:])
+    assert "Traceback" not in stderr, stderr[-2000:]
+    errors = [line for line in stderr.splitlines() if "cannot start" in line]
+    assert len(errors) == 1, stderr[-2000:]
+    return errors[0]
+
+
+def test_unreachable_tablestore_at_startup_exits_with_one_line(tmp_path, fake_openai):
+    endpoint = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = server_env(
+        tmp_path,
+        **llm_env(fake_openai),
+        TABLESTORE_ENDPOINT=endpoint,
+        TABLESTORE_INSTANCE_NAME="inst",
+        TABLESTORE_ACCESS_KEY_ID="ak",
+        TABLESTORE_ACCESS_KEY_SECRET="sk",
+    )
+    processes = [_start_and_wait(env, transport) for transport in ("sse", "stdio")]
+    for process in processes:
+        line = _failed_startup(process)
+        assert endpoint in line and "Cannot reach Tablestore" in line, line
+
+
+def test_dimension_mismatch_with_the_existing_index_fails_startup(tmp_path, fake_openai, tablestore_emulator):
+    direct_store(tablestore_emulator, dims=128).close()  # an index built for a 128-dimension embedder
+    env = ts_env(tmp_path, tablestore_emulator, fake_openai)  # the server's embedder makes 64
+    line = _failed_startup(_start_and_wait(env, "sse"))
+    assert "dimension 128" in line and "produces 64" in line and "TABLESTORE_VECTOR_DIMENSION" in line, line
+
+
+def test_bad_table_name_fails_startup_before_any_rpc(tmp_path, fake_openai, tablestore_emulator):
+    env = ts_env(tmp_path, tablestore_emulator, fake_openai, TABLESTORE_TABLE_NAME="bad-name!")
+    line = _failed_startup(_start_and_wait(env, "sse"))
+    assert "'bad-name!'" in line and "TABLESTORE_TABLE_NAME" in line, line
+    assert sum(tablestore_emulator.counts.values()) == 0
+
+
+# ------------------------------------------------------------------------------------------ faults
+
+
+async def test_transient_faults_are_retried_and_exhausted_retries_write_nothing(
+    tmp_path, fake_openai, tablestore_emulator
+):
+    emulator = tablestore_emulator
+    env = ts_env(tmp_path, emulator, fake_openai)
+    async with stdio_client(env) as client:
+        assert structured(await client.call_tool("list_memories", {}))["count"] == 0  # startup done
+        emulator.reset_counts()
+        # Seeded rates: the sequence of calls is deterministic, so is which of them fail.
+        emulator.inject("PutRow", "OTSServerBusy", rate=0.3, seed=1)
+        emulator.inject("Search", "http503", rate=0.3, seed=2)
+        emulator.inject("BatchWriteRow", "drop", rate=0.3, seed=3)
+        emulator.inject("GetRange", "OTSTimeout", rate=0.3, seed=4)
+        expected = []
+        for i in range(8):
+            text = f"plain memory {i}"
+            structured(await client.call_tool("add_memories", {"text": text, "infer": False}))
+            expected.append(text)
+        for i in range(4):
+            pair = [f"fact {i} alpha", f"fact {i} beta"]
+            fake_openai.script_chat(facts(*pair))  # a decision call, if any, gets the fake's default "{}"
+            result = structured(await client.call_tool("add_memories", {"text": f"two facts {i}"}))
+            assert sorted(e["memory"] for e in result["events"] if e["event"] == "ADD") == pair
+            expected += pair
+        listed = structured(await client.call_tool("list_memories", {}))
+        assert sorted(m["memory"] for m in listed["memories"]) == sorted(expected)
+        counts = emulator.counts
+        assert counts["PutRow"] > 8 and counts["BatchWriteRow"] > 4, "faults happened and were retried"
+        emulator.clear_faults()
+
+        # Retries run out: a clear tool error, and nothing of that add is stored.
+        for api, kind, args in (
+            ("PutRow", "OTSServerBusy", {"text": "never stored", "infer": False}),
+            ("PutRow", "drop", {"text": "never stored either", "infer": False}),
+            ("BatchWriteRow", "http503", {"text": "two facts that fail"}),
+        ):
+            if "infer" not in args:
+                fake_openai.script_chat(facts("doomed fact one", "doomed fact two"))
+            emulator.inject(api, kind, times=1000)
+            message = error_text(await client.call_tool("add_memories", args))
+            emulator.clear_faults()
+            assert "add_memories failed" in message and "Tablestore" in message and "attempts" in message, message
+            listed = structured(await client.call_tool("list_memories", {}))
+            assert sorted(m["memory"] for m in listed["memories"]) == sorted(expected), f"{api}/{kind} left rows"
+
+
+# ------------------------------------------------------------------------------------------ bad input
+
+
+class BrokenEmbeddings(FakeOpenAI):
+    """The fake OpenAI server whose embeddings can be switched to the wrong length or to NaN."""
+
+    mode = "ok"
+
+    def _embed_dim(self, body: dict) -> int | str:
+        dim = super()._embed_dim(body)
+        return dim + 3 if self.mode == "short" and isinstance(dim, int) else dim
+
+    async def _embeddings(self, request: Request) -> Response:
+        if self.mode != "nan":
+            return await super()._embeddings(request)
+        body = json.loads(await request.body())
+        texts = [body["input"]] if isinstance(body["input"], str) else body["input"]
+        data = [
+            {"object": "embedding", "index": i, "embedding": [math.nan] * body["dimensions"]} for i in range(len(texts))
+        ]
+        usage = {"prompt_tokens": 1, "total_tokens": 1}
+        payload = {"object": "list", "data": data, "model": body["model"], "usage": usage}
+        return Response(json.dumps(payload), media_type="application/json")  # NaN: valid for Python's json
+
+
+async def test_bad_vectors_and_oversized_memories_are_rejected_whole(tmp_path, tablestore_emulator):
+    fake = BrokenEmbeddings().start()
+    try:
+        env = ts_env(tmp_path, tablestore_emulator, fake, MEMORY_MAX_TEXT_CHARS=30000)
+        async with stdio_client(env) as client:
+            fake.mode = "short"
+            message = error_text(await client.call_tool("add_memories", {"text": "short vector", "infer": False}))
+            assert f"{DIMS + 3}-dimensional" in message and f"{DIMS} are configured" in message, message
+            assert "Nothing was changed" in message
+            fake.mode = "nan"
+            message = error_text(await client.call_tool("add_memories", {"text": "nan vector", "infer": False}))
+            assert "NaN" in message and "Nothing was changed" in message, message
+            fake.mode = "ok"
+            assert structured(await client.call_tool("list_memories", {}))["count"] == 0
+
+            # The store's limit is 64 KiB of UTF-8 per memory text; the tool's default input cap (16000
+            # characters, at most 4 bytes each = 64000 bytes) always fits under it.
+            assert MAX_DATA_BYTES >= 16000 * 4
+            widest = "😀" * 16000
+            stored = structured(await client.call_tool("add_memories", {"text": widest, "infer": False}))
+            assert stored["events"][0]["event"] == "ADD"
+            too_big = "😀" * 17000  # 68000 bytes: within this server's 30000-character cap, above the row limit
+            message = error_text(await client.call_tool("add_memories", {"text": too_big, "infer": False}))
+            assert "64 KiB" in message and "nothing was written" in message, message
+            too_long = "x" * 30001
+            message = error_text(await client.call_tool("add_memories", {"text": too_long, "infer": False}))
+            assert "limit is 30000" in message and "MEMORY_MAX_TEXT_CHARS" in message, message
+            listed = structured(await client.call_tool("list_memories", {}))
+            assert [m["memory"] for m in listed["memories"]] == [widest]
+    finally:
+        fake.stop()
