@@ -161,11 +161,11 @@ def test_dashscope_json_word_rule(fake_dashscope: FakeOpenAI) -> None:
     err = bad_request(lambda: ask(c, "qwen-plus", response_format=JSON_MODE))
     assert err.body["message"] == MSG_JSON_WORD  # type: ignore[index]
     assert MSG_JSON_WORD == (
-        "'messages' must contain the word 'json' in some form, "
-        "to use 'response_format' of type 'json_object'."
+        "'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'."
     )
     ok = c.chat.completions.create(
-        model="qwen-plus", response_format=JSON_MODE,
+        model="qwen-plus",
+        response_format=JSON_MODE,
         messages=[{"role": "system", "content": "Reply in JSON."}, *USER],
     )
     assert ok.choices[0].message.content == "{}"
@@ -185,8 +185,11 @@ def test_dashscope_thinking_rules(fake_dashscope: FakeOpenAI) -> None:
     c = client(fake_dashscope)
     json_msgs = [{"role": "user", "content": "answer in json"}]
     for model, extra in (("qwq-plus", {}), ("qwen-plus", {"extra_body": {"enable_thinking": True}})):
-        err = bad_request(lambda m=model, e=extra: c.chat.completions.create(
-            model=m, messages=json_msgs, stream=True, response_format=JSON_MODE, **e))
+        err = bad_request(
+            lambda m=model, e=extra: c.chat.completions.create(
+                model=m, messages=json_msgs, stream=True, response_format=JSON_MODE, **e
+            )
+        )
         assert err.body["message"] == MSG_THINKING_JSON  # type: ignore[index]
     err = bad_request(lambda: ask(c, "qwen-plus", extra_body={"enable_thinking": True}))
     assert err.body["message"] == MSG_THINKING_NONSTREAM  # type: ignore[index]
@@ -203,18 +206,18 @@ def test_lenient_mode_allows_what_dashscope_rejects(fake_openai: FakeOpenAI) -> 
 def test_dashscope_embedding_rules(fake_dashscope: FakeOpenAI) -> None:
     c = client(fake_dashscope)
     emb = c.embeddings.create
-    err = bad_request(lambda: emb(model="text-embedding-v4", input=[str(i) for i in range(11)],
-                                  encoding_format="float"))
+    err = bad_request(
+        lambda: emb(model="text-embedding-v4", input=[str(i) for i in range(11)], encoding_format="float")
+    )
     assert err.body["message"] == MSG_BATCH  # type: ignore[index]
     ten = emb(model="text-embedding-v4", input=[str(i) for i in range(10)], encoding_format="float")
     assert len(ten.data) == 10 and len(ten.data[0].embedding) == 1024  # DashScope default dimension
     for model, dims in (("text-embedding-v4", 100), ("text-embedding-v4", 3072), ("text-embedding-v3", 2048)):
-        err = bad_request(
-            lambda m=model, d=dims: emb(model=m, input="x", dimensions=d, encoding_format="float")
-        )
+        err = bad_request(lambda m=model, d=dims: emb(model=m, input="x", dimensions=d, encoding_format="float"))
         assert "dimension" in err.body["message"]  # type: ignore[index]
-    assert len(emb(model="text-embedding-v4", input="x", dimensions=64, encoding_format="float")
-               .data[0].embedding) == 64
+    assert (
+        len(emb(model="text-embedding-v4", input="x", dimensions=64, encoding_format="float").data[0].embedding) == 64
+    )
     assert len(emb(model="text-embedding-v3", input="x", encoding_format="float").data[0].embedding) == 1024
     # the SDK sends encoding_format="base64" when not told otherwise: DashScope rejects that
     err = bad_request(lambda: emb(model="text-embedding-v4", input="x"))
@@ -226,8 +229,16 @@ def test_dashscope_embedding_rules(fake_dashscope: FakeOpenAI) -> None:
 
 def test_embeddings_deterministic_and_meaningful(fake_openai: FakeOpenAI) -> None:
     c = client(fake_openai)
-    texts = ["The user likes pizza", "the user LIKES pizza!", "User really likes pizza a lot",
-             "Quarterly tax filing deadline", "用户喜欢吃披萨", "用户喜欢披萨", "", "?!"]
+    texts = [
+        "The user likes pizza",
+        "the user LIKES pizza!",
+        "User really likes pizza a lot",
+        "Quarterly tax filing deadline",
+        "用户喜欢吃披萨",
+        "用户喜欢披萨",
+        "",
+        "?!",
+    ]
     vecs = [d.embedding for d in c.embeddings.create(model="text-embedding-3-small", input=texts).data]
     assert all(len(v) == 1536 for v in vecs)  # default dimension
     assert all(abs(np.linalg.norm(v) - 1) < 1e-5 for v in vecs)  # L2-normalised, never all-zero
@@ -236,8 +247,11 @@ def test_embeddings_deterministic_and_meaningful(fake_openai: FakeOpenAI) -> Non
     assert abs(cosine(vecs[0], vecs[3])) < 0.3
     assert cosine(vecs[4], vecs[5]) > 0.5  # CJK characters and bigrams
     assert vecs[6] != vecs[7]  # empty-feature texts get distinct hashed biases
-    again = c.embeddings.create(model="text-embedding-3-small", input=texts[0], dimensions=256,
-                                encoding_format="float").data[0].embedding
+    again = (
+        c.embeddings.create(model="text-embedding-3-small", input=texts[0], dimensions=256, encoding_format="float")
+        .data[0]
+        .embedding
+    )
     assert len(again) == 256
     assert np.allclose(again, embed_text(texts[0], 256))  # same function, any process
 
@@ -290,8 +304,10 @@ def test_drop_fault_is_a_real_drop(fake_openai: FakeOpenAI) -> None:
     fake_openai.script_chat(Fault.drop())
     port = int(fake_openai.base_url.rsplit(":", 1)[1].split("/")[0])
     body = json.dumps({"model": "m", "messages": USER}).encode()
-    head = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-key\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n").encode()
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer test-key\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(head + body)
         try:
@@ -395,7 +411,10 @@ def test_counts_requests_and_reset(fake_openai: FakeOpenAI) -> None:
     c.embeddings.create(model="e", input=["x", "y"])
     assert fake_openai.counts == {"chat": 2, "embeddings": 1}
     assert [(ep, req["model"]) for ep, req in fake_openai.requests] == [
-        ("chat", "m-a"), ("chat", "m-b"), ("embeddings", "e")]
+        ("chat", "m-a"),
+        ("chat", "m-b"),
+        ("embeddings", "e"),
+    ]
     assert fake_openai.requests[2][1]["input"] == ["x", "y"]
     fake_openai.script_chat("left over")
     fake_openai.chat_latency = 5
@@ -448,9 +467,21 @@ def test_standalone_cli(tmp_path: Path) -> None:
     (tmp_path / "myhandler.py").write_text("def reply(req):\n    return 'from ' + req['model']\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(tmp_path)])}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes.openai_server", "--port", "0", "--latency", "0.01",
-         "--handler", "myhandler:reply"],
-        cwd=root, env=env, stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "tests.fakes.openai_server",
+            "--port",
+            "0",
+            "--latency",
+            "0.01",
+            "--handler",
+            "myhandler:reply",
+        ],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stdout is not None

@@ -34,17 +34,13 @@ async def test_update_scenario_delete_and_none(tmp_path, fake_openai):
         memory_id = first["events"][0]["id"]
         assert fake_openai.counts["chat"] == 1, "nothing to reconcile: no decision call"
 
-        fake_openai.script_chat(
-            facts(new), decision({"id": "0", "text": new, "event": "UPDATE", "old_memory": old})
-        )
+        fake_openai.script_chat(facts(new), decision({"id": "0", "text": new, "event": "UPDATE", "old_memory": old}))
         second = structured(
             await client.call_tool(
                 "add_memories", {"text": "I now prefer lower_snake_case for variables and constants"}
             )
         )
-        assert second["events"] == [
-            {"id": memory_id, "memory": new, "event": "UPDATE", "previous_memory": old}
-        ]
+        assert second["events"] == [{"id": memory_id, "memory": new, "event": "UPDATE", "previous_memory": old}]
         assert fake_openai.counts["chat"] == 3
         decision_request = chat_bodies(fake_openai)[2]["messages"][1]["content"]
         assert old in decision_request and new in decision_request
@@ -155,8 +151,14 @@ async def test_infer_false_stores_as_given_without_llm_calls(tmp_path, fake_open
 
 
 async def test_unreachable_llm_is_reported_in_the_note(tmp_path):
-    env = server_env(tmp_path, OPENAI_API_KEY="k", OPENAI_BASE_URL="http://127.0.0.1:9/v1", EMBEDDER_PROVIDER="offline",
-                     LLM_MAX_RETRIES=0, LLM_TIMEOUT=5)
+    env = server_env(
+        tmp_path,
+        OPENAI_API_KEY="k",
+        OPENAI_BASE_URL="http://127.0.0.1:9/v1",
+        EMBEDDER_PROVIDER="offline",
+        LLM_MAX_RETRIES=0,
+        LLM_TIMEOUT=5,
+    )
     async with stdio_client(env) as client:
         result = structured(await client.call_tool("add_memories", {"text": "I like hiking"}))
         assert "cannot reach the LLM service" in result["note"] and "OPENAI_BASE_URL" in result["note"]

@@ -108,8 +108,13 @@ class _FaultRate:
 
 # --------------------------------------------------------------------------------------------- errors
 
-_ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
-                404: "invalid_request_error", 429: "rate_limit_error"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "invalid_request_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    429: "rate_limit_error",
+}
 
 
 def error_response(status: int, message: str, code: str | None = None) -> JSONResponse:
@@ -124,12 +129,8 @@ def _bad_request(message: str) -> JSONResponse:
 
 
 # DashScope's exact wording where it matters (the json_object rule is quoted verbatim from its docs).
-MSG_JSON_WORD = (
-    "'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'."
-)
-MSG_STREAM_ONLY = (
-    "This model only support stream mode, please enable the stream parameter to access the model."
-)
+MSG_JSON_WORD = "'messages' must contain the word 'json' in some form, to use 'response_format' of type 'json_object'."
+MSG_STREAM_ONLY = "This model only support stream mode, please enable the stream parameter to access the model."
 MSG_THINKING_NONSTREAM = "parameter.enable_thinking must be set to false for non-streaming calls"
 MSG_THINKING_JSON = "The response_format 'json_object' is not supported in thinking mode."
 MSG_BATCH = "batch size is invalid, it should not be larger than 10."
@@ -199,8 +200,10 @@ def is_thinking(body: JsonDict) -> bool:
     """Thinking model: name contains qwq/qvq/thinking, or enable_thinking=true (top level or extra_body)."""
     name = str(body.get("model", "")).lower()
     extra = body.get("extra_body") if isinstance(body.get("extra_body"), dict) else {}
-    return any(m in name for m in _THINKING_MARKERS) or body.get("enable_thinking") is True or (
-        extra.get("enable_thinking") is True
+    return (
+        any(m in name for m in _THINKING_MARKERS)
+        or body.get("enable_thinking") is True
+        or (extra.get("enable_thinking") is True)
     )
 
 
@@ -394,8 +397,15 @@ class FakeOpenAI:
         if self._thread is not None:
             raise RuntimeError("FakeOpenAI already started")
         config = uvicorn.Config(
-            self.app, host="127.0.0.1", port=self._port, log_level="warning", lifespan="off",
-            access_log=False, log_config=None, http=_TrackingH11Protocol, timeout_graceful_shutdown=2,
+            self.app,
+            host="127.0.0.1",
+            port=self._port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            http=_TrackingH11Protocol,
+            timeout_graceful_shutdown=2,
         )
         self._server = _Server(config)
         self._error = None
@@ -481,7 +491,8 @@ class FakeOpenAI:
             self._requests.append((endpoint, recorded))
         if request.headers.get("authorization") != f"Bearer {self.api_key}":
             return error_response(
-                401, "Incorrect API key provided. You can find your API key in your account settings.",
+                401,
+                "Incorrect API key provided. You can find your API key in your account settings.",
                 "invalid_api_key",
             )
         if not isinstance(body, dict):
@@ -558,14 +569,17 @@ class FakeOpenAI:
             "created": int(time.time()),
             "model": body["model"],
             "choices": [{"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
-                      "total_tokens": prompt + completion},
+            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
         }
 
     async def _sse(self, body: JsonDict, content: str) -> AsyncIterator[str]:
         """SSE chunks: role, reasoning_content pieces (thinking models), content pieces, stop, [DONE]."""
-        base = {"id": f"chatcmpl-fake-{next(self._ids)}", "object": "chat.completion.chunk",
-                "created": int(time.time()), "model": body["model"]}
+        base = {
+            "id": f"chatcmpl-fake-{next(self._ids)}",
+            "object": "chat.completion.chunk",
+            "created": int(time.time()),
+            "model": body["model"],
+        }
 
         def chunk(delta: JsonDict, finish: str | None = None) -> str:
             choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
@@ -629,13 +643,20 @@ class FakeOpenAI:
                 emb = base64.b64encode(vec.astype("<f4").tobytes()).decode()
             data.append({"object": "embedding", "index": i, "embedding": emb})
         tokens = sum(_count_tokens(t) for t in texts)
-        return JSONResponse({"object": "list", "data": data, "model": body["model"],
-                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": data,
+                "model": body["model"],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
 
     async def _models(self, request: Request) -> Response:
         names = sorted(self.known_models or [])
-        return JSONResponse({"object": "list", "data": [
-            {"id": n, "object": "model", "created": 0, "owned_by": "fake"} for n in names]})
+        return JSONResponse(
+            {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "fake"} for n in names]}
+        )
 
 
 # ----------------------------------------------------------------------------------------- standalone
