@@ -61,6 +61,11 @@ class ServiceHandle:
         assert self._components is not None
         return self._components
 
+    def close(self) -> None:
+        """Close the store and history database, if the service was built."""
+        if self._components is not None:
+            self._components.service.close()
+
     async def get(self) -> Any:
         if not self._ready.is_set():
             import anyio.to_thread

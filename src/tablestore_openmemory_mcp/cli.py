@@ -52,10 +52,22 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{APP_NAME}: {exc}", file=sys.stderr)
         sys.exit(2)
 
-    from tablestore_openmemory_mcp import logs
+    from tablestore_openmemory_mcp import logs, transports
+
+    if (
+        settings.transport != "stdio"
+        and not transports.is_loopback(settings.host)
+        and not settings.auth_tokens
+        and not settings.allow_unauthenticated
+    ):
+        print(
+            f"{APP_NAME}: refusing to listen on {settings.host} without authentication: set MCP_AUTH_TOKENS, "
+            "or MCP_ALLOW_UNAUTHENTICATED=true if a proxy in front of the server authenticates callers",
+            file=sys.stderr,
+        )
+        sys.exit(2)
 
     logs.configure(settings.log_level)
-    from tablestore_openmemory_mcp import transports
     from tablestore_openmemory_mcp.bootstrap import ServiceHandle, build_server
 
     handle = ServiceHandle(settings)
@@ -64,7 +76,8 @@ def main(argv: list[str] | None = None) -> None:
     if settings.transport == "stdio":
         # Answer the handshake at once; a startup failure still ends the process with exit code 1.
         threading.Thread(target=_exit_on_startup_failure, args=(handle, settings), daemon=True).start()
-        transports.run(transports.serve_stdio, server)
+        transports.run(transports.serve_stdio, server)  # returns when stdin closes
+        handle.close()
         return
     components = _wait_or_exit(handle)
     _log_startup(settings, components)
@@ -77,7 +90,9 @@ def main(argv: list[str] | None = None) -> None:
     health = {"store": components.store_name.split("(")[0], "transport": settings.transport}
     app = transports.build_http_app(server, settings, health)
     with contextlib.suppress(KeyboardInterrupt):
-        transports.run(transports.serve_http, app, settings)
+        transports.run(transports.serve_http, app, settings)  # SIGTERM/SIGINT: drain, then return
+    handle.close()
+    logger.info("stopped")
 
 
 def _wait_or_exit(handle: ServiceHandle) -> Components:

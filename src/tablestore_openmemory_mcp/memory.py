@@ -78,6 +78,13 @@ class MemoryService:
         self.min_score = min_score
         self._limiter = anyio.CapacityLimiter(worker_threads)
 
+    def close(self) -> None:
+        """Release the store's connections and mem0's history database (at shutdown)."""
+        close = getattr(self.store, "close", None)
+        if callable(close):
+            close()
+        self.memory.close()
+
     # --- async API (what tools call) -----------------------------------------------------------------
     async def add(self, scope: Scope, text: str, infer: bool = True) -> AddResult:
         return await self._run(scope, self._add, scope, text, infer)

@@ -84,6 +84,21 @@ class Settings(BaseSettings):
     allow_user_id_override: bool = Field(False, validation_alias=_env("MEMORY_ALLOW_USER_ID_ARG"))
     share_across_clients: bool = Field(False, validation_alias=_env("MEMORY_SHARE_ACROSS_CLIENTS"))
 
+    # --- HTTP security ---------------------------------------------------------------------------
+    auth_tokens: Annotated[list[tuple[str, str | None]], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("MCP_AUTH_TOKENS")
+    )
+    allow_unauthenticated: bool = Field(False, validation_alias=_env("MCP_ALLOW_UNAUTHENTICATED"))
+    allowed_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("MCP_ALLOWED_HOSTS")
+    )
+    allowed_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("MCP_ALLOWED_ORIGINS")
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("MCP_CORS_ORIGINS")
+    )
+
     # --- store selection --------------------------------------------------------------------------
     store: Literal["auto", "embedded", "tablestore"] = Field("auto", validation_alias=_env("MEMORY_STORE"))
     tablestore_endpoint: str | None = Field(None, validation_alias=_env("TABLESTORE_ENDPOINT"))
@@ -185,6 +200,33 @@ class Settings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown tool name(s) {unknown}; known tools: {', '.join(TOOL_NAMES)}")
         return value
+
+    @field_validator("allowed_hosts", "allowed_origins", "cors_origins", mode="before")
+    @classmethod
+    def _comma_list(cls, value: Any) -> list[str]:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @field_validator("auth_tokens", mode="before")
+    @classmethod
+    def _parse_tokens(cls, value: Any) -> list[tuple[str, str | None]]:
+        """``token`` or ``token:user_id`` entries, comma-separated."""
+        if not isinstance(value, str):
+            return value
+        from tablestore_openmemory_mcp.scope import validate_identity_part
+
+        tokens: list[tuple[str, str | None]] = []
+        for entry in (part.strip() for part in value.split(",")):
+            if not entry:
+                continue
+            token, _, user = entry.partition(":")
+            if len(token) < 8 or any(c.isspace() for c in token):
+                raise ValueError(
+                    "each token must be at least 8 characters with no spaces (entries: token or token:user_id)"
+                )
+            tokens.append((token, validate_identity_part(user, "the user_id of a token") if user else None))
+        return tokens
 
     @field_validator("openai_base_url", "llm_base_url", "embedder_base_url", "tablestore_endpoint")
     @classmethod

@@ -9,6 +9,9 @@ Routes (HTTP modes serve all of them at once):
 * ``/mcp/{client_name}/http/{user_id}``: streamable HTTP (stateless: the identity comes from each
   request's path, so no session can be replayed under another user's URL).
 * ``GET /health``.
+
+Every route sits behind :class:`~tablestore_openmemory_mcp.security.SecurityMiddleware` (Host, Origin,
+bearer tokens) and, when ``MCP_CORS_ORIGINS`` is set, CORS.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from mcp.server.sse import SseServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
@@ -36,6 +41,7 @@ from starlette.types import Scope as ASGIScope
 from tablestore_openmemory_mcp import __version__
 from tablestore_openmemory_mcp.identity import CONNECTION_SCOPE
 from tablestore_openmemory_mcp.scope import InvalidIdentity, Scope
+from tablestore_openmemory_mcp.security import SecurityMiddleware
 from tablestore_openmemory_mcp.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -51,17 +57,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-def transport_security(settings: Settings) -> TransportSecuritySettings:
-    """DNS-rebinding protection (Host and Origin checks) whenever the server listens on loopback."""
-    if is_loopback(settings.host):
-        return TransportSecuritySettings(
-            enable_dns_rebinding_protection=True,
-            allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*", "127.0.0.1", "localhost", "[::1]"],
-            allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"],
-        )
-    return TransportSecuritySettings(enable_dns_rebinding_protection=False)
 
 
 class _ASGIEndpoint:
@@ -81,7 +76,8 @@ def _bad_identity(exc: InvalidIdentity) -> JSONResponse:
 def build_http_app(server: MCPServer, settings: Settings, health: dict[str, Any]) -> Starlette:
     """The Starlette app serving SSE, streamable HTTP and /health for ``server``."""
     lowlevel = server._lowlevel_server  # the SDK exposes no public handle for custom transports
-    security = transport_security(settings)
+    # Host/Origin checks and tokens live in SecurityMiddleware, configured from settings, for every route.
+    security = TransportSecuritySettings(enable_dns_rebinding_protection=False)
     sse = SseServerTransport(SSE_MESSAGE_PATH, security_settings=security)
     streamable = StreamableHTTPSessionManager(app=lowlevel, stateless=True, security_settings=security)
     shared = settings.share_across_clients
@@ -115,7 +111,15 @@ def build_http_app(server: MCPServer, settings: Settings, health: dict[str, Any]
     async def sse_post(scope: ASGIScope, receive: Receive, send: Send) -> None:
         """Tool calls run in this request's context (the SDK propagates it), so set the identity here."""
         session_id = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("session_id", [""])[0]
-        token = CONNECTION_SCOPE.set(sessions.get(session_id.replace("-", "").lower()))
+        session_scope = sessions.get(session_id.replace("-", "").lower())
+        bound_user = scope.get("state", {}).get("token_user")
+        if bound_user is not None and session_scope is not None and session_scope.user_id != bound_user:
+            await JSONResponse(
+                {"error": "forbidden", "message": "This token may only access its own user's memories"},
+                status_code=403,
+            )(scope, receive, send)
+            return
+        token = CONNECTION_SCOPE.set(session_scope)
         try:
             await sse.handle_post_message(scope, receive, send)
         finally:
@@ -146,7 +150,20 @@ def build_http_app(server: MCPServer, settings: Settings, health: dict[str, Any]
             "/mcp/{client_name}/http/{user_id}", _ASGIEndpoint(streamable_endpoint), methods=["GET", "POST", "DELETE"]
         ),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    middleware = [Middleware(SecurityMiddleware, settings=settings, loopback=is_loopback(settings.host))]
+    if settings.cors_origins:  # off by default; outermost so preflight requests get CORS headers
+        middleware.insert(
+            0,
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.cors_origins,
+                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+                allow_headers=["*"],
+                expose_headers=["mcp-session-id"],
+                allow_credentials=False,
+            ),
+        )
+    return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
 
 
 async def serve_http(app: Starlette, settings: Settings) -> None:
