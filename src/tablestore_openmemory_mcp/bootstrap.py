@@ -80,6 +80,7 @@ def _embedder(settings: Settings) -> tuple[Any, int]:
         OfflineEmbedder,
         OpenAICompatibleEmbedder,
         check_dimension,
+        default_dimension,
     )
 
     if not settings.uses_remote_embedder:
@@ -91,7 +92,7 @@ def _embedder(settings: Settings) -> tuple[Any, int]:
         embedder = OfflineEmbedder()
         embedder.warm_up()
         return embedder, OFFLINE_DIMENSION
-    dimension = settings.vector_dimension or 1536
+    dimension = settings.vector_dimension or default_dimension(settings.embedder_model)
     try:
         warning = check_dimension(settings.embedder_model, dimension)
     except ValueError as exc:

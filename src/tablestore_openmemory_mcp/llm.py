@@ -4,7 +4,9 @@ Why not mem0's OpenAI LLM: the classic memory flow needs JSON from every Qwen mo
 strict. ``json_object`` mode needs the word "json" in the messages (our prompts carry it); QwQ/QVQ and
 other thinking models answer only when streamed and refuse JSON mode; some providers reject
 ``response_format`` altogether. This client streams when it must, drops reasoning content, retries once
-without ``response_format`` when a provider refuses it, and parses replies robustly.
+without ``response_format`` when a provider refuses it, and parses replies robustly. A 400 that says
+how the model must be called ("only support stream mode", "enable_thinking must be set to false") is
+followed once and remembered, so Qwen models whose names we do not recognise work too.
 
 It is synchronous on purpose: the memory service runs it in worker threads, never on the event loop.
 """
