@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import logging
 import os
+import signal
 import sys
 import threading
 from typing import TYPE_CHECKING, NoReturn
@@ -89,10 +90,21 @@ def main(argv: list[str] | None = None) -> None:
         )
     health = {"store": components.store_name.split("(")[0], "transport": settings.transport}
     app = transports.build_http_app(server, settings, health)
+    _survive_reraised_signals()
     with contextlib.suppress(KeyboardInterrupt):
         transports.run(transports.serve_http, app, settings)  # SIGTERM/SIGINT: drain, then return
     handle.close()
     logger.info("stopped")
+
+
+def _survive_reraised_signals() -> None:
+    """uvicorn drains on SIGTERM/SIGINT and then re-raises the signal with the previous handler in place.
+
+    With this no-op handler the re-raised signal returns here instead of killing the process, so the
+    stores are closed and the exit code is 0.
+    """
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)
 
 
 def _wait_or_exit(handle: ServiceHandle) -> Components:
