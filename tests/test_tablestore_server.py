@@ -260,23 +260,26 @@ async def test_read_your_writes_and_rpc_counts(tmp_path, fake_openai, tablestore
 # ------------------------------------------------------------------------------------------ startup
 
 
-def _start_and_wait(env: dict[str, str], transport: str, timeout: float = STARTUP_TIMEOUT) -> subprocess.Popen:
+def _start_and_wait(env: dict[str, str], transport: str) -> subprocess.Popen:
     """Start the server; stdin stays open (a stdio server would otherwise see EOF and exit 0)."""
     args = [SCRIPT, "--transport", transport]
     if transport != "stdio":
         args += ["--port", str(free_port())]
-    return subprocess.Popen(args, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen(args, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
 def _failed_startup(process: subprocess.Popen, timeout: float = STARTUP_TIMEOUT) -> str:
     """Wait for the process to exit non-zero; return its stderr and check it ends in one error line."""
     try:
-        _, err = process.communicate(timeout=timeout)
+        process.wait(timeout)  # not communicate(): closing stdin would end a stdio server with exit code 0
     except subprocess.TimeoutExpired:
         process.kill()
-        _, err = process.communicate()
-        raise AssertionError(f"server did not exit: {err.decode(errors='replace')[-2000:]}") from None
-    stderr = err.decode(errors="replace")
+        process.wait()
+    assert process.stdin is not None and process.stderr is not None
+    process.stdin.close()
+    stderr = process.stderr.read().decode(errors="replace")
+    process.stderr.close()
+    assert process.returncode is not None and process.returncode >= 0, f"server did not exit: {stderr[-2000:]}"
     assert process.returncode == 1, (process.returncode, stderr[-2000:])
     assert "Traceback" not in stderr, stderr[-2000:]
     errors = [line for line in stderr.splitlines() if "cannot start" in line]
