@@ -61,6 +61,10 @@ class ServiceHandle:
         assert self._components is not None
         return self._components
 
+    def in_flight(self) -> int:
+        """Tool calls running right now (0 before the service exists)."""
+        return self._components.service.in_flight if self._components is not None else 0
+
     def close(self) -> None:
         """Close the store and history database, if the service was built."""
         if self._components is not None:
@@ -124,6 +128,7 @@ def _store(settings: Settings, dimension: int) -> tuple[str, dict[str, Any], str
             "index_name": settings.tablestore_index_name,
             "metric": settings.tablestore_vector_metric,
             "embedding_model_dims": dimension,
+            "timeout": settings.tablestore_timeout,
         }
         name = f"tablestore({settings.tablestore_endpoint}, table={settings.tablestore_table_name})"
         return "openmemory_tablestore", config, name

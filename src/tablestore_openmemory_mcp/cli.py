@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> None:
     app = transports.build_http_app(server, settings, health)
     _survive_reraised_signals()
     with contextlib.suppress(KeyboardInterrupt):
-        transports.run(transports.serve_http, app, settings)  # SIGTERM/SIGINT: drain, then return
+        transports.run(transports.serve_http, app, settings, handle.in_flight)  # SIGTERM/SIGINT: drain, then return
     handle.close()
     logger.info("stopped")
 

@@ -77,6 +77,7 @@ class MemoryService:
         self.update_prompt = update_prompt
         self.min_score = min_score
         self._limiter = anyio.CapacityLimiter(worker_threads)
+        self.in_flight = 0  # calls running now; shutdown waits for them (changed on the event loop only)
 
     def close(self) -> None:
         """Release the store's connections and mem0's history database (at shutdown)."""
@@ -121,7 +122,11 @@ class MemoryService:
             finally:
                 ACTIVE_SCOPE.reset(token)
 
-        return await anyio.to_thread.run_sync(scoped, limiter=self._limiter)
+        self.in_flight += 1
+        try:
+            return await anyio.to_thread.run_sync(scoped, limiter=self._limiter)
+        finally:
+            self.in_flight -= 1
 
     # --- add -----------------------------------------------------------------------------------------
     def _add(self, scope: Scope, text: str, infer: bool) -> AddResult:

@@ -114,6 +114,7 @@ class Settings(BaseSettings):
     )
     tablestore_region: str | None = Field(None, validation_alias=_env("TABLESTORE_REGION"))
     tablestore_table_name: str = Field("mem0", validation_alias=_env("TABLESTORE_TABLE_NAME"))
+    tablestore_timeout: float = Field(10.0, gt=0, le=300, validation_alias=_env("TABLESTORE_TIMEOUT"))
     tablestore_index_name: str | None = Field(None, validation_alias=_env("TABLESTORE_INDEX_NAME"))
     tablestore_vector_metric: Literal["cosine", "dot_product", "euclidean"] = Field(
         "cosine", validation_alias=_env("TABLESTORE_VECTOR_METRIC")

@@ -20,7 +20,7 @@ import contextlib
 import ipaddress
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -29,6 +29,7 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.sse import SseServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
+from sse_starlette.sse import AppStatus
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -47,6 +48,7 @@ from tablestore_openmemory_mcp.settings import Settings
 logger = logging.getLogger(__name__)
 
 SSE_MESSAGE_PATH = "/mcp/messages/"
+DRAIN_SECONDS = 10
 _SESSION_ID = re.compile(r"session_id=([0-9a-fA-F-]+)")
 
 
@@ -83,30 +85,32 @@ def build_http_app(server: MCPServer, settings: Settings, health: dict[str, Any]
     shared = settings.share_across_clients
 
     sessions: dict[str, Scope] = {}  # SSE session id -> the identity in the stream's URL
+    AppStatus.disable_automatic_graceful_drain()  # streams close after in-flight calls drain (serve_http)
 
-    async def sse_stream(request: Request) -> Response:
+    async def sse_stream(scope: ASGIScope, receive: Receive, send: Send) -> None:
+        params = scope.get("path_params", {})
         try:
-            scope = Scope(request.path_params["client_name"], request.path_params["user_id"], shared)
+            identity = Scope(params.get("client_name", ""), params.get("user_id", ""), shared)
         except InvalidIdentity as exc:
-            return _bad_identity(exc)
+            await _bad_identity(exc)(scope, receive, send)
+            return
         opened: list[str] = []
 
-        async def send(message: Any) -> None:
+        async def remember_session(message: Any) -> None:
             # The SDK announces the session in its first event ("endpoint"); remember whose it is.
             if not opened and message.get("type") == "http.response.body":
                 found = _SESSION_ID.search(message.get("body", b"").decode("latin-1"))
                 if found:
-                    opened.append(found.group(1))
-                    sessions[found.group(1).lower()] = scope
-            await request._send(message)
+                    opened.append(found.group(1).lower())
+                    sessions[opened[0]] = identity
+            await send(message)
 
         try:
-            async with sse.connect_sse(request.scope, request.receive, send) as (reader, writer):
+            async with sse.connect_sse(scope, receive, remember_session) as (reader, writer):
                 await lowlevel.run(reader, writer, lowlevel.create_initialization_options())
         finally:
             for session_id in opened:
                 sessions.pop(session_id, None)
-        return Response()
 
     async def sse_post(scope: ASGIScope, receive: Receive, send: Send) -> None:
         """Tool calls run in this request's context (the SDK propagates it), so set the identity here."""
@@ -144,7 +148,7 @@ def build_http_app(server: MCPServer, settings: Settings, health: dict[str, Any]
 
     routes = [
         Route("/health", health_endpoint, methods=["GET"]),
-        Route("/mcp/{client_name}/sse/{user_id}", sse_stream, methods=["GET"]),
+        Route("/mcp/{client_name}/sse/{user_id}", _ASGIEndpoint(sse_stream), methods=["GET"]),
         Mount(SSE_MESSAGE_PATH, app=sse_post),
         Route(
             "/mcp/{client_name}/http/{user_id}", _ASGIEndpoint(streamable_endpoint), methods=["GET", "POST", "DELETE"]
@@ -166,8 +170,13 @@ def build_http_app(server: MCPServer, settings: Settings, health: dict[str, Any]
     return Starlette(routes=routes, lifespan=lifespan, middleware=middleware)
 
 
-async def serve_http(app: Starlette, settings: Settings) -> None:
-    """Serve ``app`` with uvicorn; logs go to stderr like everything else."""
+async def serve_http(app: Starlette, settings: Settings, in_flight: Callable[[], int]) -> None:
+    """Serve ``app`` with uvicorn; logs go to stderr like everything else.
+
+    On SIGTERM/SIGINT uvicorn stops accepting and waits for open requests. SSE streams stay open until
+    the tool calls in flight have finished and their results were sent (at most DRAIN_SECONDS), then
+    they are closed so uvicorn can finish.
+    """
     import uvicorn
 
     config = uvicorn.Config(
@@ -176,9 +185,23 @@ async def serve_http(app: Starlette, settings: Settings) -> None:
         port=settings.port,
         log_level=settings.log_level.lower(),
         log_config=None,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=DRAIN_SECONDS + 2,
     )
-    await uvicorn.Server(config).serve()
+    server = uvicorn.Server(config)
+    async with anyio.create_task_group() as group:
+        group.start_soon(_close_sse_streams_after_drain, server, in_flight)
+        await server.serve()
+        group.cancel_scope.cancel()
+
+
+async def _close_sse_streams_after_drain(server: Any, in_flight: Callable[[], int]) -> None:
+    while not server.should_exit:
+        await anyio.sleep(0.1)
+    deadline = anyio.current_time() + DRAIN_SECONDS
+    while in_flight() and anyio.current_time() < deadline:
+        await anyio.sleep(0.05)
+    await anyio.sleep(0.3)  # let the last results reach their streams
+    AppStatus.should_exit = True
 
 
 async def serve_stdio(server: MCPServer) -> None:
