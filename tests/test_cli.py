@@ -172,3 +172,29 @@ async def test_no_files_outside_the_data_dir_and_telemetry_off(tmp_path):
     assert list((tmp_path / "home").iterdir()) == []
     config = json.loads((tmp_path / "data" / "mem0" / "config.json").read_text())
     assert "user_id" in config  # mem0's own file, inside our data dir
+
+
+async def test_black_list_and_custom_descriptions(tmp_path):
+    env = server_env(
+        tmp_path,
+        TOOL_BLACK_LIST='["memory_history", "delete_memories"]',
+        TOOL_ADD_MEMORIES_DESCRIPTION="Remember what matters.",
+        TOOL_SEARCH_MEMORIES_DESCRIPTION="Look it up first.",
+    )
+    async with stdio_client(env) as client:
+        tools = {tool.name: tool for tool in (await client.list_tools()).tools}
+        # The list replaces the default, so delete_all_memories is shown here.
+        assert set(tools) == {
+            "add_memories",
+            "search_memories",
+            "list_memories",
+            "update_memory",
+            "delete_all_memories",
+        }
+        assert tools["add_memories"].description == "Remember what matters."
+        assert tools["search_memories"].description == "Look it up first."
+        hidden = await client.call_tool("delete_memories", {"memory_ids": ["00000000-0000-4000-8000-000000000000"]})
+        assert hidden.is_error
+    async with stdio_client(server_env(tmp_path)) as client:
+        names = {tool.name for tool in (await client.list_tools()).tools}
+        assert "delete_all_memories" not in names and "memory_history" in names, "delete_all is hidden by default"

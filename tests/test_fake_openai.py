@@ -32,7 +32,6 @@ from tests.fakes.openai_server import (
     embed_text,
 )
 
-pytest_plugins = ["tests.fakes.openai_fixture"]  # fake_openai, fake_dashscope fixtures
 
 USER = [{"role": "user", "content": "hello there"}]
 JSON_MODE = {"type": "json_object"}
