@@ -12,7 +12,6 @@ double; every phase has a fixed count and a timeout; servers and temp dirs are c
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import random
@@ -25,6 +24,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+from tests.fakes.memory_llm import classic_memory_llm
 from tests.fakes.openai_server import FakeOpenAI
 from tests.server_process import HttpServer, llm_env, server_env, stdio_client, structured
 
@@ -61,16 +61,6 @@ def sentence(rng: random.Random) -> str:
     return f"The user {rng.choice(VERBS)} {a} and {b}, especially {c} on weekends"
 
 
-def fake_llm(body: dict[str, Any]) -> str:
-    """Extraction: one fact per add; decision: ADD every new fact. So each add costs exactly 2 calls."""
-    user = body["messages"][-1]["content"]
-    if user.startswith("Decide the events"):
-        facts = json.loads(user.split("\n", 1)[1])["new_facts"]
-        return json.dumps({"memory": [{"id": "new", "text": f, "event": "ADD"} for f in facts]})
-    said = user.removeprefix("Input:\n").split("\n\nReturn the facts", 1)[0]
-    return json.dumps({"facts": [f"Fact: {said}"]})
-
-
 # ------------------------------------------------------------------------------------------------ (a)
 
 
@@ -80,7 +70,7 @@ async def bench_concurrent_adds(tmp: Path) -> dict[str, Any]:
         FakeOpenAI() as fake,
         HttpServer(server_env(tmp, **llm_env(fake, LLM_MAX_RETRIES=0)), tmp, transport="streamable-http") as server,
     ):
-        fake.chat_handler = fake_llm
+        fake.chat_handler = classic_memory_llm
         async with AsyncExitStack() as stack:
             users = [f"user{i}" for i in range(BASELINE_ADDS + CONCURRENT_ADDS)]
             clients = [await stack.enter_async_context(server.http("bench", u)) for u in users]

@@ -21,9 +21,9 @@ from pathlib import Path
 import anyio
 import pytest
 
+from tests.fakes.memory_llm import classic_memory_llm
 from tests.fakes.openai_server import FakeOpenAI
 from tests.server_process import SCRIPT, HttpServer, llm_env, server_env, structured
-from tests.test_faults import classic_llm
 
 pytestmark = pytest.mark.anyio
 
@@ -106,7 +106,7 @@ class NotDrained(AssertionError):
 @pytest.mark.parametrize("transport", ["http", "sse"])
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 async def test_signal_drains_in_flight_adds_and_exits_0(tmp_path, fake_openai: FakeOpenAI, signum, transport):
-    fake_openai.chat_handler = classic_llm
+    fake_openai.chat_handler = classic_memory_llm
     env = server_env(tmp_path, **llm_env(fake_openai, LLM_MAX_RETRIES=0))
     fake_openai.chat_latency = 1.5
     users = [f"{transport}{n}" for n in range(3)]

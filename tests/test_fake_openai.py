@@ -32,7 +32,6 @@ from tests.fakes.openai_server import (
     embed_text,
 )
 
-
 USER = [{"role": "user", "content": "hello there"}]
 JSON_MODE = {"type": "json_object"}
 

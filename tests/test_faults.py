@@ -9,14 +9,13 @@ and streamable HTTP, must leave the server healthy and its store consistent.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from typing import Any
 
 import anyio
 import httpx
 import pytest
 
+from tests.fakes.memory_llm import classic_memory_llm
 from tests.fakes.openai_server import FakeOpenAI
 from tests.server_process import HttpServer, llm_env, server_env, structured, tablestore_env
 from tests.tablestore_emulator import TablestoreEmulator
@@ -41,16 +40,6 @@ EMBEDDER_FAULT_RATE = 0.12  # http500 or a timeout; with LLM_MAX_RETRIES=1 about
 LLM_NONJSON_RATE = 0.1
 
 
-def classic_llm(body: dict[str, Any]) -> str:
-    """Extraction: one fact per add; decision: ADD every new fact (so infer=true takes the full LLM path)."""
-    user = body["messages"][-1]["content"]
-    if user.startswith("Decide the events"):
-        facts = json.loads(user.split("\n", 1)[1])["new_facts"]
-        return json.dumps({"memory": [{"id": "new", "text": f, "event": "ADD"} for f in facts]})
-    said = user.removeprefix("Input:\n").split("\n\nReturn the facts", 1)[0]
-    return json.dumps({"facts": [f"Fact: {said}"]})
-
-
 def fault_env(tmp_path, emulator: TablestoreEmulator, fake: FakeOpenAI) -> dict[str, str]:
     return server_env(
         tmp_path,
@@ -61,7 +50,7 @@ def fault_env(tmp_path, emulator: TablestoreEmulator, fake: FakeOpenAI) -> dict[
 
 
 async def test_500_adds_under_faults_lose_nothing(tmp_path, tablestore_emulator, fake_openai):
-    fake_openai.chat_handler = classic_llm
+    fake_openai.chat_handler = classic_memory_llm
     with HttpServer(
         fault_env(tmp_path, tablestore_emulator, fake_openai), tmp_path, transport="streamable-http"
     ) as server:
@@ -137,7 +126,7 @@ async def test_500_adds_under_faults_lose_nothing(tmp_path, tablestore_emulator,
 
 @pytest.mark.parametrize("transport", ["sse", "http"])
 async def test_client_disconnecting_mid_call_leaves_server_healthy(tmp_path, fake_openai, transport):
-    fake_openai.chat_handler = classic_llm
+    fake_openai.chat_handler = classic_memory_llm
     env = server_env(tmp_path, **llm_env(fake_openai, LLM_MAX_RETRIES=0), TOOL_BLACK_LIST="[]")
     with HttpServer(env, tmp_path, transport="streamable-http" if transport == "http" else "sse") as server:
         connect = server.sse if transport == "sse" else server.http

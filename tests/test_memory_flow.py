@@ -1,73 +1,19 @@
 """The classic mem0 flow end to end: real MCP client -> stdio server -> mem0 -> embedded store, with a
 scripted fake LLM. Counts LLM calls; asserts events, history and what is stored."""
 
-import json
-
 import pytest
 
+from tests.fakes.memory_llm import chat_bodies, decision, facts, run_update_scenario
 from tests.fakes.openai_server import Fault
 from tests.server_process import error_text, llm_env, server_env, stdio_client, structured
 
 pytestmark = pytest.mark.anyio
 
 
-def facts(*items: str) -> str:
-    return json.dumps({"facts": list(items)}, ensure_ascii=False)
-
-
-def decision(*events: dict) -> str:
-    return json.dumps({"memory": list(events)}, ensure_ascii=False)
-
-
-def chat_bodies(fake) -> list[dict]:
-    return [body for endpoint, body in fake.requests if endpoint == "chat"]
-
-
 async def test_update_scenario_delete_and_none(tmp_path, fake_openai):
     env = server_env(tmp_path, **llm_env(fake_openai, LLM_MAX_RETRIES=0))
-    old = "Uses UPPER_SNAKE_CASE for constants"
-    new = "Prefers lower_snake_case for variables and constants"
     async with stdio_client(env) as client:
-        fake_openai.script_chat(facts(old))
-        first = structured(await client.call_tool("add_memories", {"text": "use UPPER_SNAKE_CASE for constants"}))
-        assert [e["event"] for e in first["events"]] == ["ADD"] and first["inferred"] is True
-        memory_id = first["events"][0]["id"]
-        assert fake_openai.counts["chat"] == 1, "nothing to reconcile: no decision call"
-
-        fake_openai.script_chat(facts(new), decision({"id": "0", "text": new, "event": "UPDATE", "old_memory": old}))
-        second = structured(
-            await client.call_tool(
-                "add_memories", {"text": "I now prefer lower_snake_case for variables and constants"}
-            )
-        )
-        assert second["events"] == [{"id": memory_id, "memory": new, "event": "UPDATE", "previous_memory": old}]
-        assert fake_openai.counts["chat"] == 3
-        decision_request = chat_bodies(fake_openai)[2]["messages"][1]["content"]
-        assert old in decision_request and new in decision_request
-        assert chat_bodies(fake_openai)[2]["response_format"] == {"type": "json_object"}
-
-        listed = structured(await client.call_tool("list_memories", {}))
-        assert [(m["id"], m["memory"]) for m in listed["memories"]] == [(memory_id, new)]
-        history = structured(await client.call_tool("memory_history", {"memory_id": memory_id}))
-        assert [(h["event"], h["old_memory"], h["new_memory"]) for h in history["history"]] == [
-            ("ADD", None, old),
-            ("UPDATE", old, new),
-        ]
-
-        # A repeat is NONE: nothing changes.
-        fake_openai.script_chat(facts(new), decision({"id": "0", "text": new, "event": "NONE"}))
-        repeat = structured(await client.call_tool("add_memories", {"text": "I prefer lower_snake_case"}))
-        assert [e["event"] for e in repeat["events"]] == ["NONE"]
-        assert structured(await client.call_tool("list_memories", {}))["count"] == 1
-
-        # A retraction DELETEs, with prose and code fences around the JSON.
-        fake_openai.script_chat(
-            "Here you go:\n```json\n" + facts("Has no naming preference any more") + "\n```",
-            "Sure. " + decision({"id": "0", "event": "DELETE"}) + " Hope this helps!",
-        )
-        gone = structured(await client.call_tool("add_memories", {"text": "forget my naming preference"}))
-        assert [(e["event"], e["id"]) for e in gone["events"]] == [("DELETE", memory_id)]
-        assert structured(await client.call_tool("list_memories", {}))["count"] == 0
+        await run_update_scenario(client, fake_openai)
 
 
 async def test_unknown_ids_and_missing_fields_are_tolerated(tmp_path, fake_openai):

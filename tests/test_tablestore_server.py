@@ -23,6 +23,7 @@ from tablestore_openmemory_mcp.settings import TOOL_NAMES
 from tablestore_openmemory_mcp.stores.base import ACTIVE_SCOPE
 from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore
 from tablestore_openmemory_mcp.stores.tablestore.rows import MAX_DATA_BYTES
+from tests.fakes.memory_llm import facts, run_update_scenario
 from tests.fakes.openai_server import FakeOpenAI, embed_text
 from tests.server_process import (
     SCRIPT,
@@ -41,14 +42,6 @@ pytestmark = pytest.mark.anyio
 
 DIMS = 64  # text-embedding-v4 offers 64; small vectors keep the emulator's KNN cheap
 STARTUP_TIMEOUT = 120
-
-
-def facts(*items: str) -> str:
-    return json.dumps({"facts": list(items)}, ensure_ascii=False)
-
-
-def decision(*events: dict) -> str:
-    return json.dumps({"memory": list(events)}, ensure_ascii=False)
 
 
 def ts_env(tmp_path: Path, emulator: TablestoreEmulator, fake: FakeOpenAI, **extra: Any) -> dict[str, str]:
@@ -146,39 +139,7 @@ async def test_stdio_every_tool_and_the_update_scenario(tmp_path, fake_openai, t
     async with stdio_client(env) as client:
         await exercise_every_tool(client, fake_openai, tablestore_emulator)
         fake_openai.reset()
-
-        old = "Uses UPPER_SNAKE_CASE for constants"
-        new = "Prefers lower_snake_case for variables and constants"
-        fake_openai.script_chat(facts(old))
-        first = structured(await client.call_tool("add_memories", {"text": "use UPPER_SNAKE_CASE for constants"}))
-        assert [e["event"] for e in first["events"]] == ["ADD"]
-        memory_id = first["events"][0]["id"]
-        assert fake_openai.counts["chat"] == 1, "nothing to reconcile: no decision call"
-
-        fake_openai.script_chat(facts(new), decision({"id": "0", "text": new, "event": "UPDATE", "old_memory": old}))
-        second = structured(await client.call_tool("add_memories", {"text": "I now prefer lower_snake_case"}))
-        assert second["events"] == [{"id": memory_id, "memory": new, "event": "UPDATE", "previous_memory": old}]
-        assert fake_openai.counts["chat"] == 3
-        chats = [body for endpoint, body in fake_openai.requests if endpoint == "chat"]
-        assert old in chats[2]["messages"][1]["content"], "the existing memory reached the decision prompt"
-
-        listed = structured(await client.call_tool("list_memories", {}))
-        assert [(m["id"], m["memory"]) for m in listed["memories"]] == [(memory_id, new)]
-        history = structured(await client.call_tool("memory_history", {"memory_id": memory_id}))
-        assert [(h["event"], h["old_memory"], h["new_memory"]) for h in history["history"]] == [
-            ("ADD", None, old),
-            ("UPDATE", old, new),
-        ]
-
-        fake_openai.script_chat(facts(new), decision({"id": "0", "text": new, "event": "NONE"}))
-        repeat = structured(await client.call_tool("add_memories", {"text": "I prefer lower_snake_case"}))
-        assert [e["event"] for e in repeat["events"]] == ["NONE"]
-        assert structured(await client.call_tool("list_memories", {}))["count"] == 1
-
-        fake_openai.script_chat(facts("Has no naming preference any more"), decision({"id": "0", "event": "DELETE"}))
-        gone = structured(await client.call_tool("add_memories", {"text": "forget my naming preference"}))
-        assert [(e["event"], e["id"]) for e in gone["events"]] == [("DELETE", memory_id)]
-        assert structured(await client.call_tool("list_memories", {}))["count"] == 0
+        memory_id = await run_update_scenario(client, fake_openai)
     table = tablestore_emulator.store.tables["mem0"]  # the row is really gone from the table, not just hidden
     assert not any(memory_id in repr(key) for key in table.rows)
 
