@@ -1,4 +1,4 @@
-"""Tablestore backend benchmark: ``python -m benchmarks.tablestore`` prints a markdown table.
+"""Tablestore backend benchmark: ``python -m benchmarks.tablestore_rpc`` prints a markdown table.
 
 For 1,000 and for 10,000 memories in one scope: RPCs per operation (the emulator's per-API counters) and
 latency (p50/p95 ms, measured by a real MCP client) of add (infer=false), search, list and delete_all.
