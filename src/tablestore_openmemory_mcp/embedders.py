@@ -17,6 +17,8 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from tablestore_openmemory_mcp.service_errors import Endpoint, explain, mentions_unknown_model
+
 logger = logging.getLogger(__name__)
 
 OFFLINE_DIMENSION = 384
@@ -222,32 +224,19 @@ class OpenAICompatibleEmbedder:
         """One sentence naming the setting to check."""
         import openai
 
-        from tablestore_openmemory_mcp.llm import mentions_unknown_model
-
-        if isinstance(exc, openai.AuthenticationError):
-            return EmbeddingError(f"{where} rejected the API key (401); check OPENAI_API_KEY / EMBEDDER_API_KEY")
-        if isinstance(exc, openai.PermissionDeniedError):
-            return EmbeddingError(f"{where} denied access (403); check the key's permissions for EMBEDDER_MODEL")
-        if isinstance(exc, openai.NotFoundError):
+        message = str(getattr(exc, "message", ""))
+        dimension_refused = "dimension" in message.lower() and not mentions_unknown_model(message)
+        if isinstance(exc, openai.BadRequestError) and dimension_refused:
             return EmbeddingError(
-                f"{where} does not know model {self.model!r} or the URL is wrong (404); check EMBEDDER_MODEL "
-                "and OPENAI_BASE_URL / EMBEDDER_BASE_URL"
+                f"{where} refused dimension {self.dimension} for {self.model} ({message[:200]}); "
+                "check TABLESTORE_VECTOR_DIMENSION"
             )
-        if isinstance(exc, openai.APITimeoutError):
-            return EmbeddingError(f"{where} did not answer within {self.timeout:g} s; check LLM_TIMEOUT")
-        if isinstance(exc, openai.APIConnectionError):
-            return EmbeddingError(f"cannot reach {where}; check OPENAI_BASE_URL / EMBEDDER_BASE_URL")
-        if isinstance(exc, openai.RateLimitError):
-            return EmbeddingError(f"{where} is rate limiting requests (429); try again later")
-        if isinstance(exc, openai.BadRequestError):
-            message = str(exc.message)
-            if mentions_unknown_model(message):
-                return EmbeddingError(f"{where} does not know model {self.model!r} (400); check EMBEDDER_MODEL")
-            if "dimension" in message.lower():
-                return EmbeddingError(
-                    f"{where} refused dimension {self.dimension} for {self.model} ({message[:200]}); "
-                    "check TABLESTORE_VECTOR_DIMENSION"
-                )
-        if isinstance(exc, openai.APIStatusError):
-            return EmbeddingError(f"{where} failed with HTTP {exc.status_code}: {str(exc.message)[:200]}")
-        return EmbeddingError(f"{where} failed: {str(exc)[:200]}")
+        endpoint = Endpoint(
+            where=where,
+            model=self.model,
+            timeout=self.timeout,
+            key_setting="OPENAI_API_KEY / EMBEDDER_API_KEY",
+            url_setting="OPENAI_BASE_URL / EMBEDDER_BASE_URL",
+            model_setting="EMBEDDER_MODEL",
+        )
+        return EmbeddingError(explain(exc, endpoint))

@@ -18,6 +18,7 @@ import re
 from typing import Any
 
 from tablestore_openmemory_mcp.jsonparse import NoJSONFound, parse_json_object
+from tablestore_openmemory_mcp.service_errors import Endpoint, explain
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +56,14 @@ class ChatClient:
         self.model = model
         self.base_url = base_url or "https://api.openai.com/v1"
         self.timeout = timeout
+        self._endpoint = Endpoint(
+            where=f"the LLM service at {self.base_url}",
+            model=model,
+            timeout=timeout,
+            key_setting="OPENAI_API_KEY / LLM_API_KEY",
+            url_setting="OPENAI_BASE_URL / LLM_BASE_URL",
+            model_setting="LLM_MODEL",
+        )
         self._stream = stream == "true" or (stream == "auto" and is_stream_only(model))
         self._json_mode = not is_stream_only(model)
         self._extra_body: dict[str, Any] = {}
@@ -150,43 +159,7 @@ class ChatClient:
         return "".join(parts)
 
     def _explain(self, exc: Exception) -> LLMError:
-        """Turn an SDK (or httpx) error into one sentence naming the setting to check."""
-        import httpx
-        import openai
-
-        where = f"the LLM service at {self.base_url}"
-        if isinstance(exc, openai.AuthenticationError):
-            return LLMError(f"{where} rejected the API key (401); check OPENAI_API_KEY / LLM_API_KEY")
-        if isinstance(exc, openai.PermissionDeniedError):
-            return LLMError(f"{where} denied access (403); check the key's permissions for LLM_MODEL")
-        if isinstance(exc, openai.NotFoundError):
-            return LLMError(
-                f"{where} does not know model {self.model!r} or the URL is wrong (404); "
-                "check LLM_MODEL and OPENAI_BASE_URL / LLM_BASE_URL"
-            )
-        if isinstance(exc, (openai.APITimeoutError, httpx.TimeoutException)):
-            return LLMError(f"{where} did not answer within {self.timeout:g} s; check LLM_TIMEOUT")
-        if isinstance(exc, (openai.APIConnectionError, httpx.HTTPError)):
-            return LLMError(f"cannot reach {where}; check OPENAI_BASE_URL / LLM_BASE_URL")
-        if isinstance(exc, openai.RateLimitError):
-            return LLMError(f"{where} is rate limiting requests (429); try again later")
-        if isinstance(exc, openai.BadRequestError) and mentions_unknown_model(exc.message):
-            return LLMError(f"{where} does not know model {self.model!r} (400); check LLM_MODEL")
-        if isinstance(exc, openai.APIStatusError):
-            return LLMError(f"{where} failed with HTTP {exc.status_code}: {_short(exc.message)}")
-        return LLMError(f"{where} failed: {_short(str(exc))}")
-
-
-_UNKNOWN_MODEL = re.compile(
-    r"model.{0,80}(not exist|does not exist|not found|unknown|not supported|invalid)|"
-    r"(unknown|invalid|unsupported) model",
-    re.IGNORECASE | re.DOTALL,
-)
-
-
-def mentions_unknown_model(message: str) -> bool:
-    """Whether an error message says the model name is unknown (providers word it differently)."""
-    return bool(_UNKNOWN_MODEL.search(message or ""))
+        return LLMError(explain(exc, self._endpoint))
 
 
 def _text(content: Any) -> str:
@@ -196,7 +169,3 @@ def _text(content: Any) -> str:
     if isinstance(content, list):
         return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
     return ""
-
-
-def _short(text: str, limit: int = 200) -> str:
-    return text if len(text) <= limit else text[:limit] + "..."
