@@ -101,6 +101,11 @@ def _tune_history_db(memory: Any) -> None:
         connection.execute("PRAGMA journal_mode=WAL")
 
 
+def text_hash(text: str) -> str:
+    """The ``hash`` mem0 stores with each memory (md5 of the text); used to spot exact duplicates."""
+    return hashlib.md5(text.encode()).hexdigest()
+
+
 def new_payload(text: str, metadata: dict[str, Any], now: str | None = None) -> dict[str, Any]:
     """The payload mem0 writes for a new memory (see ``Memory._create_memory``)."""
     from mem0.utils.lemmatization import lemmatize_for_bm25
@@ -109,7 +114,7 @@ def new_payload(text: str, metadata: dict[str, Any], now: str | None = None) -> 
     payload = dict(metadata)
     payload.update(
         data=text,
-        hash=hashlib.md5(text.encode()).hexdigest(),
+        hash=text_hash(text),
         created_at=created,
         updated_at=created,
         text_lemmatized=lemmatize_for_bm25(text),

@@ -17,7 +17,6 @@ another scope's rows.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -171,7 +170,7 @@ class MemoryService:
             plan = [
                 MemoryEvent(id=None, memory=fact, event="ADD")
                 for fact in facts
-                if hashlib.md5(fact.encode()).hexdigest() not in known
+                if mem0_bridge.text_hash(fact) not in known
             ] or [
                 MemoryEvent(id=row.id, memory=row.payload.get("data", ""), event="NONE")
                 for row in existing.values()
@@ -207,7 +206,7 @@ class MemoryService:
 
     def _store_verbatim(self, text: str, metadata: dict[str, Any], note: str | None) -> AddResult:
         vector = self.embedder.embed(text, "add")
-        digest = hashlib.md5(text.encode()).hexdigest()
+        digest = mem0_bridge.text_hash(text)
         filters = ACTIVE_SCOPE.get() or {}
         for row in self.store.search(query=text, vectors=vector, top_k=3, filters=filters):
             if row.payload and row.payload.get("hash") == digest:
