@@ -17,6 +17,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from tablestore_openmemory_mcp.errors import DependencyError
 from tablestore_openmemory_mcp.service_errors import Endpoint, explain, mentions_unknown_model
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ KNOWN_DIMENSIONS: dict[str, tuple[int, ...] | None] = {
 _MAX_DIMENSION = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072}
 
 
-class EmbeddingError(Exception):
+class EmbeddingError(DependencyError):
     """The embedder failed or returned something unusable; the message names the setting to check."""
 
 

@@ -17,6 +17,7 @@ import logging
 import re
 from typing import Any
 
+from tablestore_openmemory_mcp.errors import DependencyError
 from tablestore_openmemory_mcp.jsonparse import NoJSONFound, parse_json_object
 from tablestore_openmemory_mcp.service_errors import Endpoint, explain
 
@@ -25,7 +26,7 @@ logger = logging.getLogger(__name__)
 _STREAM_ONLY = re.compile(r"(^|[-_/])(qwq|qvq)|thinking|reasoner|(^|/)qwen3-.*-thinking", re.IGNORECASE)
 
 
-class LLMError(Exception):
+class LLMError(DependencyError):
     """The LLM could not be used; the message says which setting to check."""
 
 

@@ -25,6 +25,7 @@ import anyio
 import anyio.to_thread
 
 from tablestore_openmemory_mcp import mem0_bridge
+from tablestore_openmemory_mcp.errors import MemoryNotFound
 from tablestore_openmemory_mcp.llm import ChatClient, LLMError
 from tablestore_openmemory_mcp.prompts import fact_extraction_messages, update_decision_messages
 from tablestore_openmemory_mcp.results import (
@@ -41,17 +42,12 @@ from tablestore_openmemory_mcp.results import (
 )
 from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.stores.base import ACTIVE_SCOPE
-from tablestore_openmemory_mcp.validation import UserInputError
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SIMILAR_PER_FACT = 5
 MAX_SIMILAR = 20
-
-
-class MemoryNotFound(UserInputError):
-    """An id that is not among the caller's memories (it may exist in another scope: we don't say)."""
 
 
 class MemoryService:

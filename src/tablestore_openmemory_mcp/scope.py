@@ -12,12 +12,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from tablestore_openmemory_mcp.errors import InvalidIdentity
+
 MAX_IDENTITY_CHARS = 128
 _IDENTITY = re.compile(r"^[\w.@:+-]+$")
 
 
-class InvalidIdentity(ValueError):
-    """A client_name or user_id that cannot be used safely."""
+__all__ = ["MAX_IDENTITY_CHARS", "InvalidIdentity", "Scope", "validate_identity_part"]
 
 
 def validate_identity_part(value: str, what: str) -> str:
@@ -26,7 +27,7 @@ def validate_identity_part(value: str, what: str) -> str:
         raise InvalidIdentity(f"{what} must not be empty")
     if len(value) > MAX_IDENTITY_CHARS:
         raise InvalidIdentity(f"{what} is longer than {MAX_IDENTITY_CHARS} characters")
-    if not _IDENTITY.match(value) or value.isspace():
+    if not _IDENTITY.fullmatch(value) or value.isspace():
         raise InvalidIdentity(
             f"{what} {value[:40]!r} may contain only letters, digits and . _ - @ : + (no spaces, slashes, "
             "quotes, '=' or '*')"

@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 import uuid
 
+from tablestore_openmemory_mcp.errors import UserInputError
+
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 MAX_IDS_PER_CALL = 1000
 
 
-class UserInputError(ValueError):
-    """Input the user (or their assistant) can fix; the message says how."""
+__all__ = ["MAX_IDS_PER_CALL", "UserInputError", "clean_limit", "clean_memory_id", "clean_memory_ids", "clean_text"]
 
 
 def clean_text(value: object, what: str, max_chars: int) -> str:

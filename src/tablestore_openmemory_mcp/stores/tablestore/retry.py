@@ -19,6 +19,8 @@ from typing import TypeVar
 import urllib3.exceptions
 from tablestore.error import OTSClientError, OTSServiceError
 
+from tablestore_openmemory_mcp.errors import StoreError
+
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -47,7 +49,7 @@ _TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-class TablestoreUnavailableError(ConnectionError):
+class TablestoreUnavailableError(StoreError, ConnectionError):
     """Tablestore stayed busy, throttled or unreachable for every attempt."""
 
 
