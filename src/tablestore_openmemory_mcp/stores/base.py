@@ -1,92 +1,145 @@
-"""The store seam: what every memory store offers beyond mem0's ``VectorStoreBase``.
+"""What every memory store offers the repository (``repository.py``), and how scope reaches it.
 
-mem0 drives stores through ``VectorStoreBase``. Two things it lacks matter to this server:
+Stores persist rows in one shape: an ``id``, a unit ``vector`` and a ``payload`` dict (``data`` = the
+text, ``hash``, ``created_at``, ``updated_at``, ``user_id``, ``agent_id`` = the client, ``state``,
+metadata). Only the repository builds or reads payloads; the memory flow never sees them.
 
-* **Scope enforcement by id.** mem0 fetches, updates and deletes by bare id. The memory service
-  sets :data:`ACTIVE_SCOPE` to the caller's identity filters for the duration of each call, and
-  every store treats a row outside that scope as if it did not exist. One user can therefore never
-  reach another user's memory, even with a guessed or leaked id.
-* **Complete, batched operations.** ``list(filters, top_k=None)`` returns every row in scope (no cap),
-  and ``delete_many(ids)`` removes many rows in as few round trips as the backend allows.
+**Scope fails closed.** The repository opens :func:`scoped` around every store call with the caller's
+identity filters (``{"user_id": u}`` or ``{"user_id": u, "agent_id": c}``). Every store method refuses
+to run without it (:class:`~tablestore_openmemory_mcp.errors.ScopeMissing`), and treats a row outside
+it as absent, so a guessed or leaked id never reaches another user's memory. There is no "no scope
+means everything" path: maintenance code (tests, migration) opens a scope too.
+
+**Exact duplicates** are found through ``dedup_key`` (scope + content hash), kept by the store on a
+strongly consistent path (a unique index, or a conditional row), never by a lagging search index.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
 from pydantic import BaseModel
 
-#: Identity filters of the call in progress, e.g. ``{"user_id": "u1", "agent_id": "cline"}``.
-#: ``None`` means "no scope restriction" (only used by maintenance code and tests).
+from tablestore_openmemory_mcp.errors import ScopeMissing
+
+#: Identity filters of the store call in progress, e.g. ``{"user_id": "u1", "agent_id": "cline"}``.
 ACTIVE_SCOPE: ContextVar[dict[str, str] | None] = ContextVar("ACTIVE_SCOPE", default=None)
 
 
+@contextmanager
+def scoped(filters: Mapping[str, str]) -> Iterator[dict[str, str]]:
+    """Run the enclosed store calls for one caller; ``filters`` must name at least the user."""
+    if not filters.get("user_id"):
+        raise ScopeMissing("a store scope needs a user_id")
+    token = ACTIVE_SCOPE.set(dict(filters))
+    try:
+        yield dict(filters)
+    finally:
+        ACTIVE_SCOPE.reset(token)
+
+
+def require_scope() -> dict[str, str]:
+    """The active scope; raises :class:`ScopeMissing` when a store is called outside :func:`scoped`."""
+    scope = ACTIVE_SCOPE.get()
+    if not scope or not scope.get("user_id"):
+        raise ScopeMissing("store called without a caller scope (use stores.base.scoped)")
+    return scope
+
+
 class OutputData(BaseModel):
-    """One stored row as mem0 expects it: ``id``, ``score`` (higher is better) and ``payload``."""
+    """One stored row: ``id``, ``score`` (higher is better; search only) and ``payload``."""
 
     id: str
     score: float | None = None
     payload: dict[str, Any] | None = None
 
 
-def in_active_scope(payload: dict[str, Any] | None) -> bool:
-    """True when ``payload`` belongs to the scope of the call in progress (or no scope is set)."""
-    scope = ACTIVE_SCOPE.get()
-    if scope is None:
-        return True
+def in_active_scope(payload: Mapping[str, Any] | None) -> bool:
+    """True when ``payload`` belongs to the active scope; raises when no scope is active."""
+    scope = require_scope()
     if not payload:
         return False
     return all(payload.get(key) == value for key, value in scope.items())
 
 
 class MemoryStore(ABC):
-    """The methods mem0 calls on a vector store (``mem0.vector_stores.base.VectorStoreBase``), plus ours.
-
-    Our stores do not inherit mem0's class: importing mem0 writes files, and importing a store module
-    must not. mem0 duck-types stores; ``tests/test_mem0_bridge.py`` checks this class still covers every
-    abstract method of mem0's ``VectorStoreBase``.
-    """
+    """The store seam. Every method runs inside :func:`scoped` and sees only that scope's rows."""
 
     @abstractmethod
-    def create_col(self, name: Any, vector_size: Any, distance: Any) -> Any: ...
+    def insert(
+        self,
+        vectors: Sequence[Sequence[float]],
+        payloads: Sequence[Mapping[str, Any]],
+        ids: Sequence[str],
+        dedup_keys: Sequence[str | None] | None = None,
+    ) -> list[str]:
+        """Store rows; return, per row, the id that now holds it.
+
+        Where ``dedup_keys[i]`` is set and a live row in scope already has that key, nothing is written
+        for row ``i`` and that row's id is returned instead (atomic against concurrent inserts, in this
+        process and in others). A failed call leaves nothing half-written.
+        """
 
     @abstractmethod
-    def insert(self, vectors: Any, payloads: Any = None, ids: Any = None) -> Any: ...
+    def search(
+        self, query: str, vectors: Sequence[float], top_k: int = 5, filters: Mapping[str, Any] | None = None
+    ) -> list[OutputData]:
+        """Nearest rows by cosine similarity (``score`` in [-1, 1]), current text, no deleted rows."""
 
     @abstractmethod
-    def search(self, query: Any, vectors: Any, top_k: int = 5, filters: Any = None) -> Any: ...
+    def keyword_search(
+        self, query: str, top_k: int = 5, filters: Mapping[str, Any] | None = None
+    ) -> list[OutputData] | None:
+        """Keyword (BM25-like) matches with raw scores, statistics from the caller's scope only."""
 
     @abstractmethod
-    def delete(self, vector_id: Any) -> Any: ...
+    def get(self, vector_id: str) -> OutputData | None: ...
 
     @abstractmethod
-    def update(self, vector_id: Any, vector: Any = None, payload: Any = None) -> Any: ...
+    def get_many(self, ids: Sequence[str]) -> dict[str, OutputData]:
+        """Rows by id (missing or out-of-scope ids are absent), strongly consistent."""
 
     @abstractmethod
-    def get(self, vector_id: Any) -> Any: ...
+    def find_by_dedup_key(self, key: str) -> OutputData | None:
+        """The live row in scope holding ``key``, strongly consistent."""
 
     @abstractmethod
-    def list_cols(self) -> Any: ...
+    def update(
+        self,
+        vector_id: str,
+        vector: Sequence[float] | None = None,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        expected_updated_at: str | None = None,
+        dedup_key: str | None = None,
+    ) -> None:
+        """Replace vector and/or payload. With ``expected_updated_at``, only if the row still has it
+        (else :class:`~tablestore_openmemory_mcp.errors.ConflictError`). ``dedup_key`` moves the
+        row's key (dropped when another live row holds it). A missing row raises ``MemoryNotFound``."""
 
     @abstractmethod
-    def delete_col(self) -> Any: ...
+    def delete_many(self, ids: Iterable[str]) -> list[str]:
+        """Delete rows in scope; return exactly the ids that were deleted by this call (retries included)."""
 
     @abstractmethod
-    def col_info(self) -> Any: ...
+    def list(self, filters: Mapping[str, Any] | None = None, top_k: int | None = None) -> list[list[OutputData]]:
+        """``[rows]`` in scope, oldest first; ``top_k=None`` = all (strongly consistent)."""
 
     @abstractmethod
-    def list(self, filters: Any = None, top_k: Any = None) -> Any: ...
+    def list_page(
+        self, filters: Mapping[str, Any] | None, limit: int, cursor: str | None = None
+    ) -> tuple[list[OutputData], str | None]:
+        """One page of rows in scope in a stable order, and an opaque cursor for the next (None at the end).
+
+        Strongly consistent; a row added or deleted between pages never makes another row repeat or vanish.
+        """
 
     @abstractmethod
-    def reset(self) -> Any: ...
+    def count(self, filters: Mapping[str, Any] | None = None) -> int: ...
 
     @abstractmethod
-    def keyword_search(self, query: str, top_k: int = 5, filters: Any = None) -> Any: ...
-
-    @abstractmethod
-    def delete_many(self, ids: Any) -> int: ...
-
-    def search_batch(self, queries: Any, vectors_list: Any, top_k: int = 1, filters: Any = None) -> Any:
-        return [self.search(q, v, top_k=top_k, filters=filters) for q, v in zip(queries, vectors_list, strict=True)]
+    def close(self) -> None: ...
