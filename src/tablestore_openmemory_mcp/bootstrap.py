@@ -153,7 +153,7 @@ def build_components(settings: Settings) -> Components:
     mem0_bridge.prepare_environment(data_dir, settings.mem0_telemetry)
 
     from tablestore_openmemory_mcp.llm import ChatClient
-    from tablestore_openmemory_mcp.memory import MemoryService
+    from tablestore_openmemory_mcp.memory.service import MemoryService
 
     embedder, dimension = _embedder(settings)
     provider, store_config, store_name = _store(settings, dimension)

@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from tablestore_openmemory_mcp.embedders import EmbeddingError
 from tablestore_openmemory_mcp.identity import IdentityResolver
 from tablestore_openmemory_mcp.llm import LLMError
-from tablestore_openmemory_mcp.memory import MemoryService
+from tablestore_openmemory_mcp.memory.service import MemoryService
 from tablestore_openmemory_mcp.results import (
     AddResult,
     DeleteAllResult,
