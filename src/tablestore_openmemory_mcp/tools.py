@@ -17,9 +17,8 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
-from tablestore_openmemory_mcp.embedders import EmbeddingError
+from tablestore_openmemory_mcp.errors import ConflictError, DependencyError, NotFoundError, UserInputError
 from tablestore_openmemory_mcp.identity import IdentityResolver
-from tablestore_openmemory_mcp.llm import LLMError
 from tablestore_openmemory_mcp.memory.service import MemoryService
 from tablestore_openmemory_mcp.results import (
     AddResult,
@@ -30,10 +29,9 @@ from tablestore_openmemory_mcp.results import (
     SearchResult,
     UpdateResult,
 )
-from tablestore_openmemory_mcp.scope import InvalidIdentity
 from tablestore_openmemory_mcp.settings import Settings
 from tablestore_openmemory_mcp.validation import (
-    UserInputError,
+    clean_cursor,
     clean_limit,
     clean_memory_id,
     clean_memory_ids,
@@ -50,8 +48,10 @@ def _result(model: BaseModel) -> CallToolResult:
     )
 
 
-def _guard(tool: str, fn: Callable[..., Awaitable[CallToolResult]]) -> Callable[..., Awaitable[CallToolResult]]:
-    """Turn every failure into a ToolError with a readable message; log the details to stderr."""
+def _guard(
+    tool: str, fn: Callable[..., Awaitable[CallToolResult]], writes: bool
+) -> Callable[..., Awaitable[CallToolResult]]:
+    """Map each error category to a ToolError a person can act on; log bugs with their traceback."""
 
     @functools.wraps(fn)
     async def guarded(*args: Any, **kwargs: Any) -> CallToolResult:
@@ -59,14 +59,15 @@ def _guard(tool: str, fn: Callable[..., Awaitable[CallToolResult]]) -> Callable[
             return await fn(*args, **kwargs)
         except ToolError:
             raise
-        except (UserInputError, InvalidIdentity) as exc:
+        except (UserInputError, NotFoundError) as exc:
             raise ToolError(str(exc)) from None
-        except (LLMError, EmbeddingError) as exc:
-            raise ToolError(f"{tool} failed: {exc}. Nothing was changed.") from None
-        except Exception as exc:
-            logger.exception("%s failed", tool)
-            message = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-            raise ToolError(f"{tool} failed: {message}") from None
+        except ConflictError as exc:
+            raise ToolError(f"{exc}; another change to the same memory won, try again") from None
+        except DependencyError as exc:
+            raise ToolError(f"{exc}." + (" Nothing was changed." if writes else "")) from None
+        except Exception:
+            logger.exception("%s failed with an internal error", tool)
+            raise ToolError(f"internal error in {tool}; the server log has the details") from None
 
     return guarded
 
@@ -98,6 +99,7 @@ def register_tools(
     limit_default = settings.search_limit
     max_limit = settings.max_search_limit
     max_chars = settings.max_text_chars
+    max_list = settings.max_list_page_size
     UserIdArg = Annotated[str | None, Field(description=settings.tool_user_id_field_description)]
 
     async def add_memories(
@@ -121,8 +123,19 @@ def register_tools(
         query = clean_text(query, "query", max_chars)
         return _result(await (await get_service()).search(scope, query, clean_limit(limit, max_limit)))
 
-    async def list_memories(ctx: Context, user_id: UserIdArg = None) -> Annotated[CallToolResult, ListResult]:
-        return _result(await (await get_service()).list(identity.resolve(ctx, user_id)))
+    async def list_memories(
+        ctx: Context,
+        limit: Annotated[
+            int, Field(description=f"How many memories per page, 1 to {max_list}")
+        ] = settings.list_page_size,
+        cursor: Annotated[
+            str | None, Field(description="next_cursor of the previous page; omit for the first page")
+        ] = None,
+        user_id: UserIdArg = None,
+    ) -> Annotated[CallToolResult, ListResult]:
+        scope = identity.resolve(ctx, user_id)
+        page = await (await get_service()).list_memories(scope, clean_limit(limit, max_list), clean_cursor(cursor))
+        return _result(page)
 
     async def delete_all_memories(
         ctx: Context, user_id: UserIdArg = None
@@ -185,7 +198,7 @@ def register_tools(
     }
     for name in settings.enabled_tools():
         fn, annotations, title = tools[name]
-        fn = _guard(name, fn)
+        fn = _guard(name, fn, writes=not annotations.read_only_hint)
         if not settings.allow_user_id_override:
             fn = _without(fn, "user_id")
         server.add_tool(

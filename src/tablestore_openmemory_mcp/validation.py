@@ -70,3 +70,15 @@ def clean_limit(value: object, maximum: int) -> int:
     if value < 1 or value > maximum:
         raise UserInputError(f"limit must be between 1 and {maximum} (got {value})")
     return value
+
+
+_CURSOR = re.compile(r"^[A-Za-z0-9_\-=.:~+/]{1,512}$")
+
+
+def clean_cursor(value: object) -> str | None:
+    """A list cursor is an opaque token we handed out: short, printable, no spaces."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or not _CURSOR.match(value):
+        raise UserInputError("cursor must be the next_cursor value of a previous list_memories answer")
+    return value

@@ -1,0 +1,380 @@
+"""The repository: the memory ports implemented on our stores and mem0's keyword-scoring helpers.
+
+This is the one place that knows
+
+* the stores' row format (mem0's payload keys: ``data`` = text, ``hash``, ``agent_id`` = client, ...),
+  so an embedded file or a Tablestore table written by earlier releases keeps working;
+* mem0: its BM25 lemmatisation, used only when spaCy is installed (mem0 itself falls back to the plain
+  text without it). Nothing else of mem0 is imported: ``import mem0`` costs ~2.6 s of CPU (it pulls in
+  qdrant_client, posthog and the hosted client) and writes ``$MEM0_DIR/config.json``. Scores are ours
+  (:mod:`.memory.scoring`: calibrated 0-1 relevance per embedder).
+
+Every call opens :func:`~tablestore_openmemory_mcp.stores.base.scoped` with the caller's scope, so the
+store refuses rows outside it; history events go to the :class:`~.memory.ports.HistoryLog` beside the
+memories, with the client, source, model and reason.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import logging
+import os
+import secrets
+import time
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, cast
+
+from tablestore_openmemory_mcp.errors import StoreError
+from tablestore_openmemory_mcp.memory import scoring
+from tablestore_openmemory_mcp.memory.ports import (
+    Added,
+    HistoryLog,
+    HistoryRecord,
+    NewMemory,
+    Origin,
+    Page,
+    State,
+    StoredMemory,
+)
+from tablestore_openmemory_mcp.scope import Scope
+from tablestore_openmemory_mcp.stores.base import MemoryStore, OutputData, scoped
+
+logger = logging.getLogger(__name__)
+
+#: Payload keys that are not metadata.
+_CORE_KEYS = frozenset(
+    {"data", "hash", "created_at", "updated_at", "user_id", "agent_id", "state", "categories", "text_lemmatized"}
+)
+_READY_USER = "\x00readiness-probe"
+DELETE_BATCH = 200
+
+
+# --- mem0 -----------------------------------------------------------------------------------------
+
+
+def prepare_mem0_environment(data_dir: Path, telemetry: bool) -> None:
+    """Keep mem0's files inside our data directory and its telemetry off, before anything of mem0 loads."""
+    mem0_dir = data_dir / "mem0"
+    mem0_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["MEM0_DIR"] = str(mem0_dir)
+    os.environ["MEM0_TELEMETRY"] = "True" if telemetry else "False"
+
+
+@functools.cache
+def _has_spacy() -> bool:
+    return importlib.util.find_spec("spacy") is not None
+
+
+def lemmatize(text: str) -> str:
+    """mem0's BM25 lemmatisation when spaCy is installed; the text itself otherwise (mem0's own fallback)."""
+    if not _has_spacy():
+        return text
+    from mem0.utils.lemmatization import lemmatize_for_bm25  # only with spaCy, which mem0 needs for it
+
+    return str(lemmatize_for_bm25(text))
+
+
+def text_hash(text: str) -> str:
+    """The ``hash`` stored with each memory (md5 of the text, as mem0 computes it)."""
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+# --- ids, times, keys -----------------------------------------------------------------------------
+
+
+def new_memory_id() -> str:
+    """A UUIDv7: random, but ordered by creation time, so key-ordered stores list oldest first."""
+    millis = time.time_ns() // 1_000_000
+    value = (millis & ((1 << 48) - 1)) << 80 | secrets.randbits(80)
+    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
+    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
+    return str(uuid.UUID(int=value))
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def dedup_key(scope: Scope, digest: str) -> str:
+    """Scope + content hash: one live memory per exact text per scope (per user when shared)."""
+    client = "*" if scope.shared else scope.client_name
+    return hashlib.sha256(f"{scope.user_id}\x00{client}\x00{digest}".encode()).hexdigest()[:40]
+
+
+# --- rows <-> memories ----------------------------------------------------------------------------
+
+
+def to_memory(row: OutputData, score: float | None = None) -> StoredMemory:
+    payload = row.payload or {}
+    categories = payload.get("categories") or ()
+    return StoredMemory(
+        id=str(row.id),
+        text=str(payload.get("data", "")),
+        user_id=str(payload.get("user_id", "")),
+        client=payload.get("agent_id"),
+        created_at=str(payload.get("created_at") or ""),
+        updated_at=str(payload.get("updated_at") or payload.get("created_at") or ""),
+        hash=str(payload.get("hash") or text_hash(str(payload.get("data", "")))),
+        state=cast(State, payload.get("state") or "active"),
+        categories=tuple(str(c) for c in categories) if isinstance(categories, list | tuple) else (),
+        score=score,
+        metadata={k: v for k, v in payload.items() if k not in _CORE_KEYS},
+    )
+
+
+def to_payload(memory: StoredMemory) -> dict[str, Any]:
+    payload: dict[str, Any] = dict(memory.metadata)
+    payload.update(
+        data=memory.text,
+        hash=memory.hash,
+        created_at=memory.created_at,
+        updated_at=memory.updated_at,
+        user_id=memory.user_id,
+        text_lemmatized=lemmatize(memory.text),
+    )
+    if memory.client is not None:
+        payload["agent_id"] = memory.client
+    if memory.state != "active":
+        payload["state"] = memory.state
+    if memory.categories:
+        payload["categories"] = list(memory.categories)
+    return payload
+
+
+class StoreRepository:
+    """:class:`~.memory.ports.MemoryRepository` on a :class:`~.stores.base.MemoryStore` and a history log."""
+
+    def __init__(self, store: MemoryStore, history: HistoryLog, *, embedder_name: str = "") -> None:
+        self.store = store
+        self.history_log = history
+        self.calibration = scoring.calibration_for(embedder_name)
+
+    # --- reads -----------------------------------------------------------------------------------
+    def get(self, scope: Scope, memory_id: str) -> StoredMemory | None:
+        with scoped(scope.filters()):
+            row = self.store.get(memory_id)
+        return to_memory(row) if row is not None else None
+
+    def get_many(self, scope: Scope, memory_ids: Sequence[str]) -> dict[str, StoredMemory]:
+        if not memory_ids:
+            return {}
+        with scoped(scope.filters()):
+            rows = self.store.get_many(list(dict.fromkeys(memory_ids)))
+        return {key: to_memory(row) for key, row in rows.items()}
+
+    def list(self, scope: Scope, *, limit: int, cursor: str | None = None) -> Page:
+        filters = scope.filters()
+        with scoped(filters):
+            rows, next_cursor = self.store.list_page(filters, limit, cursor)
+            total = self.store.count(filters)
+        return Page(items=[to_memory(row) for row in rows], total=total, next_cursor=next_cursor)
+
+    def nearest(self, scope: Scope, vector: Sequence[float], limit: int) -> list[StoredMemory]:
+        filters = scope.filters()
+        with scoped(filters):
+            rows = self.store.search("", vector, top_k=limit, filters=filters)
+        return [to_memory(row, row.score) for row in rows if row.payload and row.payload.get("data")]
+
+    def search(
+        self, scope: Scope, query: str, vector: Sequence[float], limit: int, min_score: float | None
+    ) -> list[StoredMemory]:
+        filters = scope.filters()
+        pool = max(limit * 4, 60)
+        lemmatized = lemmatize(query)
+        with scoped(filters):
+            semantic = [row for row in self.store.search(query, vector, top_k=pool, filters=filters) if row.payload]
+            keyword_rows = (
+                self.store.keyword_search(lemmatized, top_k=pool, filters=filters, candidates=[r.id for r in semantic])
+                if semantic
+                else None
+            )
+        keyword = {str(row.id): float(row.score) for row in keyword_rows or () if row.score and row.score > 0}
+        ranked = scoring.rank(
+            [scoring.Candidate(row.id, float(row.score or 0.0), keyword.get(row.id)) for row in semantic],
+            calibration=self.calibration,
+            limit=limit,
+            min_score=min_score,
+        )
+        by_id = {row.id: row for row in semantic}
+        return [to_memory(by_id[hit.id], hit.score) for hit in ranked]
+
+    def find_exact(self, scope: Scope, text: str) -> StoredMemory | None:
+        with scoped(scope.filters()):
+            row = self.store.find_by_dedup_key(dedup_key(scope, text_hash(text)))
+        return to_memory(row) if row is not None else None
+
+    # --- writes ----------------------------------------------------------------------------------
+    def add(self, scope: Scope, items: Sequence[NewMemory], origin: Origin) -> list[Added]:
+        if not items:
+            return []
+        now = now_iso()
+        fresh = [
+            StoredMemory(
+                id=item.id or new_memory_id(),
+                text=item.text,
+                user_id=scope.user_id,
+                client=scope.client_name,
+                created_at=item.created_at or now,
+                updated_at=item.updated_at or item.created_at or now,
+                hash=text_hash(item.text),
+                metadata={"role": "user", **item.metadata},
+            )
+            for item in items
+        ]
+        with scoped(scope.filters()):
+            stored_ids = self.store.insert(
+                [list(item.vector) for item in items],
+                [to_payload(memory) for memory in fresh],
+                [memory.id for memory in fresh],
+                [dedup_key(scope, memory.hash) for memory in fresh],
+            )
+            existing_ids = [sid for sid, memory in zip(stored_ids, fresh, strict=True) if sid != memory.id]
+            existing = self.store.get_many(existing_ids) if existing_ids else {}
+        outcomes: list[Added] = []
+        records: list[HistoryRecord] = []
+        for stored_id, memory, item in zip(stored_ids, fresh, items, strict=True):
+            if stored_id == memory.id:
+                outcomes.append(Added(memory, True))
+                records.append(
+                    self._record(memory.id, "ADD", None, memory.text, memory.created_at, scope, origin, item)
+                )
+            else:
+                row = existing.get(stored_id)
+                outcomes.append(Added(to_memory(row) if row is not None else memory, False))
+        self._append_history(scope, records)
+        return outcomes
+
+    def update(
+        self, scope: Scope, current: StoredMemory, text: str, vector: Sequence[float], origin: Origin
+    ) -> StoredMemory:
+        changed = StoredMemory(
+            id=current.id,
+            text=text,
+            user_id=current.user_id or scope.user_id,
+            client=current.client,
+            created_at=current.created_at,
+            updated_at=_after(current.updated_at),
+            hash=text_hash(text),
+            state=current.state,
+            categories=current.categories,
+            metadata=current.metadata,
+        )
+        with scoped(scope.filters()):
+            self.store.update(
+                current.id,
+                list(vector),
+                to_payload(changed),
+                expected_updated_at=current.updated_at or None,
+                dedup_key=dedup_key(scope, changed.hash),
+            )
+        record = self._record(current.id, "UPDATE", current.text, text, changed.updated_at, scope, origin)
+        self._append_history(scope, [record])
+        return changed
+
+    def delete(self, scope: Scope, memory_ids: Sequence[str], origin: Origin) -> list[StoredMemory]:
+        ids = list(dict.fromkeys(memory_ids))
+        if not ids:
+            return []
+        with scoped(scope.filters()):
+            rows = self.store.get_many(ids)
+            deleted = set(self.store.delete_many([i for i in ids if i in rows])) if rows else set()
+        gone = [to_memory(rows[i]) for i in ids if i in deleted]
+        now = now_iso()
+        self._append_history(
+            scope, [self._record(m.id, "DELETE", m.text, None, now, scope, origin, client=m.client) for m in gone]
+        )
+        return gone
+
+    def delete_all(self, scope: Scope, origin: Origin) -> int:
+        filters = scope.filters()
+        total = 0
+        stalled = 0
+        while True:
+            with scoped(filters):
+                rows, _ = self.store.list_page(filters, DELETE_BATCH, None)
+                if not rows:
+                    return total
+                by_id = {row.id: to_memory(row) for row in rows}
+                deleted = self.store.delete_many(list(by_id))
+            now = now_iso()
+            gone = [by_id[i] for i in deleted if i in by_id]
+            self._append_history(
+                scope, [self._record(m.id, "DELETE", m.text, None, now, scope, origin, client=m.client) for m in gone]
+            )
+            total += len(deleted)
+            stalled = 0 if deleted else stalled + 1
+            if stalled >= 3:  # listed rows that no delete removes: report instead of looping
+                raise StoreError(f"delete_all stopped after {total} memories: the store keeps listing undeletable rows")
+
+    def history(self, scope: Scope, memory_id: str) -> list[HistoryRecord]:
+        records = self.history_log.for_memory(scope.user_id, memory_id)
+        if not records or scope.shared:
+            return records
+        if any(record.client == scope.client_name for record in records):
+            return records
+        return records if self.get(scope, memory_id) is not None else []
+
+    def check(self) -> None:
+        """Readiness: one cheap, scoped store read (raises what the store raises)."""
+        with scoped({"user_id": _READY_USER}):
+            self.store.list_page({"user_id": _READY_USER}, 1, None)
+
+    def close(self) -> None:
+        try:
+            self.store.close()
+        finally:
+            self.history_log.close()
+
+    # --- history ---------------------------------------------------------------------------------
+    @staticmethod
+    def _record(
+        memory_id: str,
+        event: str,
+        old: str | None,
+        new: str | None,
+        at: str,
+        scope: Scope,
+        origin: Origin,
+        item: NewMemory | None = None,
+        *,
+        client: str | None = "",
+    ) -> HistoryRecord:
+        return HistoryRecord(
+            memory_id=memory_id,
+            event=event,
+            old_memory=old,
+            new_memory=new,
+            at=at,
+            client=scope.client_name if client == "" or client is None else client,
+            source=origin.source,
+            model=origin.model,
+            reason=(item.reason if item is not None and item.reason else origin.reason),
+        )
+
+    def _append_history(self, scope: Scope, records: Sequence[HistoryRecord]) -> None:
+        """History follows the write it describes; a failure here must not turn a stored write into an error."""
+        if not records:
+            return
+        try:
+            self.history_log.append(scope.user_id, records)
+        except Exception:
+            logger.exception("could not record %d history event(s) for user %s", len(records), scope.user_id)
+
+
+def _after(previous: str) -> str:
+    """A timestamp strictly later than ``previous`` (two updates in one microsecond still differ)."""
+    now = now_iso()
+    return now if now > previous else _bump(previous)
+
+
+def _bump(stamp: str) -> str:
+    try:
+        moment = datetime.fromisoformat(stamp)
+    except ValueError:
+        return now_iso()
+    return (moment + timedelta(microseconds=1)).isoformat()
