@@ -20,6 +20,10 @@ import httpx
 from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
 
+#: How long a server may take to start. A contended 2-core machine can need 30-90 s; override with
+#: TEST_STARTUP_TIMEOUT (seconds).
+STARTUP_TIMEOUT = float(os.environ.get("TEST_STARTUP_TIMEOUT", "120"))
+
 SCRIPT = shutil.which("tablestore-openmemory-mcp", path=str(Path(sys.executable).parent)) or "tablestore-openmemory-mcp"
 
 #: Variables a developer's shell might carry that would change what the server does under test.
@@ -88,21 +92,38 @@ class HttpServer:
             stderr=self._log,
         )
 
-    def wait_ready(self, timeout: float = 60.0) -> HttpServer:
+    def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> HttpServer:
+        """Wait until /health answers; on failure the process is stopped before raising (never left behind)."""
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.process.returncode}: {self.log()}")
+                try:
+                    if httpx.get(f"{self.url}/health", timeout=5.0).status_code == 200:
+                        return self
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.1)  # polling interval of a condition wait, not synchronization
+            raise TimeoutError(f"server not ready after {timeout:.0f} s: {self.log()}")
+        except BaseException:
+            self.stop()
+            raise
+
+    def health(self) -> dict[str, Any]:
+        return dict(httpx.get(f"{self.url}/health", timeout=10.0).json())
+
+    def wait_idle(self, timeout: float = 60.0) -> None:
+        """Wait until no tool call is running in the server (its /health reports ``in_flight``)."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited with {self.process.returncode}: {self.log()}")
-            try:
-                if httpx.get(f"{self.url}/health", timeout=1.0).status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise TimeoutError(f"server not ready: {self.log()}")
+        while self.health().get("in_flight", 0):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"server still busy after {timeout:.0f} s")
+            time.sleep(0.05)
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")[-4000:]
 
     def sse(self, client: str, user: str) -> Client:
@@ -112,6 +133,7 @@ class HttpServer:
         return Client(f"{self.url}/mcp/{client}/http/{user}")
 
     def stop(self) -> int:
+        """Stop the process (SIGTERM, then SIGKILL); safe to call more than once."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -119,7 +141,10 @@ class HttpServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
-        self._log.close()
+        if not self._log.closed:
+            self._log.close()
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         return self.process.returncode
 
     def __enter__(self) -> HttpServer:

@@ -23,7 +23,7 @@ import pytest
 
 from tests.fakes.memory_llm import classic_memory_llm
 from tests.fakes.openai_server import FakeOpenAI
-from tests.server_process import SCRIPT, HttpServer, llm_env, server_env, structured
+from tests.server_process import SCRIPT, STARTUP_TIMEOUT, HttpServer, llm_env, server_env, structured
 
 pytestmark = pytest.mark.anyio
 
@@ -130,7 +130,9 @@ async def test_signal_drains_in_flight_adds_and_exits_0(tmp_path, fake_openai: F
                 outcomes[f"connection error ({type(exc).__name__})"] += 1
 
         async def stop_soon() -> None:
-            await anyio.sleep(0.5)  # the adds are waiting on the slow LLM now
+            with anyio.fail_after(STARTUP_TIMEOUT):  # signal once every add is waiting on the slow LLM
+                while fake_openai.counts["chat"] < len(users):
+                    await anyio.sleep(0.02)
             server.process.send_signal(signum)
 
         started = time.monotonic()

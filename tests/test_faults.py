@@ -146,8 +146,8 @@ async def test_client_disconnecting_mid_call_leaves_server_healthy(tmp_path, fak
         with anyio.fail_after(20):
             while fake_openai.counts["chat"] < len(users):
                 await anyio.sleep(0.1)
-        await anyio.sleep(fake_openai.chat_latency + 1.0)
         fake_openai.chat_latency = 0.0
+        await anyio.to_thread.run_sync(server.wait_idle)
 
         assert server.process.poll() is None
         assert httpx.get(f"{server.url}/health").status_code == 200

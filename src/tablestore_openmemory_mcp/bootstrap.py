@@ -1,4 +1,4 @@
-"""Build the running server from settings: embedder, LLM, store, mem0, service, MCP tools.
+"""Build the running server from settings: embedder, LLM, store + history, repository, flow, service, tools.
 
 Nothing here runs at import time; :func:`build` is called by the CLI once settings are valid.
 """
@@ -8,10 +8,15 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tablestore_openmemory_mcp import __version__
 from tablestore_openmemory_mcp.settings import APP_NAME, Settings
+
+if TYPE_CHECKING:
+    from tablestore_openmemory_mcp.memory.ports import HistoryLog
+    from tablestore_openmemory_mcp.memory.service import MemoryService
+    from tablestore_openmemory_mcp.stores.base import MemoryStore
 
 logger = logging.getLogger(__name__)
 
@@ -22,7 +27,7 @@ class StartupError(Exception):
 
 @dataclass
 class Components:
-    service: Any
+    service: MemoryService
     store_name: str
     llm_name: str
     embedder_name: str
@@ -31,7 +36,7 @@ class Components:
 class ServiceHandle:
     """The memory service, built in a background thread so the MCP handshake need not wait for it.
 
-    Importing mem0 and opening the store take a second or more; stdio clients list tools meanwhile.
+    Loading the embedder and opening the store take a second or more; stdio clients list tools meanwhile.
     Tool calls wait for :meth:`get`. A failure is kept and re-raised to every caller (and the CLI
     exits on it).
     """
@@ -70,7 +75,7 @@ class ServiceHandle:
         if self._components is not None:
             self._components.service.close()
 
-    async def get(self) -> Any:
+    async def get(self) -> MemoryService:
         if not self._ready.is_set():
             import anyio.to_thread
 
@@ -80,22 +85,30 @@ class ServiceHandle:
 
 def _embedder(settings: Settings) -> tuple[Any, int]:
     from tablestore_openmemory_mcp.embedders import (
-        OFFLINE_DIMENSION,
+        EmbedderMismatch,
+        EmbeddingError,
         OfflineEmbedder,
         OpenAICompatibleEmbedder,
         check_dimension,
+        check_store_embedder,
         default_dimension,
     )
 
     if not settings.uses_remote_embedder:
-        if settings.vector_dimension not in (None, OFFLINE_DIMENSION):
-            raise StartupError(
-                f"TABLESTORE_VECTOR_DIMENSION={settings.vector_dimension} but the offline embedder produces "
-                f"{OFFLINE_DIMENSION}-dimensional vectors; unset it or configure OPENAI_API_KEY for a remote embedder"
-            )
-        embedder = OfflineEmbedder()
-        embedder.warm_up()
-        return embedder, OFFLINE_DIMENSION
+        try:
+            embedder = OfflineEmbedder(settings.embedder_offline, max_tokens=settings.embedder_max_tokens)
+            if settings.vector_dimension not in (None, embedder.dimension):
+                raise StartupError(
+                    f"TABLESTORE_VECTOR_DIMENSION={settings.vector_dimension} but the offline embedder "
+                    f"{embedder.name} produces {embedder.dimension}-dimensional vectors; unset it or configure "
+                    "OPENAI_API_KEY for a remote embedder"
+                )
+            if not settings.uses_tablestore:
+                check_store_embedder(settings.resolved_data_dir, embedder.name, embedder.dimension)
+            embedder.warm_up()
+        except (EmbeddingError, EmbedderMismatch) as exc:
+            raise StartupError(str(exc)) from None
+        return embedder, embedder.dimension
     dimension = settings.vector_dimension or default_dimension(settings.embedder_model)
     try:
         warning = check_dimension(settings.embedder_model, dimension)
@@ -111,33 +124,57 @@ def _embedder(settings: Settings) -> tuple[Any, int]:
         batch_size=settings.embedder_batch_size,
         timeout=settings.llm_timeout,
         max_retries=settings.llm_max_retries,
+        max_tokens=settings.embedder_max_tokens,
     )
+    if not settings.uses_tablestore:
+        try:
+            check_store_embedder(settings.resolved_data_dir, embedder.name, dimension)
+        except EmbedderMismatch as exc:
+            raise StartupError(str(exc)) from None
     return embedder, dimension
 
 
-def _store(settings: Settings, dimension: int) -> tuple[str, dict[str, Any], str]:
+def _store(settings: Settings, dimension: int) -> tuple[MemoryStore, HistoryLog, str]:
+    """The memory store and the history log beside it (same backend, so every replica sees one history)."""
     if settings.uses_tablestore:
-        config = {
-            "collection_name": settings.tablestore_table_name,
-            "endpoint": settings.tablestore_endpoint,
-            "instance_name": settings.tablestore_instance_name,
-            "access_key_id": settings.tablestore_access_key_id,
-            "access_key_secret": settings.tablestore_access_key_secret,
-            "sts_token": settings.tablestore_sts_token,
-            "region": settings.tablestore_region,
-            "index_name": settings.tablestore_index_name,
-            "metric": settings.tablestore_vector_metric,
-            "embedding_model_dims": dimension,
-            "timeout": settings.tablestore_timeout,
-        }
-        name = f"tablestore({settings.tablestore_endpoint}, table={settings.tablestore_table_name})"
-        return "openmemory_tablestore", config, name
-    config = {
-        "collection_name": "memories",
-        "path": str(settings.resolved_data_dir),
-        "embedding_model_dims": dimension,
-    }
-    return "openmemory_embedded", config, f"embedded({settings.resolved_data_dir / 'memories.sqlite3'})"
+        return _tablestore(settings, dimension)
+    from tablestore_openmemory_mcp.stores.embedded import EmbeddedStore
+    from tablestore_openmemory_mcp.stores.history_sqlite import SqliteHistoryLog
+
+    data_dir = settings.resolved_data_dir
+    name = f"embedded({data_dir / 'memories.sqlite3'})"
+    try:
+        store = EmbeddedStore(collection_name="memories", path=str(data_dir), embedding_model_dims=dimension)
+        history = SqliteHistoryLog(data_dir)
+    except (ValueError, OSError) as exc:
+        raise StartupError(f"cannot open the memory store {name}: {exc}") from None
+    return store, history, name
+
+
+def _tablestore(settings: Settings, dimension: int) -> tuple[MemoryStore, HistoryLog, str]:
+    from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore
+    from tablestore_openmemory_mcp.stores.tablestore.history import TablestoreHistoryLog
+
+    table = settings.tablestore_table_name
+    name = f"tablestore({settings.tablestore_endpoint}, table={table})"
+    try:
+        store = TablestoreStore(
+            collection_name=table,
+            endpoint=settings.tablestore_endpoint,
+            instance_name=settings.tablestore_instance_name,
+            access_key_id=settings.tablestore_access_key_id,
+            access_key_secret=settings.tablestore_access_key_secret,
+            sts_token=settings.tablestore_sts_token,
+            region=settings.tablestore_region,
+            index_name=settings.tablestore_index_name,
+            metric=settings.tablestore_vector_metric,
+            embedding_model_dims=dimension,
+            timeout=settings.tablestore_timeout,
+        )
+        history = TablestoreHistoryLog(store.client, f"{table}_history", endpoint=store.endpoint)
+    except (ValueError, ConnectionError, OSError) as exc:
+        raise StartupError(f"cannot open the memory store {name}: {exc}") from None
+    return store, history, name
 
 
 def build_components(settings: Settings) -> Components:
@@ -148,24 +185,16 @@ def build_components(settings: Settings) -> Components:
     except OSError as exc:
         raise StartupError(f"cannot create the data directory {data_dir} (MEMORY_DATA_DIR): {exc}") from None
 
-    from tablestore_openmemory_mcp import mem0_bridge
-
-    mem0_bridge.prepare_environment(data_dir, settings.mem0_telemetry)
-
     from tablestore_openmemory_mcp.llm import ChatClient
+    from tablestore_openmemory_mcp.memory.flow import ClassicFlow
     from tablestore_openmemory_mcp.memory.service import MemoryService
+    from tablestore_openmemory_mcp.repository import StoreRepository, prepare_mem0_environment
 
+    prepare_mem0_environment(data_dir, settings.mem0_telemetry)
     embedder, dimension = _embedder(settings)
-    provider, store_config, store_name = _store(settings, dimension)
-    try:
-        memory = mem0_bridge.build_memory(
-            store_provider=provider,
-            store_config=store_config,
-            embedder=embedder,
-            history_db_path=data_dir / "history.sqlite3",
-        )
-    except (ValueError, ConnectionError, OSError) as exc:
-        raise StartupError(f"cannot open the memory store {store_name}: {exc}") from None
+    store, history, store_name = _store(settings, dimension)
+    embedder_name = str(getattr(embedder, "name", type(embedder).__name__))
+    repository = StoreRepository(store, history, embedder_name=embedder_name)
 
     llm = None
     if settings.uses_llm:
@@ -177,17 +206,17 @@ def build_components(settings: Settings) -> Components:
             max_retries=settings.llm_max_retries,
             stream=settings.llm_stream,
         )
-    service = MemoryService(
-        memory,
+    flow = ClassicFlow(
+        repository,
         embedder,
         llm,
         fact_prompt=settings.fact_extraction_prompt,
         update_prompt=settings.update_memory_prompt,
         min_score=settings.search_min_score,
-        worker_threads=settings.worker_threads,
     )
+    service = MemoryService(flow, repository, worker_threads=settings.worker_threads)
     llm_name = f"openai:{settings.llm_model}@{settings.llm_url}" if llm else "none (memories stored as given)"
-    return Components(service, store_name, llm_name, getattr(embedder, "name", type(embedder).__name__))
+    return Components(service, store_name, llm_name, embedder_name)
 
 
 def build_server(settings: Settings, handle: ServiceHandle) -> Any:

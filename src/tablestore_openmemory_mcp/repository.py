@@ -24,7 +24,7 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -167,7 +167,7 @@ class StoreRepository:
             rows = self.store.get_many(list(dict.fromkeys(memory_ids)))
         return {key: to_memory(row) for key, row in rows.items()}
 
-    def list(self, scope: Scope, *, limit: int, cursor: str | None = None) -> Page:
+    def list_page(self, scope: Scope, *, limit: int, cursor: str | None = None) -> Page:
         filters = scope.filters()
         with scoped(filters):
             rows, next_cursor = self.store.list_page(filters, limit, cursor)
@@ -202,6 +202,24 @@ class StoreRepository:
         )
         by_id = {row.id: row for row in semantic}
         return [to_memory(by_id[hit.id], hit.score) for hit in ranked]
+
+    def iter_all(self, scope: Scope, batch: int = 500) -> Iterator[list[StoredMemory]]:
+        """Every memory in scope, a page at a time (export, migration)."""
+        cursor: str | None = None
+        while True:
+            page = self.list_page(scope, limit=batch, cursor=cursor)
+            if page.items:
+                yield page.items
+            cursor = page.next_cursor
+            if cursor is None:
+                return
+
+    def vectors(self, scope: Scope, memory_ids: Sequence[str]) -> dict[str, list[float]]:
+        """Stored vectors of memories in scope (missing ids are absent)."""
+        if not memory_ids:
+            return {}
+        with scoped(scope.filters()):
+            return self.store.get_vectors(list(memory_ids))
 
     def find_exact(self, scope: Scope, text: str) -> StoredMemory | None:
         with scoped(scope.filters()):

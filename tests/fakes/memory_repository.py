@@ -60,8 +60,8 @@ class InMemoryRepository:
         self.calls["get_many"] += 1
         return {i: self.rows[i][0] for i in memory_ids if i in self.rows and _owns(scope, self.rows[i][0])}
 
-    def list(self, scope: Scope, *, limit: int, cursor: str | None = None) -> Page:
-        self.calls["list"] += 1
+    def list_page(self, scope: Scope, *, limit: int, cursor: str | None = None) -> Page:
+        self.calls["list_page"] += 1
         rows = sorted((m for m, _ in self._scoped(scope)), key=lambda m: (m.created_at, m.id))
         start = int(cursor or 0)
         page = rows[start : start + limit]

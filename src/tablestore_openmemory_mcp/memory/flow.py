@@ -44,6 +44,7 @@ from tablestore_openmemory_mcp.results import (
     ListResult,
     MemoryEvent,
     MemoryItem,
+    ScoredMemory,
     SearchResult,
     UpdateResult,
 )
@@ -111,9 +112,7 @@ class ClassicFlow:
                 logger.info("a memory changed while deciding; deciding again")
         raise AssertionError("unreachable")
 
-    def _reconcile(
-        self, scope: Scope, facts: list[str], vectors: dict[str, list[float]], source: Source
-    ) -> AddResult:
+    def _reconcile(self, scope: Scope, facts: list[str], vectors: dict[str, list[float]], source: Source) -> AddResult:
         assert self.llm is not None
         existing = self._similar(scope, facts, vectors)
         note = None
@@ -179,8 +178,11 @@ class ClassicFlow:
                 scope, [NewMemory(text=e.text, vector=vectors[e.text], reason=e.reason) for e in adds], origin
             )
             for outcome in added:
-                kind = "ADD" if outcome.created else "NONE"
-                done.append(MemoryEvent(id=outcome.memory.id, memory=outcome.memory.text, event=kind))
+                done.append(
+                    MemoryEvent(
+                        id=outcome.memory.id, memory=outcome.memory.text, event="ADD" if outcome.created else "NONE"
+                    )
+                )
         for event in plan:
             if event.event == "ADD":
                 continue
@@ -212,10 +214,10 @@ class ClassicFlow:
     def search(self, scope: Scope, query: str, limit: int) -> SearchResult:
         vector = self.embedder.embed(query, "search")
         found = self.repository.search(scope, query, vector, limit, self.min_score)
-        return SearchResult(query=query, results=[_item(memory, with_score=True) for memory in found])
+        return SearchResult(query=query, results=[_hit(memory) for memory in found])
 
     def list_memories(self, scope: Scope, limit: int, cursor: str | None = None) -> ListResult:
-        page = self.repository.list(scope, limit=limit, cursor=cursor)
+        page = self.repository.list_page(scope, limit=limit, cursor=cursor)
         return ListResult(
             count=len(page.items),
             total=page.total,
@@ -254,15 +256,18 @@ def _with_reason(origin: Origin, event: PlannedEvent) -> Origin:
     return Origin(source=origin.source, model=origin.model, reason=event.reason)
 
 
-def _item(memory: StoredMemory, with_score: bool = False) -> MemoryItem:
+def _item(memory: StoredMemory) -> MemoryItem:
     return MemoryItem(
         id=memory.id,
         memory=memory.text,
         client=memory.client,
         created_at=memory.created_at,
         updated_at=memory.updated_at,
-        score=memory.score if with_score else None,
     )
+
+
+def _hit(memory: StoredMemory) -> ScoredMemory:
+    return ScoredMemory(**_item(memory).model_dump(), score=round(memory.score or 0.0, 4))
 
 
 def parse_facts(reply: Mapping[str, Any]) -> list[str]:

@@ -92,9 +92,15 @@ class MemoryStore(ABC):
 
     @abstractmethod
     def keyword_search(
-        self, query: str, top_k: int = 5, filters: Mapping[str, Any] | None = None
+        self,
+        query: str,
+        top_k: int = 5,
+        filters: Mapping[str, Any] | None = None,
+        candidates: Sequence[str] | None = None,
     ) -> list[OutputData] | None:
-        """Keyword (BM25-like) matches with raw scores, statistics from the caller's scope only."""
+        """Keyword (BM25-like) matches with raw scores, statistics from the caller's scope only.
+
+        With ``candidates`` (ids, e.g. the vector search's hits) only those rows are scored."""
 
     @abstractmethod
     def get(self, vector_id: str) -> OutputData | None: ...
@@ -102,6 +108,10 @@ class MemoryStore(ABC):
     @abstractmethod
     def get_many(self, ids: Sequence[str]) -> dict[str, OutputData]:
         """Rows by id (missing or out-of-scope ids are absent), strongly consistent."""
+
+    def get_vectors(self, ids: Sequence[str]) -> dict[str, list[float]]:
+        """Stored vectors by id (for export and re-embedding); rows outside the scope are absent."""
+        raise NotImplementedError(f"{type(self).__name__} cannot export vectors yet")
 
     @abstractmethod
     def find_by_dedup_key(self, key: str) -> OutputData | None:
@@ -124,10 +134,6 @@ class MemoryStore(ABC):
     @abstractmethod
     def delete_many(self, ids: Iterable[str]) -> list[str]:
         """Delete rows in scope; return exactly the ids that were deleted by this call (retries included)."""
-
-    @abstractmethod
-    def list(self, filters: Mapping[str, Any] | None = None, top_k: int | None = None) -> list[list[OutputData]]:
-        """``[rows]`` in scope, oldest first; ``top_k=None`` = all (strongly consistent)."""
 
     @abstractmethod
     def list_page(

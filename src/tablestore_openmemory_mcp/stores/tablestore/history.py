@@ -1,0 +1,336 @@
+"""``TablestoreHistoryLog``: memory history in a Tablestore table beside the memories.
+
+Why: with history in each replica's local file, a memory's history depended on which replica
+answered. Here every replica reads and writes one table, ``<memories table>_history``:
+
+* primary key ``(user_id, memory_id, event_id)``: one memory's events are one contiguous range
+  of its owner's partition, so reads are a strongly consistent GetRange (1 RPC for up to 5000 events
+  or 4 MB) and no call can reach another user's rows;
+* ``event_id`` is time-ordered and deterministic (see :mod:`..history_events`): the range is oldest
+  first, and a retried append rewrites the same rows (PutRow semantics, no duplicates);
+* append = ceil(N/200) BatchWriteRow (fewer than 4 MB each), re-sending only rows that failed with a
+  transient error; erase = GetRange of the keys + BatchWriteRow deletes;
+* startup = 1 DescribeTable when the table exists, else CreateTable, where "already exists" (another
+  replica won the race) is success.
+
+Every RPC goes through the same bounded :class:`~.retry.Retrier` as the memories store; the SDK's
+own retry is off.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import Any, TypeVar
+
+from tablestore import (
+    INF_MAX,
+    INF_MIN,
+    BatchWriteRowRequest,
+    CapacityUnit,
+    Condition,
+    DeleteRowItem,
+    NoRetryPolicy,
+    OTSClient,
+    OTSClientError,
+    OTSServiceError,
+    PutRowItem,
+    ReservedThroughput,
+    Row,
+    RowExistenceExpectation,
+    RowItem,
+    TableInBatchWriteRowItem,
+    TableMeta,
+    TableOptions,
+)
+
+from tablestore_openmemory_mcp.errors import StoreError
+from tablestore_openmemory_mcp.memory.ports import HistoryRecord
+
+from ..history_events import check_user, columns_of, event_ids, record_from, unique_ids
+from .retry import Retrier, TablestoreUnavailableError, row_error_retryable
+from .schema import validate_name
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+PK_USER = "user_id"
+PK_MEMORY = "memory_id"
+PK_EVENT = "event_id"
+PRIMARY_KEY = [(PK_USER, "STRING"), (PK_MEMORY, "STRING"), (PK_EVENT, "STRING")]
+#: Tablestore's BatchWriteRow limits: 200 rows and 4 MB a request (we stay under 3.5 MB).
+BATCH_ROWS = 200
+BATCH_BYTES = 3_500_000
+_ROW_OVERHEAD = 64  # approximate per-row and per-cell encoding overhead, in bytes
+_AUTH_CODES = {"OTSAuthFailed", "OTSNoPermissionAccess", "OTSInvalidAccessKeyId"}
+
+
+def history_table_name(memories_table: str) -> str:
+    """The history table that goes with a memories table."""
+    return f"{memories_table}_history"
+
+
+def make_client(
+    *,
+    endpoint: str,
+    instance_name: str,
+    access_key_id: str,
+    access_key_secret: str,
+    sts_token: str | None = None,
+    region: str | None = None,
+    timeout: float = 10.0,
+    max_connection: int = 32,
+) -> OTSClient:
+    """An ``OTSClient`` built like the memories store's: no SDK retry, SDK request logs muted."""
+    given = {
+        "endpoint": endpoint,
+        "instance_name": instance_name,
+        "access_key_id": access_key_id,
+        "access_key_secret": access_key_secret,
+    }
+    missing = [name for name, value in given.items() if not value]
+    if missing:
+        raise ValueError(f"Tablestore history needs {', '.join(missing)} (TABLESTORE_* settings)")
+    logger_name = f"{__name__}.sdk"
+    try:
+        client = OTSClient(
+            endpoint.rstrip("/"),
+            access_key_id,
+            access_key_secret,
+            instance_name,
+            sts_token=sts_token or None,
+            region=region or None,
+            socket_timeout=timeout,
+            max_connection=max_connection,
+            retry_policy=NoRetryPolicy(),
+            logger_name=logger_name,
+        )
+    except OTSClientError as exc:
+        raise ValueError(f"Invalid Tablestore settings for endpoint {endpoint!r}: {exc}") from None
+    sdk_logger = logging.getLogger(logger_name)
+    if sdk_logger.level == logging.NOTSET:  # the SDK logs expected "does not exist" at ERROR
+        sdk_logger.setLevel(logging.CRITICAL)
+    return client
+
+
+def _code_or_message(exc: OTSServiceError, code: str, words: str) -> bool:
+    return bool(exc.code == code or words in (exc.message or "").lower())
+
+
+def _row_size(primary_key: Sequence[tuple[str, str]], columns: Sequence[tuple[str, str]]) -> int:
+    cells = [*primary_key, *columns]
+    return sum(len(n) + len(v.encode("utf-8")) + _ROW_OVERHEAD for n, v in cells) + _ROW_OVERHEAD
+
+
+class TablestoreHistoryLog:
+    """:class:`~tablestore_openmemory_mcp.memory.ports.HistoryLog` on one Tablestore table (see the module docstring).
+
+    Pass the memories store's ``client`` to share its connection pool (then :meth:`close` leaves the
+    client open), or use :meth:`connect` to build one from settings.
+    """
+
+    def __init__(
+        self,
+        client: OTSClient,
+        table_name: str,
+        *,
+        endpoint: str = "tablestore",
+        max_retries: int = 4,
+        owns_client: bool = False,
+        ensure_table: bool = True,
+    ) -> None:
+        self.client = client
+        self.table_name = validate_name("table", table_name)
+        self.endpoint = endpoint
+        self._owns_client = owns_client
+        self._retry = Retrier(endpoint, attempts=max_retries)
+        if ensure_table:
+            self.ensure_table()
+
+    @classmethod
+    def connect(
+        cls,
+        table_name: str,
+        *,
+        endpoint: str,
+        instance_name: str,
+        access_key_id: str,
+        access_key_secret: str,
+        sts_token: str | None = None,
+        region: str | None = None,
+        timeout: float = 10.0,
+        max_retries: int = 4,
+        max_connection: int = 32,
+    ) -> TablestoreHistoryLog:
+        """A log with its own client (closed by :meth:`close`)."""
+        client = make_client(
+            endpoint=endpoint,
+            instance_name=instance_name,
+            access_key_id=access_key_id,
+            access_key_secret=access_key_secret,
+            sts_token=sts_token,
+            region=region,
+            timeout=timeout,
+            max_connection=max_connection,
+        )
+        try:
+            return cls(client, table_name, endpoint=endpoint.rstrip("/"), max_retries=max_retries, owns_client=True)
+        except BaseException:
+            client.connection.pool.clear()
+            raise
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _call(self, api: str, fn: Callable[[], T]) -> T:
+        try:
+            return self._retry.call(api, fn)
+        except OTSServiceError as exc:
+            raise self._store_error(api, exc) from exc
+        except OTSClientError as exc:
+            raise StoreError(f"Tablestore {api} on history table {self.table_name} failed: {exc}") from exc
+
+    def _store_error(self, api: str, exc: OTSServiceError) -> Exception:
+        if exc.code in _AUTH_CODES or exc.http_status == 403:
+            return PermissionError(
+                f"Tablestore at {self.endpoint} rejected the credentials during {api}: {exc.code}: {exc.message}"
+            )
+        return StoreError(f"Tablestore {api} on history table {self.table_name} failed: {exc.code}: {exc.message}")
+
+    # ------------------------------------------------------------------ startup
+
+    def ensure_table(self) -> None:
+        """Create the table unless it exists; safe when several replicas start at once."""
+        try:
+            desc = self._retry.call("DescribeTable", lambda: self.client.describe_table(self.table_name))
+        except OTSServiceError as exc:
+            if not _code_or_message(exc, "OTSObjectNotExist", "does not exist"):
+                raise self._store_error("DescribeTable", exc) from exc
+            self._create_table()
+            return
+        have = [(str(c[0]), str(c[1]).upper()) for c in desc.table_meta.schema_of_primary_key or []]
+        if have != PRIMARY_KEY:
+            raise StoreError(
+                f"Tablestore table {self.table_name} exists with primary key {have}, but history needs "
+                f"{PRIMARY_KEY}; drop or rename that table"
+            )
+
+    def _create_table(self) -> None:
+        logger.info("Creating Tablestore history table %s", self.table_name)
+        try:
+            self._retry.call(
+                "CreateTable",
+                lambda: self.client.create_table(
+                    TableMeta(self.table_name, list(PRIMARY_KEY)),
+                    TableOptions(time_to_live=-1, max_version=1),
+                    ReservedThroughput(CapacityUnit(0, 0)),
+                ),
+            )
+        except OTSServiceError as exc:
+            if not _code_or_message(exc, "OTSObjectAlreadyExist", "already exist"):  # another replica won
+                raise self._store_error("CreateTable", exc) from exc
+
+    # ------------------------------------------------------------------ HistoryLog
+
+    def append(self, user_id: str, records: Sequence[HistoryRecord]) -> None:
+        """Write events in ceil(N/200) BatchWriteRow (more only for rows above 3.5 MB a batch)."""
+        user = check_user(user_id)
+        ids = event_ids(records)
+        rows: dict[tuple[str, str], tuple[list[tuple[str, str]], list[tuple[str, str]]]] = {}
+        for record, event_id in zip(records, ids, strict=True):
+            pk = [(PK_USER, user), (PK_MEMORY, record.memory_id), (PK_EVENT, event_id)]
+            rows[(record.memory_id, event_id)] = (pk, columns_of(record))
+        batch: list[RowItem] = []
+        size = 0
+        for pk, columns in rows.values():
+            row_size = _row_size(pk, columns)
+            if batch and (len(batch) >= BATCH_ROWS or size + row_size > BATCH_BYTES):
+                self._write(batch, "append")
+                batch, size = [], 0
+            batch.append(PutRowItem(Row(pk, columns), Condition(RowExistenceExpectation.IGNORE)))
+            size += row_size
+        if batch:
+            self._write(batch, "append")
+
+    def for_memory(self, user_id: str, memory_id: str) -> list[HistoryRecord]:
+        """The user's events for one memory, oldest first (GetRange: 1 RPC per 5000 events or 4 MB)."""
+        user = check_user(user_id)
+        (memory,) = unique_ids([memory_id])
+        out: list[HistoryRecord] = []
+        for _, columns in self._range(user, memory, None):
+            out.append(record_from(memory, {c[0]: c[1] for c in columns}))
+        return out
+
+    def erase(self, user_id: str, memory_ids: Sequence[str]) -> int:
+        """Delete the user's events of these memories: a GetRange of keys each, then batched deletes."""
+        user = check_user(user_id)
+        erased = 0
+        for memory in unique_ids(memory_ids):
+            keys = [pk for pk, _ in self._range(user, memory, [PK_EVENT])]
+            for start in range(0, len(keys), BATCH_ROWS):
+                items: list[RowItem] = [
+                    DeleteRowItem(Row(pk), Condition(RowExistenceExpectation.IGNORE))
+                    for pk in keys[start : start + BATCH_ROWS]
+                ]
+                self._write(items, "erase")
+            erased += len(keys)
+        return erased
+
+    def close(self) -> None:
+        """Release the connection pool when this log built the client."""
+        if not self._owns_client:
+            return
+        try:
+            self.client.connection.pool.clear()
+        except Exception:  # pragma: no cover - best effort
+            logger.debug("closing Tablestore connections failed", exc_info=True)
+
+    # ------------------------------------------------------------------ reads and writes
+
+    def _range(self, user: str, memory: str, columns: list[str] | None) -> list[tuple[Any, Any]]:
+        """Every (primary key, columns) of one memory's events, following ``next_start_primary_key``."""
+        start: Any = [(PK_USER, user), (PK_MEMORY, memory), (PK_EVENT, INF_MIN)]
+        end = [(PK_USER, user), (PK_MEMORY, memory), (PK_EVENT, INF_MAX)]
+        rows: list[tuple[Any, Any]] = []
+        while start:
+            call = partial(self.client.get_range, self.table_name, "FORWARD", start, end, columns, None, max_version=1)
+            _, next_start, page, _ = self._call("GetRange", call)
+            rows.extend((row.primary_key, row.attribute_columns or []) for row in page or [])
+            start = next_start
+        return rows
+
+    def _write(self, items: list[RowItem], what: str) -> None:
+        """One BatchWriteRow, re-sending only rows that failed with transient errors; raise if any never land."""
+        pending = items
+        for attempt in range(self._retry.attempts):
+            request = BatchWriteRowRequest()
+            request.add(TableInBatchWriteRowItem(self.table_name, pending))
+            response = self._call("BatchWriteRow", partial(self.client.batch_write_row, request))
+            results = []
+            for by_table in (response.table_of_put, response.table_of_update, response.table_of_delete):
+                results.extend(by_table.get(self.table_name, []))
+            answered = {r.index for r in results}
+            again = [item for i, item in enumerate(pending) if i not in answered]  # unanswered: treat as failed
+            for result in results:
+                if result.is_ok:
+                    continue
+                if not row_error_retryable(result.error_code, result.error_message):
+                    raise StoreError(
+                        f"Tablestore rejected a history row during {what} on {self.table_name}: "
+                        f"{result.error_code}: {result.error_message}"
+                    )
+                again.append(pending[result.index])
+            if not again:
+                return
+            pending = again
+            if attempt + 1 < self._retry.attempts:
+                time.sleep(self._retry.delay(attempt))
+        raise TablestoreUnavailableError(
+            f"Tablestore is busy after {self._retry.attempts} attempts: {len(pending)} history row(s) "
+            f"during {what} on {self.table_name} kept failing"
+        )
+
+
+__all__ = ["PRIMARY_KEY", "TablestoreHistoryLog", "history_table_name", "make_client"]
