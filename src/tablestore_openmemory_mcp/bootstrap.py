@@ -134,8 +134,9 @@ def _embedder(settings: Settings) -> tuple[Any, int]:
     return embedder, dimension
 
 
-def _store(settings: Settings, dimension: int) -> tuple[MemoryStore, HistoryLog, str]:
-    """The memory store and the history log beside it (same backend, so every replica sees one history)."""
+def _store(settings: Settings, dimension: int) -> tuple[MemoryStore, HistoryLog, HistoryLog, str]:
+    """The memory store, the history log and the access log beside it (one backend, so every replica
+    sees the same history, app switches and access log)."""
     if settings.uses_tablestore:
         return _tablestore(settings, dimension)
     from tablestore_openmemory_mcp.stores.embedded import EmbeddedStore
@@ -146,14 +147,15 @@ def _store(settings: Settings, dimension: int) -> tuple[MemoryStore, HistoryLog,
     try:
         store = EmbeddedStore(collection_name="memories", path=str(data_dir), embedding_model_dims=dimension)
         history = SqliteHistoryLog(data_dir)
+        access = SqliteHistoryLog(data_dir, filename="access.sqlite3")
     except (ValueError, OSError) as exc:
         raise StartupError(f"cannot open the memory store {name}: {exc}") from None
-    return store, history, name
+    return store, history, access, name
 
 
-def _tablestore(settings: Settings, dimension: int) -> tuple[MemoryStore, HistoryLog, str]:
+def _tablestore(settings: Settings, dimension: int) -> tuple[MemoryStore, HistoryLog, HistoryLog, str]:
     from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore
-    from tablestore_openmemory_mcp.stores.tablestore.history import TablestoreHistoryLog
+    from tablestore_openmemory_mcp.stores.tablestore.history import TablestoreHistoryLog, set_retention
 
     table = settings.tablestore_table_name
     name = f"tablestore({settings.tablestore_endpoint}, table={table})"
@@ -172,9 +174,11 @@ def _tablestore(settings: Settings, dimension: int) -> tuple[MemoryStore, Histor
             timeout=settings.tablestore_timeout,
         )
         history = TablestoreHistoryLog(store.client, f"{table}_history", endpoint=store.endpoint)
+        access = TablestoreHistoryLog(store.client, f"{table}_access", endpoint=store.endpoint)
+        set_retention(store.client, f"{table}_access", settings.access_log_retention_days)
     except (ValueError, ConnectionError, OSError) as exc:
         raise StartupError(f"cannot open the memory store {name}: {exc}") from None
-    return store, history, name
+    return store, history, access, name
 
 
 def build_components(settings: Settings) -> Components:
@@ -185,6 +189,7 @@ def build_components(settings: Settings) -> Components:
     except OSError as exc:
         raise StartupError(f"cannot create the data directory {data_dir} (MEMORY_DATA_DIR): {exc}") from None
 
+    from tablestore_openmemory_mcp.audit import AccessLog, AppDirectory
     from tablestore_openmemory_mcp.llm import ChatClient
     from tablestore_openmemory_mcp.memory.flow import ClassicFlow
     from tablestore_openmemory_mcp.memory.service import MemoryService
@@ -192,9 +197,15 @@ def build_components(settings: Settings) -> Components:
 
     prepare_mem0_environment(data_dir, settings.mem0_telemetry)
     embedder, dimension = _embedder(settings)
-    store, history, store_name = _store(settings, dimension)
+    store, history, access_log, store_name = _store(settings, dimension)
     embedder_name = str(getattr(embedder, "name", type(embedder).__name__))
-    repository = StoreRepository(store, history, embedder_name=embedder_name)
+    repository = StoreRepository(
+        store,
+        history,
+        embedder_name=embedder_name,
+        apps=AppDirectory(history),
+        access=AccessLog(access_log, retention_days=settings.access_log_retention_days),
+    )
 
     llm = None
     if settings.uses_llm:

@@ -26,6 +26,16 @@ class InvalidIdentity(UserInputError):
     """A client_name or user_id that cannot be used safely."""
 
 
+class AppPaused(UserInputError):
+    """The caller's app (client) is paused for this user: its MCP writes are refused."""
+
+    def __init__(self, client: str, user_id: str) -> None:
+        super().__init__(
+            f"the app {client!r} is paused for user {user_id!r}, so it cannot change memories; resume it in the "
+            f"memory browser or with PUT /api/v1/apps/{client}"
+        )
+
+
 class NotFoundError(MemoryServerError):
     """Something the caller named is not among their memories."""
 

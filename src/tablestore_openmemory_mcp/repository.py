@@ -24,12 +24,14 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from tablestore_openmemory_mcp.errors import StoreError
+from tablestore_openmemory_mcp.audit import AccessLog, AppDirectory
+from tablestore_openmemory_mcp.errors import MemoryNotFound, StoreError
 from tablestore_openmemory_mcp.memory import scoring
 from tablestore_openmemory_mcp.memory.ports import (
     Added,
@@ -38,6 +40,7 @@ from tablestore_openmemory_mcp.memory.ports import (
     NewMemory,
     Origin,
     Page,
+    Purged,
     State,
     StoredMemory,
 )
@@ -146,13 +149,72 @@ def to_payload(memory: StoredMemory) -> dict[str, Any]:
     return payload
 
 
-class StoreRepository:
-    """:class:`~.memory.ports.MemoryRepository` on a :class:`~.stores.base.MemoryStore` and a history log."""
+ALL_STATES: tuple[State, ...] = ("active", "paused", "archived", "deleted")
+ACTIVE: frozenset[State] = frozenset({"active"})
 
-    def __init__(self, store: MemoryStore, history: HistoryLog, *, embedder_name: str = "") -> None:
+
+def state_filter(states: Collection[State]) -> dict[str, Any]:
+    """Filter on the ``state`` payload key; rows written before states existed (no key) are active."""
+    wanted = set(states)
+    if "active" in wanted:
+        return {"state": {"nin": [s for s in ALL_STATES if s not in wanted]}} if wanted != set(ALL_STATES) else {}
+    return {"state": {"in": sorted(wanted)}}
+
+
+class StoreRepository:
+    """:class:`~.memory.ports.MemoryRepository` on a :class:`~.stores.base.MemoryStore` and a history log.
+
+    Reads default to active memories (what MCP tools see); the REST API names other states. Rows of a
+    paused app are hidden from active reads for that user.
+    """
+
+    def __init__(
+        self,
+        store: MemoryStore,
+        history: HistoryLog,
+        *,
+        embedder_name: str = "",
+        apps: AppDirectory | None = None,
+        access: AccessLog | None = None,
+    ) -> None:
         self.store = store
         self.history_log = history
-        self.calibration = scoring.calibration_for(embedder_name)
+        self.embedder_name = embedder_name
+        self.apps = apps
+        self.access = access
+
+    def _filters(self, scope: Scope, states: Collection[State]) -> dict[str, Any]:
+        filters: dict[str, Any] = {**scope.filters(), **state_filter(states)}
+        return filters
+
+    def app_paused(self, scope: Scope) -> bool:
+        return self.apps is not None and self.apps.is_paused(scope.user_id, scope.client_name)
+
+    def _visible(self, scope: Scope, states: Collection[State], memories: list[StoredMemory]) -> list[StoredMemory]:
+        """Drop memories of paused apps from active reads (per user)."""
+        if self.apps is None or set(states) != ACTIVE or not memories:
+            return memories
+        clients = {m.client for m in memories if m.client}
+        paused = {c for c in clients if self.apps.is_paused(scope.user_id, c)}
+        return [m for m in memories if m.client not in paused] if paused else memories
+
+    def access_for(self, user_id: str, memory_id: str) -> list[HistoryRecord]:
+        return self.access.for_memory(user_id, memory_id) if self.access is not None else []
+
+    def app_state(self, user_id: str, client: str) -> tuple[bool, str | None]:
+        if self.apps is None:
+            return False, None
+        state = self.apps.state(user_id, client)
+        return state.paused, state.changed_at
+
+    def set_app_paused(self, user_id: str, client: str, paused: bool) -> None:
+        if self.apps is None:
+            raise StoreError("this server keeps no app settings")
+        self.apps.set_paused(user_id, client, paused)
+
+    def record_access(self, scope: Scope, memories: Sequence[StoredMemory], query: str | None) -> None:
+        if self.access is not None and memories:
+            self.access.record(scope.user_id, scope.client_name, [m.id for m in memories], query)
 
     # --- reads -----------------------------------------------------------------------------------
     def get(self, scope: Scope, memory_id: str) -> StoredMemory | None:
@@ -167,26 +229,35 @@ class StoreRepository:
             rows = self.store.get_many(list(dict.fromkeys(memory_ids)))
         return {key: to_memory(row) for key, row in rows.items()}
 
-    def list_page(self, scope: Scope, *, limit: int, cursor: str | None = None) -> Page:
-        filters = scope.filters()
-        with scoped(filters):
+    def list_page(
+        self, scope: Scope, *, limit: int, cursor: str | None = None, states: Collection[State] = ACTIVE
+    ) -> Page:
+        filters = self._filters(scope, states)
+        with scoped(scope.filters()):
             rows, next_cursor = self.store.list_page(filters, limit, cursor)
             total = self.store.count(filters)
-        return Page(items=[to_memory(row) for row in rows], total=total, next_cursor=next_cursor)
+        items = self._visible(scope, states, [to_memory(row) for row in rows])
+        return Page(items=items, total=total, next_cursor=next_cursor)
 
     def nearest(self, scope: Scope, vector: Sequence[float], limit: int) -> list[StoredMemory]:
-        filters = scope.filters()
-        with scoped(filters):
+        filters = self._filters(scope, ACTIVE)
+        with scoped(scope.filters()):
             rows = self.store.search("", vector, top_k=limit, filters=filters)
         return [to_memory(row, row.score) for row in rows if row.payload and row.payload.get("data")]
 
     def search(
-        self, scope: Scope, query: str, vector: Sequence[float], limit: int, min_score: float | None
+        self,
+        scope: Scope,
+        query: str,
+        vector: Sequence[float],
+        limit: int,
+        min_score: float | None,
+        states: Collection[State] = ACTIVE,
     ) -> list[StoredMemory]:
-        filters = scope.filters()
+        filters = self._filters(scope, states)
         pool = max(limit * 4, 60)
         lemmatized = lemmatize(query)
-        with scoped(filters):
+        with scoped(scope.filters()):
             semantic = [row for row in self.store.search(query, vector, top_k=pool, filters=filters) if row.payload]
             keyword_rows = (
                 self.store.keyword_search(lemmatized, top_k=pool, filters=filters, candidates=[r.id for r in semantic])
@@ -196,18 +267,20 @@ class StoreRepository:
         keyword = {str(row.id): float(row.score) for row in keyword_rows or () if row.score and row.score > 0}
         ranked = scoring.rank(
             [scoring.Candidate(row.id, float(row.score or 0.0), keyword.get(row.id)) for row in semantic],
-            calibration=self.calibration,
+            calibration=scoring.calibration_for(self.embedder_name, query),
             limit=limit,
             min_score=min_score,
         )
         by_id = {row.id: row for row in semantic}
-        return [to_memory(by_id[hit.id], hit.score) for hit in ranked]
+        return self._visible(scope, states, [to_memory(by_id[hit.id], hit.score) for hit in ranked])
 
-    def iter_all(self, scope: Scope, batch: int = 500) -> Iterator[list[StoredMemory]]:
-        """Every memory in scope, a page at a time (export, migration)."""
+    def iter_all(
+        self, scope: Scope, batch: int = 500, states: Collection[State] = ALL_STATES
+    ) -> Iterator[list[StoredMemory]]:
+        """Every memory in scope (all states by default), a page at a time (export, browsing, migration)."""
         cursor: str | None = None
         while True:
-            page = self.list_page(scope, limit=batch, cursor=cursor)
+            page = self.list_page(scope, limit=batch, cursor=cursor, states=states)
             if page.items:
                 yield page.items
             cursor = page.next_cursor
@@ -294,40 +367,94 @@ class StoreRepository:
         self._append_history(scope, [record])
         return changed
 
-    def delete(self, scope: Scope, memory_ids: Sequence[str], origin: Origin) -> list[StoredMemory]:
+    def set_state(
+        self,
+        scope: Scope,
+        memory_ids: Sequence[str],
+        state: State,
+        origin: Origin,
+        *,
+        eligible: Collection[State] = ALL_STATES,
+    ) -> list[StoredMemory]:
+        """Move memories to ``state``; returns those this call changed. Only active memories hold a
+        duplicate key, so a paused, archived or deleted text can be added again."""
         ids = list(dict.fromkeys(memory_ids))
         if not ids:
             return []
+        changed: list[StoredMemory] = []
         with scoped(scope.filters()):
             rows = self.store.get_many(ids)
-            deleted = set(self.store.delete_many([i for i in ids if i in rows])) if rows else set()
-        gone = [to_memory(rows[i]) for i in ids if i in deleted]
-        now = now_iso()
+            for memory_id in ids:
+                row = rows.get(memory_id)
+                if row is None:
+                    continue
+                current = to_memory(row)
+                if current.state == state or current.state not in eligible:
+                    continue
+                moved = replace(current, state=state, updated_at=_after(current.updated_at))
+                try:
+                    self.store.update(
+                        current.id,
+                        None,
+                        to_payload(moved),
+                        expected_updated_at=current.updated_at or None,
+                        dedup_key=dedup_key(scope, current.hash) if state == "active" else "",
+                    )
+                except MemoryNotFound:
+                    continue
+                changed.append(moved)
         self._append_history(
-            scope, [self._record(m.id, "DELETE", m.text, None, now, scope, origin, client=m.client) for m in gone]
+            scope,
+            [
+                HistoryRecord(
+                    memory_id=m.id,
+                    event="DELETE" if state == "deleted" else "STATE",
+                    old_memory=m.text,
+                    new_memory=None if state == "deleted" else m.text,
+                    at=m.updated_at,
+                    client=m.client or scope.client_name,
+                    source=origin.source,
+                    model=origin.model,
+                    reason=origin.reason,
+                    old_state=to_memory(rows[m.id]).state,
+                    new_state=state,
+                )
+                for m in changed
+            ],
         )
-        return gone
+        return changed
+
+    def delete(
+        self, scope: Scope, memory_ids: Sequence[str], origin: Origin, *, eligible: Collection[State] = ACTIVE
+    ) -> list[StoredMemory]:
+        """Soft delete: the memory and its history stay readable to its owner; purge erases them."""
+        return self.set_state(scope, memory_ids, "deleted", origin, eligible=eligible)
 
     def delete_all(self, scope: Scope, origin: Origin) -> int:
-        filters = scope.filters()
+        """Soft-delete every active memory in scope (exact count, also when retried after a fault)."""
         total = 0
         stalled = 0
         while True:
-            with scoped(filters):
-                rows, _ = self.store.list_page(filters, DELETE_BATCH, None)
-                if not rows:
-                    return total
-                by_id = {row.id: to_memory(row) for row in rows}
-                deleted = self.store.delete_many(list(by_id))
-            now = now_iso()
-            gone = [by_id[i] for i in deleted if i in by_id]
-            self._append_history(
-                scope, [self._record(m.id, "DELETE", m.text, None, now, scope, origin, client=m.client) for m in gone]
-            )
+            page = self.list_page(scope, limit=DELETE_BATCH)
+            if not page.items:
+                return total
+            deleted = self.set_state(scope, [m.id for m in page.items], "deleted", origin, eligible=ACTIVE)
             total += len(deleted)
             stalled = 0 if deleted else stalled + 1
-            if stalled >= 3:  # listed rows that no delete removes: report instead of looping
+            if stalled >= 3:  # listed rows that no delete changes: report instead of looping
                 raise StoreError(f"delete_all stopped after {total} memories: the store keeps listing undeletable rows")
+
+    def purge(self, scope: Scope, memory_ids: Sequence[str]) -> Purged:
+        """Erase memories, their history and their access log; returns what was erased."""
+        ids = list(dict.fromkeys(memory_ids))
+        if not ids:
+            return Purged([], 0, 0)
+        with scoped(scope.filters()):
+            rows = self.store.get_many(ids)
+            erased = self.store.delete_many([i for i in ids if i in rows]) if rows else []
+        events = self.history_log.erase(scope.user_id, erased) if erased else 0
+        accesses = self.access.erase(scope.user_id, erased) if erased and self.access is not None else 0
+        return Purged(list(erased), events, accesses)
 
     def history(self, scope: Scope, memory_id: str) -> list[HistoryRecord]:
         records = self.history_log.for_memory(scope.user_id, memory_id)
@@ -344,9 +471,13 @@ class StoreRepository:
 
     def close(self) -> None:
         try:
-            self.store.close()
+            if self.access is not None:
+                self.access.close()
         finally:
-            self.history_log.close()
+            try:
+                self.store.close()
+            finally:
+                self.history_log.close()
 
     # --- history ---------------------------------------------------------------------------------
     @staticmethod

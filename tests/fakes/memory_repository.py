@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -20,6 +20,7 @@ from tablestore_openmemory_mcp.memory.ports import (
     NewMemory,
     Origin,
     Page,
+    Purged,
     StoredMemory,
 )
 from tablestore_openmemory_mcp.scope import Scope
@@ -43,13 +44,25 @@ class InMemoryRepository:
         self._clock = 0
         self._ids = 0
         self.before_update: Any = None  # hook: called with (scope, current) before a conditional update
+        self.paused_apps: set[tuple[str, str]] = set()  # (client, user)
+        self.accesses: list[tuple[str, str, str | None]] = []
 
     def _tick(self) -> str:
         self._clock += 1
         return f"2026-01-01T00:00:{self._clock:06d}"
 
-    def _scoped(self, scope: Scope) -> list[tuple[StoredMemory, list[float]]]:
-        return [(m, v) for m, v in self.rows.values() if _owns(scope, m)]
+    def _scoped(self, scope: Scope, states: Collection[str] = ("active",)) -> list[tuple[StoredMemory, list[float]]]:
+        return [
+            (m, v)
+            for m, v in self.rows.values()
+            if _owns(scope, m) and m.state in states and (m.client, m.user_id) not in self.paused_apps
+        ]
+
+    def app_paused(self, scope: Scope) -> bool:
+        return (scope.client_name, scope.user_id) in self.paused_apps
+
+    def record_access(self, scope: Scope, memories: Sequence[StoredMemory], query: str | None) -> None:
+        self.accesses.extend((scope.user_id, m.id, query) for m in memories)
 
     def get(self, scope: Scope, memory_id: str) -> StoredMemory | None:
         self.calls["get"] += 1
@@ -60,9 +73,11 @@ class InMemoryRepository:
         self.calls["get_many"] += 1
         return {i: self.rows[i][0] for i in memory_ids if i in self.rows and _owns(scope, self.rows[i][0])}
 
-    def list_page(self, scope: Scope, *, limit: int, cursor: str | None = None) -> Page:
+    def list_page(
+        self, scope: Scope, *, limit: int, cursor: str | None = None, states: Collection[str] = ("active",)
+    ) -> Page:
         self.calls["list_page"] += 1
-        rows = sorted((m for m, _ in self._scoped(scope)), key=lambda m: (m.created_at, m.id))
+        rows = sorted((m for m, _ in self._scoped(scope, states)), key=lambda m: (m.created_at, m.id))
         start = int(cursor or 0)
         page = rows[start : start + limit]
         nxt = str(start + limit) if start + limit < len(rows) else None
@@ -74,7 +89,13 @@ class InMemoryRepository:
         return [replace(m, score=s) for m, s in scored[:limit]]
 
     def search(
-        self, scope: Scope, query: str, vector: Sequence[float], limit: int, min_score: float | None
+        self,
+        scope: Scope,
+        query: str,
+        vector: Sequence[float],
+        limit: int,
+        min_score: float | None,
+        states: Collection[str] = ("active",),
     ) -> list[StoredMemory]:
         self.calls["search"] += 1
         hits = [m for m in self.nearest(scope, vector, limit) if min_score is None or (m.score or 0) >= min_score]
@@ -124,20 +145,47 @@ class InMemoryRepository:
         self._record(scope, current.id, "UPDATE", row[0].text, text, origin, origin.reason)
         return changed
 
-    def delete(self, scope: Scope, memory_ids: Sequence[str], origin: Origin) -> list[StoredMemory]:
-        self.calls["delete"] += 1
-        gone = []
+    def set_state(
+        self,
+        scope: Scope,
+        memory_ids: Sequence[str],
+        state: str,
+        origin: Origin,
+        *,
+        eligible: Collection[str] = ("active", "paused", "archived", "deleted"),
+    ) -> list[StoredMemory]:
+        self.calls["set_state"] += 1
+        changed = []
         for memory_id in dict.fromkeys(memory_ids):
             row = self.rows.get(memory_id)
-            if row is not None and _owns(scope, row[0]):
-                del self.rows[memory_id]
-                self._record(scope, memory_id, "DELETE", row[0].text, None, origin, origin.reason)
-                gone.append(row[0])
-        return gone
+            if row is None or not _owns(scope, row[0]) or row[0].state == state or row[0].state not in eligible:
+                continue
+            moved = replace(row[0], state=state, updated_at=self._tick())  # type: ignore[arg-type]
+            self.rows[memory_id] = (moved, row[1])
+            event = "DELETE" if state == "deleted" else "STATE"
+            self._record(
+                scope, memory_id, event, row[0].text, None if state == "deleted" else row[0].text, origin, None
+            )
+            changed.append(moved)
+        return changed
+
+    def delete(
+        self, scope: Scope, memory_ids: Sequence[str], origin: Origin, *, eligible: Collection[str] = ("active",)
+    ) -> list[StoredMemory]:
+        self.calls["delete"] += 1
+        return self.set_state(scope, memory_ids, "deleted", origin, eligible=eligible)
 
     def delete_all(self, scope: Scope, origin: Origin) -> int:
         self.calls["delete_all"] += 1
         return len(self.delete(scope, [m.id for m, _ in self._scoped(scope)], origin))
+
+    def purge(self, scope: Scope, memory_ids: Sequence[str]) -> Purged:
+        gone = [i for i in dict.fromkeys(memory_ids) if i in self.rows and _owns(scope, self.rows[i][0])]
+        for memory_id in gone:
+            del self.rows[memory_id]
+        before = len(self.events)
+        self.events = [(u, r) for u, r in self.events if not (u == scope.user_id and r.memory_id in gone)]
+        return Purged(gone, before - len(self.events), 0)
 
     def history(self, scope: Scope, memory_id: str) -> list[HistoryRecord]:
         self.calls["history"] += 1

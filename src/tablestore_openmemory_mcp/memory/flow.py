@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tablestore_openmemory_mcp.errors import ConflictError, DependencyError, MemoryNotFound
+from tablestore_openmemory_mcp.errors import AppPaused, ConflictError, DependencyError, MemoryNotFound
 from tablestore_openmemory_mcp.memory.ports import (
     ChatModel,
     Embedder,
@@ -32,6 +32,7 @@ from tablestore_openmemory_mcp.memory.ports import (
     NewMemory,
     Origin,
     Source,
+    State,
     StoredMemory,
 )
 from tablestore_openmemory_mcp.prompts import fact_extraction_messages, update_decision_messages
@@ -89,6 +90,8 @@ class ClassicFlow:
 
     # --- add -----------------------------------------------------------------------------------------
     def add(self, scope: Scope, text: str, infer: bool = True, source: Source = "mcp") -> AddResult:
+        if source == "mcp" and self.repository.app_paused(scope):
+            raise AppPaused(scope.client_name, scope.user_id)
         if not infer:
             return self._store_verbatim(scope, text, None, source)
         if self.llm is None:
@@ -214,10 +217,12 @@ class ClassicFlow:
     def search(self, scope: Scope, query: str, limit: int) -> SearchResult:
         vector = self.embedder.embed(query, "search")
         found = self.repository.search(scope, query, vector, limit, self.min_score)
+        self.repository.record_access(scope, found, query)
         return SearchResult(query=query, results=[_hit(memory) for memory in found])
 
     def list_memories(self, scope: Scope, limit: int, cursor: str | None = None) -> ListResult:
         page = self.repository.list_page(scope, limit=limit, cursor=cursor)
+        self.repository.record_access(scope, page.items, None)
         return ListResult(
             count=len(page.items),
             total=page.total,
@@ -233,8 +238,12 @@ class ClassicFlow:
 
     # --- change --------------------------------------------------------------------------------------
     def update(self, scope: Scope, memory_id: str, text: str, source: Source = "mcp") -> UpdateResult:
+        """MCP changes active memories only; REST (the owner) may edit a paused or archived one too."""
+        if source == "mcp" and self.repository.app_paused(scope):
+            raise AppPaused(scope.client_name, scope.user_id)
         current = self.repository.get(scope, memory_id)
-        if current is None:
+        editable = ("active",) if source == "mcp" else ("active", "paused", "archived")
+        if current is None or current.state not in editable:
             raise MemoryNotFound(f"No memory with id {memory_id} exists among your memories")
         if current.text == text:
             return UpdateResult(id=memory_id, memory=text, previous_memory=current.text)
@@ -243,12 +252,17 @@ class ClassicFlow:
         return UpdateResult(id=memory_id, memory=text, previous_memory=current.text)
 
     def delete(self, scope: Scope, memory_ids: Sequence[str], source: Source = "mcp") -> DeleteResult:
-        deleted = {memory.id for memory in self.repository.delete(scope, memory_ids, Origin(source=source))}
+        if source == "mcp" and self.repository.app_paused(scope):
+            raise AppPaused(scope.client_name, scope.user_id)
+        eligible: tuple[State, ...] = ("active",) if source == "mcp" else ("active", "paused", "archived")
+        deleted = {m.id for m in self.repository.delete(scope, memory_ids, Origin(source=source), eligible=eligible)}
         return DeleteResult(
             deleted=[i for i in memory_ids if i in deleted], not_found=[i for i in memory_ids if i not in deleted]
         )
 
     def delete_all(self, scope: Scope, source: Source = "mcp") -> DeleteAllResult:
+        if source == "mcp" and self.repository.app_paused(scope):
+            raise AppPaused(scope.client_name, scope.user_id)
         return DeleteAllResult(deleted_count=self.repository.delete_all(scope, Origin(source=source)))
 
 

@@ -8,7 +8,7 @@ stores' payload format); tests use an in-memory fake. Every repository method ta
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -91,6 +91,15 @@ class Added:
     created: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Purged:
+    """What a purge erased: the memories, and how many history and access-log entries went with them."""
+
+    memory_ids: list[str]
+    history_events: int
+    access_entries: int
+
+
 class MemoryRepository(Protocol):
     """The store seam as the flow sees it. All methods are blocking; the service runs them in threads."""
 
@@ -100,14 +109,24 @@ class MemoryRepository(Protocol):
         """Current rows, strongly consistent (never a deleted row, never replaced text)."""
         ...
 
-    def list_page(self, scope: Scope, *, limit: int, cursor: str | None = None) -> Page: ...
+    def list_page(
+        self, scope: Scope, *, limit: int, cursor: str | None = None, states: Collection[State] = ...
+    ) -> Page:
+        """A page of memories in ``states`` (active only by default: what MCP tools see)."""
+        ...
 
     def nearest(self, scope: Scope, vector: Sequence[float], limit: int) -> list[StoredMemory]:
         """Most similar memories (``score`` = cosine similarity), re-read from the table."""
         ...
 
     def search(
-        self, scope: Scope, query: str, vector: Sequence[float], limit: int, min_score: float | None
+        self,
+        scope: Scope,
+        query: str,
+        vector: Sequence[float],
+        limit: int,
+        min_score: float | None,
+        states: Collection[State] = ...,
     ) -> list[StoredMemory]:
         """Hybrid (vector + keyword) search; ``score`` is the calibrated 0-1 relevance users see."""
         ...
@@ -126,8 +145,34 @@ class MemoryRepository(Protocol):
         """Replace ``current``'s text if it is unchanged since read (else ``ConflictError``)."""
         ...
 
-    def delete(self, scope: Scope, memory_ids: Sequence[str], origin: Origin) -> list[StoredMemory]:
-        """Delete memories; returns exactly those this call deleted."""
+    def delete(
+        self, scope: Scope, memory_ids: Sequence[str], origin: Origin, *, eligible: Collection[State] = ...
+    ) -> list[StoredMemory]:
+        """Soft-delete memories (in ``eligible`` states, active by default); returns exactly those this call deleted."""
+        ...
+
+    def set_state(
+        self,
+        scope: Scope,
+        memory_ids: Sequence[str],
+        state: State,
+        origin: Origin,
+        *,
+        eligible: Collection[State] = ...,
+    ) -> list[StoredMemory]:
+        """Move memories to ``state``; returns those this call changed (each transition is recorded)."""
+        ...
+
+    def purge(self, scope: Scope, memory_ids: Sequence[str]) -> Purged:
+        """Erase memories with their history and access log."""
+        ...
+
+    def app_paused(self, scope: Scope) -> bool:
+        """Whether the scope's client is paused for its user (its MCP writes are refused)."""
+        ...
+
+    def record_access(self, scope: Scope, memories: Sequence[StoredMemory], query: str | None) -> None:
+        """Note read hits in the access log, off the request path."""
         ...
 
     def delete_all(self, scope: Scope, origin: Origin) -> int: ...

@@ -19,7 +19,8 @@ How (:func:`score`):
    median cosine of unrelated (query, memory) pairs -> 0; the 95th percentile of an unrelated
    query's *best* match -> 0.5; the median paraphrase -> 0.8; the median exact text -> 0.95 (a
    symmetric embedder's exact text is 1.0 -> 1.0). Monotone, clamped to [0, 1]. Cosines of CJK
-   queries run higher with every embedder measured, so those get their own anchors (:func:`is_cjk`).
+   queries run higher with every embedder measured, so those get their own anchors: pass the query
+   to :func:`calibration_for` on every search (a regex, microseconds).
 2. keyword: ``k = bm25 / (bm25 + KEYWORD_HALF)`` (0 without a match), then
    ``score = vector + (1 - vector) * calibration.keyword_weight * k``: a match only ever raises the
    score, never past 1, and alone lifts an unrelated memory to at most ``keyword_weight``. The weight

@@ -16,8 +16,15 @@ from weakref import WeakValueDictionary
 import anyio
 import anyio.to_thread
 
+from tablestore_openmemory_mcp.memory.admin import (
+    Admin,
+    AppSummary,
+    BrowsePage,
+    BrowseRequest,
+    MemoryDetail,
+)
 from tablestore_openmemory_mcp.memory.flow import ClassicFlow
-from tablestore_openmemory_mcp.memory.ports import MemoryRepository, Source
+from tablestore_openmemory_mcp.memory.ports import HistoryRecord, MemoryRepository, Source, State
 from tablestore_openmemory_mcp.results import (
     AddResult,
     DeleteAllResult,
@@ -53,9 +60,12 @@ class _ScopeLocks:
 class MemoryService:
     """Async facade over :class:`ClassicFlow`; one instance serves every scope."""
 
-    def __init__(self, flow: ClassicFlow, repository: MemoryRepository, *, worker_threads: int = 32) -> None:
+    def __init__(
+        self, flow: ClassicFlow, repository: MemoryRepository, *, admin: Admin | None = None, worker_threads: int = 32
+    ) -> None:
         self.flow = flow
         self.repository = repository
+        self.admin = admin if admin is not None else Admin(flow)
         self._limiter = anyio.CapacityLimiter(worker_threads)
         self._locks = _ScopeLocks()
         self.in_flight = 0  # calls running now; shutdown waits for them (changed on the event loop only)
@@ -90,6 +100,35 @@ class MemoryService:
 
     async def history(self, scope: Scope, memory_id: str) -> HistoryResult:
         return await self._run(self.flow.history, scope, memory_id)
+
+    # --- the owner's view (REST API, web page): every state, every client ------------------------------
+    async def browse(self, request: BrowseRequest) -> BrowsePage:
+        return await self._run(self.admin.browse, request)
+
+    async def detail(self, user_id: str, memory_id: str) -> MemoryDetail:
+        return await self._run(self.admin.detail, user_id, memory_id)
+
+    async def access_log(self, user_id: str, memory_id: str, page: int, size: int) -> tuple[list[HistoryRecord], int]:
+        return await self._run(self.admin.access_log, user_id, memory_id, page, size)
+
+    async def edit(self, user_id: str, memory_id: str, text: str) -> UpdateResult:
+        scope = await self._run(self.admin.owner_scope, user_id, memory_id)
+        return await self._run(self.flow.update, scope, memory_id, text, "rest")
+
+    async def set_state(self, user_id: str, memory_ids: Sequence[str], state: State) -> list[str]:
+        return await self._run(self.admin.set_state, user_id, memory_ids, state)
+
+    async def remove(self, user_id: str, memory_ids: Sequence[str], purge: bool) -> dict[str, object]:
+        return await self._run(self.admin.remove, user_id, memory_ids, purge)
+
+    async def apps(self, user_id: str) -> list[AppSummary]:
+        return await self._run(self.admin.apps, user_id)
+
+    async def set_app_paused(self, user_id: str, client: str, paused: bool) -> AppSummary:
+        return await self._run(self.admin.set_app_paused, user_id, client, paused)
+
+    async def stats(self, user_id: str) -> dict[str, object]:
+        return await self._run(self.admin.stats, user_id)
 
     async def readiness(self) -> dict[str, str]:
         """What each dependency says right now: ``{"store": "ok"}`` or the store's error."""

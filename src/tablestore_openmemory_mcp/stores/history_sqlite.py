@@ -137,6 +137,12 @@ class SqliteHistoryLog:
                 erased += cursor.rowcount
         return erased
 
+    def prune_before(self, cutoff: str) -> int:
+        """Delete every event older than ``cutoff`` (ISO 8601); the access log's retention."""
+        bound = f"{event_ids([HistoryRecord('x', 'X', None, None, cutoff)])[0][:17]}"
+        with self._connection(), self._transaction() as db:
+            return db.execute(f"DELETE FROM {TABLE} WHERE event_id < ?", (bound,)).rowcount
+
     def close(self) -> None:
         """Close the connection; later calls raise ``RuntimeError``. Idempotent."""
         with self._lock:

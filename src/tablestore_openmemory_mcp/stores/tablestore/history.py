@@ -334,3 +334,13 @@ class TablestoreHistoryLog:
 
 
 __all__ = ["PRIMARY_KEY", "TablestoreHistoryLog", "history_table_name", "make_client"]
+
+
+def set_retention(client: OTSClient, table_name: str, days: int) -> None:
+    """Let Tablestore expire rows after ``days`` (the access log's retention; the service deletes them)."""
+    from tablestore import TableOptions
+
+    try:
+        client.update_table(table_name, TableOptions(time_to_live=days * 86400, max_version=1))
+    except Exception as exc:  # retention is housekeeping: never a reason not to start
+        logger.warning("could not set a %d-day retention on %s: %s", days, table_name, exc)
