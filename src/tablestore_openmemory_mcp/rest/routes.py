@@ -1,0 +1,284 @@
+"""The REST API under ``/api/v1``: the owner's view of their memories, for scripts and the web page.
+
+Same authentication as MCP (it runs behind the same middleware): a token bound to a user acts only as
+that user (naming another ``user_id`` is a 403); an unbound token, or no tokens on loopback, must name the
+``user_id``. Ids of another user's memories are 404, exactly like ids that never existed. Errors are JSON
+``{"error", "message"}`` with a message a person can act on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from tablestore_openmemory_mcp.errors import (
+    AppPaused,
+    ConflictError,
+    DependencyError,
+    NotFoundError,
+    UserInputError,
+)
+from tablestore_openmemory_mcp.memory.admin import SORTS, VISIBLE_STATES, BrowseRequest
+from tablestore_openmemory_mcp.memory.ports import State
+from tablestore_openmemory_mcp.memory.service import MemoryService
+from tablestore_openmemory_mcp.rest.schemas import (
+    AccessOut,
+    AccessPage,
+    AppList,
+    AppOut,
+    ChangeState,
+    CreateMemory,
+    DeleteMemories,
+    EditMemory,
+    EventOut,
+    MemoryDetailOut,
+    MemoryOut,
+    MemoryPage,
+    PauseApp,
+    StateChanged,
+)
+from tablestore_openmemory_mcp.scope import Scope, validate_identity_part
+from tablestore_openmemory_mcp.security import bound_user
+from tablestore_openmemory_mcp.settings import Settings
+from tablestore_openmemory_mcp.validation import clean_memory_id, clean_memory_ids, clean_text
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "/api/v1"
+ALL_STATES: tuple[State, ...] = ("active", "paused", "archived", "deleted")
+M = TypeVar("M", bound=BaseModel)
+GetService = Callable[[], Awaitable[MemoryService]]
+
+
+class Forbidden(Exception):
+    """A bound token naming another user."""
+
+
+def _error(status: int, error: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": error, "message": message}, status_code=status)
+
+
+def resolve_user(request: Request, given: str | None) -> str:
+    """The user this request acts for: the token's own user, or the named ``user_id``."""
+    bound = bound_user(request.scope)
+    if bound is not None:
+        if given and given != bound:
+            raise Forbidden()
+        return bound
+    if not given:
+        raise UserInputError("user_id is required (a query parameter, or a field of the JSON body)")
+    return validate_identity_part(given, "user_id")
+
+
+def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UserInputError(f"{name} must be a whole number") from None
+    if not low <= value <= high:
+        raise UserInputError(f"{name} must be between {low} and {high}")
+    return value
+
+
+async def _body(request: Request, model: type[M]) -> M:
+    try:
+        raw = await request.body()
+        data = json.loads(raw or b"{}")
+    except (ValueError, UnicodeDecodeError):
+        raise UserInputError("the request body must be JSON") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first.get("loc", ())) or "body"
+        raise UserInputError(f"{where}: {first.get('msg', 'invalid value')}") from None
+
+
+def _states(raw: str | None) -> tuple[State, ...]:
+    if not raw:
+        return VISIBLE_STATES
+    if raw == "all":
+        return ALL_STATES
+    wanted = tuple(part.strip() for part in raw.split(",") if part.strip())
+    bad = [s for s in wanted if s not in ALL_STATES]
+    if bad:
+        raise UserInputError(f"state must be active, paused, archived, deleted or all (got {', '.join(bad)})")
+    return wanted  # type: ignore[return-value]
+
+
+def _json(model: BaseModel, status: int = 200) -> Response:
+    return Response(model.model_dump_json(), status_code=status, media_type="application/json")
+
+
+class RestApi:
+    """The ``/api/v1`` routes on top of the memory service."""
+
+    def __init__(self, get_service: GetService, settings: Settings) -> None:
+        self.get_service = get_service
+        self.settings = settings
+
+    def routes(self) -> list[Route]:
+        guard = self._guard
+        return [
+            Route(f"{PREFIX}/memories", guard(self.list_memories), methods=["GET"]),
+            Route(f"{PREFIX}/memories", guard(self.create_memory), methods=["POST"]),
+            Route(f"{PREFIX}/memories", guard(self.delete_memories), methods=["DELETE"]),
+            Route(f"{PREFIX}/memories/state", guard(self.change_state), methods=["POST"]),
+            Route(f"{PREFIX}/memories/{{memory_id}}", guard(self.get_memory), methods=["GET"]),
+            Route(f"{PREFIX}/memories/{{memory_id}}", guard(self.edit_memory), methods=["PUT"]),
+            Route(f"{PREFIX}/memories/{{memory_id}}/access-log", guard(self.access_log), methods=["GET"]),
+            Route(f"{PREFIX}/apps", guard(self.list_apps), methods=["GET"]),
+            Route(f"{PREFIX}/apps/{{client}}", guard(self.pause_app), methods=["PUT"]),
+            Route(f"{PREFIX}/stats", guard(self.stats), methods=["GET"]),
+        ]
+
+    def _guard(self, endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
+        async def guarded(request: Request) -> Response:
+            try:
+                return await endpoint(request)
+            except Forbidden:
+                return _error(403, "forbidden", "This token may only access its own user's memories")
+            except NotFoundError as exc:
+                return _error(404, "not_found", str(exc))
+            except AppPaused as exc:
+                return _error(409, "app_paused", str(exc))
+            except UserInputError as exc:
+                return _error(400, "bad_request", str(exc))
+            except ConflictError as exc:
+                return _error(409, "conflict", f"{exc}; another change won, try again")
+            except DependencyError as exc:
+                return _error(503, "unavailable", str(exc))
+            except Exception:
+                logger.exception("REST %s %s failed", request.method, request.url.path)
+                return _error(500, "internal_error", "internal error; the server log has the details")
+
+        guarded.__name__ = endpoint.__name__
+        guarded.__doc__ = endpoint.__doc__
+        return guarded
+
+    # --- memories ----------------------------------------------------------------------------------
+    async def list_memories(self, request: Request) -> Response:
+        """List, filter, search (q: hybrid search) and page the user's memories across clients."""
+        params = request.query_params
+        user = resolve_user(request, params.get("user_id"))
+        client = params.get("client") or None
+        if client is not None:
+            validate_identity_part(client, "client")
+        query = params.get("q") or None
+        if query is not None:
+            query = clean_text(query, "q", self.settings.max_text_chars)
+        sort = params.get("sort") or ("score" if query else "-created_at")
+        if sort not in SORTS:
+            raise UserInputError(f"sort must be one of {', '.join(SORTS)}")
+        browse = BrowseRequest(
+            user_id=user,
+            client=client,
+            states=_states(params.get("state")),
+            query=query,
+            category=params.get("category") or None,
+            since=params.get("since") or None,
+            until=params.get("until") or None,
+            sort=sort,
+            page=_int(request, "page", 1, 1, 1_000_000),
+            size=_int(request, "size", 20, 1, 200),
+        )
+        page = await (await self.get_service()).browse(browse)
+        return _json(
+            MemoryPage(items=[MemoryOut.of(m) for m in page.items], total=page.total, page=page.page, size=page.size)
+        )
+
+    async def get_memory(self, request: Request) -> Response:
+        """One memory with its history (old -> new, source, client, the LLM's reason) and recent access log."""
+        user = resolve_user(request, request.query_params.get("user_id"))
+        memory_id = clean_memory_id(request.path_params["memory_id"])
+        detail = await (await self.get_service()).detail(user, memory_id)
+        out = MemoryDetailOut(
+            **MemoryOut.of(detail.memory).model_dump(),
+            history=[EventOut.of(r) for r in detail.history],
+            access_log=[AccessOut.of(r) for r in detail.access_log],
+        )
+        return _json(out)
+
+    async def access_log(self, request: Request) -> Response:
+        """A memory's access log, newest first, paged."""
+        user = resolve_user(request, request.query_params.get("user_id"))
+        memory_id = clean_memory_id(request.path_params["memory_id"])
+        page = _int(request, "page", 1, 1, 1_000_000)
+        size = _int(request, "size", 50, 1, 500)
+        entries, total = await (await self.get_service()).access_log(user, memory_id, page, size)
+        return _json(AccessPage(items=[AccessOut.of(r) for r in entries], total=total, page=page, size=size))
+
+    async def create_memory(self, request: Request) -> Response:
+        """Add a memory for one of the user's apps (infer=true runs the classic LLM flow)."""
+        body = await _body(request, CreateMemory)
+        user = resolve_user(request, body.user_id)
+        scope = Scope(validate_identity_part(body.client, "client"), user)
+        text = clean_text(body.text, "text", self.settings.max_text_chars)
+        result = await (await self.get_service()).add(scope, text, body.infer, source="rest")
+        return _json(result, status=201)
+
+    async def edit_memory(self, request: Request) -> Response:
+        """Replace a memory's text (re-embedded; the UPDATE is recorded with source rest)."""
+        body = await _body(request, EditMemory)
+        user = resolve_user(request, body.user_id)
+        memory_id = clean_memory_id(request.path_params["memory_id"])
+        text = clean_text(body.text, "text", self.settings.max_text_chars)
+        return _json(await (await self.get_service()).edit(user, memory_id, text))
+
+    async def change_state(self, request: Request) -> Response:
+        """Pause, archive, resume (active) or delete memories; each transition is recorded."""
+        body = await _body(request, ChangeState)
+        user = resolve_user(request, body.user_id)
+        ids = clean_memory_ids(body.memory_ids)
+        changed = await (await self.get_service()).set_state(user, ids, body.state)
+        return _json(StateChanged(changed=changed, unchanged=[i for i in ids if i not in set(changed)]))
+
+    async def delete_memories(self, request: Request) -> Response:
+        """Soft delete (history stays readable); ?purge=true erases memories, history and access log."""
+        body = await _body(request, DeleteMemories)
+        user = resolve_user(request, body.user_id)
+        ids = clean_memory_ids(body.memory_ids)
+        purge = request.query_params.get("purge", "").lower() in ("1", "true", "yes")
+        result = await (await self.get_service()).remove(user, ids, purge)
+        return JSONResponse(result)
+
+    # --- apps and statistics -----------------------------------------------------------------------
+    async def list_apps(self, request: Request) -> Response:
+        """The user's apps (clients) with memory counts, last access and whether they are paused."""
+        user = resolve_user(request, request.query_params.get("user_id"))
+        apps = await (await self.get_service()).apps(user)
+        return _json(AppList(items=[AppOut.of(app) for app in apps]))
+
+    async def pause_app(self, request: Request) -> Response:
+        """Pause (its MCP writes fail, its memories are hidden from reads) or resume an app, for this user."""
+        user = resolve_user(request, request.query_params.get("user_id"))
+        client = validate_identity_part(request.path_params["client"], "client")
+        body = await _body(request, PauseApp)
+        app = await (await self.get_service()).set_app_paused(user, client, body.paused)
+        return _json(AppOut.of(app))
+
+    async def stats(self, request: Request) -> Response:
+        """Totals by state and app, and memories added per day per app."""
+        user = resolve_user(request, request.query_params.get("user_id"))
+        return JSONResponse(await (await self.get_service()).stats(user))
+
+
+def describe(api: RestApi) -> list[tuple[str, str, str]]:
+    """(method, path, summary) of every route, for the OpenAPI document."""
+    out = []
+    for route in api.routes():
+        for method in sorted(route.methods or ()):
+            if method != "HEAD":
+                summary = (getattr(route.endpoint, "__doc__", "") or "").strip().splitlines()[0]
+                out.append((method, route.path, summary))
+    return out

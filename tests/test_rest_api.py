@@ -1,0 +1,181 @@
+"""The REST API and the memory lifecycle end to end: a real server process, the MCP SDK's client and httpx,
+on both stores. MCP and REST must agree on what a user sees; tokens bound to a user see only that user."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from mcp import Client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
+
+from tests.server_process import HttpServer, error_text, server_env, structured, tablestore_env
+
+pytestmark = pytest.mark.anyio
+
+TOKENS = "alice-token:alice,bob-token:bob,admin-token"
+
+
+@pytest.fixture(params=["embedded", "tablestore"])
+def server(request: pytest.FixtureRequest, tmp_path: Any) -> Iterator[HttpServer]:
+    extra: dict[str, str] = {"MCP_AUTH_TOKENS": TOKENS, "TOOL_BLACK_LIST": "[]"}
+    if request.param == "tablestore":
+        emulator = request.getfixturevalue("tablestore_emulator")
+        extra.update(tablestore_env(emulator))
+    with HttpServer(server_env(tmp_path, **extra), tmp_path, transport="streamable-http") as running:
+        yield running
+
+
+def api(server: HttpServer, token: str = "admin-token") -> httpx.Client:
+    return httpx.Client(base_url=f"{server.url}/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=60)
+
+
+def mcp(server: HttpServer, client: str, user: str, token: str) -> Client:
+    http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
+    return Client(streamable_http_client(f"{server.url}/mcp/{client}/http/{user}", http_client=http))
+
+
+async def add(server: HttpServer, client: str, user: str, text: str) -> str:
+    async with mcp(server, client, user, f"{user}-token") as session:
+        result = structured(await session.call_tool("add_memories", {"text": text, "infer": False}))
+    return str(result["events"][0]["id"])
+
+
+async def mcp_list(server: HttpServer, client: str, user: str) -> list[str]:
+    async with mcp(server, client, user, f"{user}-token") as session:
+        listed = structured(await session.call_tool("list_memories", {}))
+    return sorted(m["memory"] for m in listed["memories"])
+
+
+def wait_for(condition: Any, what: str, timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+async def test_lifecycle_through_rest_and_mcp_agree(server: HttpServer) -> None:
+    tea = await add(server, "cline", "alice", "Likes green tea")
+    go = await add(server, "cline", "alice", "Writes Go at work")
+    await add(server, "cursor", "alice", "Uses tabs for indentation")
+    await add(server, "cline", "bob", "Bob's secret PIN is 7391")
+    with api(server) as rest:
+        page = rest.get("/memories", params={"user_id": "alice"}).json()
+        assert page["total"] == 3 and {m["client"] for m in page["items"]} == {"cline", "cursor"}
+        assert all(m["state"] == "active" for m in page["items"])
+        assert "7391" not in str(page)
+
+        # pause: MCP no longer lists or finds it; REST still shows it as paused
+        changed = rest.post("/memories/state", json={"user_id": "alice", "memory_ids": [tea], "state": "paused"})
+        assert changed.json() == {"changed": [tea], "unchanged": []}
+        assert await mcp_list(server, "cline", "alice") == ["Writes Go at work"]
+        paused = rest.get("/memories", params={"user_id": "alice", "state": "paused"}).json()
+        assert [m["id"] for m in paused["items"]] == [tea]
+        rest.post("/memories/state", json={"user_id": "alice", "memory_ids": [tea], "state": "active"})
+        assert await mcp_list(server, "cline", "alice") == ["Likes green tea", "Writes Go at work"]
+
+        # edit: MCP search finds the new text; history shows old -> new with source rest
+        edited = rest.put(f"/memories/{go}", json={"user_id": "alice", "text": "Writes Rust at work"})
+        assert edited.status_code == 200, edited.text
+        async with mcp(server, "cline", "alice", "alice-token") as session:
+            hits = structured(await session.call_tool("search_memories", {"query": "Rust at work"}))["results"]
+            assert hits[0]["id"] == go and hits[0]["memory"] == "Writes Rust at work"
+        detail = rest.get(f"/memories/{go}", params={"user_id": "alice"}).json()
+        assert [(h["event"], h["source"]) for h in detail["history"]] == [("ADD", "mcp"), ("UPDATE", "rest")]
+        assert detail["history"][1]["old_memory"] == "Writes Go at work"
+        wait_for(
+            lambda: rest.get(f"/memories/{go}", params={"user_id": "alice"}).json()["access_log"],
+            "the search hit in the access log",
+        )
+
+        # soft delete: gone for MCP, its history (with the DELETE) stays readable
+        deleted = rest.request("DELETE", "/memories", json={"user_id": "alice", "memory_ids": [go]}).json()
+        assert deleted == {"deleted": [go], "not_found": []}
+        assert await mcp_list(server, "cline", "alice") == ["Likes green tea"]
+        async with mcp(server, "cline", "alice", "alice-token") as session:
+            history = structured(await session.call_tool("memory_history", {"memory_id": go}))["history"]
+            assert [h["event"] for h in history] == ["ADD", "UPDATE", "DELETE"]
+        assert rest.get(f"/memories/{go}", params={"user_id": "alice"}).json()["state"] == "deleted"
+
+        # the same text can be added again after deletion
+        again = await add(server, "cline", "alice", "Writes Rust at work")
+        assert again != go
+
+        # purge erases the memory, its history and its access log, and says what it erased
+        purged = rest.request(
+            "DELETE", "/memories", params={"purge": "true"}, json={"user_id": "alice", "memory_ids": [go]}
+        ).json()
+        assert purged["purged"] == [go] and purged["history_events"] >= 3
+        assert rest.get(f"/memories/{go}", params={"user_id": "alice"}).status_code == 404
+
+        stats = rest.get("/stats", params={"user_id": "alice"}).json()
+        assert stats["total"] == 3 and stats["by_app"] == {"cline": 2, "cursor": 1}
+
+
+async def test_paused_app_cannot_write_and_is_hidden_for_that_user_only(server: HttpServer) -> None:
+    await add(server, "cline", "alice", "Prefers dark mode")
+    await add(server, "cline", "bob", "Prefers light mode")
+    with api(server) as rest:
+        paused = rest.put("/apps/cline", params={"user_id": "alice"}, json={"paused": True})
+        assert paused.status_code == 200 and paused.json()["paused"] is True
+        async with mcp(server, "cline", "alice", "alice-token") as session:
+            message = error_text(await session.call_tool("add_memories", {"text": "x", "infer": False}))
+            assert "paused" in message
+            assert structured(await session.call_tool("list_memories", {}))["memories"] == []
+        assert await mcp_list(server, "cline", "bob") == ["Prefers light mode"], "bob's cline is not paused"
+        apps = rest.get("/apps", params={"user_id": "alice"}).json()["items"]
+        assert [(a["name"], a["memories"], a["paused"]) for a in apps] == [("cline", 1, True)]
+        rest.put("/apps/cline", params={"user_id": "alice"}, json={"paused": False})
+        assert await mcp_list(server, "cline", "alice") == ["Prefers dark mode"]
+
+
+async def test_tokens_scope_the_rest_api(server: HttpServer) -> None:
+    alice_memory = await add(server, "cline", "alice", "Alice's diary entry")
+    with api(server, "bob-token") as bob:
+        assert bob.get("/memories").json()["total"] == 0, "a bound token implies its user"
+        assert bob.get("/memories", params={"user_id": "alice"}).status_code == 403
+        for method, path, body in [
+            ("GET", f"/memories/{alice_memory}", None),
+            ("PUT", f"/memories/{alice_memory}", {"text": "hijacked"}),
+        ]:
+            response = bob.request(method, path, json=body)
+            assert response.status_code == 404, (method, path, response.text)
+        state = bob.post("/memories/state", json={"memory_ids": [alice_memory], "state": "deleted"}).json()
+        assert state == {"changed": [], "unchanged": [alice_memory]}
+        purge = bob.request("DELETE", "/memories", params={"purge": "1"}, json={"memory_ids": [alice_memory]})
+        assert purge.json()["purged"] == []
+    with api(server, "admin-token") as admin:
+        assert admin.get("/memories").status_code == 400, "an unbound token must name the user"
+        assert admin.get("/memories", params={"user_id": "alice"}).json()["total"] == 1
+    with httpx.Client(base_url=f"{server.url}/api/v1", timeout=30) as anonymous:
+        assert anonymous.get("/memories", params={"user_id": "alice"}).status_code == 401
+
+
+async def test_bad_input_gets_clear_errors(server: HttpServer) -> None:
+    with api(server) as rest:
+        cases = [
+            rest.get("/memories", params={"user_id": "alice", "state": "gone"}),
+            rest.get("/memories", params={"user_id": "alice", "size": "0"}),
+            rest.get("/memories", params={"user_id": "alice", "sort": "random"}),
+            rest.get("/memories/not-an-id", params={"user_id": "alice"}),
+            rest.post("/memories", content=b"{not json", headers={"content-type": "application/json"}),
+            rest.post("/memories", json={"user_id": "alice", "text": ""}),
+            rest.post("/memories/state", json={"user_id": "alice", "memory_ids": [], "state": "paused"}),
+            rest.get("/memories", params={"user_id": "al\nice"}),
+        ]
+        for response in cases:
+            assert response.status_code == 400, response.text
+            body = response.json()
+            assert body["error"] == "bad_request" and body["message"], body
+        created = rest.post("/memories", json={"user_id": "alice", "client": "script", "text": "Created over REST"})
+        assert created.status_code == 201 and created.json()["events"][0]["event"] == "ADD"
+        spec = httpx.get(f"{server.url}/api/v1/openapi.json", headers=rest.headers).json()
+        assert spec["openapi"].startswith("3.") and "/api/v1/memories/{memory_id}" in spec["paths"]
