@@ -111,30 +111,34 @@ def prefill(data_dir: Path, texts: list[str], rng: random.Random) -> None:
     """
     import numpy as np
 
-    from tablestore_openmemory_mcp import mem0_bridge
     from tablestore_openmemory_mcp.bootstrap import build_components
+    from tablestore_openmemory_mcp.memory.ports import NewMemory, Origin
     from tablestore_openmemory_mcp.scope import Scope
     from tablestore_openmemory_mcp.settings import Settings
-    from tablestore_openmemory_mcp.stores.base import ACTIVE_SCOPE
 
     settings = Settings(data_dir=data_dir, store="embedded", llm_provider="none", embedder_provider="offline")
-    service = build_components(settings).service
+    components = build_components(settings)
+    service = components.service
+    embedder = service.flow.embedder
     words = {w: i for i, w in enumerate(dict.fromkeys([*WORDS, *" ".join(VERBS).split()]))}
-    table = np.asarray(service.embedder.embed_batch(list(words), "add"))
+    table = np.asarray(embedder.embed_batch(list(words), "add"))
     noise = np.random.default_rng(rng.randrange(1 << 30))
     scope = Scope("bench", "searcher")
-    token = ACTIVE_SCOPE.set(scope.filters())
     try:
         for start in range(0, len(texts), 500):
             chunk = texts[start : start + 500]
-            vectors = [
-                (table[[words[w] for w in t.split() if w in words]].sum(0) + noise.normal(0, 0.02, 384)).tolist()
+            items = [
+                NewMemory(
+                    text=t,
+                    vector=(
+                        table[[words[w] for w in t.split() if w in words]].sum(0) + noise.normal(0, 0.02, 384)
+                    ).tolist(),
+                )
                 for t in chunk
             ]
-            mem0_bridge.create_memories(service.memory, chunk, vectors, {**scope.ids(), "role": "user"})
+            service.repository.add(scope, items, Origin(source="import"))
     finally:
-        ACTIVE_SCOPE.reset(token)
-        service.store.close()
+        service.close()
 
 
 async def search_latencies(client: Any, rng: random.Random) -> tuple[float, float, int]:

@@ -193,8 +193,12 @@ def build_components(settings: Settings) -> Components:
     from tablestore_openmemory_mcp.llm import ChatClient
     from tablestore_openmemory_mcp.memory.flow import ClassicFlow
     from tablestore_openmemory_mcp.memory.service import MemoryService
+    from tablestore_openmemory_mcp.migrate.upgrade import plan_upgrade, start_background_copy
     from tablestore_openmemory_mcp.repository import StoreRepository, prepare_mem0_environment
 
+    upgrade = plan_upgrade(settings)  # before prepare_mem0_environment: reads the reference's MEM0_DIR
+    if upgrade is not None:  # the configured table is the reference deployment's: ours is <name>_v2
+        settings = upgrade.apply(settings)
     prepare_mem0_environment(data_dir, settings.mem0_telemetry)
     embedder, dimension = _embedder(settings)
     store, history, access_log, store_name = _store(settings, dimension)
@@ -206,6 +210,8 @@ def build_components(settings: Settings) -> Components:
         apps=AppDirectory(history),
         access=AccessLog(access_log, retention_days=settings.access_log_retention_days),
     )
+    if upgrade is not None:
+        start_background_copy(upgrade, repository, embedder, dimension)  # resumable; tools work meanwhile
 
     llm = None
     if settings.uses_llm:
@@ -226,6 +232,10 @@ def build_components(settings: Settings) -> Components:
         min_score=settings.search_min_score,
     )
     service = MemoryService(flow, repository, worker_threads=settings.worker_threads)
+    if llm is not None and settings.categories:
+        from tablestore_openmemory_mcp.categories import Categorizer
+
+        service.categorizer = Categorizer(llm, repository)
     llm_name = f"openai:{settings.llm_model}@{settings.llm_url}" if llm else "none (memories stored as given)"
     return Components(service, store_name, llm_name, embedder_name)
 

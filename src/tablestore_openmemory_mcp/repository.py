@@ -182,6 +182,7 @@ class StoreRepository:
         self.embedder_name = embedder_name
         self.apps = apps
         self.access = access
+        self._categories: dict[str, tuple[float, set[str]]] = {}
 
     def _filters(self, scope: Scope, states: Collection[State]) -> dict[str, Any]:
         filters: dict[str, Any] = {**scope.filters(), **state_filter(states)}
@@ -197,6 +198,24 @@ class StoreRepository:
         clients = {m.client for m in memories if m.client}
         paused = {c for c in clients if self.apps.is_paused(scope.user_id, c)}
         return [m for m in memories if m.client not in paused] if paused else memories
+
+    def known_categories(self, scope: Scope) -> set[str]:
+        """The user's categories so far (cached a minute per user), so new ones reuse them."""
+        cached = self._categories.get(scope.user_id)
+        if cached is not None and time.monotonic() - cached[0] < 60.0:
+            return cached[1]
+        owner = Scope(scope.client_name, scope.user_id, shared=True)
+        found = {c for page in self.iter_all(owner) for memory in page for c in memory.categories}
+        self._categories[scope.user_id] = (time.monotonic(), found)
+        return found
+
+    def set_categories(self, scope: Scope, memory: StoredMemory) -> None:
+        """Store a memory's categories if it is unchanged since read (categories don't bump updated_at)."""
+        with scoped(scope.filters()):
+            self.store.update(memory.id, None, to_payload(memory), expected_updated_at=memory.updated_at or None)
+        cached = self._categories.get(scope.user_id)
+        if cached is not None:
+            cached[1].update(memory.categories)
 
     def access_for(self, user_id: str, memory_id: str) -> list[HistoryRecord]:
         return self.access.for_memory(user_id, memory_id) if self.access is not None else []

@@ -16,6 +16,7 @@ from weakref import WeakValueDictionary
 import anyio
 import anyio.to_thread
 
+from tablestore_openmemory_mcp.categories import Categorizer
 from tablestore_openmemory_mcp.errors import AppPaused
 from tablestore_openmemory_mcp.memory.admin import (
     Admin,
@@ -67,12 +68,15 @@ class MemoryService:
         self.flow = flow
         self.repository = repository
         self.admin = admin if admin is not None else Admin(flow)
+        self.categorizer: Categorizer | None = None
         self._limiter = anyio.CapacityLimiter(worker_threads)
         self._locks = _ScopeLocks()
         self.in_flight = 0  # calls running now; shutdown waits for them (changed on the event loop only)
 
     def close(self) -> None:
         """Release the store's connections (at shutdown)."""
+        if self.categorizer is not None:
+            self.categorizer.close()
         self.repository.close()
 
     async def add(self, scope: Scope, text: str, infer: bool = True, source: Source = "mcp") -> AddResult:
@@ -82,7 +86,14 @@ class MemoryService:
             with lock:
                 return self.flow.add(scope, text, infer, source)
 
-        return await self._run(serialized)
+        result = await self._run(serialized)
+        self._categorize(scope, [e.id for e in result.events if e.id and e.event in ("ADD", "UPDATE")])
+        return result
+
+    def _categorize(self, scope: Scope, memory_ids: list[str]) -> None:
+        """Hand written memories to the background categorizer (never on the write path)."""
+        if self.categorizer is not None and memory_ids:
+            self.categorizer.submit(scope, memory_ids)
 
     async def search(self, scope: Scope, query: str, limit: int) -> SearchResult:
         return await self._run(self.flow.search, scope, query, limit)
@@ -97,7 +108,9 @@ class MemoryService:
         return await self._run(self.flow.delete_all, scope, source)
 
     async def update(self, scope: Scope, memory_id: str, text: str, source: Source = "mcp") -> UpdateResult:
-        return await self._run(self.flow.update, scope, memory_id, text, source)
+        result = await self._run(self.flow.update, scope, memory_id, text, source)
+        self._categorize(scope, [memory_id])
+        return result
 
     async def history(self, scope: Scope, memory_id: str) -> HistoryResult:
         return await self._run(self.flow.history, scope, memory_id)
@@ -114,7 +127,9 @@ class MemoryService:
 
     async def edit(self, user_id: str, memory_id: str, text: str) -> UpdateResult:
         scope = await self._run(self.admin.owner_scope, user_id, memory_id)
-        return await self._run(self.flow.update, scope, memory_id, text, "rest")
+        result = await self._run(self.flow.update, scope, memory_id, text, "rest")
+        self._categorize(scope, [memory_id])
+        return result
 
     async def set_state(self, user_id: str, memory_ids: Sequence[str], state: State) -> list[str]:
         return await self._run(self.admin.set_state, user_id, memory_ids, state)
