@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.fakes.openai_server import FakeOpenAI
@@ -93,6 +94,7 @@ class Run:
 
     rng: random.Random
     sessions: dict[Scope, Any]
+    rest_url: str | None = None  # HTTP runs also act through the REST API, as each scope's user
     model: dict[Scope, dict[str, str]] = field(default_factory=dict)
     updates: dict[str, int] = field(default_factory=dict)
     calls: int = 0
@@ -166,15 +168,11 @@ class Run:
         foreign, victim = self.foreign_id(scope) if self.rng.random() < 0.6 or not mine else (None, None)
         ids = mine + ([foreign] if foreign else [])
         self.rng.shuffle(ids)
-        result = await self.call(scope, "delete_memories", {"memory_ids": ids})
-        if not mine:
-            assert NOT_FOUND in error_text(result)
-        else:
-            answer = structured(result)
-            assert sorted(answer["deleted"]) == sorted(mine)
-            assert answer["not_found"] == ([foreign] if foreign else [])
-            for memory_id in mine:
-                del self.model[scope][memory_id]
+        answer = structured(await self.call(scope, "delete_memories", {"memory_ids": ids}))
+        assert sorted(answer["deleted"]) == sorted(mine), "unknown and foreign ids are reported, never deleted"
+        assert answer["not_found"] == ([foreign] if foreign else [])
+        for memory_id in mine:
+            del self.model[scope][memory_id]
         return victim
 
     async def op_delete_all(self, scope: Scope) -> Scope | None:
@@ -189,15 +187,56 @@ class Run:
         if own and self.rng.random() < 0.5:
             memory_id = self.rng.choice(sorted(own))
             events = structured(await self.call(scope, "memory_history", {"memory_id": memory_id}))["history"]
-            assert [e["event"] for e in events] == ["ADD"] + ["UPDATE"] * self.updates.get(memory_id, 0)
+            changes = [e["event"] for e in events if e["event"] != "STATE"]  # REST pauses/resumes add STATE
+            assert changes == ["ADD"] + ["UPDATE"] * self.updates.get(memory_id, 0)
             return None
         memory_id, victim = self.foreign_id(scope)
         assert NOT_FOUND in error_text(await self.call(scope, "memory_history", {"memory_id": memory_id}))
         return victim
 
+    def other_users_id(self, scope: Scope) -> tuple[str, Scope | None]:
+        """An id of a memory that belongs to another *user* (the REST API spans a user's clients)."""
+        others = [(i, s) for s, memories in self.model.items() if s[1] != scope[1] for i in memories]
+        return self.rng.choice(others) if others else (str(uuid.uuid4()), None)
+
+    async def op_rest(self, scope: Scope) -> Scope | None:
+        """The owner's REST view: the same memories MCP shows; another user's ids are 404 and unchanged."""
+        assert self.rest_url is not None
+        client, user = scope
+        own = self.model.get(scope, {})
+        async with httpx.AsyncClient(base_url=self.rest_url, timeout=60) as rest:
+            self.calls += 1
+            listed = (await rest.get("/memories", params={"user_id": user, "client": client, "size": 200})).json()
+            assert {m["id"]: m["memory"] for m in listed["items"]} == own, f"REST list of {scope}"
+            memory_id, victim = self.other_users_id(scope)
+            self.calls += 3
+            assert (await rest.get(f"/memories/{memory_id}", params={"user_id": user})).status_code == 404
+            edit = await rest.put(f"/memories/{memory_id}", json={"user_id": user, "text": "hijack"})
+            assert edit.status_code == 404
+            state = await rest.post(
+                "/memories/state", json={"user_id": user, "memory_ids": [memory_id], "state": "paused"}
+            )
+            assert state.json()["changed"] == []
+            if own:  # pause and resume one of its own: invisible to MCP meanwhile, back afterwards
+                mine = self.rng.choice(sorted(own))
+                self.calls += 3
+                paused = await rest.post(
+                    "/memories/state", json={"user_id": user, "memory_ids": [mine], "state": "paused"}
+                )
+                assert paused.json()["changed"] == [mine]
+                listed_now = structured(await self.call(scope, "list_memories", {}))
+                assert mine not in {m["id"] for m in listed_now["memories"]}
+                back = await rest.post(
+                    "/memories/state", json={"user_id": user, "memory_ids": [mine], "state": "active"}
+                )
+                assert back.json()["changed"] == [mine]
+        return victim
+
     async def play(self, count: int) -> None:
         await asyncio.gather(*map(self.check_list, self.scopes))  # stdio processes finish starting in parallel
         weights = {"add": 30, "search": 14, "list": 8, "update": 16, "delete": 14, "delete_all": 3, "history": 15}
+        if self.rest_url is not None:
+            weights["rest"] = 12
         names, odds = list(weights), list(weights.values())
         for _ in range(count):
             scope = self.rng.choice(self.scopes)
@@ -220,7 +259,8 @@ async def test_random_operations_never_cross_scopes(request, store: Store, trans
     started, failure = time.monotonic(), None
     async with AsyncExitStack() as stack:
         sessions = {s: await stack.enter_async_context(connect(server, store.env, transport, *s)) for s in scopes}
-        run = Run(random.Random(f"{SEED}-{store.name}-{transport}"), sessions)
+        rest_url = f"{server.url}/api/v1" if server is not None else None
+        run = Run(random.Random(f"{SEED}-{store.name}-{transport}"), sessions, rest_url)
         try:
             await run.play(OPS)
         except AssertionError as exc:  # raised outside the sessions' task groups, so it reads plainly
