@@ -1,0 +1,699 @@
+"""The embedded store: the :class:`~..base.MemoryStore` contract on one SQLite file.
+
+Why it is built this way:
+
+* **Plain SQLite, no extension** (many Pythons cannot load one). Vectors are float32 BLOBs,
+  normalised at insert; similarity is a numpy product over an in-process cache (:mod:`.vectors`).
+  Exact search is within 10-20% of faiss flat at 100k rows per scope, so no ANN index.
+* **Many processes, one directory.** WAL lets any number of processes read while one writes;
+  writers queue on ``busy_timeout``. Every write transaction bumps the collection's ``generation`` and
+  logs the rowids it touched, so a process whose cache is behind replays just those rows. A scope's
+  vectors are loaded outside the cache lock, so a big first load never stalls other users.
+* **Scope fails closed.** Every method needs :func:`~..base.scoped`; reads push the scope's identity
+  into SQL (composite indexes) and check every row before returning it.
+* **Exact duplicates** are atomic: the check and the insert run in one ``BEGIN IMMEDIATE``
+  transaction, behind a UNIQUE ``(user_id, dedup_key)`` index.
+* **Keyword search** matches with FTS5 and scores with per-scope BM25 statistics (:mod:`.keywords`).
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import logging
+import sqlite3
+import uuid
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...errors import ConflictError, MemoryNotFound, UserInputError
+from ..base import MemoryStore, OutputData, in_active_scope, require_scope
+from ..tokenize import query_tokens
+from . import rows as R
+from . import sync
+from .keywords import ScopeStats, StatsDelta, doc_terms, scope_key, stats_keys
+from .pool import ConnectionPool
+from .schema import META, Names, create_or_migrate
+from .vectors import F32, Identity, RowState, Slab, Snapshot, VectorCache
+
+logger = logging.getLogger(__name__)
+
+DB_FILENAME = "memories.sqlite3"
+LOG_KEEP = 4096  # generations of change log kept for other processes to catch up from
+_LOG_MAX_ROWS = 20_000  # rows one transaction may log; replaying more costs as much as a reload
+_MAX_QUERY_TOKENS = 64
+_PRUNE_MIN_ROWS = 1000
+_ROW_COLS = "rid, id, payload, user_id, agent_id, run_id"
+
+
+def validate_collection_name(name: str) -> str:
+    """Return ``name`` if it is safe to use as a table name, else raise ``ValueError``."""
+    import re
+
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,63}", name) or "__" in name:
+        raise ValueError(
+            f"invalid collection name {name!r}: use 1-64 letters, digits or underscores, not starting "
+            "with a digit and without '__' (reserved for internal tables)"
+        )
+    return name
+
+
+@dataclass
+class _Tx:
+    """What one write transaction changed: row states for the cache, statistics, row count."""
+
+    states: list[RowState] = field(default_factory=list)
+    stats: StatsDelta = field(default_factory=StatsDelta)
+    delta: int = 0
+
+
+@dataclass(frozen=True)
+class _Row:
+    rid: int
+    id: str
+    payload: dict[str, Any]
+    ident: dict[str, str | None]
+
+
+def _row(raw: Sequence[Any]) -> _Row:
+    rid, id_, payload, user_id, agent_id, run_id = raw
+    return _Row(int(rid), str(id_), json.loads(payload), {"user_id": user_id, "agent_id": agent_id, "run_id": run_id})
+
+
+def _best(scored: list[tuple[float, _Row]], top_k: int | None) -> list[OutputData]:
+    scored.sort(key=lambda sr: (-sr[0], sr[1].id))
+    return [OutputData(id=r.id, score=s, payload=r.payload) for s, r in scored[:top_k]]
+
+
+class EmbeddedStore(MemoryStore):
+    """Memories of every scope in ``<path>/memories.sqlite3``, collection ``collection_name``.
+
+    Unknown keyword arguments are ignored (it is built from a config dict).
+    """
+
+    def __init__(
+        self,
+        collection_name: str = "mem0",
+        path: str | None = None,
+        embedding_model_dims: int | None = None,
+        *,
+        max_connections: int = 8,
+        cache_bytes: int = 512 * 1024 * 1024,
+        busy_timeout_s: float = 30.0,
+        **_ignored: Any,
+    ) -> None:
+        if not path:
+            raise ValueError("EmbeddedStore needs 'path', the directory that holds memories.sqlite3")
+        if not isinstance(embedding_model_dims, int) or embedding_model_dims <= 0:
+            raise ValueError(f"embedding_model_dims must be a positive int, got {embedding_model_dims!r}")
+        self.collection_name = validate_collection_name(collection_name)
+        self.embedding_model_dims = embedding_model_dims
+        self.path = str(path)
+        Path(self.path).mkdir(parents=True, exist_ok=True)
+        self._db_path = str(Path(self.path) / DB_FILENAME)
+        self._n = Names(self.collection_name)
+        self._pool = ConnectionPool(self._db_path, max_connections, busy_timeout_s)
+        self._cache = VectorCache(cache_bytes)
+        with self._pool.connection() as conn:
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                logger.warning("SQLite WAL mode unavailable at %s (got %s); concurrency will suffer", self.path, mode)
+            create_or_migrate(conn, self._n, embedding_model_dims, self._db_path)
+
+    def close(self) -> None:
+        """Close pooled connections; further calls raise ``RuntimeError``. Idempotent."""
+        self._pool.close()
+        with self._cache.lock:
+            self._cache.clear()
+
+    # ------------------------------------------------------------------ writes
+
+    @contextmanager
+    def _write(self) -> Iterator[tuple[sqlite3.Connection, _Tx]]:
+        """One IMMEDIATE transaction; logs changed rows, bumps the generation, patches this cache."""
+        n = self._n
+        with self._pool.connection() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            tx = _Tx()
+            try:
+                yield conn, tx
+                new_gen = None
+                if tx.states:
+                    tx.stats.flush(conn, n.df, n.dl)
+                    got = conn.execute(
+                        f"UPDATE {META} SET generation = generation + 1, rows = rows + ? WHERE name = ? "
+                        "RETURNING generation",
+                        (tx.delta, n.name),
+                    ).fetchall()
+                    if not got:
+                        raise RuntimeError(f"collection {n.name!r} was deleted")
+                    new_gen = int(got[0][0])
+                    rids = {(new_gen, s.rid) for s in tx.states}
+                    if len(rids) <= _LOG_MAX_ROWS:  # a bigger batch is left out: readers reload instead
+                        conn.executemany(f"INSERT OR IGNORE INTO {n.log} (gen, rid) VALUES (?, ?)", sorted(rids))
+                    if new_gen % 256 == 0:
+                        conn.execute(f"DELETE FROM {n.log} WHERE gen <= ?", (new_gen - LOG_KEEP,))
+                with self._cache.lock:
+                    conn.execute("COMMIT")
+                    cache = self._cache
+                    if new_gen is not None and cache.gen is not None and new_gen == cache.gen + 1:
+                        cache.apply(tx.states)
+                        cache.gen = new_gen
+                    # otherwise another writer got in between: the next read replays the log
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    def _old_terms(self, conn: sqlite3.Connection, rids: Sequence[int]) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {}
+        for chunk in R.chunks(list(rids)):
+            marks = ",".join("?" * len(chunk))
+            for rid, text in conn.execute(f"SELECT rowid, text FROM {self._n.fts} WHERE rowid IN ({marks})", chunk):
+                out[int(rid)] = doc_terms(text)
+        return out
+
+    def _index_text(
+        self, conn: sqlite3.Connection, tx: _Tx, rid: int, payload: Mapping[str, Any], ident: Mapping[str, Any]
+    ) -> None:
+        text = R.fts_text(payload)
+        conn.execute(
+            f"INSERT INTO {self._n.fts} (rowid, text, scope) VALUES (?, ?, ?)",
+            (rid, text, " ".join(R.scope_terms(ident))),
+        )
+        tx.stats.add(stats_keys(ident.get("user_id"), ident.get("agent_id")), doc_terms(text), +1)
+
+    def _unindex_text(
+        self, conn: sqlite3.Connection, tx: _Tx, rid: int, ident: Mapping[str, Any], terms: list[str] | None
+    ) -> None:
+        conn.execute(f"DELETE FROM {self._n.fts} WHERE rowid = ?", (rid,))
+        if terms is not None:
+            tx.stats.add(stats_keys(ident.get("user_id"), ident.get("agent_id")), terms, -1)
+
+    def insert(
+        self,
+        vectors: Sequence[Sequence[float]] | Any,
+        payloads: Sequence[Mapping[str, Any]] | None = None,
+        ids: Sequence[str] | None = None,
+        dedup_keys: Sequence[str | None] | None = None,
+    ) -> list[str]:
+        """Store a batch in one transaction (all rows or none); per row, the id now holding it.
+
+        A row whose ``dedup_keys[i]`` is already held by a row in scope (or earlier in the batch) is
+        not written; that row's id is returned instead. An existing id in scope is overwritten.
+        Raises ``ValueError`` for bad vectors, mismatched lengths, a duplicate id in the batch, a
+        payload outside the scope or an id owned by another scope.
+        """
+        scope = require_scope()
+        mat = R.unit_vectors(vectors, self.embedding_model_dims)
+        count = len(mat)
+        payload_list = [dict(p or {}) for p in payloads] if payloads is not None else [{} for _ in range(count)]
+        id_list = [str(i) for i in ids] if ids is not None else [str(uuid.uuid4()) for _ in range(count)]
+        keys = list(dedup_keys) if dedup_keys is not None else [None] * count
+        if len(payload_list) != count or len(id_list) != count or len(keys) != count:
+            raise ValueError(
+                f"insert needs one payload and one id per vector: {count} vectors, "
+                f"{len(payload_list)} payloads, {len(id_list)} ids, {len(keys)} dedup keys"
+            )
+        if len(set(id_list)) != count:
+            raise ValueError("insert got the same id twice in one batch")
+        for payload in payload_list:
+            if not in_active_scope(payload):
+                raise ValueError("insert: payload is outside the active scope (user/agent/run ids differ)")
+        if not count:
+            return []
+        t = self._n.table
+        out: list[str] = []
+        try:
+            with self._write() as (conn, tx):
+                existing: dict[str, _Row] = {}
+                for chunk in R.chunks(id_list):
+                    marks = ",".join("?" * len(chunk))
+                    for raw in conn.execute(f"SELECT {_ROW_COLS} FROM {t} WHERE id IN ({marks})", chunk):
+                        row = _row(raw)
+                        if not R.in_scope(scope, row.ident, row.payload):
+                            raise ValueError(f"insert: id {row.id!r} conflicts with an existing memory")
+                        existing[row.id] = row
+                old_terms = self._old_terms(conn, [r.rid for r in existing.values()])
+                held: dict[tuple[str | None, str], str] = {}
+                for id_, vec, payload, key in zip(id_list, mat, payload_list, keys, strict=True):
+                    ident = R.identity_of(payload)
+                    if key is not None:
+                        holder = held.get((ident["user_id"], key)) or self._holder(conn, scope, ident, key)
+                        if holder is not None:
+                            out.append(holder)
+                            continue
+                        held[(ident["user_id"], key)] = id_
+                    values = (
+                        ident["user_id"],
+                        ident["agent_id"],
+                        ident["run_id"],
+                        vec.tobytes(),
+                        R.dumps(payload),
+                        R.utc_iso(payload.get("created_at")),
+                        key,
+                        R.state_of(payload),
+                    )
+                    old = existing.get(id_)
+                    if old is not None:
+                        conn.execute(
+                            f"UPDATE {t} SET user_id = ?, agent_id = ?, run_id = ?, vector = ?, payload = ?, "
+                            "created_at = ?, dedup_key = ?, state = ? WHERE rid = ?",
+                            (*values, old.rid),
+                        )
+                        self._unindex_text(conn, tx, old.rid, old.ident, old_terms.get(old.rid))
+                        rid = old.rid
+                    else:
+                        cur = conn.execute(
+                            f"INSERT INTO {t} (id, user_id, agent_id, run_id, vector, payload, created_at, "
+                            "dedup_key, state) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                            (id_, *values),
+                        )
+                        rid = int(cur.lastrowid or 0)
+                        tx.delta += 1
+                    self._index_text(conn, tx, rid, payload, ident)
+                    tx.states.append(RowState(rid, id_, ident, vec))
+                    out.append(id_)
+        except sqlite3.IntegrityError as exc:
+            raise ConflictError(f"insert: a memory with the same key already exists ({exc})") from None
+        return out
+
+    def _holder(
+        self, conn: sqlite3.Connection, scope: Mapping[str, str], ident: Mapping[str, str | None], key: str
+    ) -> str | None:
+        """The id of the row holding dedup ``key`` for this user; a holder outside the scope is a conflict."""
+        raw = conn.execute(
+            f"SELECT {_ROW_COLS} FROM {self._n.table} WHERE user_id = ? AND dedup_key = ?", (ident["user_id"], key)
+        ).fetchone()
+        if raw is None:
+            return None
+        row = _row(raw)
+        if not R.in_scope(scope, row.ident, row.payload):
+            raise ConflictError("insert: this dedup key is held by a memory outside the active scope")
+        return row.id
+
+    def update(
+        self,
+        vector_id: str,
+        vector: Sequence[float] | None = None,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        expected_updated_at: str | None = None,
+        dedup_key: str | None = None,
+    ) -> None:
+        """Replace the vector and/or the whole payload of one row in scope (see the contract)."""
+        scope = require_scope()
+        new_vec = R.unit_vectors([vector], self.embedding_model_dims)[0] if vector is not None else None
+        new_payload = dict(payload) if payload is not None else None
+        if new_payload is not None and not in_active_scope(new_payload):
+            raise ValueError("update: the new payload is outside the active scope")
+        t = self._n.table
+        with self._write() as (conn, tx):
+            raw = conn.execute(
+                f"SELECT {_ROW_COLS}, vector, created_at, dedup_key FROM {t} WHERE id = ?", (str(vector_id),)
+            )
+            found = raw.fetchone()
+            row = _row(found[:6]) if found is not None else None
+            if row is None or not R.in_scope(scope, row.ident, row.payload):
+                raise MemoryNotFound(f"No memory with id {vector_id} exists among your memories")
+            blob, old_created, old_key = found[6], found[7], found[8]
+            if expected_updated_at is not None and row.payload.get("updated_at") != expected_updated_at:
+                raise ConflictError(f"memory {vector_id} was changed by someone else; re-read it and retry")
+            final = new_payload if new_payload is not None else row.payload
+            ident = R.identity_of(final)
+            vec: F32 = new_vec if new_vec is not None else np.frombuffer(blob, dtype=np.float32)
+            created = R.utc_iso(final["created_at"]) if final.get("created_at") else old_created
+            key = old_key
+            if dedup_key == "":  # the row gives its key up (e.g. it is no longer active)
+                key = None
+            elif dedup_key is not None:
+                other = conn.execute(
+                    f"SELECT 1 FROM {t} WHERE user_id = ? AND dedup_key = ? AND rid != ?",
+                    (ident["user_id"], dedup_key, row.rid),
+                ).fetchone()
+                key = None if other else dedup_key
+            conn.execute(
+                f"UPDATE {t} SET user_id = ?, agent_id = ?, run_id = ?, vector = ?, payload = ?, created_at = ?, "
+                "dedup_key = ?, state = ? WHERE rid = ?",
+                (
+                    ident["user_id"],
+                    ident["agent_id"],
+                    ident["run_id"],
+                    vec.tobytes(),
+                    R.dumps(final),
+                    created,
+                    key,
+                    R.state_of(final),
+                    row.rid,
+                ),
+            )
+            if new_payload is not None:  # text or identity may have changed
+                old_terms = self._old_terms(conn, [row.rid]).get(row.rid)
+                self._unindex_text(conn, tx, row.rid, row.ident, old_terms)
+                self._index_text(conn, tx, row.rid, final, ident)
+            moved = row.ident != ident
+            tx.states.append(RowState(row.rid, row.id, ident, vec if new_vec is not None or moved else None))
+
+    def delete(self, vector_id: str) -> bool:
+        """Delete one row in scope; False when it is missing or outside the scope."""
+        return bool(self.delete_many([vector_id]))
+
+    def delete_many(self, ids: Iterable[str]) -> list[str]:
+        """Delete rows in scope in one transaction; the ids this call deleted, in the order given."""
+        scope = require_scope()
+        id_list = list(dict.fromkeys(str(i) for i in ids))
+        if not id_list:
+            return []
+        t = self._n.table
+        with self._write() as (conn, tx):
+            targets: dict[str, _Row] = {}
+            for chunk in R.chunks(id_list):
+                marks = ",".join("?" * len(chunk))
+                for raw in conn.execute(f"SELECT {_ROW_COLS} FROM {t} WHERE id IN ({marks})", chunk):
+                    row = _row(raw)
+                    if R.in_scope(scope, row.ident, row.payload):
+                        targets[row.id] = row
+            rids = [r.rid for r in targets.values()]
+            old_terms = self._old_terms(conn, rids)
+            for chunk in R.chunks(rids):
+                marks = ",".join("?" * len(chunk))
+                conn.execute(f"DELETE FROM {t} WHERE rid IN ({marks})", chunk)
+                conn.execute(f"DELETE FROM {self._n.fts} WHERE rowid IN ({marks})", chunk)
+            for row in targets.values():
+                tx.stats.add(stats_keys(row.ident["user_id"], row.ident["agent_id"]), old_terms.get(row.rid, []), -1)
+                tx.states.append(RowState(row.rid))
+            tx.delta -= len(targets)
+        return [i for i in id_list if i in targets]
+
+    # ------------------------------------------------------------------ reads by id
+
+    def get(self, vector_id: str) -> OutputData | None:
+        """The row with this id, or None when missing or outside the scope."""
+        return self.get_many([vector_id]).get(str(vector_id))
+
+    def get_many(self, ids: Sequence[str]) -> dict[str, OutputData]:
+        """Rows by id; missing and out-of-scope ids are absent."""
+        scope = require_scope()
+        id_list = list(dict.fromkeys(str(i) for i in ids))
+        out: dict[str, OutputData] = {}
+        with self._pool.connection() as conn:
+            for chunk in R.chunks(id_list):
+                marks = ",".join("?" * len(chunk))
+                for raw in conn.execute(f"SELECT {_ROW_COLS} FROM {self._n.table} WHERE id IN ({marks})", chunk):
+                    row = _row(raw)
+                    if R.in_scope(scope, row.ident, row.payload):
+                        out[row.id] = OutputData(id=row.id, score=None, payload=row.payload)
+        return out
+
+    def get_vectors(self, ids: Sequence[str]) -> dict[str, builtins.list[float]]:
+        """Stored unit vectors by id (export, re-embedding); missing and out-of-scope ids are absent."""
+        scope = require_scope()
+        id_list = list(dict.fromkeys(str(i) for i in ids))
+        out: dict[str, builtins.list[float]] = {}
+        with self._pool.connection() as conn:
+            for chunk in R.chunks(id_list):
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT {_ROW_COLS}, vector FROM {self._n.table} WHERE id IN ({marks})"
+                for raw in conn.execute(sql, chunk):
+                    row = _row(raw[:6])
+                    if R.in_scope(scope, row.ident, row.payload):
+                        out[row.id] = np.frombuffer(raw[6], dtype=np.float32).tolist()
+        return out
+
+    def find_by_dedup_key(self, key: str) -> OutputData | None:
+        """The row in scope holding ``key``."""
+        scope = require_scope()
+        with self._pool.connection() as conn:
+            raw = conn.execute(
+                f"SELECT {_ROW_COLS} FROM {self._n.table} WHERE user_id = ? AND dedup_key = ?",
+                (scope["user_id"], str(key)),
+            ).fetchone()
+        if raw is None:
+            return None
+        row = _row(raw)
+        return OutputData(id=row.id, payload=row.payload) if R.in_scope(scope, row.ident, row.payload) else None
+
+    # ------------------------------------------------------------------ lists
+
+    def list(self, filters: Mapping[str, Any] | None = None, top_k: int | None = None) -> list[list[OutputData]]:
+        """``[rows]`` in scope, oldest first (created_at, id); ``top_k=None`` = all."""
+        p = R.plan(filters)
+        if p is None or (top_k is not None and top_k <= 0):
+            return [[]]
+        sql = f"SELECT {_ROW_COLS} FROM {self._n.table}{p.where} ORDER BY created_at, id"
+        if p.sql_exact and top_k is not None:
+            sql += f" LIMIT {int(top_k)}"
+        out: list[OutputData] = []
+        with self._pool.connection() as conn:
+            for raw in conn.execute(sql, p.params):
+                row = _row(raw)
+                if R.row_visible(p, row.ident, row.payload):
+                    out.append(OutputData(id=row.id, score=None, payload=row.payload))
+                    if top_k is not None and len(out) >= top_k:
+                        break
+        return [out]
+
+    def list_page(
+        self, filters: Mapping[str, Any] | None, limit: int, cursor: str | None = None
+    ) -> tuple[builtins.list[OutputData], str | None]:
+        """One page in (created_at, id) order and the cursor of the next (keyset: no repeats, no gaps)."""
+        p = R.plan(filters)
+        if not isinstance(limit, int) or limit <= 0:
+            raise UserInputError("limit must be a positive integer")
+        after = R.decode_cursor(cursor) if cursor else None
+        if p is None:
+            return [], None
+        out: list[OutputData] = []
+        last: tuple[str, str] | None = after
+        batch = limit + 1 if p.sql_exact else max(4 * limit, 256)
+        more = False
+        with self._pool.connection() as conn:
+            conn.execute("BEGIN")  # one snapshot for the whole page
+            while True:
+                where, params = p.where, list(p.params)
+                if last is not None:
+                    where += " AND (created_at, id) > (?, ?)"
+                    params += list(last)
+                sql = f"SELECT {_ROW_COLS}, created_at FROM {self._n.table}{where} ORDER BY created_at, id LIMIT ?"
+                fetched = conn.execute(sql, (*params, batch)).fetchall()
+                for raw in fetched:
+                    row = _row(raw[:6])
+                    if not R.row_visible(p, row.ident, row.payload):
+                        last = (raw[6], row.id)
+                        continue
+                    if len(out) == limit:
+                        more = True
+                        break
+                    out.append(OutputData(id=row.id, score=None, payload=row.payload))
+                    last = (raw[6], row.id)
+                if more or len(fetched) < batch:
+                    break
+            conn.execute("COMMIT")
+        return out, (R.encode_cursor(*last) if more and last is not None else None)
+
+    def count(self, filters: Mapping[str, Any] | None = None) -> int:
+        """Number of rows in scope matching ``filters``."""
+        p = R.plan(filters)
+        if p is None:
+            return 0
+        with self._pool.connection() as conn:
+            if p.sql_exact:
+                return int(conn.execute(f"SELECT COUNT(*) FROM {self._n.table}{p.where}", p.params).fetchone()[0])
+            sql = f"SELECT {_ROW_COLS} FROM {self._n.table}{p.where}"
+            return sum(1 for raw in conn.execute(sql, p.params) if R.row_visible(p, (r := _row(raw)).ident, r.payload))
+
+    # ------------------------------------------------------------------ search
+
+    def search(
+        self,
+        query: str | None,
+        vectors: Sequence[float],
+        top_k: int | None = 5,
+        filters: Mapping[str, Any] | None = None,
+    ) -> builtins.list[OutputData]:
+        """Nearest rows in scope by cosine similarity, best first (score clipped to [0, 1])."""
+        p = R.plan(filters)
+        if p is None or (top_k is not None and top_k <= 0):
+            return []
+        q = R.unit_vectors(np.asarray(vectors, dtype=np.float64).reshape(1, -1), self.embedding_model_dims)[0]
+        with self._pool.connection() as conn:
+            snap = self._snapshot(conn, p.identity)
+            n = len(snap.mat)
+            alive = n - len(snap.dead)
+            if alive <= 0:
+                return []
+            scores = R.dot(snap.mat, q)
+            if len(snap.dead):
+                scores[snap.dead] = -np.inf
+            want = alive if top_k is None else min(top_k, alive)
+            m = min(n, want + 16 if p.exact else want + max(64, want // 2))
+            out: list[OutputData] = []
+            done = 0
+            seen: set[int] = set()
+            while True:
+                if m < n:
+                    top = np.argpartition(-scores, m - 1)[:m]
+                    order = top[np.argsort(-scores[top], kind="stable")]
+                else:
+                    order = np.argsort(-scores, kind="stable")
+                batch = [int(i) for i in order[done:] if int(i) not in seen and scores[i] > -np.inf]
+                seen.update(batch)
+                done = len(order)
+                rows = self._rows_by_rid(conn, [snap.rids[i] for i in batch])
+                for i in batch:
+                    row = rows.get(snap.rids[i])
+                    if row is None or not R.row_visible(p, row.ident, row.payload):
+                        continue  # deleted or moved since the snapshot, or filtered out
+                    out.append(OutputData(id=row.id, score=max(0.0, float(scores[i])), payload=row.payload))
+                    if len(out) >= want:
+                        return out
+                if m >= n:
+                    return out
+                m = min(n, 4 * m)
+
+    def keyword_search(
+        self,
+        query: str,
+        top_k: int | None = 5,
+        filters: Mapping[str, Any] | None = None,
+        candidates: Sequence[str] | None = None,
+    ) -> builtins.list[OutputData]:
+        """BM25 matches in scope, best first; statistics from the caller's scope only (score > 0).
+
+        With ``candidates`` (ids, e.g. the vector hits) only those rows are scored; otherwise FTS5
+        finds the rows of the scope that contain a query token.
+        """
+        p = R.plan(filters)
+        terms = query_tokens(query, limit=_MAX_QUERY_TOKENS)
+        if p is None or not terms or (top_k is not None and top_k <= 0):
+            return []
+        cand = list(dict.fromkeys(str(c) for c in candidates)) if candidates is not None else None
+        if cand is not None and not cand:
+            return []
+        n = self._n
+        with self._pool.connection() as conn:
+            conn.execute("BEGIN")  # statistics and rows from one snapshot
+            try:
+                stats = ScopeStats.read(conn, n.df, n.dl, scope_key(p.scope), terms)
+                terms = [t for t in terms if t in stats.df]
+                if not terms:
+                    return []
+                if cand is None:
+                    return self._ranked_matches(conn, p, terms, stats, top_k)
+                rows: dict[int, _Row] = {}
+                for chunk in R.chunks(cand):
+                    marks = ",".join("?" * len(chunk))
+                    sql = f"SELECT {_ROW_COLS} FROM {n.table} WHERE id IN ({marks})"
+                    rows.update((r.rid, r) for r in map(_row, conn.execute(sql, chunk)))
+                visible = [r for r in rows.values() if R.row_visible(p, r.ident, r.payload)]
+                texts = self._old_terms(conn, [r.rid for r in visible])
+            finally:
+                conn.execute("COMMIT")
+        scored = [(stats.score(terms, texts.get(r.rid, [])), r) for r in visible]
+        return _best([(s, r) for s, r in scored if s > 0], top_k)
+
+    def _ranked_matches(
+        self, conn: sqlite3.Connection, p: R.Plan, terms: Sequence[str], stats: ScopeStats, top_k: int | None
+    ) -> builtins.list[OutputData]:
+        """Score every row of the plan's identity that FTS5 says contains a query term, from its FTS text
+        alone; then read rows best first until ``top_k`` pass the scope and filter checks."""
+        match_terms = list(terms)
+        if stats.docs >= _PRUNE_MIN_ROWS:
+            # a term in more than half the scope's rows barely moves BM25 but would make us score them all
+            match_terms = [t for t in terms if stats.df[t] * 2 <= stats.docs]
+        if not match_terms:
+            return []
+        fts = self._n.fts
+        match = "text : (" + " OR ".join('"' + t.replace('"', '""') + '"' for t in match_terms) + ")"
+        for term in R.scope_terms(p.identity):
+            match += f' AND scope : "{term}"'
+        ranked = [
+            (score, int(rid))
+            for rid, text in conn.execute(f"SELECT rowid, text FROM {fts} WHERE {fts} MATCH ?", (match,))
+            if (score := stats.score(terms, doc_terms(text))) > 0
+        ]
+        ranked.sort(key=lambda sr: (-sr[0], sr[1]))
+        want = len(ranked) if top_k is None else top_k
+        found: list[tuple[float, _Row]] = []
+        step = max(2 * want, 64)
+        for start in range(0, len(ranked), step):
+            batch = ranked[start : start + step]
+            rows = self._rows_by_rid(conn, [rid for _, rid in batch])
+            for score, rid in batch:
+                row = rows.get(rid)
+                if row is not None and R.row_visible(p, row.ident, row.payload):  # also catches hash collisions
+                    found.append((score, row))
+            if len(found) >= want:
+                break
+        return _best(found, top_k)
+
+    def _rows_by_rid(self, conn: sqlite3.Connection, rids: Sequence[int]) -> dict[int, _Row]:
+        out: dict[int, _Row] = {}
+        for chunk in R.chunks(list(rids)):
+            marks = ",".join("?" * len(chunk))
+            for raw in conn.execute(f"SELECT {_ROW_COLS} FROM {self._n.table} WHERE rid IN ({marks})", chunk):
+                row = _row(raw)
+                out[row.rid] = row
+        return out
+
+    # ------------------------------------------------------------------ vector cache
+
+    def _snapshot(self, conn: sqlite3.Connection, identity: Mapping[str, str]) -> Snapshot:
+        """A consistent view of the vectors of ``identity``, caught up with every committed write.
+
+        A missing slab is loaded *outside* the cache lock (other scopes' searches and every write go on
+        meanwhile), then caught up from the change log to the current generation before it is cached.
+        """
+        key: Identity = tuple(sorted(identity.items()))
+        cache = self._cache
+        loaded: tuple[Slab, int | None] | None = None
+        for attempt in range(4):
+            with cache.lock:
+                conn.execute("BEGIN")
+                try:
+                    gen = self._generation(conn)
+                    if gen != cache.gen:
+                        self._catch_up(conn, gen)
+                    slab = cache.slabs.get(key)
+                    if slab is None and loaded is not None:
+                        fresh, at = loaded
+                        if at == gen or (at is not None and gen is not None and self._replay(conn, [fresh], at, gen)):
+                            cache.put(fresh)
+                            slab = fresh
+                    if slab is None and attempt == 3:  # the log kept moving past us: load under the lock
+                        slab = self._load(conn, key)
+                        cache.put(slab)
+                    if slab is not None:
+                        cache.slabs.move_to_end(key)
+                        return slab.snapshot()
+                finally:
+                    conn.execute("COMMIT")
+            conn.execute("BEGIN")
+            try:
+                loaded = (self._load(conn, key), self._generation(conn))
+            finally:
+                conn.execute("COMMIT")
+        raise AssertionError("unreachable: the last attempt loads under the lock")
+
+    def _generation(self, conn: sqlite3.Connection) -> int | None:
+        return sync.generation(conn, self._n)
+
+    def _catch_up(self, conn: sqlite3.Connection, gen: int | None) -> None:
+        """Bring every cached slab to ``gen`` from the change log; drop them when the log cannot tell."""
+        cache = self._cache
+        old = cache.gen
+        if gen is None or old is None or not cache.slabs or not self._replay(conn, cache.slabs.values(), old, gen):
+            cache.clear(gen)
+            return
+        cache.gen = gen
+
+    def _replay(self, conn: sqlite3.Connection, slabs: Iterable[Slab], old: int, gen: int) -> bool:
+        return sync.replay(conn, self._n, slabs, old, gen, LOG_KEEP)
+
+    def _load(self, conn: sqlite3.Connection, key: Identity) -> Slab:
+        return sync.load_slab(conn, self._n, key, self.embedding_model_dims)

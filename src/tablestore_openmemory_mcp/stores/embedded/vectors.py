@@ -1,0 +1,157 @@
+"""In-process cache of unit vectors per identity, patched in place as rows change.
+
+A :class:`Slab` holds the ids, rowids and vectors of every row with one identity (for example one
+user's rows with one client). Searches take a :class:`Snapshot` under the cache lock (references plus
+the row count, no copy) and score without the lock, so writes never wait for a search and a search
+never sees a half-done write:
+
+* ``ids``/``rids`` are append-only lists and ``mat`` rows below a snapshot's ``n`` are never
+  written again, so a snapshot stays valid while others append;
+* a delete only marks the position dead (a snapshot masks the dead positions it knew of; rows that
+  died later are dropped when their payload is read); an update marks the old position dead and
+  appends the new vector; the matrix is compacted (copied) only once dead rows pass an eighth of it;
+* a slab is loaded straight into a matrix with room for ``n + n/8`` rows (peak RSS ~1.2x the vectors,
+  measured) and grows by a quarter when full.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+Identity = tuple[tuple[str, str], ...]
+F32 = npt.NDArray[np.float32]
+
+_MIN_CAPACITY = 64
+
+
+@dataclass(frozen=True)
+class RowState:
+    """The current state of one row, applied to every cached slab; ``identity=None`` = deleted."""
+
+    rid: int
+    id: str | None = None
+    identity: Mapping[str, str | None] | None = None
+    vector: F32 | None = None  # None with an identity: the vector did not change
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    ids: list[str]
+    rids: list[int]
+    mat: F32
+    dead: npt.NDArray[np.intp]
+
+
+class Slab:
+    """Ids, rowids and vectors of every row with one identity; see the module docstring."""
+
+    def __init__(self, identity: Identity, dims: int, capacity: int) -> None:
+        self.identity = identity
+        self.rids: list[int] = []
+        self.ids: list[str] = []
+        self.mat: F32 = np.empty((max(_MIN_CAPACITY, capacity), dims), dtype=np.float32)
+        self.n = 0
+        self.pos: dict[int, int] = {}
+        self.dead: set[int] = set()
+        self._dead_arr: npt.NDArray[np.intp] | None = None
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.mat.nbytes)
+
+    def covers(self, identity: Mapping[str, str | None]) -> bool:
+        return all(identity.get(key) == value for key, value in self.identity)
+
+    def snapshot(self) -> Snapshot:
+        if self._dead_arr is None:
+            self._dead_arr = np.fromiter(self.dead, dtype=np.intp, count=len(self.dead))
+        return Snapshot(self.ids, self.rids, self.mat[: self.n], self._dead_arr)
+
+    def append(self, rid: int, id_: str, vector: F32) -> None:
+        if self.n == self.mat.shape[0]:
+            grown = np.empty((self.n + max(_MIN_CAPACITY, self.n // 4), self.mat.shape[1]), dtype=np.float32)
+            grown[: self.n] = self.mat[: self.n]
+            self.mat = grown
+        self.mat[self.n] = vector
+        self.rids.append(rid)
+        self.ids.append(id_)
+        self.pos[rid] = self.n
+        self.n += 1
+
+    def append_loaded(self, rid: int, id_: str, vector: F32) -> None:
+        """:meth:`append` while loading: positions are indexed once, by :meth:`finish_load`."""
+        if self.n == self.mat.shape[0]:
+            self.append(rid, id_, vector)
+            return
+        self.mat[self.n] = vector
+        self.rids.append(rid)
+        self.ids.append(id_)
+        self.n += 1
+
+    def finish_load(self) -> None:
+        self.pos = dict(zip(self.rids, range(self.n), strict=True))
+
+    def kill(self, rid: int) -> None:
+        position = self.pos.pop(rid)
+        self.dead.add(position)
+        self._dead_arr = None
+
+    def apply(self, state: RowState) -> None:
+        present = state.rid in self.pos
+        wanted = state.identity is not None and self.covers(state.identity)
+        if present and (not wanted or state.vector is not None):
+            self.kill(state.rid)
+            present = False
+        if wanted and not present and state.vector is not None and state.id is not None:
+            self.append(state.rid, state.id, state.vector)
+        if len(self.dead) > max(_MIN_CAPACITY, self.n // 8):
+            self.compact()
+
+    def compact(self) -> None:
+        """Drop dead positions: new lists and a new matrix, so existing snapshots stay valid."""
+        keep = np.asarray([i for i in range(self.n) if i not in self.dead], dtype=np.intp)
+        mat = np.empty((len(keep) + max(_MIN_CAPACITY, len(keep) // 4), self.mat.shape[1]), dtype=np.float32)
+        np.take(self.mat, keep, axis=0, out=mat[: len(keep)])
+        self.mat = mat
+        self.rids = [self.rids[i] for i in keep]
+        self.ids = [self.ids[i] for i in keep]
+        self.n = len(keep)
+        self.pos = {rid: i for i, rid in enumerate(self.rids)}
+        self.dead = set()
+        self._dead_arr = None
+
+
+class VectorCache:
+    """Slabs by identity, least recently used evicted beyond ``max_bytes``; ``gen`` = what they reflect."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.lock = threading.Lock()
+        self.slabs: OrderedDict[Identity, Slab] = OrderedDict()
+        self.gen: int | None = None
+        self._max_bytes = max_bytes
+
+    def clear(self, gen: int | None = None) -> None:
+        self.slabs.clear()
+        self.gen = gen
+
+    def apply(self, states: Iterable[RowState]) -> None:
+        """Make every cached slab agree with these row states (caller holds :attr:`lock`)."""
+        states = list(states)
+        for slab in self.slabs.values():
+            for state in states:
+                slab.apply(state)
+
+    def put(self, slab: Slab) -> None:
+        self.slabs[slab.identity] = slab
+        total = sum(s.nbytes for s in self.slabs.values())
+        for key in list(self.slabs):
+            if total <= self._max_bytes:
+                break
+            if key != slab.identity:
+                total -= self.slabs.pop(key).nbytes
