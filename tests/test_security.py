@@ -70,7 +70,9 @@ async def test_valid_tokens_work_and_bound_token_cannot_use_another_users_sse_se
                   "params": {"name": "list_memories", "arguments": {}}},
             headers={"Authorization": f"Bearer {ALICE}"},
         )  # fmt: skip
-        assert hijack.status_code == 403
+        # The SDK's own rule: a session only answers the credential that created it, as if it did not exist.
+        assert hijack.status_code == 404
+        assert hijack.json()["id"] == 9 and "Could not find session" in hijack.json()["error"]["message"]
 
 
 def test_origin_and_host_checks(server):

@@ -20,6 +20,7 @@ from tablestore_openmemory_mcp.settings import APP_NAME, Settings, SettingsError
 
 if TYPE_CHECKING:
     from tablestore_openmemory_mcp.bootstrap import Components, ServiceHandle
+    from tablestore_openmemory_mcp.stdio_startup import StartupGate
 
 logger = logging.getLogger(APP_NAME)
 
@@ -30,7 +31,14 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = _Parser(prog=APP_NAME, description="Long-term memory server for MCP clients.")
+    from tablestore_openmemory_mcp.helptext import epilog
+
+    parser = _Parser(
+        prog=APP_NAME,
+        description="Long-term memory server for MCP clients.",
+        epilog=epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument(
         "--transport",
         choices=["stdio", "sse", "streamable-http", "http"],
@@ -40,11 +48,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--host", help="address to bind in HTTP modes (default 127.0.0.1, or SERVER_HOST)")
     parser.add_argument("--port", type=int, help="port in HTTP modes (default 8765, or SERVER_PORT)")
     parser.add_argument("--env-file", help="read settings from this file instead of ./.env")
-    parser.add_argument("--version", action="version", version=f"{APP_NAME} {__version__}")
+    parser.add_argument("-V", "--version", action="version", version=f"{APP_NAME} {__version__}")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in {"migrate", "export", "import"}:  # maintenance subcommands (commands.py)
+        from tablestore_openmemory_mcp import commands
+
+        commands.main(argv)
     args = parse_args(argv)
     transport = "streamable-http" if args.transport == "http" else args.transport
     try:
@@ -68,31 +81,55 @@ def main(argv: list[str] | None = None) -> None:
         )
         sys.exit(2)
 
+    sock = None
+    if settings.transport != "stdio":  # bind first: "port in use" is one line, before anything slow
+        try:
+            sock = transports.bind_socket(settings.host, settings.port)
+        except transports.PortInUse as exc:
+            print(f"{APP_NAME}: {exc}", file=sys.stderr)
+            sys.exit(1)
     logs.configure(settings.log_level)
+    from tablestore_openmemory_mcp import probe
     from tablestore_openmemory_mcp.bootstrap import ServiceHandle, build_server
 
     handle = ServiceHandle(settings)
     handle.start()
-    server = build_server(settings, handle)
+    probe.start(settings)  # one warning line per unreachable/rejecting LLM or embedder endpoint
     if settings.transport == "stdio":
-        # Answer the handshake at once; a startup failure still ends the process with exit code 1.
-        threading.Thread(target=_exit_on_startup_failure, args=(handle, settings), daemon=True).start()
+        from tablestore_openmemory_mcp.stdio_startup import StartupGate
+
+        # Answer the handshake at once; a startup failure answers the waiting calls, then exits with code 1.
+        gate = StartupGate(handle)
+        server = build_server(settings, gate)  # type: ignore[arg-type]  # the tools only use .get()
+        threading.Thread(target=_exit_on_startup_failure, args=(gate, settings), daemon=True).start()
+        gate.serving.set()
         transports.run(transports.serve_stdio, server)  # returns when stdin closes
         handle.close()
         return
-    components = _wait_or_exit(handle)
-    _log_startup(settings, components)
+    server = build_server(settings, handle)
     if not transports.is_loopback(settings.host):
         logger.warning(
             "!!! Listening on %s: every machine that can reach this address can use these memories. "
             "Bind to 127.0.0.1 unless you mean it.",
             settings.host,
         )
-    health = {"store": components.store_name.split("(")[0], "transport": settings.transport}
-    app = transports.build_http_app(server, settings, health)
+    from tablestore_openmemory_mcp.security import describe_binding
+    from tablestore_openmemory_mcp.transports.http_app import HttpApp
+    from tablestore_openmemory_mcp.transports.serve import serve_http
+
+    binding = describe_binding(settings)
+    if binding:
+        logger.warning(binding)
+
+    def startup() -> dict[str, str]:  # in a worker thread while the port already answers (/health: starting)
+        components = _wait_or_exit(handle)
+        _log_startup(settings, components)
+        return {"store": components.store_name.split("(")[0]}
+
+    app = HttpApp(server, settings, handle)
     _survive_reraised_signals()
     with contextlib.suppress(KeyboardInterrupt):
-        transports.run(transports.serve_http, app, settings, handle.in_flight)  # SIGTERM/SIGINT: drain, then return
+        transports.run(serve_http, app, settings, sock, startup)  # SIGTERM/SIGINT: drain, then return
     handle.close()
     logger.info("stopped")
 
@@ -107,25 +144,32 @@ def _survive_reraised_signals() -> None:
         signal.signal(signum, lambda *_: None)
 
 
-def _wait_or_exit(handle: ServiceHandle) -> Components:
-    from tablestore_openmemory_mcp.bootstrap import StartupError
+def _wait_or_exit(handle: ServiceHandle, gate: StartupGate | None = None) -> Components:
+    from tablestore_openmemory_mcp.stdio_startup import startup_message
 
     try:
         return handle.wait()
-    except StartupError as exc:
-        print(f"{APP_NAME}: cannot start: {exc}", file=sys.stderr, flush=True)
-    except Exception as exc:  # an SDK error we did not anticipate: still one line, details at debug level
+    except Exception as exc:  # ours is already one line; an SDK error too, with details at debug level
         logger.debug("startup failed", exc_info=True)
-        print(f"{APP_NAME}: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        print(f"{APP_NAME}: cannot start: {startup_message(exc)}", file=sys.stderr, flush=True)
+    if gate is not None:
+        gate.wait_until_answered()  # stdio: the calls waiting for the service get the reason, not a dropped pipe
     os._exit(1)  # also from the stdio watcher thread, where sys.exit would only end the thread
 
 
-def _exit_on_startup_failure(handle: ServiceHandle, settings: Settings) -> None:
-    _log_startup(settings, _wait_or_exit(handle))
+def _exit_on_startup_failure(gate: StartupGate, settings: Settings) -> None:
+    _log_startup(settings, _wait_or_exit(gate.handle, gate))
 
 
 def _log_startup(settings: Settings, components: Components) -> None:
+    """One line saying what runs where, including the URLs the LLM and the embedder are called at."""
+    from tablestore_openmemory_mcp.probe import base_url
+
     address = "stdin/stdout" if settings.transport == "stdio" else f"http://{settings.host}:{settings.port}"
+    llm = f"openai:{settings.llm_model}@{base_url(settings, 'LLM')}" if settings.uses_llm else components.llm_name
+    embedder = components.embedder_name
+    if settings.uses_remote_embedder:
+        embedder = f"{embedder}@{base_url(settings, 'EMBEDDER')}"
     logger.info(
         "%s %s: transport=%s address=%s store=%s llm=%s embedder=%s data_dir=%s",
         APP_NAME,
@@ -133,8 +177,8 @@ def _log_startup(settings: Settings, components: Components) -> None:
         settings.transport,
         address,
         components.store_name,
-        components.llm_name,
-        components.embedder_name,
+        llm,
+        embedder,
         settings.resolved_data_dir,
     )
 

@@ -1,22 +1,32 @@
 """Find the caller's scope for a tool call.
 
 * stdio: ``MCP_STDIO_CLIENT_NAME`` / ``MCP_STDIO_USER_ID``.
-* streamable HTTP: the path ``/mcp/{client_name}/http/{user_id}`` of the request carrying the call.
-* SSE: the path ``/mcp/{client_name}/sse/{user_id}`` of the stream; tool calls arrive on
-  ``POST /mcp/messages/`` but run inside the stream's task, which set :data:`CONNECTION_SCOPE`.
+* HTTP (streamable HTTP and SSE): the HTTP app puts the identity of the URL in the ASGI scope of the request
+  carrying the call, under :data:`IDENTITY_KEY`: from the path ``/mcp/{client_name}/http/{user_id}``, or, for
+  SSE, from the stream's path ``/mcp/{client_name}/sse/{user_id}`` (the session attaches it to every message
+  posted to ``/mcp/messages/``).
+
+With ``MEMORY_ALLOW_USER_ID_ARG=true`` a tool's ``user_id`` argument picks another user, except for a token
+bound to a user: the binding always wins, so such a token can never act as anyone else.
 """
 
 from __future__ import annotations
 
-from contextvars import ContextVar
 from typing import Any
 
 from tablestore_openmemory_mcp.scope import Scope
+from tablestore_openmemory_mcp.security import bound_user
 from tablestore_openmemory_mcp.settings import Settings
 from tablestore_openmemory_mcp.validation import UserInputError
 
-#: Scope of the SSE stream (or stdio session) whose task is running the current tool call.
-CONNECTION_SCOPE: ContextVar[Scope | None] = ContextVar("CONNECTION_SCOPE", default=None)
+#: ASGI scope key holding the :class:`Scope` of an HTTP request (set by the transports, read here).
+IDENTITY_KEY = "tablestore_openmemory_mcp.identity"
+
+
+def _asgi_scope(ctx: Any) -> dict[str, Any] | None:
+    request = getattr(getattr(ctx, "request_context", None), "request", None)
+    scope = getattr(request, "scope", None)
+    return scope if isinstance(scope, dict) else None
 
 
 class IdentityResolver:
@@ -32,19 +42,22 @@ class IdentityResolver:
         )
 
     def resolve(self, ctx: Any, user_id: str | None = None) -> Scope:
-        scope = self._connection_scope(ctx)
-        if user_id is not None and self.allow_override and user_id.strip():
-            scope = Scope(scope.client_name, user_id.strip(), self.shared)
-        return scope
-
-    def _connection_scope(self, ctx: Any) -> Scope:
-        request = getattr(getattr(ctx, "request_context", None), "request", None)
-        params = getattr(request, "path_params", None) or {}
-        if "client_name" in params and "user_id" in params:
-            return Scope(params["client_name"], params["user_id"], self.shared)
-        scope = CONNECTION_SCOPE.get()
-        if scope is not None:
+        asgi_scope = _asgi_scope(ctx)
+        scope = self._connection_scope(asgi_scope)
+        if user_id is None or not self.allow_override or not user_id.strip():
             return scope
+        wanted = user_id.strip()
+        bound = bound_user(asgi_scope) if asgi_scope is not None else None
+        if bound is not None and wanted != bound:
+            raise UserInputError(
+                f"this token is bound to user {bound!r}; it cannot act as {wanted[:40]!r} (leave user_id out)"
+            )
+        return Scope(scope.client_name, wanted, self.shared)
+
+    def _connection_scope(self, asgi_scope: dict[str, Any] | None) -> Scope:
+        found = asgi_scope.get(IDENTITY_KEY) if asgi_scope is not None else None
+        if isinstance(found, Scope):
+            return found
         if self.stdio_scope is not None:
             return self.stdio_scope
         raise UserInputError(

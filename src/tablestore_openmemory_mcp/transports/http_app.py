@@ -10,6 +10,7 @@ Routes:
 * ``GET /health``: cheap (no store call; tool calls running now in ``in_flight``); 503 ``starting`` until the
   memory service is built.
 * ``GET /ready`` (and ``/health?deep=1``): asks the service which dependency is down; 503 with JSON if any is.
+* ``GET /`` (with ``/static/*`` and ``/auth/*``): the memory browser, a web page on the REST API (see ``web``).
 * Anything else: 404 JSON with a hint to the right URLs (``/.well-known/*`` included: there is no OAuth here).
 
 Middleware, outermost first: CORS (only when ``MCP_CORS_ORIGINS`` is set), JSON-RPC error bodies, connection
@@ -51,19 +52,21 @@ from tablestore_openmemory_mcp.security import (
     StaticTokenVerifier,
     bound_user,
     error_response,
-    is_public,
 )
 from tablestore_openmemory_mcp.settings import Settings
 from tablestore_openmemory_mcp.transports.errors import JsonRpcErrors
 from tablestore_openmemory_mcp.transports.listen import is_loopback
 from tablestore_openmemory_mcp.transports.sse import SSE_MESSAGE_PATH, SseSessions
+from tablestore_openmemory_mcp.web import CookieSession, web_routes
 
 logger = logging.getLogger(__name__)
 
 READINESS_TIMEOUT = 10.0
+UNCAPPED = ("/health", "/ready")  # keep answering when the connection cap is reached
 URL_HINT = (
     "MCP clients connect to /mcp/<client_name>/sse/<user_id> (SSE) or /mcp/<client_name>/http/<user_id> "
-    "(streamable HTTP); GET /health and /ready report the server's state"
+    "(streamable HTTP); the memory browser is at / and the REST API at /api/v1 (openapi.json); GET /health and "
+    "/ready report the server's state"
 )
 
 
@@ -101,7 +104,7 @@ class ConnectionCap:
         self.connections = connections
 
     async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or is_public(scope.get("path", "")):
+        if scope["type"] != "http" or scope.get("path") in UNCAPPED:
             await self.app(scope, receive, send)
             return
         connections = self.connections
@@ -247,6 +250,7 @@ class HttpApp:
             Route("/mcp/{client_name}/http/{user_id}", _Endpoint(self._streamable), methods=["GET", "POST", "DELETE"]),
         ]
         routes += api_routes(self.service.get, settings)  # REST API and its OpenAPI document
+        routes += web_routes(settings)  # the memory browser at / (on the REST API)
         middleware = [
             Middleware(JsonRpcErrors, max_body=DEFAULT_MAX_REQUEST_BODY_SIZE),
             Middleware(ConnectionCap, connections=self.connections),
@@ -254,7 +258,11 @@ class HttpApp:
         ]
         if settings.auth_tokens:
             backend = BearerAuthBackend(StaticTokenVerifier(settings.auth_tokens))
-            middleware += [Middleware(AuthenticationMiddleware, backend=backend), Middleware(RequireToken)]
+            middleware += [
+                Middleware(CookieSession),  # the web page's login cookie stands in for the token on /api/*
+                Middleware(AuthenticationMiddleware, backend=backend),
+                Middleware(RequireToken),
+            ]
         if settings.cors_origins:  # off by default; outermost so preflight requests get CORS headers
             cors = Middleware(
                 CORSMiddleware,
