@@ -23,8 +23,9 @@ async def test_scopes_are_isolated_across_users_and_clients(tmp_path):
                 found = structured(await other.call_tool("search_memories", {"query": "PIN 4321"}))
                 assert secret_id not in [m["id"] for m in found["results"]]
                 assert "PIN" not in str(structured(await other.call_tool("list_memories", {})))
+                deleted = structured(await other.call_tool("delete_memories", {"memory_ids": [secret_id]}))
+                assert deleted == {"deleted": [], "not_found": [secret_id]}, "reported as unknown, never deleted"
                 for tool, args in (
-                    ("delete_memories", {"memory_ids": [secret_id]}),
                     ("update_memory", {"memory_id": secret_id, "text": "hijacked"}),
                     ("memory_history", {"memory_id": secret_id}),
                 ):
