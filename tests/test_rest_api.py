@@ -179,3 +179,26 @@ async def test_bad_input_gets_clear_errors(server: HttpServer) -> None:
         assert created.status_code == 201 and created.json()["events"][0]["event"] == "ADD"
         spec = httpx.get(f"{server.url}/api/v1/openapi.json", headers=rest.headers).json()
         assert spec["openapi"].startswith("3.") and "/api/v1/memories/{memory_id}" in spec["paths"]
+
+
+async def test_backup_export_then_import_into_another_user(server: HttpServer) -> None:
+    await add(server, "cline", "alice", "Likes green tea")
+    await add(server, "cursor", "alice", "周末喜欢去西湖边散步")
+    with api(server) as rest:
+        exported = rest.post("/backup/export", json={"user_id": "alice"})
+        assert exported.status_code == 200 and exported.headers["content-type"] == "application/zip"
+        assert exported.content[:2] == b"PK"
+        files = {"file": ("memories_alice.zip", exported.content, "application/zip")}
+        imported = rest.post("/backup/import", data={"user_id": "bob", "mode": "skip"}, files=files)
+        assert imported.status_code == 200, imported.text
+        assert imported.json()["imported"] == 2
+        bob = rest.get("/memories", params={"user_id": "bob"}).json()
+        assert sorted(m["memory"] for m in bob["items"]) == ["Likes green tea", "周末喜欢去西湖边散步"]
+        assert {m["client"] for m in bob["items"]} == {"cline", "cursor"}
+        again = rest.post("/backup/import", data={"user_id": "bob", "mode": "skip"}, files=files).json()
+        assert again["imported"] == 0, "a second import adds nothing"
+        broken = rest.post("/backup/import", data={"user_id": "bob"}, files={"file": ("x.zip", b"not a zip", "x")})
+        assert broken.status_code == 400 and broken.json()["message"]
+    async with mcp(server, "cline", "bob", "bob-token") as session:
+        listed = structured(await session.call_tool("list_memories", {}))
+        assert [m["memory"] for m in listed["memories"]] == ["Likes green tea"]

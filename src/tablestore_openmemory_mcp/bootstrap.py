@@ -210,8 +210,7 @@ def build_components(settings: Settings) -> Components:
         apps=AppDirectory(history),
         access=AccessLog(access_log, retention_days=settings.access_log_retention_days),
     )
-    if upgrade is not None:
-        start_background_copy(upgrade, repository, embedder, dimension)  # resumable; tools work meanwhile
+    copy = start_background_copy(upgrade, repository, embedder, dimension) if upgrade is not None else None
 
     llm = None
     if settings.uses_llm:
@@ -232,6 +231,8 @@ def build_components(settings: Settings) -> Components:
         min_score=settings.search_min_score,
     )
     service = MemoryService(flow, repository, worker_threads=settings.worker_threads)
+    if copy is not None:  # the reference's memories are copied in the background; tools work meanwhile
+        service.background.append(copy)
     if llm is not None and settings.categories:
         from tablestore_openmemory_mcp.categories import Categorizer
 

@@ -99,6 +99,7 @@ GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
             ("max_search_limit", "largest search limit"),
             ("list_page_size", "list_memories page size when no limit is given"),
             ("max_list_page_size", "largest list_memories page"),
+            ("max_import_bytes", "largest backup upload the REST API accepts"),
             ("categories", "let the LLM file memories under categories, in the background"),
             ("access_log_retention_days", "days the access log keeps each search/list hit"),
             ("worker_threads", "threads for blocking work (LLM, embedder, store)"),

@@ -166,6 +166,9 @@ class Settings(BaseSettings):
     # --- limits -----------------------------------------------------------------------------------
     max_text_chars: int = Field(16000, ge=100, le=1_000_000, validation_alias=_env("MEMORY_MAX_TEXT_CHARS"))
     max_search_limit: int = Field(100, ge=1, le=1000, validation_alias=_env("MEMORY_MAX_SEARCH_LIMIT"))
+    max_import_bytes: int = Field(
+        1024 * 1024 * 1024, ge=1024, le=64 * 1024**3, validation_alias=_env("MEMORY_MAX_IMPORT_BYTES")
+    )
     categories: bool = Field(False, validation_alias=_env("MEMORY_CATEGORIES"))
     access_log_retention_days: int = Field(30, ge=1, le=3650, validation_alias=_env("MEMORY_ACCESS_LOG_RETENTION_DAYS"))
     list_page_size: int = Field(100, ge=1, le=10_000, validation_alias=_env("MEMORY_LIST_PAGE_SIZE"))

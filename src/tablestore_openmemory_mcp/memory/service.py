@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 from weakref import WeakValueDictionary
 
 import anyio
@@ -69,12 +69,15 @@ class MemoryService:
         self.repository = repository
         self.admin = admin if admin is not None else Admin(flow)
         self.categorizer: Categorizer | None = None
+        self.background: list[Any] = []  # long-running jobs with stop(), e.g. the upgrade copy
         self._limiter = anyio.CapacityLimiter(worker_threads)
         self._locks = _ScopeLocks()
         self.in_flight = 0  # calls running now; shutdown waits for them (changed on the event loop only)
 
     def close(self) -> None:
-        """Release the store's connections (at shutdown)."""
+        """Stop background work, then release the store's connections (at shutdown)."""
+        for job in self.background:
+            job.stop()
         if self.categorizer is not None:
             self.categorizer.close()
         self.repository.close()
@@ -156,6 +159,20 @@ class MemoryService:
             return [m.id for m in self.repository.set_state(scope, memory_ids, state, origin)]
 
         return await self._run(change)
+
+    def export_backup(self, user_id: str) -> str:
+        """Blocking: write the user's backup zip to a temporary file and return its path (REST streams it)."""
+        from tablestore_openmemory_mcp.backup.exporter import export_zip
+
+        name = str(getattr(self.flow.embedder, "name", ""))
+        return str(export_zip(self.repository, user_id, embedding_model=name))
+
+    def import_backup(self, path: str, user_id: str, mode: str) -> dict[str, object]:
+        """Blocking: import a backup file for ``user_id``; returns the summary (counts and skip reasons)."""
+        from tablestore_openmemory_mcp.backup.importer import import_file
+
+        summary = import_file(self.repository, self.flow.embedder, path, user_id, mode)  # type: ignore[arg-type]
+        return dict(summary.as_dict())
 
     async def readiness(self) -> dict[str, str]:
         """What each dependency says right now: ``{"store": "ok"}`` or the store's error."""

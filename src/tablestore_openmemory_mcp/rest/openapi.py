@@ -105,6 +105,22 @@ OPERATIONS: list[tuple[str, str, str, list[dict[str, Any]], Model, tuple[int, Mo
         (200, S.AppOut),
     ),
     ("get", "/api/v1/stats", "Totals by state and app, memories added per day", [_USER], None, (200, None)),
+    (
+        "post",
+        "/api/v1/backup/export",
+        "The user's backup zip (OpenMemory format + vectors and history)",
+        [],
+        None,
+        (200, None),
+    ),
+    (
+        "post",
+        "/api/v1/backup/import",
+        "Import a backup: multipart file, user_id, mode=skip|overwrite",
+        [],
+        None,
+        (200, None),
+    ),
 ]
 
 

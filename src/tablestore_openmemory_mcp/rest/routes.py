@@ -8,14 +8,20 @@ that user (naming another ``user_id`` is a 403); an unbound token, or no tokens 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
+import tempfile
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from pydantic import BaseModel, ValidationError
+import anyio.to_thread
+from pydantic import BaseModel, ConfigDict, ValidationError
+from starlette.background import BackgroundTask
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from tablestore_openmemory_mcp.errors import (
@@ -116,6 +122,15 @@ def _states(raw: str | None) -> tuple[State, ...]:
     return wanted  # type: ignore[return-value]
 
 
+def _suffix(filename: str) -> str:
+    """Keep the upload's kind (.zip, .jsonl, .jsonl.gz) so the reader picks the right format."""
+    name = filename.lower()
+    for suffix in (".jsonl.gz", ".jsonl", ".zip"):
+        if name.endswith(suffix):
+            return suffix
+    return ".zip"
+
+
 def _json(model: BaseModel, status: int = 200) -> Response:
     return Response(model.model_dump_json(), status_code=status, media_type="application/json")
 
@@ -140,6 +155,8 @@ class RestApi:
             Route(f"{PREFIX}/apps", guard(self.list_apps), methods=["GET"]),
             Route(f"{PREFIX}/apps/{{client}}", guard(self.pause_app), methods=["PUT"]),
             Route(f"{PREFIX}/stats", guard(self.stats), methods=["GET"]),
+            Route(f"{PREFIX}/backup/export", guard(self.export_backup), methods=["POST"]),
+            Route(f"{PREFIX}/backup/import", guard(self.import_backup), methods=["POST"]),
         ]
 
     def _guard(self, endpoint: Callable[[Request], Awaitable[Response]]) -> Callable[[Request], Awaitable[Response]]:
@@ -267,10 +284,60 @@ class RestApi:
         app = await (await self.get_service()).set_app_paused(user, client, body.paused)
         return _json(AppOut.of(app))
 
+    # --- backup -------------------------------------------------------------------------------------
+    async def export_backup(self, request: Request) -> Response:
+        """The user's memories as an OpenMemory-compatible backup zip (with vectors and history)."""
+        body = await _body(request, ExportRequest)
+        user = resolve_user(request, body.user_id)
+        service = await self.get_service()
+        path = await anyio.to_thread.run_sync(lambda: service.export_backup(user))
+        return FileResponse(
+            path,
+            media_type="application/zip",
+            filename=f"memories_{user}.zip",
+            background=BackgroundTask(os.unlink, path),
+        )
+
+    async def import_backup(self, request: Request) -> Response:
+        """Import a backup (multipart: file, user_id, mode=skip|overwrite); the upload is streamed to disk, capped."""
+        limit = self.settings.max_import_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit + 1024 * 1024:
+            raise UserInputError(f"the upload is larger than {limit} bytes (MEMORY_MAX_IMPORT_BYTES)")
+        async with request.form(max_files=1, max_fields=10, max_part_size=64 * 1024) as form:
+            upload = form.get("file")
+            if not isinstance(upload, UploadFile):
+                raise UserInputError("send the backup as the multipart field 'file'")
+            user = resolve_user(request, str(form.get("user_id") or "") or None)
+            mode = str(form.get("mode") or "skip")
+            if mode not in ("skip", "overwrite"):
+                raise UserInputError("mode must be skip or overwrite")
+            suffix = _suffix(upload.filename or "")
+            fd, path = tempfile.mkstemp(prefix="memories_import_", suffix=suffix)
+            try:
+                size = 0
+                with os.fdopen(fd, "wb") as out:
+                    while chunk := await upload.read(1024 * 1024):
+                        size += len(chunk)
+                        if size > limit:
+                            raise UserInputError(f"the upload is larger than {limit} bytes (MEMORY_MAX_IMPORT_BYTES)")
+                        out.write(chunk)
+                service = await self.get_service()
+                summary = await anyio.to_thread.run_sync(lambda: service.import_backup(path, user, mode))
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        return JSONResponse(summary)
+
     async def stats(self, request: Request) -> Response:
         """Totals by state and app, and memories added per day per app."""
         user = resolve_user(request, request.query_params.get("user_id"))
         return JSONResponse(await (await self.get_service()).stats(user))
+
+
+class ExportRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_id: str | None = None
 
 
 def describe(api: RestApi) -> list[tuple[str, str, str]]:
