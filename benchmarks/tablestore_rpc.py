@@ -1,19 +1,24 @@
-"""Tablestore backend benchmark: ``python -m benchmarks.tablestore_rpc`` prints a markdown table.
+"""Tablestore backend benchmark: ``python -m benchmarks.tablestore_rpc [--store|--server]`` prints a markdown table.
 
-For 1,000 and for 10,000 memories in one scope: RPCs per operation (the emulator's per-API counters) and
-latency (p50/p95 ms, measured by a real MCP client) of add (infer=false), search, list and delete_all.
+For 1,000 and for 10,000 memories in one scope: RPCs per operation (the emulator's per-API counters on the
+memory table) and latency p50/p95 in ms.
 
-The installed console script serves streamable HTTP against an in-process Tablestore emulator (no index
-delay, no faults), with the offline embedder (no OPENAI_API_KEY). The scope is filled directly through
-``TablestoreStore`` in 200-row BatchWriteRows, in the payload format ``mem0_bridge.create_memories`` writes
-(random unit vectors: the KNN cost does not depend on their content); timed operations go through the server.
-Latency is dominated by the emulator (pure Python PlainBuffer, numpy KNN) and the MCP round trip, so
-read it as relative cost; the RPC counts are what a real instance would see.
+* ``--store`` (default): the store alone (``TablestoreStore``), every operation of the store contract:
+  add with a dedup key (new text, and a duplicate), find_by_dedup_key, get_many (100 ids), search top 10
+  (+ keyword_search on its candidates), list_page (100), count, update (conditional), delete_many (100).
+* ``--server``: the installed server over streamable HTTP with the offline embedder, through a real MCP
+  client: add (infer=false), search, list, delete_all. RPCs on other tables (history, access log) are
+  not counted here.
+
+The emulator runs in process with an index delay of 1 s (writes reach Search late, as on the service) and
+no faults. Latency is dominated by the emulator (pure Python PlainBuffer, numpy KNN) and, for the server,
+the MCP round trip: read it as relative cost; the RPC counts are what a real instance would see.
 """
 
 from __future__ import annotations
 
-import math
+import argparse
+import hashlib
 import random
 import statistics
 import sys
@@ -21,6 +26,8 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,20 +36,37 @@ import numpy as np
 from tests.server_process import HttpServer, server_env, structured, tablestore_env
 from tests.tablestore_emulator import TablestoreEmulator
 
-from tablestore_openmemory_mcp import mem0_bridge
-from tablestore_openmemory_mcp.embedders import OFFLINE_DIMENSION
-from tablestore_openmemory_mcp.stores.base import ACTIVE_SCOPE
 from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore
+
+try:
+    from tablestore_openmemory_mcp.stores.base import scoped
+except ImportError:  # the store before the contract (for "before" numbers): scope was a bare ContextVar
+    from contextlib import contextmanager
+
+    from tablestore_openmemory_mcp.stores.base import ACTIVE_SCOPE
+
+    @contextmanager  # type: ignore[no-redef]
+    def scoped(filters: dict[str, str]) -> Any:
+        token = ACTIVE_SCOPE.set(dict(filters))
+        try:
+            yield dict(filters)
+        finally:
+            ACTIVE_SCOPE.reset(token)
+
 
 SCALES = (1_000, 10_000)
 CLIENT = "bench"
+TABLE = "mem0"
+INDEX_DELAY = 1.0
+DIMS = 384  # the offline embedder's dimension
+RUNS = 20
 ADDS = 20
 SEARCHES = 20
 LISTS = {1_000: 10, 10_000: 5}
 DELETE_ALLS = {1_000: 3, 10_000: 2}
 STARTUP_TIMEOUT = 180.0
 
-WORDS = (
+WORDS = [
     "tea",
     "coffee",
     "hiking",
@@ -74,7 +98,7 @@ WORDS = (
     "football",
     "cycling",
     "yoga",
-)
+]
 
 
 def log(message: str) -> None:
@@ -86,27 +110,54 @@ def sentence(rng: random.Random, i: int) -> str:
     return f"Memory {i}: the user likes {a} and {b}, especially {c} on weekends"
 
 
-def bulk_load(store: TablestoreStore, user: str, count: int, seed: int) -> None:
-    """``count`` memories in (CLIENT, user), written the way the server writes them, 200 rows a call."""
+def dedup_key(user: str, text: str) -> str:
+    return hashlib.sha256(f"{user}\x00{CLIENT}\x00{text}".encode()).hexdigest()[:40]
+
+
+def payload(user: str, text: str) -> dict[str, Any]:
+    now = datetime.now(UTC).isoformat()
+    digest = hashlib.md5(text.encode()).hexdigest()
+    return {"data": text, "user_id": user, "agent_id": CLIENT, "role": "user", "hash": digest,
+            "created_at": now, "updated_at": now, "state": "active"}  # fmt: skip
+
+
+def open_store(emulator: TablestoreEmulator) -> TablestoreStore:
+    return TablestoreStore(
+        collection_name=TABLE,
+        endpoint=emulator.endpoint,
+        instance_name=emulator.instance_name,
+        access_key_id=emulator.access_key_id,
+        access_key_secret=emulator.access_key_secret,
+        embedding_model_dims=DIMS,
+    )
+
+
+def unit_vectors(count: int, seed: int) -> np.ndarray:
+    vectors = np.random.default_rng(seed).standard_normal((count, DIMS)).astype(np.float32)
+    return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def bulk_load(store: TablestoreStore, user: str, count: int, seed: int) -> list[str]:
+    """``count`` memories in (CLIENT, user) with dedup keys, 1,000 rows per insert call."""
     rng = random.Random(seed)
-    metadata = {"user_id": user, "agent_id": CLIENT, "role": "user"}
-    vectors = np.random.default_rng(seed).standard_normal((count, store.embedding_model_dims)).astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    token = ACTIVE_SCOPE.set({"user_id": user, "agent_id": CLIENT})
-    try:
+    vectors = unit_vectors(count, seed)
+    ids: list[str] = []
+    with scoped({"user_id": user, "agent_id": CLIENT}):
         for start in range(0, count, 1000):
             stop = min(count, start + 1000)
-            store.insert(
-                vectors=vectors[start:stop].tolist(),
-                payloads=[mem0_bridge.new_payload(sentence(rng, i), metadata) for i in range(start, stop)],
-                ids=[str(uuid.uuid4()) for _ in range(start, stop)],
-            )
-    finally:
-        ACTIVE_SCOPE.reset(token)
+            texts = [sentence(rng, i) for i in range(start, stop)]
+            chunk = [str(uuid.uuid4()) for _ in texts]
+            has_keys = "dedup_keys" in TablestoreStore.insert.__code__.co_varnames
+            args: list[Any] = [vectors[start:stop].tolist(), [payload(user, t) for t in texts], chunk]
+            if has_keys:
+                args.append([dedup_key(user, t) for t in texts])
+            store.insert(*args)
+            ids += chunk
+    return ids
 
 
 def rpc_summary(counts: Counter[str], runs: int) -> str:
-    """RPCs per operation, e.g. ``Search 1 + PutRow 1``."""
+    """RPCs per operation, e.g. ``Search 1 + BatchGetRow 1``."""
     parts = []
     for api, total in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
         per = total / runs
@@ -122,14 +173,36 @@ def percentile(samples: list[float], q: int) -> float:
 
 
 class Recorder:
-    """Latency samples and RPC counts per (scale, operation)."""
+    """Latency samples and RPC counts (memory table only) per (scale, operation)."""
 
     def __init__(self, emulator: TablestoreEmulator) -> None:
         self.emulator = emulator
         self.rows: list[dict[str, Any]] = []
 
-    async def measure(self, scale: int, op: str, calls: list[Any]) -> list[Any]:
-        """Run each zero-argument coroutine function in ``calls`` in turn, timing each one."""
+    def _calls(self) -> dict[str, int]:
+        calls_on = getattr(self.emulator, "calls_on", None)
+        return calls_on(TABLE) if calls_on else dict(self.emulator.counts)
+
+    def record(self, scale: int, op: str, samples: list[float], counts: Counter[str]) -> None:
+        row = {"scale": scale, "op": op, "runs": len(samples), "rpcs": rpc_summary(counts, len(samples)),
+               "p50": statistics.median(samples), "p95": percentile(samples, 95)}  # fmt: skip
+        self.rows.append(row)
+        log(f"  {op}: {row}")
+
+    def measure(self, scale: int, op: str, calls: list[Callable[[], Any]]) -> list[Any]:
+        samples: list[float] = []
+        counts: Counter[str] = Counter()
+        results = []
+        for call in calls:
+            self.emulator.reset_counts()
+            started = time.perf_counter()
+            results.append(call())
+            samples.append((time.perf_counter() - started) * 1000)
+            counts.update(self._calls())
+        self.record(scale, op, samples, counts)
+        return results
+
+    async def measure_async(self, scale: int, op: str, calls: list[Any]) -> list[Any]:
         samples: list[float] = []
         counts: Counter[str] = Counter()
         results = []
@@ -138,18 +211,8 @@ class Recorder:
             started = time.perf_counter()
             results.append(await call())
             samples.append((time.perf_counter() - started) * 1000)
-            counts.update(self.emulator.counts)
-        self.rows.append(
-            {
-                "scale": scale,
-                "op": op,
-                "runs": len(calls),
-                "rpcs": rpc_summary(counts, len(calls)),
-                "p50": statistics.median(samples),
-                "p95": percentile(samples, 95),
-            }
-        )
-        log(f"  {op}: {self.rows[-1]}")
+            counts.update(self._calls())
+        self.record(scale, op, samples, counts)
         return results
 
     def table(self) -> str:
@@ -164,12 +227,98 @@ class Recorder:
         return "\n".join(lines)
 
 
-async def bench_scale(server: HttpServer, store: TablestoreStore, rec: Recorder, scale: int) -> None:
+# ------------------------------------------------------------------------------------------ store
+
+
+def bench_store_scale(store: TablestoreStore, rec: Recorder, scale: int) -> None:
     user = f"user{scale}"
     log(f"scale {scale:,}: loading {scale:,} memories")
-    started = time.perf_counter()
+    ids = bulk_load(store, user, scale, seed=scale)
+    rec.emulator.flush_index()
+    rng = random.Random(scale + 1)
+    queries = unit_vectors(RUNS, scale + 2)
+    new_texts = [f"New note {i}: {sentence(rng, i)}" for i in range(RUNS)]
+    with scoped({"user_id": user, "agent_id": CLIENT}) as scope:
+        flt = dict(scope)
+
+        def add(i: int, text: str) -> Callable[[], Any]:
+            return lambda: store.insert([queries[i].tolist()], [payload(user, text)], [str(uuid.uuid4())],
+                                        [dedup_key(user, text)])  # fmt: skip
+
+        new_api = hasattr(store, "find_by_dedup_key")  # False for the store before the contract
+        if not new_api:
+            plain = [str(uuid.uuid4()) for _ in new_texts]
+            added = [[mid] for mid in plain]
+            rec.measure(scale, "add (new text)", [
+                lambda i=i, t=t: store.insert([queries[i].tolist()], [payload(user, t)], [plain[i]])
+                for i, t in enumerate(new_texts)
+            ])  # fmt: skip
+        else:
+            added = rec.measure(scale, "add (new text, dedup key)", [add(i, t) for i, t in enumerate(new_texts)])
+            rec.measure(scale, "add (exact duplicate)", [add(i, t) for i, t in enumerate(new_texts)])
+            rec.measure(
+                scale, "find_by_dedup_key", [lambda t=t: store.find_by_dedup_key(dedup_key(user, t)) for t in new_texts]
+            )
+            sample = ids[:100]
+            rec.measure(scale, "get_many (100 ids)", [lambda: store.get_many(sample)] * RUNS)
+
+        def search(i: int) -> Callable[[], Any]:
+            def run() -> Any:
+                hits = store.search("likes tea", queries[i].tolist(), 10, flt)
+                if new_api:
+                    store.keyword_search("likes tea", 10, flt, candidates=[h.id for h in hits])
+                else:
+                    store.keyword_search("likes tea", 10, flt)
+                assert len(hits) == 10
+                return hits
+
+            return run
+
+        rec.measure(scale, "search top 10 (+ keyword on its hits)", [search(i) for i in range(RUNS)])
+        if new_api:
+            rec.measure(scale, "list_page (100)", [lambda: store.list_page(flt, 100)] * RUNS)
+        rec.measure(scale, "list (all)", [lambda: store.list(flt)] * LISTS[scale])
+        rec.measure(scale, "count", [lambda: store.count(flt)] * LISTS[scale])
+        current = {a[0]: store.get(a[0]) for a in added}
+
+        def update(mid: str) -> Callable[[], Any]:
+            row = current[mid]
+            text = row.payload["data"] + " (edited)"
+            new = {**row.payload, "data": text, "updated_at": datetime.now(UTC).isoformat()}
+            if not new_api:
+                return lambda: store.update(mid, None, new)
+            return lambda: store.update(mid, None, new, expected_updated_at=row.payload["updated_at"],
+                                        dedup_key=dedup_key(user, text))  # fmt: skip
+
+        rec.measure(scale, "update (conditional, new key)" if new_api else "update", [update(a[0]) for a in added])
+        batches = [ids[i * 100 : (i + 1) * 100] for i in range(min(RUNS, scale // 100))]
+        deleted = rec.measure(scale, "delete_many (100 ids)", [lambda b=b: store.delete_many(b) for b in batches])
+        assert all((d if isinstance(d, int) else len(d)) == 100 for d in deleted)
+
+
+def run_store() -> Recorder:
+    with TablestoreEmulator() as emulator:
+        emulator.index_delay = INDEX_DELAY
+        store = open_store(emulator)
+        rec = Recorder(emulator)
+        try:
+            for scale in SCALES:
+                bench_store_scale(store, rec, scale)
+        finally:
+            store.close()
+        if emulator.last_internal_error is not None:
+            raise RuntimeError(f"emulator bug: {emulator.last_internal_error!r}")
+    return rec
+
+
+# ------------------------------------------------------------------------------------------ server
+
+
+async def bench_server_scale(server: HttpServer, store: TablestoreStore, rec: Recorder, scale: int) -> None:
+    user = f"user{scale}"
+    log(f"scale {scale:,}: loading {scale:,} memories")
     bulk_load(store, user, scale, seed=scale)
-    log(f"  loaded in {time.perf_counter() - started:.1f}s")
+    rec.emulator.flush_index()
     rng = random.Random(scale + 1)
     async with server.http(CLIENT, user) as client:
 
@@ -179,20 +328,17 @@ async def bench_scale(server: HttpServer, store: TablestoreStore, rec: Recorder,
 
             return run
 
-        # The scope holds `scale` memories while add is measured (plus the ADDS - 1 before it at most).
         adds = [
             call("add_memories", {"text": f"New note {i}: {sentence(rng, i)}", "infer": False}) for i in range(ADDS)
         ]
-        for result in await rec.measure(scale, "add (infer=false)", adds):
+        for result in await rec.measure_async(scale, "add (infer=false)", adds):
             assert result["events"][0]["event"] == "ADD", result
         searches = [call("search_memories", {"query": sentence(rng, i), "limit": 10}) for i in range(SEARCHES)]
-        for result in await rec.measure(scale, "search (limit 10)", searches):
+        for result in await rec.measure_async(scale, "search (limit 10)", searches):
             assert len(result["results"]) == 10, result
         total = scale + ADDS
-        for result in await rec.measure(scale, "list", [call("list_memories", {})] * LISTS[scale]):
-            assert result["count"] == total, (result["count"], total)
-
-        # delete_all is destructive: refill the scope (untimed) before each further run.
+        for result in await rec.measure_async(scale, "list (first page)", [call("list_memories", {})] * LISTS[scale]):
+            assert result["total"] == total, (result["total"], total)
         samples: list[float] = []
         counts: Counter[str] = Counter()
         for run in range(DELETE_ALLS[scale]):
@@ -202,57 +348,47 @@ async def bench_scale(server: HttpServer, store: TablestoreStore, rec: Recorder,
             t0 = time.perf_counter()
             result = await call("delete_all_memories", {})()
             samples.append((time.perf_counter() - t0) * 1000)
-            counts.update(rec.emulator.counts)
+            counts.update(rec._calls())
             assert result["deleted_count"] == total, (result, total)
-            assert counts["BatchWriteRow"] == (run + 1) * math.ceil(total / 200), counts
-        rec.rows.append(
-            {
-                "scale": scale,
-                "op": f"delete_all ({total:,} rows)",
-                "runs": len(samples),
-                "rpcs": rpc_summary(counts, len(samples)),
-                "p50": statistics.median(samples),
-                "p95": percentile(samples, 95),
-            }
-        )
-        log(f"  delete_all: {rec.rows[-1]}")
-        assert structured(await client.call_tool("list_memories", {}))["count"] == 0
+        rec.record(scale, f"delete_all ({total:,} rows)", samples, counts)
 
 
-async def main() -> None:
-    began = time.perf_counter()
+async def run_server() -> Recorder:
     with tempfile.TemporaryDirectory(prefix="bench-tablestore-") as tmp_dir, TablestoreEmulator() as emulator:
+        emulator.index_delay = INDEX_DELAY
         tmp = Path(tmp_dir)
         env = server_env(tmp, **tablestore_env(emulator, TOOL_BLACK_LIST="[]", LOG_LEVEL="WARNING"))
         log("starting the server (streamable HTTP, offline embedder, emulator)")
         with HttpServer(env, tmp, transport="streamable-http").wait_ready(STARTUP_TIMEOUT) as server:
-            store = TablestoreStore(
-                collection_name="mem0",
-                endpoint=emulator.endpoint,
-                instance_name=emulator.instance_name,
-                access_key_id=emulator.access_key_id,
-                access_key_secret=emulator.access_key_secret,
-                embedding_model_dims=OFFLINE_DIMENSION,
-            )
+            store = open_store(emulator)
             rec = Recorder(emulator)
             async with server.http(CLIENT, "warmup") as client:  # first calls load models and caches
                 for i in range(3):
                     await client.call_tool("add_memories", {"text": f"warm-up note {i}", "infer": False})
                     await client.call_tool("search_memories", {"query": f"warm-up {i}"})
-                await client.call_tool("list_memories", {})
             try:
                 for scale in SCALES:
-                    await bench_scale(server, store, rec, scale)
+                    await bench_server_scale(server, store, rec, scale)
             finally:
                 store.close()
         if emulator.last_internal_error is not None:
             raise RuntimeError(f"emulator bug: {emulator.last_internal_error!r}")
+    return rec
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--store", action="store_true", help="the store alone (default)")
+    mode.add_argument("--server", action="store_true", help="the whole server through an MCP client")
+    args = parser.parse_args()
+    began = time.perf_counter()
+    rec = anyio.run(run_server) if args.server else run_store()
     print(rec.table())
-    print(
-        f"\nTablestore emulator on 127.0.0.1, server over streamable HTTP, offline embedder "
-        f"({OFFLINE_DIMENSION} dims); total {time.perf_counter() - began:.0f}s."
-    )
+    what = "server over streamable HTTP, offline embedder" if args.server else "store in process"
+    print(f"\nTablestore emulator on 127.0.0.1 (index delay {INDEX_DELAY:g} s), {what} ({DIMS} dims); "
+          f"total {time.perf_counter() - began:.0f}s.")  # fmt: skip
 
 
 if __name__ == "__main__":
-    anyio.run(main)
+    main()

@@ -125,6 +125,7 @@ def seed_rows(client: OTSClient) -> None:
 
 @pytest.fixture
 def client(tablestore_emulator: TablestoreEmulator) -> OTSClient:  # noqa: F811
+    tablestore_emulator.index_delay = 0  # wire-level semantics here; test_index_delay covers the lag
     return make_client(tablestore_emulator)
 
 
@@ -586,6 +587,7 @@ def test_auth(tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
 # ---- async client and concurrency ------------------------------------------------------------------
 def test_async_client(tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
     emu = tablestore_emulator
+    emu.index_delay = 0  # the search below reads rows written just before
 
     async def main() -> None:
         async with AsyncOTSClient(emu.endpoint, emu.access_key_id, emu.access_key_secret, emu.instance_name) as c:
@@ -631,6 +633,7 @@ def test_knn_performance_10k(tablestore_emulator: TablestoreEmulator) -> None:  
     from tests.tablestore_emulator.search import SearchIndex
     from tests.tablestore_emulator.store import StoredRow, Table
 
+    tablestore_emulator.index_delay = 0  # rows are committed straight into the store below
     client = make_client(tablestore_emulator)
     create_table(client)
     fields = [
@@ -669,3 +672,45 @@ def test_knn_performance_10k(tablestore_emulator: TablestoreEmulator) -> None:  
     )
     assert ids(client.search("mem", "mem_idx", filtered).rows)[0] == "r00042"
     assert elapsed < 0.5, elapsed
+
+
+def test_next_token_carries_the_sort(seeded: OTSClient) -> None:
+    """Like the service: later pages may omit the sort (the token has it) or repeat it; another sort is refused."""
+    for i in range(12):
+        seeded.put_row("mem", Row([("id", f"t{i:02d}")], [("user_id", "tina"), ("n", i)]))
+    by_n_desc = Sort([FieldSort("n", SortOrder.DESC)])
+    first = seeded.search("mem", "mem_idx", SearchQuery(TermQuery("user_id", "tina"), limit=5, sort=by_n_desc))
+    assert ids(first.rows) == [f"t{i:02d}" for i in (11, 10, 9, 8, 7)] and first.next_token
+    omitted = SearchQuery(TermQuery("user_id", "tina"), limit=5, next_token=first.next_token)
+    assert ids(seeded.search("mem", "mem_idx", omitted).rows) == [f"t{i:02d}" for i in (6, 5, 4, 3, 2)]
+    repeated = SearchQuery(TermQuery("user_id", "tina"), limit=5, next_token=first.next_token, sort=by_n_desc)
+    assert ids(seeded.search("mem", "mem_idx", repeated).rows) == [f"t{i:02d}" for i in (6, 5, 4, 3, 2)]
+    other = SearchQuery(TermQuery("user_id", "tina"), limit=5, next_token=first.next_token, sort=Sort([ScoreSort()]))
+    with pytest.raises(OTSServiceError, match="does not match"):
+        seeded.search("mem", "mem_idx", other)
+
+
+def test_fault_after_the_write_loses_only_the_answer(tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
+    emu = tablestore_emulator
+    client = make_client(emu, retry_policy=FastRetry())
+    create_table(client)
+    emu.inject("PutRow", "drop_after", times=1)
+    with pytest.raises(Exception):  # noqa: B017 - the connection drops after the row was written
+        client.put_row("mem", Row([("id", "w")], [("v", 1)]))
+    assert client.get_row("mem", [("id", "w")], max_version=1)[1] is not None
+    with pytest.raises(ValueError, match="unknown fault"):
+        emu.inject("PutRow", "nonsense_after")
+
+
+def test_calls_are_counted_per_table(seeded: OTSClient, tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
+    create_table(seeded, "other")
+    tablestore_emulator.reset_counts()
+    seeded.put_row("other", Row([("id", "x")], [("v", 1)]))
+    seeded.get_row("mem", [("id", "a")], max_version=1)
+    seeded.search("mem", "mem_idx", SearchQuery(TermQuery("user_id", "bob"), limit=5))
+    request = BatchGetRowRequest()
+    request.add(TableInBatchGetRowItem("mem", [[("id", "a")]], max_version=1))
+    request.add(TableInBatchGetRowItem("other", [[("id", "x")]], max_version=1))
+    seeded.batch_get_row(request)
+    assert tablestore_emulator.calls_on("mem") == {"GetRow": 1, "Search": 1, "BatchGetRow": 1}
+    assert tablestore_emulator.calls_on("other") == {"PutRow": 1, "BatchGetRow": 1}

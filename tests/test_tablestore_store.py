@@ -1,9 +1,14 @@
-"""TablestoreStore against the local Tablestore emulator, through the real ``tablestore`` SDK."""
+"""TablestoreStore against the local Tablestore emulator, through the real ``tablestore`` SDK.
+
+The emulator's search index lags writes by ``INDEX_DELAY`` (like the service); tests that need the index to
+have caught up call ``flush_index()``. Everything else must hold while the index lags.
+"""
 
 from __future__ import annotations
 
 import contextvars
 import math
+import multiprocessing
 import socket
 import threading
 import time
@@ -14,12 +19,15 @@ from typing import Any
 
 import pytest
 from mem0.utils.lemmatization import lemmatize_for_bm25
-from tablestore import OTSClient
+from tablestore import OTSClient, Row
 
-from tablestore_openmemory_mcp.stores.base import ACTIVE_SCOPE
+from tablestore_openmemory_mcp.errors import ConflictError, MemoryNotFound, ScopeMissing, UserInputError
+from tablestore_openmemory_mcp.stores.base import ACTIVE_SCOPE, scoped
 from tablestore_openmemory_mcp.stores.filters import matches
-from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore, TablestoreUnavailableError
+from tablestore_openmemory_mcp.stores.tablestore import RowUpdate, TablestoreStore, TablestoreUnavailableError
 from tablestore_openmemory_mcp.stores.tablestore import query as qb
+from tablestore_openmemory_mcp.stores.tablestore.schema import index_meta
+from tests.fakes.tablestore_fixture import INDEX_DELAY
 from tests.tablestore_emulator import TablestoreEmulator
 
 AK, SK, INSTANCE = "test-ak", "test-secret", "testinst"
@@ -37,11 +45,11 @@ def emulator() -> Iterator[TablestoreEmulator]:
 @pytest.fixture
 def em(emulator: TablestoreEmulator) -> Iterator[TablestoreEmulator]:
     emulator.clear_faults()
-    emulator.index_delay = 0
+    emulator.index_delay = INDEX_DELAY
     emulator.reset_counts()
     yield emulator
     emulator.clear_faults()
-    emulator.index_delay = 0
+    emulator.index_delay = INDEX_DELAY
     if emulator.last_internal_error is not None:  # an emulator bug answered as OTSInternalServerError
         raise AssertionError(f"tablestore emulator bug: {emulator.last_internal_error!r}")
 
@@ -174,9 +182,9 @@ def test_every_method_round_trip(em: TablestoreEmulator) -> None:
         store.delete(ids[2])
         assert store.get(ids[2]) is None
         store.delete(ids[2])  # idempotent
-        assert store.delete_many([*ids, "missing"]) == 2
+        assert sorted(store.delete_many([*ids, "missing"])) == sorted(ids[:2])
         assert store.list() == [[]]
-        with pytest.raises(ValueError, match="not found"):
+        with pytest.raises(MemoryNotFound, match="not found"):
             store.update(ids[0], payload=payload("ghost"))
     assert store.collection_name in store.list_cols()
     info = store.col_info()
@@ -189,16 +197,31 @@ def test_every_method_round_trip(em: TablestoreEmulator) -> None:
     store.close()
 
 
-def test_rows_without_user_and_no_scope_fall_back_to_search(em: TablestoreEmulator) -> None:
+def test_every_call_outside_a_scope_fails_closed(em: TablestoreEmulator) -> None:
+    """No scope is never "everything": each store method raises ScopeMissing before any RPC."""
     store = make(em)
-    store.insert([vec(0)], [{"data": "agent note", "agent_id": "bot"}], ["a1"])
-    em.flush_index()
-    assert store.get("a1").payload["agent_id"] == "bot"  # no scope: Search TermQuery on memory_id
-    assert [r.id for r in store.list({"agent_id": "bot"})[0]] == ["a1"]
-    store.update("a1", payload={"data": "agent note 2", "agent_id": "bot"})
-    assert store.get("a1").payload["data"] == "agent note 2"
-    store.delete("a1")
-    assert store.list()[0] == []
+    with scope(user_id="u1"):
+        store.insert([vec(0)], [payload("mine")], ["a1"])
+    em.reset_counts()
+    calls = [
+        lambda: store.insert([vec(1)], [payload("x")], ["a2"]),
+        lambda: store.get("a1"),
+        lambda: store.get_many(["a1"]),
+        lambda: store.find_by_dedup_key("k"),
+        lambda: store.update("a1", payload=payload("y")),
+        lambda: store.delete_many(["a1"]),
+        lambda: store.list(),
+        lambda: store.list_page(None, 10),
+        lambda: store.count(),
+        lambda: store.search("q", vec(0), 5),
+        lambda: store.keyword_search("q", 5),
+    ]
+    for call in calls:
+        with pytest.raises(ScopeMissing):
+            call()
+    assert sum(em.counts.values()) == 0
+    with scope(user_id="u1"):
+        assert store.get("a1") is not None
 
 
 # ------------------------------------------------------------------------------------ RPC budgets
@@ -211,7 +234,7 @@ def test_get_update_delete_are_one_rpc_each(em: TablestoreEmulator) -> None:
         for action, api in (
             (lambda: store.get("m1"), "GetRow"),
             (lambda: store.update("m1", vector=vec(2), payload=payload("two", agent_id="cline")), "UpdateRow"),
-            (lambda: store.delete("m1"), "DeleteRow"),
+            (lambda: store.delete("m1"), "BatchWriteRow"),
         ):
             em.reset_counts()
             action()
@@ -228,13 +251,13 @@ def test_search_is_one_rpc_and_keyword_search_reuses_it(em: TablestoreEmulator) 
         em.reset_counts()
         flt = {"user_id": "u1"}
         hits = store.search("乌龙茶", vec(0), top_k=60, filters=flt)
-        assert len(hits) == 4 and api_counts(em) == {"Search": 1}
+        assert len(hits) == 4 and api_counts(em) == {"Search": 1, "BatchGetRow": 1}  # hits checked on the table
         kw = store.keyword_search("乌龙茶", top_k=60, filters=flt)
-        assert api_counts(em) == {"Search": 1}  # no second RPC
+        assert api_counts(em) == {"Search": 1, "BatchGetRow": 1}  # no second RPC
         assert {r.id for r in kw} == {"k0", "k2"} and all(r.score > 0 for r in kw)
         # the stash is used once; a later keyword_search is a real MatchQuery
         kw2 = store.keyword_search("乌龙茶", top_k=10, filters=flt)
-        assert api_counts(em) == {"Search": 2} and {r.id for r in kw2} == {"k0", "k2"}
+        assert api_counts(em) == {"Search": 2, "BatchGetRow": 2} and {r.id for r in kw2} == {"k0", "k2"}
 
 
 def test_keyword_search_after_search_from_another_thread(em: TablestoreEmulator) -> None:
@@ -254,7 +277,7 @@ def test_keyword_search_after_search_from_another_thread(em: TablestoreEmulator)
         t = threading.Thread(target=run)
         t.start()
         t.join()
-        assert api_counts(em) == {"Search": 1} and [r.id for r in out[0]] == ["c0"]
+        assert api_counts(em) == {"Search": 1, "BatchGetRow": 1} and [r.id for r in out[0]] == ["c0"]
 
 
 def test_keyword_search_accepts_mem0s_lemmatized_query(em: TablestoreEmulator) -> None:
@@ -267,13 +290,17 @@ def test_keyword_search_accepts_mem0s_lemmatized_query(em: TablestoreEmulator) -
         em.reset_counts()
         store.search(query, vec(0), top_k=5, filters={"user_id": "u1"})
         kw = store.keyword_search(lemmatize_for_bm25(query), 5, {"user_id": "u1"})
-        assert api_counts(em) == {"Search": 1} and [r.id for r in kw] == ["l0"]
+        assert api_counts(em) == {"Search": 1, "BatchGetRow": 1} and [r.id for r in kw] == ["l0"]
 
 
 def test_chinese_keyword_search_via_index(em: TablestoreEmulator) -> None:
     store = make(em)
     texts = ["用户喜欢喝乌龙茶", "用户住在杭州", "The user likes oolong tea", "用户的猫叫小白"]
-    store.insert([vec(i) for i in range(4)], [payload(t, n=i) for i, t in enumerate(texts)], ["c0", "c1", "c2", "c3"])
+    with scope(user_id="u1"):
+        store.insert(
+            [vec(i) for i in range(4)], [payload(t, n=i) for i, t in enumerate(texts)], ["c0", "c1", "c2", "c3"]
+        )
+    store._recent.clear()  # only the index answers here (another process's writes look like this)
     em.flush_index()
     with scope(user_id="u1"):
         assert [r.id for r in store.keyword_search("乌龙茶", 5, {"user_id": "u1"})] == ["c0"]
@@ -287,7 +314,8 @@ def test_list_is_complete_and_ordered_right_after_insert(em: TablestoreEmulator)
     em.index_delay = 3
     n = 2100
     ids = [str(uuid.uuid4()) for _ in range(n)]
-    store.insert([vec(i) for i in range(n)], [payload(f"memory {i}", n=i) for i in range(n)], ids)
+    with scope(user_id="u1"):
+        store.insert([vec(i) for i in range(n)], [payload(f"memory {i}", n=i) for i in range(n)], ids)
     assert em.counts["BatchWriteRow"] == math.ceil(n / 200)
     with scope(user_id="u1"):
         rows = store.list()[0]
@@ -295,7 +323,7 @@ def test_list_is_complete_and_ordered_right_after_insert(em: TablestoreEmulator)
         assert "vector" not in rows[0].payload
         assert store.count() == n
         em.reset_counts()
-        assert store.delete_many(ids[:450]) == 450
+        assert store.delete_many(ids[:450]) == ids[:450]
         assert api_counts(em) == {"BatchWriteRow": 3}
         assert store.count() == n - 450
 
@@ -335,7 +363,8 @@ def filter_store(emulator: TablestoreEmulator) -> tuple[TablestoreStore, list[di
             extra["run_id"] = "r1"
         extra["role"] = "assistant" if i % 4 == 0 else "user"
         payloads.append(payload(["green tea", "oolong", "coffee", "Tea time"][i % 4], n=i, **extra))
-    store.insert([vec(i) for i in range(8)], payloads, [f"f{i}" for i in range(8)])
+    with scope(user_id="u1"):
+        store.insert([vec(i) for i in range(8)], payloads, [f"f{i}" for i in range(8)])
     emulator.flush_index()
     return store, payloads
 
@@ -372,20 +401,22 @@ def test_pushdown_is_exact_only_for_indexed_fields() -> None:
 
 def test_scope_is_enforced_by_id(em: TablestoreEmulator) -> None:
     store = make(em)
-    store.insert(
-        [vec(0), vec(1), vec(2)],
-        [payload("mine", agent_id="cline", n=0), payload("other agent", agent_id="cursor", n=1),
-         payload("other user", user="u2", agent_id="cline", n=2)],
-        ["mine", "other_agent", "other_user"],
-    )  # fmt: skip
+    with scope(user_id="u1"):
+        store.insert(
+            [vec(0), vec(1)], [payload("mine", agent_id="cline", n=0), payload("other agent", agent_id="cursor", n=1)],
+            ["mine", "other_agent"],
+        )  # fmt: skip
+    with scope(user_id="u2"):
+        store.insert([vec(2)], [payload("other user", user="u2", agent_id="cline", n=2)], ["other_user"])
     em.flush_index()
     with scope(user_id="u1", agent_id="cline"):
         assert store.get("mine") is not None
         assert store.get("other_agent") is None and store.get("other_user") is None
-        with pytest.raises(ValueError, match="not found"):
+        assert store.get_many(["mine", "other_agent", "other_user"]).keys() == {"mine"}
+        with pytest.raises(MemoryNotFound, match="not found"):
             store.update("other_agent", payload=payload("hijack", agent_id="cline"))
         store.delete("other_agent")  # silently nothing
-        assert store.delete_many(["other_agent", "other_user", "mine"]) == 1
+        assert store.delete_many(["other_agent", "other_user", "mine"]) == ["mine"]
         assert store.list()[0] == []
         assert store.search("q", vec(1), top_k=10) == []
         assert store.list({"user_id": "u2"})[0] == []
@@ -407,7 +438,7 @@ def test_scope_is_enforced_by_id(em: TablestoreEmulator) -> None:
 def test_bad_vectors_write_nothing(em: TablestoreEmulator, bad: list[float]) -> None:
     store = make(em)
     em.reset_counts()
-    with pytest.raises(ValueError, match="vector"):
+    with scope(user_id="u1"), pytest.raises(ValueError, match="vector"):
         store.insert([vec(0), bad], [payload("ok"), payload("bad")], ["ok", "bad"])
     assert sum(em.counts.values()) == 0
     with scope(user_id="u1"):
@@ -417,7 +448,7 @@ def test_bad_vectors_write_nothing(em: TablestoreEmulator, bad: list[float]) -> 
 def test_oversized_text_is_rejected(em: TablestoreEmulator) -> None:
     store = make(em)
     em.reset_counts()
-    with pytest.raises(ValueError, match="KiB"):
+    with scope(user_id="u1"), pytest.raises(ValueError, match="KiB"):
         store.insert([vec(0)], [payload("x" * (64 * 1024 + 1))], ["big"])
     assert sum(em.counts.values()) == 0
 
@@ -521,3 +552,426 @@ def test_v4_signing_and_sts_token_are_accepted(em: TablestoreEmulator) -> None:
         store.insert([vec(0)], [payload("signed")], ["s1"])
         assert store.get("s1") is not None
     assert isinstance(store.client, OTSClient)
+
+
+# ------------------------------------------------------------------------- consistency (issue 9)
+# Every test below runs with the index lagging (INDEX_DELAY) and never flushes unless it says why.
+
+
+def key_for(text: str, user: str = "u1") -> str:
+    return f"{user}:{text}"
+
+
+def test_delete_then_readd_stores_the_text_again(em: TablestoreEmulator) -> None:
+    store = make(em)
+    with scope(user_id="u1"):
+        assert store.insert([vec(0)], [payload("likes tea")], ["m1"], [key_for("likes tea")]) == ["m1"]
+        assert store.find_by_dedup_key(key_for("likes tea")).id == "m1"
+        assert store.insert([vec(0)], [payload("likes tea")], ["m2"], [key_for("likes tea")]) == ["m1"]  # duplicate
+        assert store.count() == 1
+        assert store.delete_many(["m1"]) == ["m1"]
+        assert store.find_by_dedup_key(key_for("likes tea")) is None  # stale claim: verified, not trusted
+        assert store.insert([vec(0)], [payload("likes tea")], ["m3"], [key_for("likes tea")]) == ["m3"]
+        assert [r.id for r in store.list()[0]] == ["m3"]
+        assert store.find_by_dedup_key(key_for("likes tea")).id == "m3"
+        assert [r.id for r in store.search("tea", vec(0), 5)] == ["m3"]  # read-your-writes while the index lags
+
+
+def test_update_then_readd_of_the_old_text(em: TablestoreEmulator) -> None:
+    store = make(em)
+    with scope(user_id="u1"):
+        store.insert([vec(0)], [payload("uses tabs")], ["m1"], [key_for("uses tabs")])
+        store.update("m1", vec(1), payload("uses spaces"), dedup_key=key_for("uses spaces"))
+        assert store.find_by_dedup_key(key_for("uses tabs")) is None
+        assert store.find_by_dedup_key(key_for("uses spaces")).id == "m1"
+        assert store.insert([vec(0)], [payload("uses tabs")], ["m2"], [key_for("uses tabs")]) == ["m2"]
+        assert store.insert([vec(1)], [payload("uses spaces")], ["m3"], [key_for("uses spaces")]) == ["m1"]
+        assert sorted(r.payload["data"] for r in store.list()[0]) == ["uses spaces", "uses tabs"]
+        hits = store.search("q", vec(1), 5)
+        assert hits[0].id == "m1" and hits[0].payload["data"] == "uses spaces"  # current text, not the index's
+        # an update to a text another memory holds keeps the row without a key: never two holders
+        store.update("m2", payload=payload("uses spaces"), dedup_key=key_for("uses spaces"))
+        assert store.find_by_dedup_key(key_for("uses spaces")).id == "m1"
+
+
+def test_stale_claims_from_a_crash_are_taken_over(em: TablestoreEmulator) -> None:
+    """A claim whose memory is missing (a writer died between its writes, or an undo failed) blocks nothing."""
+    store = make(em)
+    key = key_for("orphan")
+    store.client.put_row(
+        store.collection_name, Row([("user_id", "u1#dedup"), ("memory_id", key)], [("memory", "gone")])
+    )
+    with scope(user_id="u1"):
+        assert store.find_by_dedup_key(key) is None
+        em.reset_counts()
+        assert store.insert([vec(0)], [payload("orphan")], ["m1"], [key]) == ["m1"]
+        # PutRow memory, PutRow claim (exists), read claim + its memory, UpdateRow takeover
+        assert api_counts(em) == {"PutRow": 2, "BatchGetRow": 2, "UpdateRow": 1}
+        assert store.find_by_dedup_key(key).id == "m1"
+
+
+def test_retried_claim_whose_answer_was_lost_is_ours(em: TablestoreEmulator) -> None:
+    store = make(em)
+    with scope(user_id="u1"):
+        store.insert([vec(0)], [payload("warm")], ["w"])  # memory PutRows go first
+        em.inject("PutRow", "drop_after", times=1)  # the memory row lands, its answer is lost: retried
+        assert store.insert([vec(0)], [payload("once")], ["m1"], [key_for("once")]) == ["m1"]
+        em.inject("PutRow", "OTSServerBusy", times=1)
+        assert store.insert([vec(0)], [payload("twice")], ["m2"], [key_for("twice")]) == ["m2"]
+        assert store.count() == 3
+
+
+def test_several_rows_and_duplicates_within_one_insert(em: TablestoreEmulator) -> None:
+    store = make(em)
+    with scope(user_id="u1"):
+        store.insert([vec(0)], [payload("a")], ["old"], [key_for("a")])
+        em.reset_counts()
+        got = store.insert(
+            [vec(i) for i in range(4)],
+            [payload("a"), payload("b"), payload("b"), payload("c")],
+            ["n0", "n1", "n2", "n3"],
+            [key_for("a"), key_for("b"), key_for("b"), None],
+        )
+        assert got == ["old", "n1", "n1", "n3"]
+        assert sorted(r.id for r in store.list()[0]) == ["n1", "n3", "old"]
+
+
+def test_concurrent_same_text_adds_in_threads_store_one(em: TablestoreEmulator) -> None:
+    store = make(em)
+    workers = 8
+    for round_ in range(3):
+        text = f"same text {round_}"
+        barrier = threading.Barrier(workers)
+        results: list[str] = []
+        errors: list[BaseException] = []
+
+        def add(
+            w: int,
+            text: str = text,
+            barrier: threading.Barrier = barrier,
+            results: list[str] = results,
+            errors: list[BaseException] = errors,
+        ) -> None:
+            try:
+                with scope(user_id="u1"):
+                    barrier.wait(timeout=60)
+                    results.extend(store.insert([vec(w)], [payload(text)], [f"{text}-{w}"], [key_for(text)]))
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=add, args=(w,)) for w in range(workers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not errors and len(results) == workers and len(set(results)) == 1, (errors, results)
+    with scope(user_id="u1"):
+        assert sorted(r.payload["data"] for r in store.list()[0]) == [f"same text {i}" for i in range(3)]
+
+
+def race_insert(endpoint: str, table: str, text: str, n: int, barrier: Any, out: Any) -> None:
+    """Child process body: open the store, wait for the other process, insert ``text`` once."""
+    store = TablestoreStore(
+        collection_name=table, endpoint=endpoint, instance_name=INSTANCE, access_key_id=AK, access_key_secret=SK,
+        embedding_model_dims=DIMS,
+    )  # fmt: skip
+    try:
+        for round_ in range(n):
+            barrier.wait(timeout=90)
+            with scoped({"user_id": "u1"}):
+                got = store.insert([vec(round_)], [payload(f"{text} {round_}")], [uuid.uuid4().hex],
+                                   [key_for(f"{text} {round_}")])  # fmt: skip
+            out.put(got[0])
+    finally:
+        store.close()
+
+
+def test_concurrent_same_text_adds_in_two_processes_store_one(em: TablestoreEmulator) -> None:
+    store = make(em)
+    ctx = multiprocessing.get_context("spawn")
+    rounds = 5
+    barrier = ctx.Barrier(2)
+    out = ctx.Queue()
+    procs = [
+        ctx.Process(target=race_insert, args=(em.endpoint, store.collection_name, "race", rounds, barrier, out))
+        for _ in range(2)
+    ]
+    try:
+        for p in procs:
+            p.start()
+        got = [out.get(timeout=120) for _ in range(2 * rounds)]
+        for p in procs:
+            p.join(timeout=60)
+            assert p.exitcode == 0
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.kill()
+                p.join(timeout=10)
+    with scope(user_id="u1"):
+        rows = store.list()[0]
+        assert sorted(r.payload["data"] for r in rows) == [f"race {i}" for i in range(rounds)]  # exactly one each
+        assert {r.id for r in rows} == set(got)
+
+
+def test_search_right_after_delete_all_and_its_rpc_count(em: TablestoreEmulator) -> None:
+    store = make(em)
+    with scope(user_id="u1"):
+        store.insert([vec(i) for i in range(30)], [payload(f"fact {i}", n=i) for i in range(30)],
+                     [f"d{i}" for i in range(30)])  # fmt: skip
+        em.flush_index()  # the index has every row ...
+        em.reset_counts()
+        assert len(store.search("fact", vec(3), 10)) == 10
+        assert api_counts(em) == {"Search": 1, "BatchGetRow": 1}
+        ids = [r.id for r in store.list_page(None, 100)[0]]
+        assert len(store.delete_many(ids)) == 30
+        em.reset_counts()  # ... and still has them: the deletes are not synced yet
+        assert store.search("fact", vec(3), 10) == []
+        assert store.keyword_search("fact 3", 10) == []  # not the search's query: a MatchQuery of its own
+        assert api_counts(em) == {"Search": 2, "BatchGetRow": 2}
+
+
+def test_search_reads_its_own_adds_and_updates(em: TablestoreEmulator) -> None:
+    store = make(em)
+    with scope(user_id="u1"):
+        store.insert([vec(0), vec(1)], [payload("green tea"), payload("black coffee")], ["t", "c"])
+        assert store.search("tea", vec(0), 1)[0].id == "t"  # not in the index yet
+        assert [r.id for r in store.keyword_search("coffee", 5)] == ["c"]
+        em.flush_index()
+        store.update("t", vec(2), payload("oolong tea"))
+        hit = store.search("tea", vec(2), 1)[0]
+        assert (hit.id, hit.payload["data"]) == ("t", "oolong tea") and hit.score == pytest.approx(1.0, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def limits_store(emulator: TablestoreEmulator) -> TablestoreStore:
+    store = make(emulator)
+    with scope(user_id="u1"):
+        store.insert([vec(i) for i in range(150)], [payload(f"row {i}", n=i, category="a" if i % 2 else "b")
+                                                    for i in range(150)], [f"r{i}" for i in range(150)])  # fmt: skip
+    emulator.flush_index()
+    return store
+
+
+@pytest.mark.parametrize("limit", [1, 2, 10, 25, 26, 50, 99, 100])
+def test_every_limit_answers(em: TablestoreEmulator, limits_store: TablestoreStore, limit: int) -> None:
+    """Including limits whose over-fetch passes 100 rows (the old second page lost its sort)."""
+    with scope(user_id="u1"):
+        em.reset_counts()
+        hits = limits_store.search("q", vec(0), limit)
+        assert len(hits) == limit and len({h.id for h in hits}) == limit
+        assert api_counts(em) == {"Search": 1, "BatchGetRow": 1}
+        post = limits_store.search("q", vec(0), limit, filters={"category": "a"})  # not pushable: over-fetched
+        assert len(post) == min(limit, 75) and all(h.payload["category"] == "a" for h in post)
+        assert len(limits_store.keyword_search("row", limit)) == limit
+    with scope(user_id="u1"):
+        assert len(limits_store.search("q", vec(0), 1001)) == 150  # KNN's top_k maximum is 1000: clamped
+        with pytest.raises(UserInputError):
+            limits_store.search("q", vec(0), 0)
+
+
+def test_every_limit_from_1_to_100(em: TablestoreEmulator, limits_store: TablestoreStore) -> None:
+    with scope(user_id="u1"):
+        for limit in range(1, 101):
+            assert len(limits_store.search("q", vec(limit), limit)) == limit
+
+
+def test_many_ids_are_batched(em: TablestoreEmulator) -> None:
+    store = make(em)
+    unknown = [str(uuid.uuid4()) for _ in range(1000)]
+    with scope(user_id="u1"):
+        em.reset_counts()
+        assert store.get_many(unknown) == {}
+        assert api_counts(em) == {"BatchGetRow": 10}
+        em.reset_counts()
+        assert store.delete_many(unknown) == []
+        assert api_counts(em) == {"BatchWriteRow": 5}
+
+
+@pytest.mark.parametrize("fault", ["drop_after", "http503_after", "OTSTimeout_after", "drop", "OTSServerBusy"])
+def test_delete_counts_are_exact_under_faults(em: TablestoreEmulator, fault: str) -> None:
+    store = make(em)
+    ids = [f"x{i}" for i in range(450)]
+    with scope(user_id="u1"):
+        store.insert([vec(i) for i in range(450)], [payload(f"m{i}", n=i) for i in range(450)], ids)
+        em.inject("BatchWriteRow", fault, times=2)
+        deleted = store.delete_many([*ids, "never-existed"])
+        assert sorted(deleted) == sorted(ids)
+        assert store.count() == 0 and store.delete_many(ids) == []
+
+
+def test_update_is_conditional(em: TablestoreEmulator) -> None:
+    store = make(em)
+    with scope(user_id="u1"):
+        store.insert([vec(0)], [payload("v1", updated_at="t1")], ["m1"])
+        with pytest.raises(ConflictError):
+            store.update("m1", payload=payload("v2", updated_at="t2"), expected_updated_at="t0")
+        store.update("m1", payload=payload("v2", updated_at="t2"), expected_updated_at="t1")
+        assert store.get("m1").payload["data"] == "v2"
+        with pytest.raises(MemoryNotFound):
+            store.update("nope", payload=payload("x", updated_at="t3"), expected_updated_at="t2")
+        with pytest.raises(MemoryNotFound):
+            store.update("nope", vector=vec(1))
+
+
+def test_list_page_is_stable_across_writes(em: TablestoreEmulator) -> None:
+    store = make(em)
+    with scope(user_id="u1", agent_id="cline"):
+        ids = [f"p{i:03d}" for i in range(250)]
+        store.insert([vec(i) for i in range(250)], [payload(f"m{i}", n=i, agent_id="cline") for i in range(250)], ids)
+    with scope(user_id="u1", agent_id="other"):
+        store.insert([vec(0)], [payload("not mine", agent_id="other")], ["p050x"])
+    with scope(user_id="u1", agent_id="cline"):
+        em.reset_counts()
+        page1, cursor = store.list_page(None, 100)
+        assert [r.id for r in page1] == ids[:100] and cursor and api_counts(em) == {"GetRange": 1}
+        store.delete_many([ids[100], ids[10]])  # one on the next page, one already seen
+        store.insert([vec(0)], [payload("late", agent_id="cline")], ["p000a"])  # sorts before the cursor
+        page2, cursor = store.list_page(None, 100, cursor)
+        page3, end = store.list_page(None, 100, cursor)
+        assert [r.id for r in page2 + page3] == ids[101:] and end is None
+        assert store.list_page({"user_id": "u2"}, 10) == ([], None)
+        with pytest.raises(UserInputError, match="cursor"):
+            store.list_page(None, 10, "not-a-cursor")
+
+
+def test_keyword_search_over_given_candidates(em: TablestoreEmulator) -> None:
+    store = make(em)
+    with scope(user_id="u1"):
+        store.insert([vec(0), vec(1), vec(2)], [payload("green tea"), payload("tea time"), payload("coffee")],
+                     ["g", "t", "c"])  # fmt: skip
+        hits = store.search("tea", vec(0), 3)
+        em.reset_counts()
+        kw = store.keyword_search("tea", 3, candidates=[h.id for h in hits])
+        assert {r.id for r in kw} == {"g", "t"} and api_counts(em) == {}  # the search's rows: no RPC
+        other = make(em, store.collection_name)
+        em.reset_counts()
+        kw = other.keyword_search("coffee", 3, candidates=["c", "g", "missing"])
+        assert [r.id for r in kw] == ["c"] and api_counts(em) == {"BatchGetRow": 1}
+
+
+def test_startup_races_other_replicas(em: TablestoreEmulator) -> None:
+    table = f"t_{uuid.uuid4().hex[:10]}"
+    errors: list[BaseException] = []
+    stores: list[TablestoreStore] = []
+    barrier = threading.Barrier(4)
+
+    def start() -> None:
+        try:
+            barrier.wait(timeout=60)
+            stores.append(make(em, table))
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not errors and len(stores) == 4
+    assert em.counts["CreateTable"] >= 1 and len(em.store.tables[table].indexes) == 1
+
+
+def test_count_after_a_whole_list_page_is_free_and_scans_keys_otherwise(em: TablestoreEmulator) -> None:
+    store = make(em)
+    with scope(user_id="u1", agent_id="cline"):
+        store.insert([vec(i) for i in range(5)], [payload(f"m{i}", agent_id="cline") for i in range(5)],
+                     [f"c{i}" for i in range(5)])  # fmt: skip
+    with scope(user_id="u1", agent_id="cursor"):
+        store.insert([vec(0)], [payload("other client", agent_id="cursor")], ["o1"])
+    flt = {"user_id": "u1", "agent_id": "cline"}
+    with scope(**flt):
+        em.reset_counts()
+        rows, cursor = store.list_page(flt, 10)
+        assert len(rows) == 5 and cursor is None and store.count(flt) == 5
+        assert api_counts(em) == {"GetRange": 1}
+        assert store.count(flt) == 5 and api_counts(em) == {"GetRange": 2}  # the memo is used once
+        store.list_page(flt, 10)
+        store.delete_many(["c0"])  # a write in between: no stale count
+        assert store.count(flt) == 4
+        assert store.count({"user_id": "u1", "agent_id": "cline", "role": "x"}) == 0  # payload filter: full scan
+    with scope(user_id="u1"):
+        assert store.count() == 5
+
+
+def test_update_with_an_empty_key_frees_the_text(em: TablestoreEmulator) -> None:
+    """How a soft delete (state change) releases the text: the row stays, its key goes."""
+    store = make(em)
+    with scope(user_id="u1"):
+        store.insert([vec(0)], [payload("archived fact")], ["m1"], [key_for("archived fact")])
+        store.update("m1", payload=payload("archived fact", state="deleted"), dedup_key="")
+        assert store.find_by_dedup_key(key_for("archived fact")) is None
+        assert store.insert([vec(0)], [payload("archived fact")], ["m2"], [key_for("archived fact")]) == ["m2"]
+
+
+def test_conditional_update_retried_after_a_lost_answer_succeeds(em: TablestoreEmulator) -> None:
+    store = make(em)
+    with scope(user_id="u1"):
+        store.insert([vec(0)], [payload("v1", updated_at="t1")], ["m1"])
+        em.inject("UpdateRow", "drop_after", times=1)  # applied; the retry then fails its own condition
+        store.update("m1", payload=payload("v2", updated_at="t2"), expected_updated_at="t1")
+        assert store.get("m1").payload["data"] == "v2"
+
+
+@pytest.mark.parametrize("fault", [None, "drop_after", "OTSTimeout_after", "drop", "OTSServerBusy"])
+def test_update_many_is_batched_and_exact(em: TablestoreEmulator, fault: str | None) -> None:
+    store = make(em)
+    n = 250
+    with scope(user_id="u1"):
+        ids = [f"u{i:03d}" for i in range(n)]
+        store.insert([vec(i) for i in range(n)], [payload(f"t{i}", updated_at="t1") for i in range(n)], ids,
+                     [key_for(f"t{i}") for i in range(n)])  # fmt: skip
+        changes = [
+            RowUpdate(i, payload=payload(f"t{k}", updated_at="t2", state="deleted"), expected_updated_at="t1",
+                      dedup_key="")
+            for k, i in enumerate(ids)
+        ]  # fmt: skip
+        changes[0] = changes[0]._replace(expected_updated_at="stale")  # lost to another writer: left out
+        changes.append(RowUpdate("missing", payload=payload("x"), dedup_key=""))
+        if fault:
+            em.inject("BatchWriteRow", fault, times=2)
+        em.reset_counts()
+        updated = store.update_many(changes)
+        assert sorted(updated) == ids[1:]
+        if fault is None:
+            assert api_counts(em) == {"BatchWriteRow": math.ceil(len(changes) / 200)}
+        assert store.get(ids[5]).payload["state"] == "deleted" and store.get(ids[0]).payload.get("state") is None
+        # the texts were released: they can be added again, except t0 (its update lost)
+        assert store.insert([vec(0)], [payload("t5")], ["again5"], [key_for("t5")]) == ["again5"]
+        assert store.insert([vec(0)], [payload("t0")], ["again0"], [key_for("t0")]) == [ids[0]]
+
+
+ACTIVE = {"state": {"nin": ["paused", "archived", "deleted"]}}
+
+
+def test_state_filter_runs_on_the_table_and_the_index(em: TablestoreEmulator) -> None:
+    """Soft-deleted rows stay in the table: list, count and search filter them where the data lives."""
+    store = make(em)
+    flt = {"user_id": "u1", "agent_id": "cline", **ACTIVE}
+    with scope(user_id="u1", agent_id="cline"):
+        store.insert([vec(i) for i in range(6)], [payload(f"s{i}", agent_id="cline") for i in range(6)],
+                     [f"s{i}" for i in range(6)])  # fmt: skip
+        store.update_many([RowUpdate(f"s{i}", payload=payload(f"s{i}", agent_id="cline", state="deleted"))
+                           for i in range(4)])  # fmt: skip
+        em.reset_counts()
+        assert store.count(flt) == 2 and api_counts(em) == {"GetRange": 1}
+        assert [r.id for r in store.list_page(flt, 10)[0]] == ["s4", "s5"]
+        assert {r.id for r in store.search("q", vec(0), 2, flt)} == {"s4", "s5"}  # the index still says active
+        em.flush_index()
+        em.reset_counts()
+        assert {r.id for r in store.search("q", vec(0), 2, flt)} == {"s4", "s5"}
+        assert api_counts(em) == {"Search": 1, "BatchGetRow": 1}  # state pushed down: no over-fetch
+
+
+def test_an_index_from_before_the_state_column_still_answers(em: TablestoreEmulator) -> None:
+    store = make(em)
+    meta = index_meta(DIMS, "cosine")
+    meta.fields = [f for f in meta.fields if f.field_name != "state"]
+    store.client.delete_search_index(store.collection_name, store.index_name)
+    store.client.create_search_index(store.collection_name, store.index_name, meta)
+    older = make(em, store.collection_name)  # warns, and keeps `state` filters out of its queries
+    flt = {"user_id": "u1", **ACTIVE}
+    with scope(user_id="u1"):
+        older.insert([vec(0), vec(1)], [payload("live"), payload("gone", state="deleted")], ["a", "b"])
+        em.flush_index()
+        assert [r.id for r in older.search("q", vec(1), 5, flt)] == ["a"]

@@ -57,29 +57,49 @@ def _compare(stored: Any, wanted: Any, comparator: int) -> bool:
         return comparator == fpb.CT_NOT_EQUAL
 
 
-def filter_passes(raw: bytes, row: StoredRow | None) -> bool:
-    """Evaluate a column filter (SingleColumnValueFilter / CompositeColumnValueFilter) on a row."""
+def compile_filter(raw: bytes) -> Callable[[StoredRow | None], bool]:
+    """A column filter (SingleColumnValueFilter / CompositeColumnValueFilter) as a row predicate.
+
+    Parsed once per request: a GetRange evaluates it on every row of the range.
+    """
     flt = fpb.Filter()
     flt.ParseFromString(raw)
-    columns = row.columns if row is not None else {}
     if flt.type == fpb.FT_SINGLE_COLUMN_VALUE:
         single = fpb.SingleColumnValueFilter()
         single.ParseFromString(flt.filter)
-        if single.column_name not in columns:
-            if single.comparator == fpb.CT_NOT_EXIST:
-                return True
-            return single.comparator != fpb.CT_EXIST and not single.filter_if_missing
-        if single.comparator in (fpb.CT_EXIST, fpb.CT_NOT_EXIST):
-            return single.comparator == fpb.CT_EXIST
-        return _compare(columns[single.column_name][0], pbuf.decode_variant(single.column_value), single.comparator)
+        name, comparator, if_missing = single.column_name, single.comparator, single.filter_if_missing
+        wanted = None if comparator in (fpb.CT_EXIST, fpb.CT_NOT_EXIST) else pbuf.decode_variant(single.column_value)
+
+        def single_passes(row: StoredRow | None) -> bool:
+            columns = row.columns if row is not None else {}
+            if name not in columns:
+                if comparator == fpb.CT_NOT_EXIST:
+                    return True
+                return comparator != fpb.CT_EXIST and not if_missing
+            if comparator in (fpb.CT_EXIST, fpb.CT_NOT_EXIST):
+                return comparator == fpb.CT_EXIST
+            return _compare(columns[name][0], wanted, comparator)
+
+        return single_passes
     if flt.type == fpb.FT_COMPOSITE_COLUMN_VALUE:
         comp = fpb.CompositeColumnValueFilter()
         comp.ParseFromString(flt.filter)
-        results = [filter_passes(sub.SerializeToString(), row) for sub in comp.sub_filters]
-        if comp.combinator == fpb.LO_NOT:
-            return not results[0] if results else True
-        return all(results) if comp.combinator == fpb.LO_AND else any(results)
+        subs = [compile_filter(sub.SerializeToString()) for sub in comp.sub_filters]
+        combinator = comp.combinator
+
+        def composite_passes(row: StoredRow | None) -> bool:
+            if combinator == fpb.LO_NOT:
+                return not subs[0](row) if subs else True
+            results = (sub(row) for sub in subs)
+            return all(results) if combinator == fpb.LO_AND else any(results)
+
+        return composite_passes
     raise invalid("Unsupported filter type.")
+
+
+def filter_passes(raw: bytes, row: StoredRow | None) -> bool:
+    """Evaluate a column filter on one row."""
+    return compile_filter(raw)(row)
 
 
 class Api:
@@ -364,6 +384,7 @@ class Api:
         lo, hi = self.store.range_keys(table, start, end, forward)
         keys = table.keys[lo:hi] if forward else table.keys[lo:hi][::-1]
         columns = list(req.columns_to_get) or None
+        passes = compile_filter(req.filter) if req.filter else None
         bodies: list[bytes] = []
         size = 0
         next_key: CKey | None = None
@@ -372,7 +393,7 @@ class Api:
                 next_key = key
                 break
             stored = table.rows[key]
-            if req.filter and not filter_passes(req.filter, stored):
+            if passes is not None and not passes(stored):
                 continue
             row_body = stored.encode_body(columns)
             bodies.append(row_body)

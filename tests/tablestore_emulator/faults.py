@@ -19,6 +19,9 @@ OTS_FAULTS = (
     "OTSRowOperationConflict",
 )
 TRANSPORT_FAULTS = ("http500", "http502", "http503", "hang", "drop")
+#: Suffix for a fault that strikes after the request was applied (``"drop" + AFTER``): the caller cannot
+#: tell whether its write happened, the case retries must be idempotent for.
+AFTER = "_after"
 ALL_FAULTS = OTS_FAULTS + TRANSPORT_FAULTS
 
 
@@ -47,7 +50,8 @@ class FaultInjector:
         rate: float | None = None,
         seed: int | None = None,
     ) -> None:
-        if kind not in ALL_FAULTS and kind not in STATUS_BY_CODE:
+        base = kind.removesuffix(AFTER)
+        if base not in ALL_FAULTS and base not in STATUS_BY_CODE:
             raise ValueError(f"unknown fault kind {kind!r}; expected one of {ALL_FAULTS}")
         if rate is not None and not 0.0 <= rate <= 1.0:
             raise ValueError("rate must be within [0, 1]")

@@ -8,6 +8,7 @@ with searches; rebuilding a matrix per search would cost tens of ms. Each index 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import re
@@ -568,19 +569,23 @@ def _sort_hits(index: SearchIndex, hits: list[tuple[CKey, float]], sort: spb.Sor
             raise invalid("Unsupported sorter.")
 
 
-def encode_token(offset: int, fingerprint: str) -> bytes:
-    return base64.b64encode(json.dumps({"o": offset, "f": fingerprint}).encode())
+def encode_token(offset: int, fingerprint: str, sort: bytes) -> bytes:
+    """Like the service's token, it carries the sort: later pages may omit it (or repeat it unchanged)."""
+    body = {"o": offset, "f": fingerprint, "s": base64.b64encode(sort).decode()}
+    return base64.b64encode(json.dumps(body).encode())
 
 
-def decode_token(token: bytes, fingerprint: str) -> int:
+def decode_token(token: bytes, fingerprint: str, sort: bytes | None) -> tuple[int, bytes]:
+    """(offset, sort) from a token; ``sort`` is the request's own sort, None when it sent none."""
     try:
         data = json.loads(base64.b64decode(token))
         offset = int(data["o"])
+        token_sort = base64.b64decode(data.get("s", ""))
     except (ValueError, KeyError, TypeError) as exc:
         raise invalid("Invalid next_token.") from exc
-    if data.get("f") != fingerprint:
+    if data.get("f") != fingerprint or (sort is not None and sort != token_sort):
         raise invalid("The next_token does not match the query and sort of this request.")
-    return offset
+    return offset, token_sort
 
 
 def run_search(index: SearchIndex, request: spb.SearchRequest) -> SearchPage:
@@ -592,9 +597,13 @@ def run_search(index: SearchIndex, request: spb.SearchRequest) -> SearchPage:
     max_limit = 1000 if rtype in (spb.RETURN_NONE, spb.RETURN_ALL_FROM_INDEX) else 100
     if limit < 0 or limit > max_limit:
         raise invalid(f"The limit must be in range [0, {max_limit}] for this columns_to_get, but is {limit}.")
-    fingerprint = f"{hash(sq.query.SerializeToString())}:{hash(sq.sort.SerializeToString())}"
+    fingerprint = hashlib.sha1(sq.query.SerializeToString()).hexdigest()
+    sort = sq.sort if sq.HasField("sort") else None
     if sq.HasField("token") and sq.token:
-        offset = decode_token(sq.token, fingerprint)
+        offset, token_sort = decode_token(sq.token, fingerprint, sort.SerializeToString() if sort else None)
+        if sort is None and token_sort:
+            sort = spb.Sort()
+            sort.ParseFromString(token_sort)
     else:
         offset = sq.offset if sq.HasField("offset") else 0
         if offset < 0 or offset + limit > MAX_OFFSET_PLUS_LIMIT:
@@ -603,7 +612,7 @@ def run_search(index: SearchIndex, request: spb.SearchRequest) -> SearchPage:
         raise invalid("The query of search query is required.")
     scored = index.evaluate(sq.query, limit)
     hits = list(scored.items())
-    _sort_hits(index, hits, sq.sort if sq.HasField("sort") else None)
+    _sort_hits(index, hits, sort)
     page = hits[offset : offset + limit]
     rows = []
     index_fields = [n for n, f in index.fields.items() if not f.is_virtual and f.ftype != spb.VECTOR] + (
@@ -625,5 +634,7 @@ def run_search(index: SearchIndex, request: spb.SearchRequest) -> SearchPage:
         rows=rows,
         scores=[s for _, s in page],
         total=len(hits) if sq.get_total_count else -1,
-        next_token=encode_token(offset + len(page), fingerprint) if more else b"",
+        next_token=encode_token(offset + len(page), fingerprint, sort.SerializeToString() if sort else b"")
+        if more
+        else b"",
     )

@@ -18,11 +18,12 @@ import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from tablestore.protobuf import search_pb2 as spb
 from tablestore.protobuf import table_store_pb2 as pb
 
 from .api import Api
 from .errors import DEFAULT_MESSAGES, STATUS_BY_CODE, OTSError
-from .faults import FaultInjector
+from .faults import AFTER, FaultInjector
 from .store import Store
 
 V4_PREFIX = "aliyun_v4"
@@ -46,6 +47,24 @@ def v4_signing_key(secret: str, sign_date: str, region: str) -> bytes:
 def _ots_headers_string(headers: dict[str, str], exclude: tuple[str, ...] = ()) -> str:
     items = [f"{k}:{v.strip()}" for k, v in headers.items() if k.startswith("x-ots-") and k not in exclude]
     return "\n".join(sorted(items))
+
+
+def tables_of(api: str, body: bytes) -> set[str]:
+    """The tables a request names (empty when it names none or does not parse)."""
+    cls = getattr(pb, f"{api}Request", None) or getattr(spb, f"{api}Request", None)
+    if cls is None:
+        return set()
+    msg = cls()
+    try:
+        msg.ParseFromString(body)
+    except Exception:
+        return set()
+    if api == "CreateTable":
+        return {msg.table_meta.table_name}
+    if hasattr(msg, "tables"):
+        return {t.table_name for t in msg.tables}
+    name = getattr(msg, "table_name", "")
+    return {name} if name else set()
 
 
 class _Server(ThreadingHTTPServer):
@@ -73,17 +92,22 @@ class Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
-        emu._count(api)
+        emu._count(api, body)
         try:
             signing_key = self._authenticate(api, headers, body)
         except OTSError as exc:
             self._send_error(api, exc, None)
             return
         fault = emu.faults.pick(api)
-        if fault is not None and self._apply_fault(api, fault, signing_key):
+        applied_first = fault is not None and fault.endswith(AFTER)
+        if fault is not None and not applied_first and self._apply_fault(api, fault, signing_key):
             return
         try:
             payload = emu.api.dispatch(api, body)
+            if applied_first:  # the write happened; only the answer is lost (a timeout after commit)
+                assert fault is not None
+                self._apply_fault(api, fault.removesuffix(AFTER), signing_key)
+                return
         except OTSError as exc:
             self._send_error(api, exc, signing_key)
             return
@@ -193,6 +217,8 @@ class TablestoreEmulator:
         self.api = Api(self.store)
         self.faults = FaultInjector()
         self.counts: collections.Counter[str] = collections.Counter()
+        #: Calls per (api, table), for tests on a server that also keeps other tables (history, access log).
+        self.table_counts: collections.Counter[tuple[str, str]] = collections.Counter()
         self.hang_seconds = 60.0
         self.last_internal_error: Exception | None = None
         self._counts_lock = threading.Lock()
@@ -244,13 +270,22 @@ class TablestoreEmulator:
         with self.store.lock:
             self.store.index_delay = float(seconds)
 
-    def _count(self, api: str) -> None:
+    def _count(self, api: str, body: bytes = b"") -> None:
+        tables = tables_of(api, body)
         with self._counts_lock:
             self.counts[api] += 1
+            for table in tables:
+                self.table_counts[(api, table)] += 1
 
     def reset_counts(self) -> None:
         with self._counts_lock:
             self.counts.clear()
+            self.table_counts.clear()
+
+    def calls_on(self, table: str) -> dict[str, int]:
+        """Calls per API that touched ``table`` since the last reset_counts (a batch counts once per table)."""
+        with self._counts_lock:
+            return {api: n for (api, name), n in self.table_counts.items() if name == table and n}
 
     def inject(
         self,

@@ -1,6 +1,6 @@
 """Tablestore store: mem0's vector store on the ``tablestore`` SDK (layout in ``store``)."""
 
 from .retry import TablestoreUnavailableError
-from .store import TablestoreStore
+from .store import RowUpdate, TablestoreStore
 
-__all__ = ["TablestoreStore", "TablestoreUnavailableError"]
+__all__ = ["RowUpdate", "TablestoreStore", "TablestoreUnavailableError"]

@@ -11,7 +11,8 @@ them (each stash is used at most once) and scores them locally with BM25 over
 ``stores.tokenize.tokens``. The stash is process-wide rather than thread-local because
 ``AsyncMemory`` runs the two calls through ``asyncio.to_thread``, possibly on different threads;
 keying by scope keeps one user's candidates from ever answering another user's call, and entries
-expire after :data:`TTL` seconds. Anything else falls back to a real MatchQuery Search.
+expire after :data:`TTL` seconds. The stash holds rows already checked against the table; the store
+drops deleted or updated ids from it. Anything else falls back to a real MatchQuery Search.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ def _lemmatize(text: str) -> str:
     except Exception:  # pragma: no cover - mem0 always ships it
         return text
     try:
-        return lemmatize_for_bm25(text)
+        return str(lemmatize_for_bm25(text))
     except Exception:
         return text
 
@@ -96,6 +97,23 @@ class CandidateStash:
                     bucket.remove(entry)
                     return entry.rows
         return None
+
+    def rows(self, key: str) -> dict[str, OutputData]:
+        """Every unexpired candidate stashed for ``key`` by id (not consumed), newest search winning."""
+        now = time.monotonic()
+        out: dict[str, OutputData] = {}
+        with self._lock:
+            for entry in self._entries.get(key) or []:
+                if now - entry.created <= TTL:
+                    out.update((row.id, row) for row in entry.rows)
+        return out
+
+    def forget(self, ids: set[str]) -> None:
+        """Drop rows that were deleted or changed, so no stash answers with them."""
+        with self._lock:
+            for bucket in self._entries.values():
+                for entry in bucket:
+                    entry.rows = [row for row in entry.rows if row.id not in ids]
 
     def clear(self) -> None:
         with self._lock:

@@ -48,11 +48,15 @@ _EVERYTHING = Pushdown(None, True)
 _UNPUSHABLE = Pushdown(None, False)
 
 
-def build(filters: Mapping[str, Any] | None) -> Pushdown:
-    """The pushdown for a whole mem0 filter dict (its keys are ANDed)."""
+def build(filters: Mapping[str, Any] | None, indexed: frozenset[str] = KEYWORD_FIELDS) -> Pushdown:
+    """The pushdown for a whole mem0 filter dict (its keys are ANDed).
+
+    ``indexed``: the KEYWORD fields the index really has (an index created by an older version may
+    lack newer ones; filters on those stay behind for the post-filter).
+    """
     if not filters:
         return _EVERYTHING
-    parts = [_clause(key, value) for key, value in filters.items()]
+    parts = [_clause(key, value, indexed) for key, value in filters.items()]
     return _and(parts)
 
 
@@ -91,13 +95,13 @@ def _sub_filters(value: Any) -> list[Mapping[str, Any]] | None:
     return None
 
 
-def _clause(key: str, value: Any) -> Pushdown:
+def _clause(key: str, value: Any, indexed: frozenset[str]) -> Pushdown:
     logical = _LOGICAL.get(key)
     if logical is not None:
         subs = _sub_filters(value)
         if subs is None:
             return _UNPUSHABLE
-        parts = [build(s) for s in subs]
+        parts = [build(s, indexed) for s in subs]
         if logical == "AND":
             return _and(parts)
         if not all(p.exact for p in parts):
@@ -111,7 +115,7 @@ def _clause(key: str, value: Any) -> Pushdown:
         if len(inner) < len(parts):  # NOT(everything) matches nothing; leave it to the post-filter
             return _UNPUSHABLE
         return Pushdown(BoolQuery(must_not_queries=inner), True)
-    if key not in KEYWORD_FIELDS:
+    if key not in indexed:
         return _UNPUSHABLE
     if value == "*":
         return Pushdown(ExistsQuery(key), True)

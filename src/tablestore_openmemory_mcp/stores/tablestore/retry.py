@@ -87,7 +87,7 @@ def row_error_retryable(code: str | None, message: str | None = None) -> bool:
 class Retrier:
     """Call a function up to ``attempts`` times, backing off ``base * 2**n`` (capped) with jitter."""
 
-    def __init__(self, endpoint: str, attempts: int = 4, base_delay: float = 0.1, max_delay: float = 2.0):
+    def __init__(self, endpoint: str, attempts: int = 4, base_delay: float = 0.1, max_delay: float = 2.0) -> None:
         self.endpoint = endpoint
         self.attempts = max(1, int(attempts))
         self.base_delay = base_delay
@@ -95,7 +95,7 @@ class Retrier:
 
     def delay(self, attempt: int) -> float:
         """Backoff before attempt ``attempt + 1`` (0-based): full range jitter in [d/2, d]."""
-        d = min(self.max_delay, self.base_delay * (2**attempt))
+        d = min(self.max_delay, self.base_delay * (2.0**attempt))
         return d * (0.5 + random.random() / 2)
 
     def call(self, api: str, fn: Callable[[], T]) -> T:

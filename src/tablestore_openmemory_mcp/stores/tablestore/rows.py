@@ -18,6 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from tablestore_openmemory_mcp.errors import UserInputError
+
 from .schema import COL_DATA, COL_PAYLOAD, COL_VECTOR, KEYWORD_COLUMNS, PK_ID, PK_USER
 
 MAX_DATA_BYTES = 64 * 1024
@@ -55,37 +57,37 @@ def encode_vector(vector: Any, dimension: int) -> str:
     try:
         values = [float(x) for x in vector]
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"vector must be a sequence of {dimension} numbers: {exc}") from None
+        raise UserInputError(f"vector must be a sequence of {dimension} numbers: {exc}") from None
     if len(values) != dimension:
-        raise ValueError(
+        raise UserInputError(
             f"vector has {len(values)} dimensions but the Tablestore index expects {dimension} "
             "(TABLESTORE_VECTOR_DIMENSION)"
         )
     for x in values:
         if not math.isfinite(x) or abs(x) > _FLOAT32_MAX:
-            raise ValueError(f"vector contains a non-finite or out-of-range value ({x!r}); nothing was written")
+            raise UserInputError(f"vector contains a non-finite or out-of-range value ({x!r}); nothing was written")
     # 9 significant digits round-trip float32 exactly and keep rows small.
     return "[" + ",".join(f"{x:.9g}" for x in values) + "]"
 
 
 def _check_key(kind: str, value: str) -> None:
     if not value:
-        raise ValueError(f"{kind} must not be empty")
+        raise UserInputError(f"{kind} must not be empty")
     if len(value.encode("utf-8")) > MAX_KEY_BYTES:
-        raise ValueError(f"{kind} is longer than Tablestore's {MAX_KEY_BYTES}-byte key limit")
+        raise UserInputError(f"{kind} is longer than Tablestore's {MAX_KEY_BYTES}-byte key limit")
 
 
 def payload_columns(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
     """Columns derived from a payload: text, keyword copies for pushdown, and the full JSON."""
     data = payload.get("data")
     if data is not None and not isinstance(data, str):
-        raise ValueError("payload['data'] (the memory text) must be a string")
+        raise UserInputError("payload['data'] (the memory text) must be a string")
     if isinstance(data, str) and len(data.encode("utf-8")) > MAX_DATA_BYTES:
-        raise ValueError(f"memory text is larger than {MAX_DATA_BYTES // 1024} KiB; nothing was written")
+        raise UserInputError(f"memory text is larger than {MAX_DATA_BYTES // 1024} KiB; nothing was written")
     try:
         blob = json.dumps(dict(payload), ensure_ascii=False, default=str)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"payload is not JSON-serialisable: {exc}") from None
+        raise UserInputError(f"payload is not JSON-serialisable: {exc}") from None
     cols: list[tuple[str, str]] = []
     if isinstance(data, str):
         cols.append((COL_DATA, data))
@@ -110,7 +112,7 @@ def encode_row(memory_id: Any, vector: Any, payload: Mapping[str, Any] | None, d
     cols.append((COL_VECTOR, encode_vector(vector, dimension)))
     size = sum(len(v.encode("utf-8")) for _, v in cols)
     if size > MAX_ROW_BYTES:
-        raise ValueError(f"memory row is {size} bytes, above the {MAX_ROW_BYTES // 1024} KiB limit")
+        raise UserInputError(f"memory row is {size} bytes, above the {MAX_ROW_BYTES // 1024} KiB limit")
     return EncodedRow(user, memory_id, cols, size + len(memory_id) + len(user))
 
 
@@ -119,17 +121,17 @@ def encode_rows(
 ) -> list[EncodedRow]:
     """Encode a whole insert; the first invalid row aborts everything (nothing written yet)."""
     if not (len(ids) == len(vectors) == len(payloads)):
-        raise ValueError(
+        raise UserInputError(
             f"insert needs as many ids, vectors and payloads (got {len(ids)}, {len(vectors)}, {len(payloads)})"
         )
     if len(set(map(str, ids))) != len(ids):
-        raise ValueError("insert got the same id twice")
+        raise UserInputError("insert got the same id twice")
     out = []
     for i, (mid, vec, pl) in enumerate(zip(ids, vectors, payloads, strict=True)):
         try:
             out.append(encode_row(mid, vec, pl, dimension))
         except ValueError as exc:
-            raise ValueError(f"memory {i} ({mid}): {exc}") from None
+            raise UserInputError(f"memory {i} ({mid}): {exc}") from None
     return out
 
 
@@ -152,7 +154,9 @@ def attr_dict(columns: Iterable[Sequence[Any]] | None) -> dict[str, Any]:
     return {c[0]: c[1] for c in columns or []}
 
 
-def decode_payload(pk: Iterable[Sequence[Any]] | None, columns: Iterable[Sequence[Any]] | None) -> tuple[str, dict]:
+def decode_payload(
+    pk: Iterable[Sequence[Any]] | None, columns: Iterable[Sequence[Any]] | None
+) -> tuple[str, dict[str, Any]]:
     """``(memory_id, payload)`` from a returned row (GetRow, GetRange or Search)."""
     keys = attr_dict(pk)
     attrs = attr_dict(columns)

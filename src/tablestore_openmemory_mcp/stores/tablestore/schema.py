@@ -5,7 +5,9 @@ strongly consistent range, so ``list``/``get``/``update``/``delete`` never depen
 index (which lags writes by seconds). The search index indexes both primary-key columns as KEYWORD
 (Tablestore indexes primary-key columns directly), the text as TEXT with the ``single_word``
 analyzer (Chinese is tokenized per character), the identity and time columns as KEYWORD (ISO
-timestamps sort correctly as strings) and the embedding as a VECTOR field.
+timestamps sort correctly as strings) and the embedding as a VECTOR field. The same table holds the
+dedup rows, ``(user + DEDUP_SUFFIX, dedup key) -> memory id``; they have no vector and no text, so no
+query of ours ever matches them.
 """
 
 from __future__ import annotations
@@ -34,8 +36,15 @@ PRIMARY_KEY = [(PK_USER, "STRING"), (PK_ID, "STRING")]
 COL_DATA = "data"
 COL_PAYLOAD = "payload"
 COL_VECTOR = "vector"
+#: On a memory row: the dedup key it holds (see ``dedup``). Not part of the payload.
+COL_DEDUP = "dedup_key"
+#: On a dedup row: the id of the memory holding the key.
+COL_TARGET = "memory"
+#: Dedup rows live in the partition ``user + DEDUP_SUFFIX``: outside every user's memory range, and no
+#: identity can collide with it ('#' is not allowed in a user id).
+DEDUP_SUFFIX = "#dedup"
 #: Payload keys copied into their own KEYWORD-indexed columns so filters can be pushed down.
-KEYWORD_COLUMNS = ("agent_id", "run_id", "hash", "actor_id", "role", "created_at", "updated_at")
+KEYWORD_COLUMNS = ("agent_id", "run_id", "hash", "actor_id", "role", "created_at", "updated_at", "state")
 #: Every attribute column we write; UpdateRow clears the ones a new payload no longer has.
 ATTRIBUTE_COLUMNS = (COL_DATA, *KEYWORD_COLUMNS, COL_PAYLOAD, COL_VECTOR)
 #: Fields that exist in the index and can take Term/Terms/Range/Exists/Wildcard queries.

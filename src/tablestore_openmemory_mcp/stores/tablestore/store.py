@@ -1,40 +1,46 @@
-"""``TablestoreStore``: mem0's vector store on Alibaba Cloud Tablestore, on the ``tablestore`` SDK.
+"""``TablestoreStore``: the memory store on Alibaba Cloud Tablestore, on the ``tablestore`` SDK.
 
-Layout (see ``schema``): primary key ``(user_id, memory_id)``, so one user's memories are one
-contiguous range and every by-id or per-user operation is served by the table itself, which is
-strongly consistent, instead of by the search index, which lags writes by seconds:
+Layout (see ``schema``): primary key ``(user_id, memory_id)``, so one user's memories are one contiguous
+range. Every decision is made on the table, which is strongly consistent; the search index, which lags
+writes by seconds, only proposes candidates. Every call runs inside :func:`~..base.scoped` (scope fails
+closed) and the PK user comes from the scope; other scope keys (``agent_id``) are column conditions on
+writes and column filters or checks on reads, so a row outside the scope behaves like a missing row.
 
-* ``get``/``update``/``delete`` = one GetRow / UpdateRow / DeleteRow on ``(scope user, id)``, where
-  the user comes from :data:`~..base.ACTIVE_SCOPE`. Other scope keys (``agent_id``, ``run_id``)
-  are enforced in the same RPC with column conditions (update/delete) or by checking the returned
-  payload (get): a row outside the scope behaves exactly like a missing row.
-  Without an active scope user (maintenance code) the row is located with a Search TermQuery on
-  ``memory_id`` first, which only sees rows the index has synced.
-* ``list``/``count`` = GetRange over the user's range (paged by ``next_start_primary_key``, without
-  the vector column), post-filtered and sorted by ``created_at``: complete and read-your-writes.
-  Without a user in scope or filters it scans the whole table.
-* ``search`` = exactly one Search RPC (KnnVectorQuery with pushed-down filters) for up to 100
-  results (more need ``next_token`` pages). ``keyword_search`` right after it is answered from that
-  search's candidates without an RPC (see ``keyword``).
-* ``insert`` validates everything first, then PutRow (one row) or BatchWriteRow (<= 200 rows and
-  < 4 MB per call), retrying only failed rows; if rows still fail it deletes what landed and raises.
+RPCs per operation (nothing failing):
+
+* ``insert`` = PutRow (1 row) or BatchWriteRow (<= 200 rows a call), then the dedup claims (``dedup``):
+  one conditional PutRow/BatchWriteRow; a duplicate costs 2 BatchGetRow and the removal of our row.
+* ``get`` = GetRow; ``get_many`` = BatchGetRow per 100 ids; ``find_by_dedup_key`` = 2 GetRow.
+* ``update`` = UpdateRow with a row condition (exists, in scope, ``updated_at`` unchanged), +1 PutRow
+  when it claims a new dedup key; ``update_many`` = the same as BatchWriteRow per 200 rows.
+* ``delete_many`` = BatchWriteRow per 200 ids; exact under faults (``_write_exact``).
+* ``list_page`` = GetRange (limit + 1 rows); ``count`` = a keys-only GetRange scan (free right after a
+  ``list_page`` that covered the whole range); ``list`` = GetRange pages with payloads.
+* ``search`` = 1 Search (KNN, primary keys only, so up to 1000 hits in one page: no paging tokens) +
+  1 BatchGetRow that checks the best hits against the table: deleted rows dropped, current text
+  returned. This process's own writes of the last seconds (``recent``) join the candidates, so a search
+  right after an add finds it. ``keyword_search`` on the search's hits costs no RPC (``keyword``).
 
 Every RPC goes through our own bounded retry (see ``retry``); the SDK's retry is disabled.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import builtins
+import functools
+import json
 import logging
+import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar, cast
 
 from tablestore import (
     INF_MAX,
     INF_MIN,
-    BatchWriteRowRequest,
     BoolQuery,
     CapacityUnit,
     ColumnReturnType,
@@ -55,7 +61,6 @@ from tablestore import (
     ReservedThroughput,
     Row,
     RowExistenceExpectation,
-    RowItem,
     ScoreSort,
     SearchQuery,
     SingleColumnCondition,
@@ -64,32 +69,40 @@ from tablestore import (
     TableInBatchWriteRowItem,
     TableMeta,
     TableOptions,
-    TermQuery,
-    TermsQuery,
+    UpdateRowItem,
 )
 
-from ..base import ACTIVE_SCOPE, MemoryStore, OutputData, in_active_scope
+from tablestore_openmemory_mcp.errors import ConflictError, MemoryNotFound, StoreError, UserInputError
+
+from ..base import MemoryStore, OutputData, in_active_scope, require_scope
 from ..filters import matches, split_identity
 from ..tokenize import tokens
 from . import query as qb
+from .batch import GET_ROWS, WRITE_ROWS, Batches, PrimaryKey, RawRow, RowRejected, split_write_results
+from .colfilter import range_filter
+from .dedup import CONDITION_FAILED, DedupKeys, check_key
 from .keyword import CandidateStash, bm25, filters_key
-from .retry import Retrier, TablestoreUnavailableError, row_error_retryable
+from .recent import WINDOW, RecentWrites
+from .retry import Retrier, TablestoreUnavailableError, is_retryable
 from .rows import (
     MAX_ROW_BYTES,
     EncodedRow,
+    attr_dict,
     batches,
     decode_payload,
     encode_rows,
     encode_vector,
-    partition_of,
     payload_columns,
 )
 from .schema import (
     ATTRIBUTE_COLUMNS,
     COL_DATA,
+    COL_DEDUP,
     COL_PAYLOAD,
     COL_VECTOR,
+    DEDUP_SUFFIX,
     KEYWORD_COLUMNS,
+    KEYWORD_FIELDS,
     PK_ID,
     PK_USER,
     PRIMARY_KEY,
@@ -105,16 +118,12 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: Rows per Search page. Tablestore caps ``limit`` at 100 when row columns are returned.
-SEARCH_PAGE = 100
-#: KnnVectorQuery's documented top_k maximum.
+#: KnnVectorQuery's documented top_k maximum, and Search's limit when only primary keys are returned.
 MAX_TOP_K = 1000
-#: Rows per BatchWriteRow call (Tablestore's limit).
-BATCH_ROWS = 200
-_PAYLOAD_ONLY = ColumnsToGet([COL_PAYLOAD], ColumnReturnType.SPECIFIED)
+_PK_ONLY = ColumnsToGet(return_type=ColumnReturnType.NONE)
 _SCORE_DESC = Sort([ScoreSort(SortOrder.DESC)])
-_CONDITION_FAILED = "OTSConditionCheckFail"
 _AUTH_CODES = {"OTSAuthFailed", "OTSNoPermissionAccess", "OTSInvalidAccessKeyId"}
+_ROW_COLUMNS = [COL_PAYLOAD]
 
 
 def _not_found(exc: BaseException) -> bool:
@@ -149,8 +158,38 @@ def _created_key(row: OutputData) -> tuple[float, str, str]:
     return ts, raw if isinstance(raw, str) else "", row.id
 
 
+def _encode_cursor(memory_id: str) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"v": 1, "next": memory_id}).encode()).decode()
+
+
+def _decode_cursor(cursor: str) -> str:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        memory_id = data["next"]
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise UserInputError("invalid cursor: pass back the cursor a previous page returned") from None
+    if not isinstance(memory_id, str) or not memory_id:
+        raise UserInputError("invalid cursor: pass back the cursor a previous page returned")
+    return memory_id
+
+
+class RowUpdate(NamedTuple):
+    """One change for :meth:`TablestoreStore.update_many` (the arguments of ``update``)."""
+
+    id: str
+    vector: Sequence[float] | None = None
+    payload: Mapping[str, Any] | None = None
+    expected_updated_at: str | None = None
+    dedup_key: str | None = None
+
+
+def _chunks(items: Sequence[T], size: int) -> Iterable[list[T]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
 class TablestoreStore(MemoryStore):
-    """mem0 vector store on one Tablestore table plus one search index (see the module docstring)."""
+    """Memories on one Tablestore table plus one search index (see the module docstring)."""
 
     def __init__(
         self,
@@ -167,6 +206,7 @@ class TablestoreStore(MemoryStore):
         timeout: float = 10.0,
         max_retries: int = 4,
         max_connection: int = 32,
+        recent_window: float = WINDOW,
         **_ignored: Any,
     ) -> None:
         self.collection_name = validate_name("table", collection_name)
@@ -209,7 +249,12 @@ class TablestoreStore(MemoryStore):
         if sdk_logger.level == logging.NOTSET:
             sdk_logger.setLevel(logging.CRITICAL)
         self._retry = Retrier(self.endpoint, attempts=max_retries)
+        self._batches = Batches(self.client, self._retry)
+        self._dedup = DedupKeys(self.client, self.collection_name, self._retry, self._batches)
+        self._recent = RecentWrites(window=recent_window)
         self._stash = CandidateStash()
+        self._local = threading.local()  # per thread: the count of the last whole-range list_page
+        self._indexed = KEYWORD_FIELDS  # narrowed by _check_index when an older index lacks fields
         self._ensure()
 
     # ------------------------------------------------------------------ plumbing
@@ -219,25 +264,28 @@ class TablestoreStore(MemoryStore):
         return self._retry.call(api, fn)
 
     @staticmethod
-    def _scope() -> dict[str, str] | None:
-        return ACTIVE_SCOPE.get()
+    def _user() -> tuple[dict[str, str], str]:
+        """(active scope, its user); raises ScopeMissing outside ``scoped()`` (scope fails closed)."""
+        scope = require_scope()
+        user = scope["user_id"]
+        if user.endswith(DEDUP_SUFFIX):
+            raise UserInputError(f"a user id cannot end with {DEDUP_SUFFIX!r}")
+        return scope, user
 
-    @classmethod
-    def _scope_user(cls) -> str | None:
-        scope = cls._scope() or {}
-        user = scope.get("user_id")
-        return user if isinstance(user, str) and user else None
+    @staticmethod
+    def _scope_conditions(scope: Mapping[str, str]) -> builtins.list[SingleColumnCondition]:
+        """Column conditions for the non-user scope keys (each has a column of its own)."""
+        conds = []
+        for key, value in scope.items():
+            if key == "user_id":
+                continue
+            if key not in KEYWORD_COLUMNS:
+                raise UserInputError(f"scope key {key!r} is not stored as a column; scope by user_id/agent_id/run_id")
+            conds.append(SingleColumnCondition(key, value, ComparatorType.EQUAL, pass_if_missing=False))
+        return conds
 
-    @classmethod
-    def _scope_condition(cls, expectation: str) -> Condition | None:
-        """Row condition enforcing the non-user scope keys in the write itself.
-
-        Returns None when a scope key has no column of its own (then callers read first).
-        """
-        scope = {k: v for k, v in (cls._scope() or {}).items() if k != "user_id"}
-        if any(k not in KEYWORD_COLUMNS for k in scope):
-            return None
-        conds = [SingleColumnCondition(k, v, ComparatorType.EQUAL, pass_if_missing=False) for k, v in scope.items()]
+    @staticmethod
+    def _condition(expectation: str, conds: Sequence[SingleColumnCondition]) -> Condition:
         if not conds:
             return Condition(expectation)
         if len(conds) == 1:
@@ -248,8 +296,22 @@ class TablestoreStore(MemoryStore):
         return Condition(expectation, both)
 
     @staticmethod
-    def _pk(user: str, memory_id: Any) -> list[tuple[str, Any]]:
+    def _pk(user: str, memory_id: Any) -> PrimaryKey:
         return [(PK_USER, user), (PK_ID, memory_id)]
+
+    def _score(self, raw: float | None) -> float | None:
+        """The index's score as cosine similarity in [-1, 1] (stored vectors are unit vectors).
+
+        Tablestore scores cosine and dot product as (1 + s) / 2 and euclidean as 1 / (1 + d^2).
+        """
+        if raw is None:
+            return None
+        if self.metric == "euclidean":
+            d2 = (1.0 / raw - 1.0) if raw > 0 else 4.0
+            similarity = 1.0 - d2 / 2.0
+        else:
+            similarity = 2.0 * raw - 1.0
+        return max(-1.0, min(1.0, similarity))
 
     # ------------------------------------------------------------------ startup / collections
 
@@ -278,6 +340,7 @@ class TablestoreStore(MemoryStore):
 
     def _check_index(self, meta: Any) -> None:
         lacking = check_index(self.index_name, meta, self.embedding_model_dims, self.metric)
+        self._indexed = KEYWORD_FIELDS - frozenset(lacking)
         if lacking:
             logger.warning(
                 "Tablestore index %s lacks fields %s; filters on them run as post-filters",
@@ -291,7 +354,7 @@ class TablestoreStore(MemoryStore):
                 f"Tablestore at {self.endpoint} (instance {self.instance_name}) rejected the credentials: "
                 f"{exc.code}: {exc.message}"
             )
-        return exc
+        return cast(Exception, exc)
 
     def _create_table(self) -> None:
         logger.info("Creating Tablestore table %s", self.collection_name)
@@ -326,7 +389,7 @@ class TablestoreStore(MemoryStore):
             )
             self._check_index(meta)
 
-    def create_col(self, name: str | None = None, vector_size: int | None = None, distance: str | None = None):
+    def create_col(self, name: str | None = None, vector_size: int | None = None, distance: str | None = None) -> None:
         """Ensure this store's table and index exist (mem0 calls it with its own config values)."""
         if name and name != self.collection_name:
             raise ValueError(f"this store serves table {self.collection_name}, not {name}")
@@ -336,7 +399,7 @@ class TablestoreStore(MemoryStore):
             raise ValueError(f"this store was configured for metric {self.metric}, not {distance}")
         self._ensure()
 
-    def list_cols(self) -> list[str]:
+    def list_cols(self) -> builtins.list[str]:
         """Table names in the instance (one ListTable)."""
         return list(self._call("ListTable", self.client.list_table))
 
@@ -355,6 +418,7 @@ class TablestoreStore(MemoryStore):
                 if not _not_found(exc):
                     raise
         self._stash.clear()
+        self._recent.clear()
 
     def col_info(self) -> dict[str, Any]:
         """Table/index names, vector settings and the index sync state (one DescribeSearchIndex)."""
@@ -389,364 +453,594 @@ class TablestoreStore(MemoryStore):
 
     def insert(
         self,
-        vectors: Sequence[Any],
-        payloads: Sequence[Mapping] | None = None,
-        ids: Sequence[Any] | None = None,
-    ):
-        """Validate all rows, then write them all or raise (after removing any that landed)."""
-        vectors = list(vectors)
-        payloads = list(payloads) if payloads is not None else [{} for _ in vectors]
-        ids = [str(i) for i in ids] if ids is not None else [str(uuid.uuid4()) for _ in vectors]
+        vectors: Sequence[Sequence[float]],
+        payloads: Sequence[Mapping[str, Any]],
+        ids: Sequence[str],
+        dedup_keys: Sequence[str | None] | None = None,
+    ) -> builtins.list[str]:
+        """Write the rows, then claim their dedup keys; return per row the id that now holds it.
+
+        A row whose key a live memory already holds is removed again and that memory's id returned. If
+        anything fails, every row this call wrote is removed before the error is raised.
+        """
+        scope, user = self._user()
+        self._local.count = None
+        ids = [str(i) for i in ids]
+        keys = list(dedup_keys) if dedup_keys is not None else [None] * len(ids)
+        if len(keys) != len(ids):
+            raise ValueError(f"insert got {len(ids)} ids but {len(keys)} dedup keys")
         for i, payload in enumerate(payloads):
             if not in_active_scope(payload):
                 raise ValueError(f"memory {i} ({ids[i] if i < len(ids) else '?'}) is outside the caller's scope")
-        rows = encode_rows(ids, vectors, payloads, self.embedding_model_dims)
-        if not rows:
-            return
+        rows = encode_rows(ids, list(vectors), list(payloads), self.embedding_model_dims)
+        first_of: dict[str, str] = {}  # dedup key -> the first row of this call carrying it
+        write: builtins.list[EncodedRow] = []
+        for row, key in zip(rows, keys, strict=True):
+            if key is None:
+                write.append(row)
+            elif check_key(key) not in first_of:
+                first_of[key] = row.memory_id
+                cols = [*row.columns, (COL_DEDUP, key)]
+                write.append(EncodedRow(row.user, row.memory_id, cols, row.size + len(key)))
+        if not write:
+            return []
+        try:
+            self._put_rows(write)
+            holders = self._dedup.claim(user, first_of) if first_of else {}
+        except BaseException:
+            self._remove(write)
+            raise
+        losers = [r for r in write if (k := self._key_of(r)) is not None and holders[k] != r.memory_id]
+        if losers:  # another memory holds the text: ours must not stay
+            try:
+                self._remove(losers, strict=True)
+            except BaseException:
+                self._remove(write)
+                raise
+        kept = {r.memory_id for r in write} - {r.memory_id for r in losers}
+        vec_of = dict(zip(ids, vectors, strict=True))
+        self._recent.note(user, sorted(kept), [vec_of[i] for i in sorted(kept)])
+        del scope
+        return [holders[k] if k is not None else mid for mid, k in zip(ids, keys, strict=True)]
+
+    @staticmethod
+    def _key_of(row: EncodedRow) -> str | None:
+        return next((v for c, v in row.columns if c == COL_DEDUP), None)
+
+    def _put_rows(self, rows: Sequence[EncodedRow]) -> None:
+        """PutRow (one row) or BatchWriteRow; repeating a put is harmless, so every call is retried."""
+        ignore = Condition(RowExistenceExpectation.IGNORE)
         if len(rows) == 1:
             row = rows[0]
             self._call(
-                "PutRow",
-                lambda: self.client.put_row(
-                    self.collection_name,
-                    Row(row.primary_key, row.columns),
-                    Condition(RowExistenceExpectation.IGNORE),
-                ),
+                "PutRow", lambda: self.client.put_row(self.collection_name, Row(row.primary_key, row.columns), ignore)
             )
             return
-        done: list[RowItem] = []
-        by_item: dict[int, EncodedRow] = {}
-        try:
-            for chunk in batches(rows, BATCH_ROWS):
-                items: list[RowItem] = [
-                    PutRowItem(Row(r.primary_key, r.columns), Condition(RowExistenceExpectation.IGNORE)) for r in chunk
-                ]
-                by_item.update({id(item): r for item, r in zip(items, chunk, strict=True)})
-                rejected, pending = self._batch_write(items, done)
-                if rejected or pending:
-                    raise self._batch_error("insert", rejected, pending)
-        except Exception:
-            self._rollback([by_item[id(item)] for item in done])
-            raise
+        for chunk in batches(rows, WRITE_ROWS):
+            items = [PutRowItem(Row(r.primary_key, r.columns), ignore) for r in chunk]
+            rejected, pending = self._batches.write(self.collection_name, items, [])
+            if rejected or pending:
+                raise self._batch_error("insert", rejected, pending)
 
-    def _batch_error(self, what: str, rejected: list[tuple[RowItem, str, str]], pending: list[RowItem]) -> Exception:
+    def _batch_error(
+        self, what: str, rejected: builtins.list[tuple[Any, str, str]], pending: builtins.list[Any]
+    ) -> Exception:
         if rejected:
             _, code, message = rejected[0]
-            return RuntimeError(
-                f"Tablestore rejected {len(rejected)} row(s) during {what}: {code}: {message}; nothing was kept"
-            )
+            return RowRejected("BatchWriteRow", code, f"{message} ({len(rejected)} row(s) during {what})")
         return TablestoreUnavailableError(
             f"Tablestore is busy after {self._retry.attempts} attempts: {len(pending)} row(s) of a "
             f"BatchWriteRow during {what} on {self.endpoint} kept failing; nothing was kept"
         )
 
-    def _rollback(self, landed: Sequence[EncodedRow]) -> None:
-        """Best effort: delete rows an insert wrote before it failed, so nothing is half-written."""
-        if not landed:
-            return
-        logger.warning("Insert failed; removing %d row(s) that were already written", len(landed))
+    def _remove(self, rows: Sequence[EncodedRow], strict: bool = False) -> None:
+        """Delete rows this call wrote (undo). ``strict`` raises when that fails, else it is logged."""
+        ignore = Condition(RowExistenceExpectation.IGNORE)
         try:
-            for start in range(0, len(landed), BATCH_ROWS):
-                items: list[RowItem] = [
-                    DeleteRowItem(Row(r.primary_key), Condition(RowExistenceExpectation.IGNORE))
-                    for r in landed[start : start + BATCH_ROWS]
-                ]
-                rejected, pending = self._batch_write(items, [])
+            for chunk in _chunks(list(rows), WRITE_ROWS):
+                items = [DeleteRowItem(Row(r.primary_key), ignore) for r in chunk]
+                rejected, pending = self._batches.write(self.collection_name, items, [])
                 if rejected or pending:
-                    logger.error("Could not remove %d partially inserted row(s)", len(rejected) + len(pending))
+                    raise self._batch_error("undo", rejected, pending)
         except Exception:
-            logger.exception("Could not remove partially inserted rows")
+            logger.exception("Could not remove %d row(s) written by a failed or duplicate insert", len(rows))
+            if strict:
+                raise
 
-    def _batch_write(
-        self, items: list[RowItem], done: list[RowItem]
-    ) -> tuple[list[tuple[RowItem, str, str]], list[RowItem]]:
-        """One BatchWriteRow (<= 200 items), re-sending only rows that failed with transient errors.
+    def update(
+        self,
+        vector_id: str,
+        vector: Sequence[float] | None = None,
+        payload: Mapping[str, Any] | None = None,
+        *,
+        expected_updated_at: str | None = None,
+        dedup_key: str | None = None,
+    ) -> None:
+        """One UpdateRow conditioned on: the row exists, is in scope, and (if given) has ``updated_at``.
 
-        Appends written items to ``done`` as they land (so a caller can undo them even when this
-        raises) and returns (rejected with (code, message), still failing after every attempt).
+        A new ``dedup_key`` is claimed first (a claim naming a row that does not hold the key is stale,
+        so a failed update leaves nothing that blocks anyone); when a live memory holds it, the row keeps
+        no key. ``dedup_key=""`` drops the row's key (its text can then be added again).
+        Missing or outside the scope -> MemoryNotFound; another writer's change -> ConflictError. A retry
+        whose first attempt landed unseen is recognised (the row already is what we wrote): success.
         """
-        assert len(items) <= BATCH_ROWS
-        pending = list(items)
-        rejected: list[tuple[RowItem, str, str]] = []
-        for attempt in range(self._retry.attempts):
-            request = BatchWriteRowRequest()
-            request.add(TableInBatchWriteRowItem(self.collection_name, pending))
-            response = self._call("BatchWriteRow", lambda req=request: self.client.batch_write_row(req))
-            results = []
-            for table_results in (response.table_of_put, response.table_of_update, response.table_of_delete):
-                results.extend(table_results.get(self.collection_name, []))
-            results.sort(key=lambda r: r.index)
-            again: list[RowItem] = []
-            for result in results:
-                item = pending[result.index]
-                if result.is_ok:
-                    done.append(item)
-                elif row_error_retryable(result.error_code, result.error_message):
-                    again.append(item)
-                else:
-                    rejected.append((item, result.error_code or "", result.error_message or ""))
-            if len(results) < len(pending):  # a malformed response: treat unanswered rows as failed
-                answered = {r.index for r in results}
-                again.extend(item for i, item in enumerate(pending) if i not in answered)
-            pending = again
-            if not pending:
-                break
-            if attempt + 1 < self._retry.attempts:
-                time.sleep(self._retry.delay(attempt))
-        return rejected, pending
-
-    def update(self, vector_id: Any, vector: Sequence[float] | None = None, payload: Mapping | None = None):
-        """One UpdateRow (expect the row to exist and be in scope); ``None`` parts are left as they are."""
-        memory_id = str(vector_id)
-        user = self._locate_user(memory_id, hint=payload)
-        if user is None:
-            raise ValueError(f"Memory with id {memory_id} not found")
-        put: list[tuple[str, str]] = []
-        clear: list[str] = []
-        if payload is not None:
-            if partition_of(payload) != user:
-                raise ValueError("an update cannot move a memory to another user_id")
-            if not in_active_scope(dict(payload)):
-                raise ValueError("the updated payload is outside the caller's scope")
-            put = payload_columns(payload)
-            have = {name for name, _ in put}
-            clear = [c for c in ATTRIBUTE_COLUMNS if c != COL_VECTOR and c not in have]
-        if vector is not None:
-            put.append((COL_VECTOR, encode_vector(vector, self.embedding_model_dims)))
-        if sum(len(v.encode("utf-8")) for _, v in put) > MAX_ROW_BYTES:
-            raise ValueError(f"memory row is above the {MAX_ROW_BYTES // 1024} KiB limit")
-        if not put:
-            return
-        condition = self._scope_condition(RowExistenceExpectation.EXPECT_EXIST)
-        if condition is None:  # scope keys without columns: check by reading first
+        _, user = self._user()
+        self._local.count = None
+        change = RowUpdate(str(vector_id), vector, payload, expected_updated_at, dedup_key)
+        holders = self._claim_for([change], user)
+        put, clear, condition = self._plan(change, holders)
+        memory_id = change.id
+        if not put and not clear:
             if self.get(memory_id) is None:
-                raise ValueError(f"Memory with id {memory_id} not found")
-            condition = Condition(RowExistenceExpectation.EXPECT_EXIST)
-        columns: dict[str, list[Any]] = {"PUT": put}
+                raise MemoryNotFound(f"Memory with id {memory_id} not found")
+            return
+        columns: dict[str, builtins.list[Any]] = {"PUT": put} if put else {}
         if clear:
             columns["DELETE_ALL"] = clear
         row = Row(self._pk(user, memory_id), columns)
         try:
             self._call("UpdateRow", lambda: self.client.update_row(self.collection_name, row, condition))
         except OTSServiceError as exc:
-            if exc.code == _CONDITION_FAILED:
-                raise ValueError(f"Memory with id {memory_id} not found") from None
-            raise
-
-    def delete(self, vector_id: Any) -> None:
-        """One DeleteRow; a missing or out-of-scope row is left alone (deletes are idempotent)."""
-        memory_id = str(vector_id)
-        user = self._locate_user(memory_id)
-        if user is None:
-            return
-        condition = self._scope_condition(RowExistenceExpectation.IGNORE)
-        if condition is None:
-            if self.get(memory_id) is None:
-                return
-            condition = Condition(RowExistenceExpectation.IGNORE)
-        try:
-            self._call(
-                "DeleteRow",
-                lambda: self.client.delete_row(self.collection_name, Row(self._pk(user, memory_id)), condition),
-            )
-        except OTSServiceError as exc:
-            if exc.code != _CONDITION_FAILED:
+            if exc.code != CONDITION_FAILED:
                 raise
-            logger.debug("delete of %s skipped: outside the caller's scope", memory_id)
+            if memory_id not in self._applied(user, {memory_id: (put, clear)}):
+                if self.get(memory_id) is None:
+                    raise MemoryNotFound(f"Memory with id {memory_id} not found") from None
+                raise ConflictError(f"memory {memory_id} was changed by another writer; read it again") from None
+        self._stash.forget({memory_id})
+        self._recent.note(user, [memory_id], [vector])
 
-    def delete_many(self, ids: Iterable[Any]) -> int:
-        """Delete ids in the caller's partition, ceil(N/200) BatchWriteRow; returns how many existed."""
-        wanted = list(dict.fromkeys(str(i) for i in ids))
-        if not wanted:
-            return 0
-        user = self._scope_user()
-        if user is not None:
-            targets = [(user, mid) for mid in wanted]
-        else:
-            targets = [(u, mid) for mid, (u, _) in self._find_by_ids(wanted).items()]
-        condition = self._scope_condition(RowExistenceExpectation.EXPECT_EXIST)
-        if condition is None:
-            targets = [(u, mid) for u, mid in targets if self.get(mid) is not None]
-            condition = Condition(RowExistenceExpectation.EXPECT_EXIST)
-        deleted = 0
-        for start in range(0, len(targets), BATCH_ROWS):
-            items: list[RowItem] = [
-                DeleteRowItem(Row(self._pk(u, mid)), condition) for u, mid in targets[start : start + BATCH_ROWS]
-            ]
-            done: list[RowItem] = []
-            rejected, pending = self._batch_write(items, done)
-            deleted += len(done)
-            real = [r for r in rejected if r[1] != _CONDITION_FAILED]  # missing / out of scope: skip
-            if real or pending:
-                raise self._batch_error("delete_many", real, pending)
+    def update_many(self, changes: Sequence[RowUpdate]) -> builtins.list[str]:
+        """Several conditional updates in BatchWriteRow calls (<= 200 rows); return the ids updated.
+
+        Each change is applied only if its row exists, is in scope and (if given) still has
+        ``expected_updated_at``; the others are left out of the answer (nothing raised). Exact under
+        faults like :meth:`delete_many`: a lost answer is settled by re-reading the rows.
+        """
+        _, user = self._user()
+        self._local.count = None
+        by_id = {c.id: c for c in changes}
+        if len(by_id) != len(changes):
+            raise ValueError("update_many got the same id twice")
+        holders = self._claim_for(list(changes), user)
+        plans = {c.id: self._plan(c, holders) for c in changes}
+        effects = {mid: (put, clear) for mid, (put, clear, _) in plans.items()}
+        updated: builtins.list[str] = []
+        for chunk in _chunks([c.id for c in changes], WRITE_ROWS):
+
+            def item_for(mid: str) -> Any:
+                put, clear, condition = plans[mid]
+                columns: dict[str, builtins.list[Any]] = {"PUT": put} if put else {}
+                if clear:
+                    columns["DELETE_ALL"] = clear
+                return UpdateRowItem(Row(self._pk(user, mid), columns), condition)
+
+            updated += self._write_exact(
+                chunk, item_for, lambda pending: self._applied(user, {m: effects[m] for m in pending})
+            )
+        if updated:
+            self._stash.forget(set(updated))
+            self._recent.note(user, updated, [by_id[m].vector for m in updated])
+        return updated
+
+    def _claim_for(self, changes: Sequence[RowUpdate], user: str) -> dict[str, str]:
+        """Claim the new dedup keys of ``changes`` (one batched claim); key -> the id holding it."""
+        wanted: dict[str, str] = {}
+        for change in changes:
+            if change.dedup_key:
+                wanted.setdefault(check_key(change.dedup_key), change.id)
+        return self._dedup.claim(user, wanted) if wanted else {}
+
+    def _plan(
+        self, change: RowUpdate, holders: Mapping[str, str]
+    ) -> tuple[builtins.list[tuple[str, str]], builtins.list[str], Condition]:
+        """(columns to put, columns to clear, row condition) for one update."""
+        scope = require_scope()
+        put: builtins.list[tuple[str, str]] = []
+        clear: builtins.list[str] = []
+        if change.payload is not None:
+            if not in_active_scope(change.payload):
+                raise ValueError("the updated payload is outside the caller's scope")
+            put = payload_columns(change.payload)
+            have = {name for name, _ in put}
+            clear = [c for c in ATTRIBUTE_COLUMNS if c != COL_VECTOR and c not in have]
+        if change.vector is not None:
+            put.append((COL_VECTOR, encode_vector(change.vector, self.embedding_model_dims)))
+        if sum(len(v.encode("utf-8")) for _, v in put) > MAX_ROW_BYTES:
+            raise UserInputError(f"memory row is above the {MAX_ROW_BYTES // 1024} KiB limit")
+        if change.dedup_key == "":  # the row gives up its key (e.g. no longer active): its claim turns stale
+            clear.append(COL_DEDUP)
+        elif change.dedup_key is not None:
+            if holders.get(change.dedup_key) == change.id:
+                put.append((COL_DEDUP, change.dedup_key))
+            else:  # a live memory holds this text: this row keeps no key
+                clear.append(COL_DEDUP)
+        conds = self._scope_conditions(scope)
+        if change.expected_updated_at is not None:
+            conds.append(SingleColumnCondition("updated_at", change.expected_updated_at, ComparatorType.EQUAL, False))
+        return put, clear, self._condition(RowExistenceExpectation.EXPECT_EXIST, conds)
+
+    def _applied(self, user: str, effects: Mapping[str, tuple[Sequence[tuple[str, str]], Sequence[str]]]) -> set[str]:
+        """Ids whose row already holds exactly the columns an update puts, and none it clears."""
+        ids = list(effects)
+        # the payload column too: a row is returned only with at least one of the columns asked for
+        columns = sorted({COL_PAYLOAD, *(c for put, clear in effects.values() for c in [*(n for n, _ in put), *clear])})
+        rows = self._batches.get(self.collection_name, [self._pk(user, i) for i in ids], columns)
+        done: set[str] = set()
+        for mid, raw in zip(ids, rows, strict=True):
+            if raw is None:
+                continue
+            attrs = attr_dict(raw[1])
+            put, clear = effects[mid]
+            if all(attrs.get(n) == v for n, v in put) and not any(c in attrs for c in clear):
+                done.add(mid)
+        return done
+
+    def delete(self, vector_id: str) -> bool:
+        """Delete one row in scope; True when this call deleted it."""
+        return bool(self.delete_many([vector_id]))
+
+    def delete_many(self, ids: Iterable[str]) -> builtins.list[str]:
+        """Delete rows in scope; return exactly the ids this call deleted. BatchWriteRow per 200 ids.
+
+        Each row is deleted with EXPECT_EXIST + the scope condition, so the answer says which existed.
+        When a call fails in a way that may have applied it (timeout, dropped connection, 5xx), the ids
+        still pending are re-read before the retry: those gone were deleted by the lost attempt. (An id
+        that never existed, sent in such a lost attempt, is then reported as deleted: pass ids you read.)
+        """
+        scope, user = self._user()
+        self._local.count = None
+        wanted = [i for i in dict.fromkeys(str(i) for i in ids) if i and len(i.encode("utf-8")) <= 1000]
+        condition = self._condition(RowExistenceExpectation.EXPECT_EXIST, self._scope_conditions(scope))
+        deleted: builtins.list[str] = []
+        for chunk in _chunks(wanted, WRITE_ROWS):
+            deleted += self._delete_chunk(user, chunk, condition)
+        if deleted:
+            self._recent.forget(user, deleted)
+            self._stash.forget(set(deleted))
         return deleted
 
-    # ------------------------------------------------------------------ reads
+    def _delete_chunk(self, user: str, ids: builtins.list[str], condition: Condition) -> builtins.list[str]:
+        def gone(pending: builtins.list[str]) -> set[str]:
+            rows = self._batches.get(self.collection_name, [self._pk(user, i) for i in pending], _ROW_COLUMNS)
+            return {i for i, raw in zip(pending, rows, strict=True) if raw is None}
 
-    def get(self, vector_id: Any) -> OutputData | None:
-        """One GetRow in the caller's partition; None when missing or outside the scope."""
-        memory_id = str(vector_id)
-        user = self._scope_user()
-        if user is None:
-            found = self._find_by_ids([memory_id]).get(memory_id)
-            if found is None:
-                return None
-            payload = found[1]
-        else:
-            _, row, _ = self._call(
-                "GetRow",
-                lambda: self.client.get_row(
-                    self.collection_name,
-                    self._pk(user, memory_id),
-                    columns_to_get=[COL_PAYLOAD],
-                    max_version=1,
-                ),
-            )
-            if row is None or not row.primary_key:
-                return None
-            _, payload = decode_payload(row.primary_key, row.attribute_columns)
+        return self._write_exact(ids, lambda i: DeleteRowItem(Row(self._pk(user, i)), condition), gone)
+
+    def _write_exact(
+        self,
+        ids: builtins.list[str],
+        item_for: Callable[[str], Any],
+        landed: Callable[[builtins.list[str]], set[str]],
+    ) -> builtins.list[str]:
+        """One BatchWriteRow of conditional items (<= 200); return the ids this call changed, exactly.
+
+        A failed row condition means "not changed" (missing, outside the scope, or changed by another
+        writer). A call that failed in a way that may have applied it (timeout, dropped connection,
+        5xx) is not blindly re-sent: ``landed(pending)`` re-reads which of them already took effect.
+        """
+        pending = list(ids)
+        changed: builtins.list[str] = []
+        uncertain = False
+        last: BaseException | None = None
+        for attempt in range(self._retry.attempts + 1):
+            if uncertain:  # the last call may have applied without telling us: re-read what is left
+                done = landed(pending)
+                changed += [i for i in pending if i in done]
+                pending = [i for i in pending if i not in done]
+                uncertain = False
+            if not pending or attempt == self._retry.attempts:
+                break
+            if attempt:
+                time.sleep(self._retry.delay(attempt - 1))
+            items = [item_for(i) for i in pending]
+            by_item = {id(item): mid for item, mid in zip(items, pending, strict=True)}
+            try:
+                response = self.client.batch_write_row(self._write_request(items))
+            except Exception as exc:
+                if not is_retryable(exc):
+                    raise
+                last, uncertain = exc, True
+                continue
+            again, ok, refused = split_write_results(response, self.collection_name, items)
+            changed += [by_item[id(item)] for item in ok]
+            for _, code, message in refused:
+                if code != CONDITION_FAILED:
+                    raise RowRejected("BatchWriteRow", code, message)
+            pending = [by_item[id(item)] for item in again]
+        if pending:
+            raise self._retry.exhausted("BatchWriteRow", last or StoreError(f"{len(pending)} row(s) kept failing"))
+        return changed
+
+    def _write_request(self, items: builtins.list[Any]) -> Any:
+        from tablestore import BatchWriteRowRequest
+
+        request = BatchWriteRowRequest()
+        request.add(TableInBatchWriteRowItem(self.collection_name, items))
+        return request
+
+    # ------------------------------------------------------------------ reads by id
+
+    def _output(self, raw: RawRow | None, score: float | None = None) -> OutputData | None:
+        """A row as OutputData when it exists and is in the active scope."""
+        if raw is None:
+            return None
+        memory_id, payload = decode_payload(*raw)
         if not in_active_scope(payload):
             return None
-        return OutputData(id=memory_id, score=None, payload=payload)
+        return OutputData(id=memory_id, score=score, payload=payload)
 
-    def _locate_user(self, memory_id: str, hint: Mapping | None = None) -> str | None:
-        """The partition of ``memory_id``: the scope user, else the payload's, else found via Search."""
-        user = self._scope_user()
-        if user is not None:
-            return user
-        if hint is not None and isinstance(hint.get("user_id"), str) and hint.get("user_id"):
-            return partition_of(hint)
-        found = self._find_by_ids([memory_id]).get(memory_id)
-        return found[0] if found else None
+    def get(self, vector_id: str) -> OutputData | None:
+        """One GetRow in the caller's partition; None when missing or outside the scope."""
+        _, user = self._user()
+        memory_id = str(vector_id)
+        if not memory_id or len(memory_id.encode("utf-8")) > 1000:
+            return None
+        _, row, _ = self._call(
+            "GetRow",
+            lambda: self.client.get_row(
+                self.collection_name, self._pk(user, memory_id), columns_to_get=_ROW_COLUMNS, max_version=1
+            ),
+        )
+        if row is None or not row.primary_key:
+            return None
+        return self._output((row.primary_key, row.attribute_columns))
 
-    def _find_by_ids(self, ids: Sequence[str]) -> dict[str, tuple[str, dict]]:
-        """Locate rows by id through the search index (only used without a scope user; lags writes)."""
-        out: dict[str, tuple[str, dict]] = {}
-        scope_q = qb.scope_query(self._scope())
-        for start in range(0, len(ids), SEARCH_PAGE):
-            chunk = list(ids[start : start + SEARCH_PAGE])
-            term: Query = TermQuery(PK_ID, chunk[0]) if len(chunk) == 1 else TermsQuery(PK_ID, chunk)
-            for row, _ in self._search_pages(qb.combine(term, scope_q), len(chunk), sort=None):
-                pk, attrs = _row_parts(row)
-                mid, payload = decode_payload(pk, attrs)
-                user = dict((c[0], c[1]) for c in pk).get(PK_USER)
-                if isinstance(user, str):
-                    out[mid] = (user, payload)
+    def get_many(self, ids: Sequence[str]) -> dict[str, OutputData]:
+        """Rows by id in scope (missing ones absent); one BatchGetRow per 100 ids."""
+        _, user = self._user()
+        wanted = [i for i in dict.fromkeys(str(i) for i in ids) if i and len(i.encode("utf-8")) <= 1000]
+        rows = self._batches.get(self.collection_name, [self._pk(user, i) for i in wanted], _ROW_COLUMNS)
+        out: dict[str, OutputData] = {}
+        for raw in rows:
+            found = self._output(raw)
+            if found is not None:
+                out[found.id] = found
         return out
 
-    def list(self, filters: Mapping | None = None, top_k: int | None = None) -> list[list[OutputData]]:
-        """All rows in scope matching ``filters`` in created order, wrapped once (mem0 reads ``[0]``)."""
+    def find_by_dedup_key(self, key: str) -> OutputData | None:
+        """The live row in scope holding ``key``: the dedup row's target, verified (2 GetRow)."""
+        _, user = self._user()
+        target = self._dedup.lookup(user, check_key(key))
+        if target is None:
+            return None
+        _, row, _ = self._call(
+            "GetRow",
+            lambda: self.client.get_row(
+                self.collection_name, self._pk(user, target), columns_to_get=[COL_PAYLOAD, COL_DEDUP], max_version=1
+            ),
+        )
+        if row is None or not row.primary_key or attr_dict(row.attribute_columns).get(COL_DEDUP) != key:
+            return None  # a stale claim: the memory was deleted or no longer has this text
+        return self._output((row.primary_key, row.attribute_columns))
+
+    # ------------------------------------------------------------------ scans
+
+    def list(
+        self, filters: Mapping[str, Any] | None = None, top_k: int | None = None
+    ) -> builtins.list[builtins.list[OutputData]]:
+        """All rows in scope matching ``filters`` in created order, wrapped once (``[rows]``)."""
         rows = self._scan(filters)
         if top_k is not None and top_k >= 0:
             rows = rows[:top_k]
         return [rows]
 
-    def count(self, filters: Mapping | None = None) -> int:
-        """How many rows in scope match ``filters`` (a GetRange scan; strongly consistent)."""
-        return len(self._scan(filters))
+    def count(self, filters: Mapping[str, Any] | None = None) -> int:
+        """How many rows in scope match ``filters``; strongly consistent.
 
-    def _scan(self, filters: Mapping | None) -> list[OutputData]:
+        Right after a ``list_page`` (same thread, scope and filters) that read the whole range, its
+        count (no RPC). Identity-only filters scan primary keys only; other filters read payloads.
+        """
+        key = self._memo_key(filters)
+        memo = getattr(self._local, "count", None)
+        self._local.count = None
+        if memo is not None and memo[0] == key:
+            return int(memo[1])
+        scope, user = self._range_user(filters)
+        if user is None:
+            return 0
+        rf = range_filter(scope, filters)
+        if not rf.exact:
+            return len(self._scan(filters))
+        total = 0
+        start: Any = INF_MIN
+        while start is not None:  # primary keys and the filtered columns only
+            rows, start = self._get_range(user, start, None, rf.condition, [PK_ID, *rf.checks])
+            total += sum(matches(rf.checks, attr_dict(_row_parts(row)[1])) for row in rows)
+        return total
+
+    def _memo_key(self, filters: Mapping[str, Any] | None) -> str:
+        return filters_key(filters, require_scope())
+
+    def _range_user(self, filters: Mapping[str, Any] | None) -> tuple[dict[str, str], str | None]:
+        """(scope, user to scan), user None when the filters name another user (nothing matches)."""
+        scope, user = self._user()
         identity, _ = split_identity(dict(filters or {}))
-        wanted = identity.get("user_id") if isinstance(identity, Mapping) else None
-        scope_user = self._scope_user()
-        if scope_user and isinstance(wanted, str) and wanted != scope_user:
+        wanted = identity.get("user_id")
+        return scope, None if wanted is not None and wanted != user else user
+
+    def _get_range(
+        self, user: str, start_id: Any, limit: int | None, column_filter: Any, columns: Sequence[str] = _ROW_COLUMNS
+    ) -> tuple[builtins.list[Any], Any]:
+        start = self._pk(user, start_id)
+        end = self._pk(user, INF_MAX)
+        _, next_pk, rows, _ = self._call(
+            "GetRange",
+            lambda: self.client.get_range(
+                self.collection_name, "FORWARD", start, end, list(columns), limit, column_filter, max_version=1
+            ),
+        )
+        next_id = dict((c[0], c[1]) for c in next_pk).get(PK_ID) if next_pk else None
+        return list(rows or []), next_id
+
+    def _scan(self, filters: Mapping[str, Any] | None) -> builtins.list[OutputData]:
+        scope, user = self._range_user(filters)
+        if user is None:
             return []
-        user = scope_user or (wanted if isinstance(wanted, str) and wanted else None)
-        if user is not None:
-            start: Any = self._pk(user, INF_MIN)
-            end: Any = self._pk(user, INF_MAX)
-        else:
-            start, end = [(PK_USER, INF_MIN), (PK_ID, INF_MIN)], [(PK_USER, INF_MAX), (PK_ID, INF_MAX)]
-        out: list[OutputData] = []
+        out: builtins.list[OutputData] = []
+        start: Any = INF_MIN
+        column_filter = range_filter(scope, filters).condition
         while start is not None:
-            _, next_pk, rows, _ = self._call(
-                "GetRange",
-                lambda s=start: self.client.get_range(
-                    self.collection_name, "FORWARD", s, end, [COL_PAYLOAD], None, max_version=1
-                ),
-            )
-            for row in rows or []:
-                mid, payload = decode_payload(*_row_parts(row))
-                if in_active_scope(payload) and (not filters or matches(dict(filters), payload)):
-                    out.append(OutputData(id=mid, score=None, payload=payload))
-            start = next_pk or None
+            rows, start = self._get_range(user, start, None, column_filter)
+            for row in rows:
+                found = self._output(_row_parts(row))
+                if found is not None and (not filters or matches(dict(filters), found.payload)):
+                    out.append(found)
         out.sort(key=_created_key)
         return out
 
-    def _search_pages(self, query: Query, want: int, sort: Sort | None = _SCORE_DESC) -> list[tuple[Any, float | None]]:
-        """Up to ``want`` (row, score) pairs; one Search RPC per 100 rows."""
-        pairs: list[tuple[Any, float | None]] = []
+    def list_page(
+        self, filters: Mapping[str, Any] | None, limit: int, cursor: str | None = None
+    ) -> tuple[builtins.list[OutputData], str | None]:
+        """Up to ``limit`` rows in primary-key order from ``cursor``, and the cursor of the next page.
+
+        The cursor is the id the next page starts at, so rows added or deleted between pages never make
+        another row repeat or vanish. GetRange pages of limit + 1 rows: usually one RPC per page.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise UserInputError("limit must be a positive integer")
+        self._local.count = None
+        scope, user = self._range_user(filters)
+        start: Any = _decode_cursor(cursor) if cursor else INF_MIN
+        if user is None:
+            return [], None
+        column_filter = range_filter(scope, filters).condition
+        page: builtins.list[OutputData] = []
+        while start is not None:
+            rows, start = self._get_range(user, start, limit - len(page) + 1, column_filter)
+            for row in rows:
+                found = self._output(_row_parts(row))
+                if found is None or (filters and not matches(dict(filters), found.payload)):
+                    continue
+                if len(page) == limit:
+                    return page, _encode_cursor(found.id)
+                page.append(found)
+        if cursor is None:  # the whole range: a count right after this needs no scan of its own
+            self._local.count = (self._memo_key(filters), len(page))
+        return page, None
+
+    # ------------------------------------------------------------------ search
+
+    def _search_hits(
+        self, query: Query, want: int, sort: Sort | None = _SCORE_DESC
+    ) -> builtins.list[tuple[str, float | None]]:
+        """Up to ``want`` (id, raw score) pairs, primary keys only: one Search RPC for up to 1000 hits.
+
+        Later pages (only past 1000) repeat the query and its sort with the token, as Tablestore requires.
+        """
+        pairs: builtins.list[tuple[str, float | None]] = []
         token: bytes | None = None
         while len(pairs) < want:
-            limit = min(SEARCH_PAGE, want - len(pairs))
-            search_query = SearchQuery(
-                query, sort=None if token else sort, limit=limit, next_token=token, get_total_count=False
-            )
+            limit = min(MAX_TOP_K, want - len(pairs))
+            search_query = SearchQuery(query, sort=sort, limit=limit, next_token=token, get_total_count=False)
             response = self._call(
                 "Search",
-                lambda sq=search_query: self.client.search(self.collection_name, self.index_name, sq, _PAYLOAD_ONLY),
+                functools.partial(self.client.search, self.collection_name, self.index_name, search_query, _PK_ONLY),
             )
             hits = response.search_hits or []
             page = [(h.row, h.score) for h in hits] if hits else [(r, None) for r in response.rows or []]
-            pairs.extend(page)
+            for row, score in page:
+                memory_id = str(attr_dict(_row_parts(row)[0]).get(PK_ID, ""))
+                if memory_id:
+                    pairs.append((memory_id, score))
             token = response.next_token or None
             if not token or not page:
                 break
         return pairs[:want]
 
-    def _filtered(self, pairs: Iterable[tuple[Any, float | None]], filters: Mapping | None) -> list[OutputData]:
-        out = []
-        for row, score in pairs:
-            mid, payload = decode_payload(*_row_parts(row))
-            if in_active_scope(payload) and (not filters or matches(dict(filters), payload)):
-                out.append(OutputData(id=mid, score=score, payload=payload))
+    def _verified(
+        self, ranked: Sequence[tuple[str, float | None]], k: int, filters: Mapping[str, Any] | None
+    ) -> builtins.list[OutputData]:
+        """The first ``k`` candidates (in order) that exist, are in scope and match ``filters``.
+
+        Candidates are read back from the table 100 at a time (BatchGetRow), so a deleted row never
+        comes back and an updated one comes back with its current text.
+        """
+        _, user = self._user()
+        out: builtins.list[OutputData] = []
+        pending = list(ranked)
+        while pending:
+            # First just what is needed plus a margin (most hits are live), then 100 at a time.
+            size = (
+                min(GET_ROWS, (k - len(out)) + max(2, k // 4)) if not out and len(pending) == len(ranked) else GET_ROWS
+            )
+            chunk, pending = pending[:size], pending[size:]
+            rows = self._batches.get(self.collection_name, [self._pk(user, mid) for mid, _ in chunk], _ROW_COLUMNS)
+            for (_, score), raw in zip(chunk, rows, strict=True):
+                found = self._output(raw, score)
+                if found is not None and (not filters or matches(dict(filters), found.payload)):
+                    out.append(found)
+                    if len(out) == k:
+                        return out
         return out
 
-    def search(self, query: str, vectors: Sequence[float], top_k: int = 5, filters: Mapping | None = None):
-        """KNN search: one Search RPC (for top_k <= 100), filters pushed down where exact."""
-        k = max(1, int(top_k or 5))
+    def search(
+        self, query: str, vectors: Sequence[float], top_k: int = 5, filters: Mapping[str, Any] | None = None
+    ) -> builtins.list[OutputData]:
+        """KNN: 1 Search (scope and filters pushed down) + 1 BatchGetRow checking the hits."""
+        scope, user = self._user()
+        k = min(5 if top_k is None else int(top_k), MAX_TOP_K)  # KNN's top_k limit; more is never useful
+        if k < 1:
+            raise UserInputError("top_k must be at least 1")
         vector = [float(x) for x in vectors]
         if len(vector) != self.embedding_model_dims:
             raise ValueError(
                 f"query vector has {len(vector)} dimensions, the index expects {self.embedding_model_dims}"
             )
-        scope = self._scope()
-        push = qb.build(filters)
-        fetch = k if push.exact else max(k * 4, k + 50)
-        fetch = min(fetch, MAX_TOP_K)
+        push = qb.build(filters, self._indexed)
+        fetch = min(k if push.exact else max(k * 4, k + 50), MAX_TOP_K)
         knn = KnnVectorQuery(
-            COL_VECTOR,
-            top_k=fetch,
-            float32_query_vector=vector,
-            filter=qb.combine(qb.scope_query(scope), push.query),
+            COL_VECTOR, top_k=fetch, float32_query_vector=vector, filter=qb.combine(qb.scope_query(scope), push.query)
         )
-        results = self._filtered(self._search_pages(knn, fetch), filters)
-        results.sort(key=lambda r: r.score if r.score is not None else float("-inf"), reverse=True)
-        results = results[:k]
+        scores: dict[str, float | None] = {mid: self._score(raw) for mid, raw in self._search_hits(knn, fetch)}
+        # Rows this process wrote lately: the index may lack them (or their new vector). The index did not
+        # filter them, so more of them are taken; the check against the table drops what does not match.
+        for mid, similarity in self._recent.nearest(user, vector, max(fetch, GET_ROWS)):
+            scores[mid] = similarity
+        ranked = sorted(scores.items(), key=lambda kv: kv[1] if kv[1] is not None else float("-inf"), reverse=True)
+        results = self._verified(ranked, k, filters)
         if isinstance(query, str):
             self._stash.put(filters_key(filters, scope), query, results)
         return results
 
-    def keyword_search(self, query: str, top_k: int = 5, filters: Mapping | None = None):
-        """BM25 keyword scores: from the preceding ``search``'s candidates (no RPC) or a MatchQuery."""
+    def keyword_search(
+        self,
+        query: str,
+        top_k: int = 5,
+        filters: Mapping[str, Any] | None = None,
+        candidates: Sequence[str] | None = None,
+    ) -> builtins.list[OutputData] | None:
+        """BM25 keyword scores over rows checked against the table, statistics from those rows only.
+
+        ``candidates`` (ids): score only those, from the preceding search's rows when it has them (no
+        RPC), else one BatchGetRow. Without: the preceding search's rows for this query (no RPC), else
+        1 Search (MatchQuery) + 1 BatchGetRow, plus this process's recent writes.
+        """
+        scope, user = self._user()
         k = max(1, int(top_k or 5))
-        scope = self._scope()
-        stashed = self._stash.take(filters_key(filters, scope), query) if isinstance(query, str) else None
+        key = filters_key(filters, scope)
+        if candidates is not None:
+            known = self._stash.rows(key)
+            wanted = [str(c) for c in dict.fromkeys(candidates)]
+            missing = [c for c in wanted if c not in known]
+            fetched = self.get_many(missing) if missing else {}
+            rows = [r for c in wanted if (r := known.get(c) or fetched.get(c)) is not None]
+            rows = [r for r in rows if not filters or matches(dict(filters), r.payload)]
+            return bm25(query, rows, k)
+        stashed = self._stash.take(key, query) if isinstance(query, str) else None
         if stashed is not None:
             return bm25(query, stashed, k)
         if not isinstance(query, str) or not tokens(query):
             return []
-        push = qb.build(filters)
+        push = qb.build(filters, self._indexed)
         fetch = min(k if push.exact else max(k * 4, k + 50), MAX_TOP_K)
         flt = qb.combine(qb.scope_query(scope), push.query)
         match = MatchQuery(COL_DATA, query)
         full = BoolQuery(must_queries=[match], filter_queries=[flt]) if flt is not None else match
-        results = self._filtered(self._search_pages(full, fetch), filters)
-        if results and all(r.score is None for r in results):
-            # Tablestore returns hit scores only for some query kinds: score the matches locally.
-            return bm25(query, results, k)
-        results.sort(key=lambda r: r.score or 0.0, reverse=True)
-        return results[:k]
+        hits = dict.fromkeys([mid for mid, _ in self._search_hits(full, fetch)])
+        hits.update(dict.fromkeys(self._recent.ids(user)[:GET_ROWS]))
+        rows = self._verified([(mid, None) for mid in hits], len(hits), filters)
+        return bm25(query, rows, k)
 
 
-__all__ = ["TablestoreStore", "TablestoreUnavailableError"]
+__all__ = ["RowUpdate", "TablestoreStore", "TablestoreUnavailableError"]

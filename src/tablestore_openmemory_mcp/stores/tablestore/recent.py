@@ -1,0 +1,91 @@
+"""This process's recent writes, so a search right after an add or update finds it (read-your-writes).
+
+The search index syncs a few seconds behind the table (p99 3 s). Rows this process wrote in the last
+``window`` seconds are kept here with their unit vectors; ``search`` scores them locally and adds them to
+the index's candidates, and the one BatchGetRow that checks every candidate against the table drops the
+ones deleted since. Writes made by other processes show up in search once the index has synced.
+Bounded: at most ``max_rows`` rows (the newest), each expiring after ``window`` seconds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+#: How long a write is kept: well above the index's documented 3 s sync latency.
+WINDOW = 30.0
+MAX_ROWS = 2048
+
+
+class RecentWrites:
+    """Thread-safe, bounded map (user, id) -> (unit vector, written at)."""
+
+    def __init__(self, window: float = WINDOW, max_rows: int = MAX_ROWS) -> None:
+        self.window = window
+        self.max_rows = max_rows
+        self._lock = threading.Lock()
+        self._rows: OrderedDict[tuple[str, str], tuple[np.ndarray | None, float]] = OrderedDict()
+
+    def note(self, user: str, ids: Sequence[str], vectors: Sequence[Sequence[float] | None]) -> None:
+        """Remember rows just written (a None vector keeps the one already known, if any)."""
+        if self.window <= 0:
+            return
+        now = time.monotonic()
+        with self._lock:
+            for memory_id, vector in zip(ids, vectors, strict=True):
+                key = (user, memory_id)
+                unit: np.ndarray | None = None
+                if vector is not None:
+                    arr = np.asarray(vector, dtype=np.float32)
+                    norm = float(np.linalg.norm(arr))
+                    unit = arr / norm if norm > 0 else arr
+                elif key in self._rows:
+                    unit = self._rows[key][0]
+                self._rows.pop(key, None)
+                self._rows[key] = (unit, now)
+            while len(self._rows) > self.max_rows:
+                self._rows.popitem(last=False)
+
+    def forget(self, user: str, ids: Iterable[str]) -> None:
+        with self._lock:
+            for memory_id in ids:
+                self._rows.pop((user, memory_id), None)
+
+    def ids(self, user: str) -> list[str]:
+        """Ids of ``user``'s recent writes, newest first."""
+        with self._lock:
+            self._expire()
+            return [mid for (u, mid) in reversed(self._rows) if u == user]
+
+    def nearest(self, user: str, query: Sequence[float], limit: int) -> list[tuple[str, float]]:
+        """Up to ``limit`` of ``user``'s recent rows as (id, cosine similarity), best first."""
+        with self._lock:
+            self._expire()
+            mine = [(mid, vec) for (u, mid), (vec, _) in self._rows.items() if u == user and vec is not None]
+        if not mine or limit <= 0:
+            return []
+        q = np.asarray(query, dtype=np.float32)
+        norm = float(np.linalg.norm(q))
+        q = q / norm if norm > 0 else q
+        mine = [(mid, vec) for mid, vec in mine if vec.shape == q.shape]
+        if not mine:
+            return []
+        scores = np.clip(np.stack([vec for _, vec in mine]) @ q, -1.0, 1.0)
+        top = np.argsort(-scores, kind="stable")[:limit]
+        return [(mine[int(i)][0], float(scores[int(i)])) for i in top]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rows.clear()
+
+    def _expire(self) -> None:
+        cutoff = time.monotonic() - self.window
+        while self._rows:
+            _, (_, written) = next(iter(self._rows.items()))
+            if written >= cutoff:
+                break
+            self._rows.popitem(last=False)
