@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from tablestore_openmemory_mcp.audit import AccessLog, AppDirectory
-from tablestore_openmemory_mcp.errors import MemoryNotFound, StoreError
+from tablestore_openmemory_mcp.errors import StoreError
 from tablestore_openmemory_mcp.memory import scoring
 from tablestore_openmemory_mcp.memory.ports import (
     Added,
@@ -45,7 +45,7 @@ from tablestore_openmemory_mcp.memory.ports import (
     StoredMemory,
 )
 from tablestore_openmemory_mcp.scope import Scope
-from tablestore_openmemory_mcp.stores.base import MemoryStore, OutputData, scoped
+from tablestore_openmemory_mcp.stores.base import MemoryStore, OutputData, RowUpdate, scoped
 
 logger = logging.getLogger(__name__)
 
@@ -400,9 +400,9 @@ class StoreRepository:
         ids = list(dict.fromkeys(memory_ids))
         if not ids:
             return []
-        changed: list[StoredMemory] = []
         with scoped(scope.filters()):
             rows = self.store.get_many(ids)
+            planned: dict[str, StoredMemory] = {}
             for memory_id in ids:
                 row = rows.get(memory_id)
                 if row is None:
@@ -410,18 +410,19 @@ class StoreRepository:
                 current = to_memory(row)
                 if current.state == state or current.state not in eligible:
                     continue
-                moved = replace(current, state=state, updated_at=_after(current.updated_at))
-                try:
-                    self.store.update(
-                        current.id,
-                        None,
-                        to_payload(moved),
-                        expected_updated_at=current.updated_at or None,
-                        dedup_key=dedup_key(scope, current.hash) if state == "active" else "",
-                    )
-                except MemoryNotFound:
-                    continue
-                changed.append(moved)
+                planned[memory_id] = replace(current, state=state, updated_at=_after(current.updated_at))
+            changes = [
+                RowUpdate(
+                    memory_id,
+                    None,
+                    to_payload(moved),
+                    expected_updated_at=to_memory(rows[memory_id]).updated_at or None,
+                    dedup_key=dedup_key(scope, moved.hash) if state == "active" else "",
+                )
+                for memory_id, moved in planned.items()
+            ]
+            done = set(self.store.update_many(changes)) if changes else set()
+        changed = [moved for memory_id, moved in planned.items() if memory_id in done]
         self._append_history(
             scope,
             [

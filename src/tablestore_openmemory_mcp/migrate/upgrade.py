@@ -89,6 +89,12 @@ def plan_upgrade(settings: Settings, client: Any | None = None) -> UpgradePlan |
     if not settings.uses_tablestore:
         return None
     name = settings.tablestore_table_name
+    from tablestore_openmemory_mcp.stores.tablestore.schema import validate_name
+
+    try:
+        validate_name("table", name)
+    except ValueError:
+        return None  # opening the store names the problem, before any request
     try:
         client = client or tablestore_client(settings)
         if not ReferenceTable(client, name).exists_with_reference_key():

@@ -20,11 +20,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel
 
-from tablestore_openmemory_mcp.errors import ScopeMissing
+from tablestore_openmemory_mcp.errors import ConflictError, MemoryNotFound, ScopeMissing
 
 #: Identity filters of the store call in progress, e.g. ``{"user_id": "u1", "agent_id": "cline"}``.
 ACTIVE_SCOPE: ContextVar[dict[str, str] | None] = ContextVar("ACTIVE_SCOPE", default=None)
@@ -48,6 +48,16 @@ def require_scope() -> dict[str, str]:
     if not scope or not scope.get("user_id"):
         raise ScopeMissing("store called without a caller scope (use stores.base.scoped)")
     return scope
+
+
+class RowUpdate(NamedTuple):
+    """One change for :meth:`MemoryStore.update_many` (the arguments of ``update``)."""
+
+    id: str
+    vector: Sequence[float] | None = None
+    payload: Mapping[str, Any] | None = None
+    expected_updated_at: str | None = None
+    dedup_key: str | None = None
 
 
 class OutputData(BaseModel):
@@ -130,6 +140,25 @@ class MemoryStore(ABC):
         """Replace vector and/or payload. With ``expected_updated_at``, only if the row still has it
         (else :class:`~tablestore_openmemory_mcp.errors.ConflictError`). ``dedup_key`` moves the
         row's key (dropped when another live row holds it). A missing row raises ``MemoryNotFound``."""
+
+    def update_many(self, changes: Sequence[RowUpdate]) -> list[str]:
+        """Several conditional updates; returns the ids updated (conflicting or missing rows are left out).
+
+        Stores override this to batch the writes (Tablestore: one BatchWriteRow per 200 rows)."""
+        updated: list[str] = []
+        for change in changes:
+            try:
+                self.update(
+                    change.id,
+                    change.vector,
+                    change.payload,
+                    expected_updated_at=change.expected_updated_at,
+                    dedup_key=change.dedup_key,
+                )
+            except (ConflictError, MemoryNotFound):
+                continue
+            updated.append(change.id)
+        return updated
 
     @abstractmethod
     def delete_many(self, ids: Iterable[str]) -> list[str]:

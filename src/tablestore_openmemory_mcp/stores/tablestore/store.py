@@ -36,7 +36,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from tablestore import (
     INF_MAX,
@@ -74,7 +74,7 @@ from tablestore import (
 
 from tablestore_openmemory_mcp.errors import ConflictError, MemoryNotFound, StoreError, UserInputError
 
-from ..base import MemoryStore, OutputData, in_active_scope, require_scope
+from ..base import MemoryStore, OutputData, RowUpdate, in_active_scope, require_scope
 from ..filters import matches, split_identity
 from ..tokenize import tokens
 from . import query as qb
@@ -171,16 +171,6 @@ def _decode_cursor(cursor: str) -> str:
     if not isinstance(memory_id, str) or not memory_id:
         raise UserInputError("invalid cursor: pass back the cursor a previous page returned")
     return memory_id
-
-
-class RowUpdate(NamedTuple):
-    """One change for :meth:`TablestoreStore.update_many` (the arguments of ``update``)."""
-
-    id: str
-    vector: Sequence[float] | None = None
-    payload: Mapping[str, Any] | None = None
-    expected_updated_at: str | None = None
-    dedup_key: str | None = None
 
 
 def _chunks(items: Sequence[T], size: int) -> Iterable[list[T]]:
