@@ -18,7 +18,8 @@ import pytest
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tablestore_openmemory_mcp import mem0_bridge
+from tablestore_openmemory_mcp.memory.ports import StoredMemory
+from tablestore_openmemory_mcp.repository import now_iso, text_hash, to_payload
 from tablestore_openmemory_mcp.settings import TOOL_NAMES
 from tablestore_openmemory_mcp.stores.base import ACTIVE_SCOPE
 from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore
@@ -69,15 +70,19 @@ def direct_store(emulator: TablestoreEmulator, dims: int = DIMS, table: str = "m
 
 
 def bulk_load(store: TablestoreStore, client: str, user: str, count: int) -> None:
-    """``count`` memories in one scope, in the payload format ``mem0_bridge.create_memories`` writes."""
-    metadata = {"user_id": user, "agent_id": client, "role": "user"}
+    """``count`` memories in one scope, in the payload format the repository writes."""
     texts = [f"bulk memory number {i}" for i in range(count)]
+    now = now_iso()
+    memories = [
+        StoredMemory(str(uuid.uuid4()), t, user, client, now, now, text_hash(t), metadata={"role": "user"})
+        for t in texts
+    ]
     token = ACTIVE_SCOPE.set({"user_id": user, "agent_id": client})
     try:
         store.insert(
             vectors=[embed_text(t, store.embedding_model_dims).tolist() for t in texts],
-            payloads=[mem0_bridge.new_payload(t, metadata) for t in texts],
-            ids=[str(uuid.uuid4()) for _ in texts],
+            payloads=[to_payload(m) for m in memories],
+            ids=[m.id for m in memories],
         )
     finally:
         ACTIVE_SCOPE.reset(token)

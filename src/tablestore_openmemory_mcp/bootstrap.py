@@ -116,7 +116,7 @@ def _embedder(settings: Settings) -> tuple[Any, int]:
         raise StartupError(str(exc)) from None
     if warning:
         logger.warning(warning)
-    embedder = OpenAICompatibleEmbedder(
+    remote = OpenAICompatibleEmbedder(
         model=settings.embedder_model,
         api_key=settings.embedder_key,
         base_url=settings.embedder_url,
@@ -128,10 +128,10 @@ def _embedder(settings: Settings) -> tuple[Any, int]:
     )
     if not settings.uses_tablestore:
         try:
-            check_store_embedder(settings.resolved_data_dir, embedder.name, dimension)
+            check_store_embedder(settings.resolved_data_dir, remote.name, dimension)
         except EmbedderMismatch as exc:
             raise StartupError(str(exc)) from None
-    return embedder, dimension
+    return remote, dimension
 
 
 def _store(settings: Settings, dimension: int) -> tuple[MemoryStore, HistoryLog, HistoryLog, str]:

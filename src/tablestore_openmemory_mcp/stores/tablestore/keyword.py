@@ -49,15 +49,9 @@ class _Entry:
 
 
 def _lemmatize(text: str) -> str:
-    """mem0's own BM25 lemmatization (identity when spaCy is not installed)."""
-    try:
-        from mem0.utils.lemmatization import lemmatize_for_bm25
-    except Exception:  # pragma: no cover - mem0 always ships it
-        return text
-    try:
-        return str(lemmatize_for_bm25(text))
-    except Exception:
-        return text
+    """The keyword query as the repository sends it. It lemmatizes only when spaCy is installed (mem0's BM25
+    lemmatizer needs it); a lemmatized query that differs from the stashed one just misses the stash."""
+    return text
 
 
 class CandidateStash:
