@@ -217,6 +217,13 @@ class StoreRepository:
         if cached is not None:
             cached[1].update(memory.categories)
 
+    def ensure_recorded(self, scope: Scope, memory: StoredMemory, origin: Origin) -> None:
+        """A writer that died between storing a memory and recording it leaves no ADD event; a later add of the
+        same text (a client's retry) records it. The event's time is the memory's own, so retries record it once."""
+        if not self.history_log.for_memory(scope.user_id, memory.id):
+            record = self._record(memory.id, "ADD", None, memory.text, memory.created_at, scope, origin)
+            self._append_history(scope, [replace(record, client=memory.client or scope.client_name)])
+
     def access_for(self, user_id: str, memory_id: str) -> list[HistoryRecord]:
         return self.access.for_memory(user_id, memory_id) if self.access is not None else []
 
@@ -252,6 +259,8 @@ class StoreRepository:
         self, scope: Scope, *, limit: int, cursor: str | None = None, states: Collection[State] = ACTIVE
     ) -> Page:
         filters = self._filters(scope, states)
+        if set(states) == ACTIVE and not scope.shared and self.app_paused(scope):
+            return Page(items=[], total=0, next_cursor=None)  # a paused app's memories are hidden from it
         with scoped(scope.filters()):
             rows, next_cursor = self.store.list_page(filters, limit, cursor)
             total = self.store.count(filters)
@@ -355,7 +364,10 @@ class StoreRepository:
                 )
             else:
                 row = existing.get(stored_id)
-                outcomes.append(Added(to_memory(row) if row is not None else memory, False))
+                known = to_memory(row) if row is not None else memory
+                outcomes.append(Added(known, False))
+                if row is not None and not self.history_log.for_memory(scope.user_id, known.id):
+                    records.append(self._record(known.id, "ADD", None, known.text, known.created_at, scope, origin))
         self._append_history(scope, records)
         return outcomes
 

@@ -58,6 +58,11 @@ class InMemoryRepository:
             if _owns(scope, m) and m.state in states and (m.client, m.user_id) not in self.paused_apps
         ]
 
+    def ensure_recorded(self, scope: Scope, memory: StoredMemory, origin: Origin) -> None:
+        self.calls["ensure_recorded"] += 1
+        if not any(u == scope.user_id and r.memory_id == memory.id for u, r in self.events):
+            self._record(scope, memory.id, "ADD", None, memory.text, origin, None)
+
     def app_paused(self, scope: Scope) -> bool:
         return (scope.client_name, scope.user_id) in self.paused_apps
 

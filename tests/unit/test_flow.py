@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tablestore_openmemory_mcp.errors import ConflictError, MemoryNotFound
+from tablestore_openmemory_mcp.errors import AppPaused, ConflictError, MemoryNotFound
 from tablestore_openmemory_mcp.llm import LLMError
 from tablestore_openmemory_mcp.memory.flow import ClassicFlow
 from tablestore_openmemory_mcp.scope import Scope
@@ -171,3 +171,23 @@ def test_list_pages_with_a_cursor_and_total() -> None:
 
 def _fields(memory: object) -> dict[str, object]:
     return {name: getattr(memory, name) for name in memory.__slots__}  # type: ignore[attr-defined]
+
+
+def test_a_retry_after_a_writer_died_before_recording_records_the_add() -> None:
+    flow, repo, _, _ = make()
+    memory_id = flow.add(ALICE, "Lives in Hangzhou", infer=False).events[0].id
+    assert memory_id is not None
+    repo.events.clear()  # the writer died after storing the memory, before its history event
+    again = flow.add(ALICE, "Lives in Hangzhou", infer=False)
+    assert [(e.event, e.id) for e in again.events] == [("NONE", memory_id)]
+    assert [h.event for h in flow.history(ALICE, memory_id).history] == ["ADD"]
+
+
+def test_a_paused_app_cannot_write_but_other_apps_can() -> None:
+    flow, repo, _, _ = make()
+    flow.add(ALICE, "Likes tea", infer=False)
+    repo.paused_apps.add(("cline", "alice"))
+    with pytest.raises(AppPaused):
+        flow.add(ALICE, "Likes coffee", infer=False)
+    assert flow.list_memories(ALICE, 10).total == 0, "its memories are hidden from reads"
+    assert [e.event for e in flow.add(Scope("cursor", "alice"), "Likes coffee", infer=False).events] == ["ADD"]

@@ -164,6 +164,7 @@ class ClassicFlow:
             if known is None:
                 event = MemoryEvent(id=added.memory.id, memory=text, event="ADD")
                 return AddResult(events=[event], inferred=False, note=note)
+        self.repository.ensure_recorded(scope, known, Origin(source=source))
         event = MemoryEvent(id=known.id, memory=text, event="NONE")
         return AddResult(events=[event], inferred=False, note=note or "This memory was already stored.")
 

@@ -167,6 +167,10 @@ class MemoryRepository(Protocol):
         """Erase memories with their history and access log."""
         ...
 
+    def ensure_recorded(self, scope: Scope, memory: StoredMemory, origin: Origin) -> None:
+        """Make sure an existing memory has its ADD event (a writer may have died before recording it)."""
+        ...
+
     def app_paused(self, scope: Scope) -> bool:
         """Whether the scope's client is paused for its user (its MCP writes are refused)."""
         ...
