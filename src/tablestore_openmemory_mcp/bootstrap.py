@@ -66,6 +66,10 @@ class ServiceHandle:
         assert self._components is not None
         return self._components
 
+    def failed(self, timeout: float) -> bool:
+        """Whether startup ended in an error (waits up to ``timeout`` for it to end)."""
+        return self._ready.wait(timeout) and self._error is not None
+
     def in_flight(self) -> int:
         """Tool calls running right now (0 before the service exists)."""
         return self._components.service.in_flight if self._components is not None else 0

@@ -101,9 +101,13 @@ def main(argv: list[str] | None = None) -> None:
         # Answer the handshake at once; a startup failure answers the waiting calls, then exits with code 1.
         gate = StartupGate(handle)
         server = build_server(settings, gate)  # type: ignore[arg-type]  # the tools only use .get()
-        threading.Thread(target=_exit_on_startup_failure, args=(gate, settings), daemon=True).start()
+        watcher = threading.Thread(target=_exit_on_startup_failure, args=(gate, settings), daemon=True)
+        watcher.start()
         gate.serving.set()
         transports.run(transports.serve_stdio, server)  # returns when stdin closes
+        if handle.failed(timeout=60.0):  # stdin closed while startup failed: the watcher says why and exits 1
+            watcher.join(timeout=30.0)
+            os._exit(1)
         handle.close()
         return
     server = build_server(settings, handle)
