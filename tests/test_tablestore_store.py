@@ -227,18 +227,19 @@ def test_every_call_outside_a_scope_fails_closed(em: TablestoreEmulator) -> None
 # ------------------------------------------------------------------------------------ RPC budgets
 
 
-def test_get_update_delete_are_one_rpc_each(em: TablestoreEmulator) -> None:
+def test_get_and_update_are_one_rpc_each_and_delete_two(em: TablestoreEmulator) -> None:
+    """A delete reads the row's dedup key first, so it can release it (see test_purge_releases_the_key)."""
     store = make(em)
     with scope(user_id="u1", agent_id="cline"):
         store.insert([vec(1)], [payload("one", agent_id="cline")], ["m1"])
-        for action, api in (
-            (lambda: store.get("m1"), "GetRow"),
-            (lambda: store.update("m1", vector=vec(2), payload=payload("two", agent_id="cline")), "UpdateRow"),
-            (lambda: store.delete("m1"), "BatchWriteRow"),
+        for action, apis in (
+            (lambda: store.get("m1"), {"GetRow": 1}),
+            (lambda: store.update("m1", vector=vec(2), payload=payload("two", agent_id="cline")), {"UpdateRow": 1}),
+            (lambda: store.delete("m1"), {"BatchGetRow": 1, "BatchWriteRow": 1}),
         ):
             em.reset_counts()
             action()
-            assert api_counts(em) == {api: 1}
+            assert api_counts(em) == apis
 
 
 def test_search_is_one_rpc_and_keyword_search_reuses_it(em: TablestoreEmulator) -> None:
@@ -324,7 +325,7 @@ def test_list_is_complete_and_ordered_right_after_insert(em: TablestoreEmulator)
         assert store.count() == n
         em.reset_counts()
         assert store.delete_many(ids[:450]) == ids[:450]
-        assert api_counts(em) == {"BatchWriteRow": 3}
+        assert api_counts(em) == {"BatchGetRow": 5, "BatchWriteRow": 3}  # keys read per 100, rows deleted per 200
         assert store.count() == n - 450
 
 
@@ -570,7 +571,7 @@ def test_delete_then_readd_stores_the_text_again(em: TablestoreEmulator) -> None
         assert store.insert([vec(0)], [payload("likes tea")], ["m2"], [key_for("likes tea")]) == ["m1"]  # duplicate
         assert store.count() == 1
         assert store.delete_many(["m1"]) == ["m1"]
-        assert store.find_by_dedup_key(key_for("likes tea")) is None  # stale claim: verified, not trusted
+        assert store.find_by_dedup_key(key_for("likes tea")) is None  # its claim was released with the row
         assert store.insert([vec(0)], [payload("likes tea")], ["m3"], [key_for("likes tea")]) == ["m3"]
         assert [r.id for r in store.list()[0]] == ["m3"]
         assert store.find_by_dedup_key(key_for("likes tea")).id == "m3"
@@ -594,31 +595,162 @@ def test_update_then_readd_of_the_old_text(em: TablestoreEmulator) -> None:
         assert store.find_by_dedup_key(key_for("uses spaces")).id == "m1"
 
 
-def test_stale_claims_from_a_crash_are_taken_over(em: TablestoreEmulator) -> None:
-    """A claim whose memory is missing (a writer died between its writes, or an undo failed) blocks nothing."""
-    store = make(em)
-    key = key_for("orphan")
-    store.client.put_row(
-        store.collection_name, Row([("user_id", "u1#dedup"), ("memory_id", key)], [("memory", "gone")])
+def claim_row(store: TablestoreStore, key: str, user: str = "u1") -> str | None:
+    """The memory id the dedup row of ``key`` names, read straight from the table (None: no claim)."""
+    _, row, _ = store.client.get_row(
+        store.collection_name, [("user_id", f"{user}#dedup"), ("memory_id", key)], max_version=1
     )
+    if row is None or not row.primary_key:
+        return None
+    return dict((c[0], c[1]) for c in row.attribute_columns).get("memory")
+
+
+def put_claim(store: TablestoreStore, key: str, target: str, user: str = "u1") -> None:
+    """A dedup claim written and nothing else: the state a writer killed between its two writes leaves."""
+    store.client.put_row(
+        store.collection_name, Row([("user_id", f"{user}#dedup"), ("memory_id", key)], [("memory", target)])
+    )
+
+
+def test_an_orphan_claim_is_completed_under_its_id_never_duplicated(em: TablestoreEmulator) -> None:
+    """A claim naming a missing row (its writer died between claim and row): a re-add stores that row, once."""
+    store = make(em)
+    key = key_for("said once")
+    put_claim(store, key, "cut")
     with scope(user_id="u1"):
-        assert store.find_by_dedup_key(key) is None
+        assert store.find_by_dedup_key(key) is None  # not readable until its row exists
         em.reset_counts()
-        assert store.insert([vec(0)], [payload("orphan")], ["m1"], [key]) == ["m1"]
-        # PutRow memory, PutRow claim (exists), read claim + its memory, UpdateRow takeover
+        assert store.insert([vec(0)], [payload("said once")], ["retry1"], [key]) == ["cut"]
+        # PutRow claim (exists), read claim + its row (missing), PutRow of the row under the claim's id
+        assert api_counts(em) == {"PutRow": 2, "BatchGetRow": 2}
+        assert store.insert([vec(0)], [payload("said once")], ["retry2"], [key]) == ["cut"]
+        rows = store.list()[0]
+        assert [(r.id, r.payload["data"]) for r in rows] == [("cut", "said once")]
+        assert store.find_by_dedup_key(key).id == "cut"
+        assert [r.id for r in store.search("q", vec(0), 5)] == ["cut"]  # read-your-writes while the index lags
+    assert claim_row(store, key) == "cut"
+
+
+def test_an_orphan_claim_whose_writer_finishes_late_stays_one_memory(em: TablestoreEmulator) -> None:
+    """Completing an orphan never clobbers its writer's row, and the writer finishing late writes the same row."""
+    store = make(em)
+    key = key_for("slow writer")
+    put_claim(store, key, "slow")
+    with scope(user_id="u1"):
+        assert store.insert([vec(1)], [payload("slow writer", n=1)], ["other"], [key]) == ["slow"]
+        # the original writer's own call goes on: its claim is its own, its row lands over the same text
+        assert store.insert([vec(0)], [payload("slow writer", n=2)], ["slow"], [key]) == ["slow"]
+        assert [r.id for r in store.list()[0]] == ["slow"]
+        assert store.get("slow").payload["created_at"].endswith("00:02+00:00")
+        # and a completion that finds the row already written leaves it as it is
+        put_claim(store, key_for("written"), "w")
+        store.insert([vec(0)], [payload("written", n=3)], ["w"], [key_for("written")])
+        assert store.insert([vec(1)], [payload("written", n=4)], ["w2"], [key_for("written")]) == ["w"]
+        assert store.get("w").payload["created_at"].endswith("00:03+00:00")
+        assert store.count() == 2
+
+
+def cut_insert(endpoint: str, table: str, memory_id: str, text: str) -> None:
+    """Child process body: an insert killed (os._exit, no cleanup) right after its claim, before its row."""
+    import os
+
+    store = TablestoreStore(
+        collection_name=table, endpoint=endpoint, instance_name=INSTANCE, access_key_id=AK, access_key_secret=SK,
+        embedding_model_dims=DIMS,
+    )  # fmt: skip
+    original = store.client.put_row
+
+    def die_before_memory_rows(table_name: str, row: Any, *args: Any, **kwargs: Any) -> Any:
+        if not dict(row.primary_key)["user_id"].endswith("#dedup"):
+            os._exit(17)  # the replica dies: no undo, no answer
+        return original(table_name, row, *args, **kwargs)
+
+    store.client.put_row = die_before_memory_rows  # type: ignore[method-assign]
+    with scoped({"user_id": "u1"}):
+        store.insert([vec(0)], [payload(text)], [memory_id], [key_for(text)])
+    os._exit(0)  # not reached when the cut works
+
+
+def test_an_add_killed_between_its_claim_and_its_row_is_stored_once_by_the_retry(em: TablestoreEmulator) -> None:
+    store = make(em)
+    text = "said once, retried after its process died"
+    proc = multiprocessing.get_context("spawn").Process(
+        target=cut_insert, args=(em.endpoint, store.collection_name, "first-try", text)
+    )
+    try:
+        proc.start()
+        proc.join(timeout=120)
+        assert proc.exitcode == 17  # killed between the claim and the row
+    finally:
+        if proc.is_alive():
+            proc.kill()
+            proc.join(timeout=10)
+    assert claim_row(store, key_for(text)) == "first-try"
+    with scope(user_id="u1"):
+        assert store.list()[0] == []  # the cut left no memory row
+        assert store.insert([vec(0)], [payload(text)], ["second-try"], [key_for(text)]) == ["first-try"]
+        assert [(r.id, r.payload["data"]) for r in store.list()[0]] == [("first-try", text)]
+
+
+def test_stale_claims_are_taken_over(em: TablestoreEmulator) -> None:
+    """A claim naming a row that exists without the key (key released, text changed) blocks nothing."""
+    store = make(em)
+    key = key_for("stale")
+    with scope(user_id="u1"):
+        store.insert([vec(0)], [payload("stale")], ["m0"], [key])
+        store.update("m0", payload=payload("stale", state="deleted"), dedup_key="")
+        assert claim_row(store, key) == "m0" and store.find_by_dedup_key(key) is None
+        em.reset_counts()
+        assert store.insert([vec(0)], [payload("stale")], ["m1"], [key]) == ["m1"]
+        # PutRow claim (exists), read claim + its row (no key), UpdateRow takeover, PutRow memory
         assert api_counts(em) == {"PutRow": 2, "BatchGetRow": 2, "UpdateRow": 1}
         assert store.find_by_dedup_key(key).id == "m1"
+        assert sorted(r.id for r in store.list()[0]) == ["m0", "m1"]
+
+
+def test_hard_deletes_and_failed_writes_leave_no_orphan_claim(em: TablestoreEmulator) -> None:
+    """Every path we control releases its claim, so a later add of the text gets its own id."""
+    store = make(em, max_retries=2)
+    with scope(user_id="u1"):
+        store.insert([vec(0)], [payload("purged")], ["p1"], [key_for("purged")])
+        assert store.delete_many(["p1"]) == ["p1"]
+        assert claim_row(store, key_for("purged")) is None
+        with pytest.raises(MemoryNotFound):
+            store.update("ghost", payload=payload("ghost text"), dedup_key=key_for("ghost text"))
+        assert claim_row(store, key_for("ghost text")) is None
+        assert store.update_many([RowUpdate("ghost", None, payload("ghost 2"), None, key_for("ghost 2"))]) == []
+        assert claim_row(store, key_for("ghost 2")) is None
+        original = store.client.put_row
+        calls = {"n": 0}
+
+        def claim_then_busy(*args: Any, **kwargs: Any) -> Any:
+            # Wraps the SDK (not our code): the claim lands, then every memory-row write is busy.
+            calls["n"] += 1
+            if calls["n"] == 2:
+                em.inject("PutRow", "OTSServerBusy", times=10)
+            return original(*args, **kwargs)
+
+        store.client.put_row = claim_then_busy  # type: ignore[method-assign]
+        with pytest.raises(TablestoreUnavailableError):
+            store.insert([vec(0)], [payload("failed")], ["f1"], [key_for("failed")])
+        em.clear_faults()
+        store.client.put_row = original  # type: ignore[method-assign]
+        assert claim_row(store, key_for("failed")) is None and store.get("f1") is None
+        for text, new_id in (("purged", "p2"), ("ghost text", "g1"), ("ghost 2", "g2"), ("failed", "f2")):
+            assert store.insert([vec(0)], [payload(text)], [new_id], [key_for(text)]) == [new_id]
 
 
 def test_retried_claim_whose_answer_was_lost_is_ours(em: TablestoreEmulator) -> None:
     store = make(em)
     with scope(user_id="u1"):
-        store.insert([vec(0)], [payload("warm")], ["w"])  # memory PutRows go first
-        em.inject("PutRow", "drop_after", times=1)  # the memory row lands, its answer is lost: retried
+        store.insert([vec(0)], [payload("warm")], ["w"])
+        em.inject("PutRow", "drop_after", times=1)  # the claim (written first) lands, its answer is lost: retried
         assert store.insert([vec(0)], [payload("once")], ["m1"], [key_for("once")]) == ["m1"]
         em.inject("PutRow", "OTSServerBusy", times=1)
         assert store.insert([vec(0)], [payload("twice")], ["m2"], [key_for("twice")]) == ["m2"]
-        assert store.count() == 3
+        em.inject("PutRow", "drop_after", times=2)  # the claim's and the row's answers are both lost
+        assert store.insert([vec(0)], [payload("thrice")], ["m3"], [key_for("thrice")]) == ["m3"]
+        assert store.count() == 4
 
 
 def test_several_rows_and_duplicates_within_one_insert(em: TablestoreEmulator) -> None:
@@ -785,7 +917,7 @@ def test_many_ids_are_batched(em: TablestoreEmulator) -> None:
         assert api_counts(em) == {"BatchGetRow": 10}
         em.reset_counts()
         assert store.delete_many(unknown) == []
-        assert api_counts(em) == {"BatchWriteRow": 5}
+        assert api_counts(em) == {"BatchGetRow": 10}  # nothing exists: nothing to write
 
 
 @pytest.mark.parametrize("fault", ["drop_after", "http503_after", "OTSTimeout_after", "drop", "OTSServerBusy"])

@@ -2,24 +2,36 @@
 
 A dedup row ``(user + DEDUP_SUFFIX, key) -> memory id`` is claimed with PutRow ``EXPECT_NOT_EXIST``: of two
 writers racing for one key (threads or processes), exactly one gets it. The memory row also stores the key
-it holds (``COL_DEDUP``). A claim is *live* only while the memory it names exists and still holds the key;
-any other claim is *stale* (the memory was deleted or its text changed, or a writer died between its two
-writes) and is taken over with an UpdateRow conditioned on the old target, which again only one racer wins.
+it holds (``COL_DEDUP``). What a claim's memory row says decides what the claim is:
 
-Why memory row first, claim second: a claim then never names a memory that is still being written, so a
-claim whose memory is missing is stale for sure (no grace period, no clocks). Deletes and updates leave the
-old claim behind as stale instead of paying an extra write; every reader verifies.
+* *live*: the row exists and holds the key. The key is taken; that row is the answer.
+* *orphan*: the row does not exist. Its writer is between its two writes, or died there. Nobody takes
+  the key over: an insert of the same text writes the row under the claim's id (the same text in the same
+  scope, so two writers doing that, or the original writer finishing late, store one memory), and an
+  update leaves its row without the key.
+* *stale*: the row exists without the key (deleted softly, key released, or text changed). It is taken
+  over with an UpdateRow conditioned on the old target, which only one racer wins.
+
+Why claim first, memory row second: a writer killed between its two writes then leaves a claim naming a
+row that never came, which the client's retry (a new proposed id, the same key) completes instead of
+storing a second copy; the old order (row first) left a row no claim named, and the retry claimed the key
+afresh. It is safe because a missing row means "being written, or its writer died" on every path we
+control: deleting memory rows (``delete_many``) releases their claims right after (deletes conditioned on
+the target), a failed insert undoes its rows and then its claims, and an update of a missing row releases
+the key it claimed. Only a process killed inside one of those leaves an orphan for the deleted id; the next
+add of that text then stores it under that id: once, never twice.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from tablestore import (
     ComparatorType,
     Condition,
+    DeleteRowItem,
     OTSServiceError,
     PutRowItem,
     Row,
@@ -32,7 +44,7 @@ from tablestore_openmemory_mcp.errors import StoreError
 from .batch import WRITE_ROWS, Batches, PrimaryKey, RowRejected
 from .retry import Retrier
 from .rows import MAX_KEY_BYTES, attr_dict
-from .schema import COL_DEDUP, COL_TARGET, DEDUP_SUFFIX, PK_ID, PK_USER
+from .schema import COL_DEDUP, COL_PAYLOAD, COL_TARGET, DEDUP_SUFFIX, PK_ID, PK_USER
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +53,17 @@ T = TypeVar("T")
 CONDITION_FAILED = "OTSConditionCheckFail"
 #: Rounds of read-verify-takeover before giving up on a key that keeps changing hands.
 MAX_ROUNDS = 8
+
+LIVE, ORPHAN, STALE = "live", "orphan", "stale"
+
+
+class Claims(NamedTuple):
+    """The outcome of :meth:`DedupKeys.claim`."""
+
+    #: Per key, the id that holds it: the caller's own, a live memory's, or an orphan claim's.
+    holders: dict[str, str]
+    #: Keys held by an orphan claim (its memory row is missing); an insert writes that row.
+    orphans: frozenset[str]
 
 
 def check_key(key: str) -> str:
@@ -82,11 +105,18 @@ class DedupKeys:
                 out[key] = target
         return out
 
-    def live(self, user: str, claims: dict[str, str]) -> dict[str, bool]:
-        """Per key: does the memory it names exist and still hold that key?"""
+    def status(self, user: str, claims: dict[str, str]) -> dict[str, str]:
+        """Per key: LIVE (its memory holds it), ORPHAN (its memory row is missing) or STALE (the row lacks it)."""
         keys = list(claims)
-        rows = self.batches.get(self.table, [self.memory_pk(user, claims[k]) for k in keys], [COL_DEDUP])
-        return {k: row is not None and attr_dict(row[1]).get(COL_DEDUP) == k for k, row in zip(keys, rows, strict=True)}
+        # the payload column too: a row is returned only with at least one of the columns asked for
+        rows = self.batches.get(self.table, [self.memory_pk(user, claims[k]) for k in keys], [COL_DEDUP, COL_PAYLOAD])
+        out: dict[str, str] = {}
+        for key, row in zip(keys, rows, strict=True):
+            if row is None:
+                out[key] = ORPHAN
+            else:
+                out[key] = LIVE if attr_dict(row[1]).get(COL_DEDUP) == key else STALE
+        return out
 
     def lookup(self, user: str, key: str) -> str | None:
         """The id named by the dedup row for ``key`` (the caller verifies it), or None."""
@@ -101,13 +131,15 @@ class DedupKeys:
 
     # ------------------------------------------------------------------ claims
 
-    def claim(self, user: str, wanted: dict[str, str]) -> dict[str, str]:
+    def claim(self, user: str, wanted: dict[str, str]) -> Claims:
         """Claim ``key -> memory id`` for each entry; return, per key, the id that holds it afterwards.
 
-        That is the caller's own id when it got the key (or took over a stale claim), else the id of the
-        live memory that already holds it. Raises :class:`StoreError` when a key keeps changing hands.
+        That is the caller's own id when it got the key (or took over a stale claim), the id of the live
+        memory that already holds it, or the id an orphan claim names (listed in ``orphans``: its row is
+        still to be written). Raises :class:`StoreError` when a key keeps changing hands.
         """
         holders: dict[str, str] = {}
+        orphans: set[str] = set()
         conflicts = sorted(self._put_new(user, wanted))
         for key, own in wanted.items():
             if key not in conflicts:
@@ -127,16 +159,40 @@ class DedupKeys:
             for k, t in targets.items():
                 if t == wanted[k]:  # ours already (a retried claim that landed the first time)
                     holders[k] = t
-            status = self.live(user, pending) if pending else {}
+            status = self.status(user, pending) if pending else {}
             for k, target in pending.items():
-                if status[k]:
+                if status[k] != STALE:  # live, or an orphan whose row the caller writes: never a second id
                     holders[k] = target
+                    if status[k] == ORPHAN:
+                        orphans.add(k)
                 elif self._take_over(user, k, target, wanted[k]):
                     holders[k] = wanted[k]
                 else:
                     again.add(k)
             conflicts = sorted(again)
-        return holders
+        return Claims(holders, frozenset(orphans))
+
+    def release(self, user: str, claims: dict[str, str]) -> None:
+        """Delete the dedup rows of ``key -> memory id`` that still name that id (undo, deletes)."""
+        if not claims:
+            return
+        items = [
+            DeleteRowItem(
+                Row(self.key_pk(user, key)),
+                Condition(
+                    RowExistenceExpectation.EXPECT_EXIST,
+                    SingleColumnCondition(COL_TARGET, target, ComparatorType.EQUAL, pass_if_missing=False),
+                ),
+            )
+            for key, target in claims.items()
+        ]
+        for start in range(0, len(items), WRITE_ROWS):
+            rejected, pending = self.batches.write(self.table, items[start : start + WRITE_ROWS], [])
+            for _, code, message in rejected:
+                if code != CONDITION_FAILED:  # gone already, or another id holds it now: nothing to release
+                    raise RowRejected("BatchWriteRow", code, message)
+            if pending:
+                raise StoreError(f"Tablestore stayed busy releasing {len(pending)} dedup claim(s)")
 
     def _put_new(self, user: str, wanted: dict[str, str]) -> set[str]:
         """PutRow EXPECT_NOT_EXIST for each key; return the keys whose row already existed."""

@@ -8,12 +8,15 @@ writes and column filters or checks on reads, so a row outside the scope behaves
 
 RPCs per operation (nothing failing):
 
-* ``insert`` = PutRow (1 row) or BatchWriteRow (<= 200 rows a call), then the dedup claims (``dedup``):
-  one conditional PutRow/BatchWriteRow; a duplicate costs 2 BatchGetRow and the removal of our row.
+* ``insert`` = the dedup claims first (``dedup``): one conditional PutRow/BatchWriteRow, then PutRow
+  (1 row) or BatchWriteRow (<= 200 rows a call) for the rows; a duplicate costs 2 BatchGetRow and writes
+  no row; a claim whose writer died before its row (orphan) costs the same and gets that row written.
 * ``get`` = GetRow; ``get_many`` = BatchGetRow per 100 ids; ``find_by_dedup_key`` = 2 GetRow.
 * ``update`` = UpdateRow with a row condition (exists, in scope, ``updated_at`` unchanged), +1 PutRow
   when it claims a new dedup key; ``update_many`` = the same as BatchWriteRow per 200 rows.
-* ``delete_many`` = BatchWriteRow per 200 ids; exact under faults (``_write_exact``).
+* ``delete_many`` = per 200 ids, BatchGetRow per 100 (which exist, their dedup keys) + BatchWriteRow of
+  the existing rows + BatchWriteRow releasing their keys (when any held one); exact under faults
+  (``_write_exact``). Unknown ids cost the reads only.
 * ``list_page`` = GetRange (limit + 1 rows); ``count`` = a keys-only GetRange scan (free right after a
   ``list_page`` that covered the whole range); ``list`` = GetRange pages with payloads.
 * ``search`` = 1 Search (KNN, primary keys only, so up to 1000 hits in one page: no paging tokens) +
@@ -80,7 +83,7 @@ from ..tokenize import tokens
 from . import query as qb
 from .batch import GET_ROWS, WRITE_ROWS, Batches, PrimaryKey, RawRow, RowRejected, split_write_results
 from .colfilter import range_filter
-from .dedup import CONDITION_FAILED, DedupKeys, check_key
+from .dedup import CONDITION_FAILED, Claims, DedupKeys, check_key
 from .keyword import CandidateStash, bm25, filters_key
 from .recent import WINDOW, RecentWrites
 from .retry import Retrier, TablestoreUnavailableError, is_retryable
@@ -448,10 +451,13 @@ class TablestoreStore(MemoryStore):
         ids: Sequence[str],
         dedup_keys: Sequence[str | None] | None = None,
     ) -> builtins.list[str]:
-        """Write the rows, then claim their dedup keys; return per row the id that now holds it.
+        """Claim the rows' dedup keys, then write the rows; return per row the id that now holds it.
 
-        A row whose key a live memory already holds is removed again and that memory's id returned. If
-        anything fails, every row this call wrote is removed before the error is raised.
+        A row whose key a live memory holds is not written; that memory's id is returned. A row whose key an
+        orphan claim holds (its writer died between the claim and the row, or is there right now) is written
+        under the claim's id, only if that row is still missing, and the claim's id is returned. If anything
+        fails, the rows and then the claims this call made are removed before the error is raised (a row
+        written for an orphan claim stays: it is that claim's memory, possibly rewritten by its own writer).
         """
         scope, user = self._user()
         self._local.count = None
@@ -463,52 +469,87 @@ class TablestoreStore(MemoryStore):
             if not in_active_scope(payload):
                 raise ValueError(f"memory {i} ({ids[i] if i < len(ids) else '?'}) is outside the caller's scope")
         rows = encode_rows(ids, list(vectors), list(payloads), self.embedding_model_dims)
-        first_of: dict[str, str] = {}  # dedup key -> the first row of this call carrying it
-        write: builtins.list[EncodedRow] = []
+        first_of: dict[str, EncodedRow] = {}  # dedup key -> the first row of this call carrying it
+        plain: builtins.list[EncodedRow] = []
         for row, key in zip(rows, keys, strict=True):
             if key is None:
-                write.append(row)
+                plain.append(row)
             elif check_key(key) not in first_of:
-                first_of[key] = row.memory_id
-                cols = [*row.columns, (COL_DEDUP, key)]
-                write.append(EncodedRow(row.user, row.memory_id, cols, row.size + len(key)))
-        if not write:
+                first_of[key] = row
+        if not plain and not first_of:
             return []
+        wanted = {k: r.memory_id for k, r in first_of.items()}
         try:
-            self._put_rows(write)
-            holders = self._dedup.claim(user, first_of) if first_of else {}
+            claims = self._dedup.claim(user, wanted) if wanted else Claims({}, frozenset())
         except BaseException:
-            self._remove(write)
+            self._release(user, wanted)
             raise
-        losers = [r for r in write if (k := self._key_of(r)) is not None and holders[k] != r.memory_id]
-        if losers:  # another memory holds the text: ours must not stay
-            try:
-                self._remove(losers, strict=True)
-            except BaseException:
-                self._remove(write)
-                raise
-        kept = {r.memory_id for r in write} - {r.memory_id for r in losers}
+        holders = claims.holders
+        own = [*plain, *(self._keyed(r, k) for k, r in first_of.items() if holders[k] == r.memory_id)]
+        orphan_keys = sorted(claims.orphans)
+        orphans = [self._keyed(first_of[k], k, holders[k]) for k in orphan_keys]
+        try:
+            self._put_rows([*own, *orphans], frozenset(holders[k] for k in orphan_keys))
+        except BaseException:
+            # rows first: a claim left behind is an orphan (completed by a re-add); a row left behind keeps its claim
+            if self._remove(own):
+                self._release(user, {k: r.memory_id for k, r in first_of.items() if holders[k] == r.memory_id})
+            raise
         vec_of = dict(zip(ids, vectors, strict=True))
-        self._recent.note(user, sorted(kept), [vec_of[i] for i in sorted(kept)])
+        noted = [(r.memory_id, vec_of[r.memory_id]) for r in own]
+        noted += [(holders[k], vec_of[first_of[k].memory_id]) for k in orphan_keys]
+        self._recent.note(user, [m for m, _ in noted], [v for _, v in noted])
         del scope
         return [holders[k] if k is not None else mid for mid, k in zip(ids, keys, strict=True)]
 
     @staticmethod
-    def _key_of(row: EncodedRow) -> str | None:
-        return next((v for c, v in row.columns if c == COL_DEDUP), None)
+    def _keyed(row: EncodedRow, key: str, memory_id: str | None = None) -> EncodedRow:
+        """``row`` holding ``key`` (COL_DEDUP), optionally under another id (an orphan claim's)."""
+        mid = memory_id or row.memory_id
+        size = row.size + len(key) + len(mid) - len(row.memory_id)
+        return EncodedRow(row.user, mid, [*row.columns, (COL_DEDUP, key)], size)
 
-    def _put_rows(self, rows: Sequence[EncodedRow]) -> None:
-        """PutRow (one row) or BatchWriteRow; repeating a put is harmless, so every call is retried."""
+    def _release(self, user: str, claims: Mapping[str, str]) -> None:
+        """Release claims (best effort, logged: a claim left behind is an orphan, completed by the next add)."""
+        try:
+            self._dedup.release(user, dict(claims))
+        except Exception:
+            logger.exception("Could not release %d dedup claim(s) of a failed write", len(claims))
+
+    def _put_rows(self, rows: Sequence[EncodedRow], if_missing: frozenset[str] = frozenset()) -> None:
+        """PutRow (one row) or BatchWriteRow; repeating a put is harmless, so every call is retried.
+
+        Rows whose id is in ``if_missing`` are written only where no row exists yet (EXPECT_NOT_EXIST;
+        "already there" is success): completing an orphan claim never clobbers its own writer's row.
+        """
         ignore = Condition(RowExistenceExpectation.IGNORE)
+        absent = Condition(RowExistenceExpectation.EXPECT_NOT_EXIST)
+        if not rows:
+            return
         if len(rows) == 1:
             row = rows[0]
-            self._call(
-                "PutRow", lambda: self.client.put_row(self.collection_name, Row(row.primary_key, row.columns), ignore)
-            )
+            condition = absent if row.memory_id in if_missing else ignore
+            try:
+                self._call(
+                    "PutRow",
+                    lambda: self.client.put_row(self.collection_name, Row(row.primary_key, row.columns), condition),
+                )
+            except OTSServiceError as exc:
+                if exc.code != CONDITION_FAILED or row.memory_id not in if_missing:
+                    raise
             return
         for chunk in batches(rows, WRITE_ROWS):
-            items = [PutRowItem(Row(r.primary_key, r.columns), ignore) for r in chunk]
+            items = [
+                PutRowItem(Row(r.primary_key, r.columns), absent if r.memory_id in if_missing else ignore)
+                for r in chunk
+            ]
+            by_item = {id(item): r.memory_id for item, r in zip(items, chunk, strict=True)}
             rejected, pending = self._batches.write(self.collection_name, items, [])
+            rejected = [
+                (item, code, message)
+                for item, code, message in rejected
+                if code != CONDITION_FAILED or by_item[id(item)] not in if_missing
+            ]
             if rejected or pending:
                 raise self._batch_error("insert", rejected, pending)
 
@@ -523,8 +564,8 @@ class TablestoreStore(MemoryStore):
             f"BatchWriteRow during {what} on {self.endpoint} kept failing; nothing was kept"
         )
 
-    def _remove(self, rows: Sequence[EncodedRow], strict: bool = False) -> None:
-        """Delete rows this call wrote (undo). ``strict`` raises when that fails, else it is logged."""
+    def _remove(self, rows: Sequence[EncodedRow]) -> bool:
+        """Delete rows this call wrote (undo); False (logged) when that failed: the caller raises its own error."""
         ignore = Condition(RowExistenceExpectation.IGNORE)
         try:
             for chunk in _chunks(list(rows), WRITE_ROWS):
@@ -533,9 +574,9 @@ class TablestoreStore(MemoryStore):
                 if rejected or pending:
                     raise self._batch_error("undo", rejected, pending)
         except Exception:
-            logger.exception("Could not remove %d row(s) written by a failed or duplicate insert", len(rows))
-            if strict:
-                raise
+            logger.exception("Could not remove %d row(s) written by a failed insert", len(rows))
+            return False
+        return True
 
     def update(
         self,
@@ -548,9 +589,10 @@ class TablestoreStore(MemoryStore):
     ) -> None:
         """One UpdateRow conditioned on: the row exists, is in scope, and (if given) has ``updated_at``.
 
-        A new ``dedup_key`` is claimed first (a claim naming a row that does not hold the key is stale,
-        so a failed update leaves nothing that blocks anyone); when a live memory holds it, the row keeps
-        no key. ``dedup_key=""`` drops the row's key (its text can then be added again).
+        A new ``dedup_key`` is claimed first (a claim naming an existing row that does not hold the key is
+        stale, and the claim of a row found missing is released, so a failed update blocks nobody); when a
+        live memory or an orphan claim holds it, the row keeps no key. ``dedup_key=""`` drops the row's key
+        (its text can then be added again).
         Missing or outside the scope -> MemoryNotFound; another writer's change -> ConflictError. A retry
         whose first attempt landed unseen is recognised (the row already is what we wrote): success.
         """
@@ -575,6 +617,7 @@ class TablestoreStore(MemoryStore):
                 raise
             if memory_id not in self._applied(user, {memory_id: (put, clear)}):
                 if self.get(memory_id) is None:
+                    self._release_missing(user, holders, [memory_id])
                     raise MemoryNotFound(f"Memory with id {memory_id} not found") from None
                 raise ConflictError(f"memory {memory_id} was changed by another writer; read it again") from None
         self._stash.forget({memory_id})
@@ -608,6 +651,11 @@ class TablestoreStore(MemoryStore):
             updated += self._write_exact(
                 chunk, item_for, lambda pending: self._applied(user, {m: effects[m] for m in pending})
             )
+        claimed_for = {mid for mid in holders.values() if mid in by_id and mid not in updated}
+        if claimed_for:  # a key claimed for a row that is missing must not stay behind as an orphan claim
+            check = sorted(claimed_for)
+            rows = self._batches.get(self.collection_name, [self._pk(user, m) for m in check], _ROW_COLUMNS)
+            self._release_missing(user, holders, [m for m, raw in zip(check, rows, strict=True) if raw is None])
         if updated:
             self._stash.forget(set(updated))
             self._recent.note(user, updated, [by_id[m].vector for m in updated])
@@ -619,7 +667,14 @@ class TablestoreStore(MemoryStore):
         for change in changes:
             if change.dedup_key:
                 wanted.setdefault(check_key(change.dedup_key), change.id)
-        return self._dedup.claim(user, wanted) if wanted else {}
+        return self._dedup.claim(user, wanted).holders if wanted else {}
+
+    def _release_missing(self, user: str, holders: Mapping[str, str], ids: Iterable[str]) -> None:
+        """Release the keys claimed for rows of ``ids`` that turned out not to exist (no orphan claim stays)."""
+        missing = set(ids)
+        claims = {k: mid for k, mid in holders.items() if mid in missing}
+        if claims:
+            self._release(user, claims)
 
     def _plan(
         self, change: RowUpdate, holders: Mapping[str, str]
@@ -671,12 +726,15 @@ class TablestoreStore(MemoryStore):
         return bool(self.delete_many([vector_id]))
 
     def delete_many(self, ids: Iterable[str]) -> builtins.list[str]:
-        """Delete rows in scope; return exactly the ids this call deleted. BatchWriteRow per 200 ids.
+        """Delete rows in scope; return exactly the ids this call deleted, and release their dedup keys.
 
-        Each row is deleted with EXPECT_EXIST + the scope condition, so the answer says which existed.
-        When a call fails in a way that may have applied it (timeout, dropped connection, 5xx), the ids
-        still pending are re-read before the retry: those gone were deleted by the lost attempt. (An id
-        that never existed, sent in such a lost attempt, is then reported as deleted: pass ids you read.)
+        Per 200 ids: BatchGetRow (<= 100 rows a call) of the rows' keys, one BatchWriteRow deleting the rows
+        that exist, and one releasing the keys they held (only when some did). Each row is deleted with
+        EXPECT_EXIST + the scope condition, so the answer says which existed. When a call fails in a way
+        that may have applied it (timeout, dropped connection, 5xx), the ids still pending are re-read
+        before the retry: those gone were deleted by the lost attempt. Keys are released after their rows
+        (conditioned on still naming them), so a claim never outlives its row except when this process dies
+        in between (an orphan claim: the next add of that text stores it under the deleted id, once).
         """
         scope, user = self._user()
         self._local.count = None
@@ -684,7 +742,12 @@ class TablestoreStore(MemoryStore):
         condition = self._condition(RowExistenceExpectation.EXPECT_EXIST, self._scope_conditions(scope))
         deleted: builtins.list[str] = []
         for chunk in _chunks(wanted, WRITE_ROWS):
-            deleted += self._delete_chunk(user, chunk, condition)
+            pks = [self._pk(user, i) for i in chunk]
+            rows = self._batches.get(self.collection_name, pks, [COL_DEDUP, COL_PAYLOAD])
+            key_of = {i: attr_dict(raw[1]).get(COL_DEDUP) for i, raw in zip(chunk, rows, strict=True) if raw}
+            gone = self._delete_chunk(user, [i for i in chunk if i in key_of], condition)
+            deleted += gone
+            self._release(user, {k: i for i in gone if isinstance(k := key_of[i], str) and k})
         if deleted:
             self._recent.forget(user, deleted)
             self._stash.forget(set(deleted))
@@ -695,6 +758,8 @@ class TablestoreStore(MemoryStore):
             rows = self._batches.get(self.collection_name, [self._pk(user, i) for i in pending], _ROW_COLUMNS)
             return {i for i, raw in zip(pending, rows, strict=True) if raw is None}
 
+        if not ids:
+            return []
         return self._write_exact(ids, lambda i: DeleteRowItem(Row(self._pk(user, i)), condition), gone)
 
     def _write_exact(
