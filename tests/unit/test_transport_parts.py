@@ -164,3 +164,34 @@ def test_port_in_use_names_the_port():
         with pytest.raises(PortInUse, match=f"port {port} on 127.0.0.1 is already in use"):
             bind_socket("127.0.0.1", port)
     bind_socket("127.0.0.1", 0).close()
+
+
+def test_accepted_connections_get_tcp_nodelay() -> None:
+    """Without TCP_NODELAY every small response waits ~40 ms (Nagle + delayed ACK): asyncio sets it on accepted
+    sockets only when the listening socket says IPPROTO_TCP."""
+    import asyncio
+    import socket
+
+    from tablestore_openmemory_mcp.transports.listen import bind_socket
+
+    sock = bind_socket("127.0.0.1", 0)
+    port = sock.getsockname()[1]
+    seen: list[int] = []
+
+    async def main() -> None:
+        def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            peer = writer.get_extra_info("socket")
+            seen.append(peer.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(accepted, sock=sock)
+        async with server:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            for _ in range(200):
+                if seen:
+                    break
+                await asyncio.sleep(0.01)
+            writer.close()
+
+    asyncio.run(main())
+    assert seen and seen[0] != 0
