@@ -161,11 +161,12 @@ async def test_two_processes_sse_and_streamable_http_on_one_table(tmp_path, fake
         with HttpServer(env, tmp_path, transport="streamable-http").wait_ready(STARTUP_TIMEOUT) as second:
             startup = dict(tablestore_emulator.counts)
             assert "CreateTable" not in startup and "CreateSearchIndex" not in startup, startup
-            # the memory table and its index: the store's 2 RPCs, + 1 DescribeTable of the upgrade check
-            # (migrate/upgrade.py); history and access-log tables add their own
+            # the memory table, its meta row (embedder, index, vector column) and its index: the store's 3 RPCs,
+            # + 1 DescribeTable of the upgrade check (migrate/upgrade.py); history and access-log tables add their own
             on_memories = tablestore_emulator.calls_on("mem0")
             assert on_memories.get("DescribeSearchIndex") == 1, (on_memories, startup)
-            assert set(on_memories) == {"DescribeTable", "DescribeSearchIndex"}, (on_memories, startup)
+            assert on_memories.get("GetRow") == 1, (on_memories, startup)
+            assert set(on_memories) == {"DescribeTable", "GetRow", "DescribeSearchIndex"}, (on_memories, startup)
             assert on_memories["DescribeTable"] <= 2, (on_memories, startup)
 
             # Every tool on each transport (a different user on each, so their scopes don't meet).

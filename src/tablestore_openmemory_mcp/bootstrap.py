@@ -87,7 +87,9 @@ class ServiceHandle:
         return self.wait().service
 
 
-def _embedder(settings: Settings) -> tuple[Any, int]:
+def _embedder(settings: Settings, check_store: bool = True) -> tuple[Any, int]:
+    """The configured embedder and its dimension; ``check_store=False`` skips the store's embedder record
+    (``reembed`` opens the store with a new embedder on purpose)."""
     from tablestore_openmemory_mcp.embedders import (
         EmbedderMismatch,
         EmbeddingError,
@@ -107,7 +109,7 @@ def _embedder(settings: Settings) -> tuple[Any, int]:
                     f"{embedder.name} produces {embedder.dimension}-dimensional vectors; unset it or configure "
                     "OPENAI_API_KEY for a remote embedder"
                 )
-            if not settings.uses_tablestore:
+            if check_store and not settings.uses_tablestore:
                 check_store_embedder(settings.resolved_data_dir, embedder.name, embedder.dimension)
             embedder.warm_up()
         except (EmbeddingError, EmbedderMismatch) as exc:
@@ -130,7 +132,7 @@ def _embedder(settings: Settings) -> tuple[Any, int]:
         max_retries=settings.llm_max_retries,
         max_tokens=settings.embedder_max_tokens,
     )
-    if not settings.uses_tablestore:
+    if check_store and not settings.uses_tablestore:
         try:
             check_store_embedder(settings.resolved_data_dir, remote.name, dimension)
         except EmbedderMismatch as exc:
@@ -138,11 +140,13 @@ def _embedder(settings: Settings) -> tuple[Any, int]:
     return remote, dimension
 
 
-def _store(settings: Settings, dimension: int) -> tuple[MemoryStore, HistoryLog, HistoryLog, str]:
+def _store(
+    settings: Settings, dimension: int, embedder_name: str | None = None
+) -> tuple[MemoryStore, HistoryLog, HistoryLog, str]:
     """The memory store, the history log and the access log beside it (one backend, so every replica
     sees the same history, app switches and access log)."""
     if settings.uses_tablestore:
-        return _tablestore(settings, dimension)
+        return _tablestore(settings, dimension, embedder_name)
     from tablestore_openmemory_mcp.stores.embedded import EmbeddedStore
     from tablestore_openmemory_mcp.stores.history_sqlite import SqliteHistoryLog
 
@@ -157,7 +161,9 @@ def _store(settings: Settings, dimension: int) -> tuple[MemoryStore, HistoryLog,
     return store, history, access, name
 
 
-def _tablestore(settings: Settings, dimension: int) -> tuple[MemoryStore, HistoryLog, HistoryLog, str]:
+def _tablestore(
+    settings: Settings, dimension: int, embedder_name: str | None = None
+) -> tuple[MemoryStore, HistoryLog, HistoryLog, str]:
     from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore
     from tablestore_openmemory_mcp.stores.tablestore.history import TablestoreHistoryLog, set_retention
 
@@ -176,6 +182,7 @@ def _tablestore(settings: Settings, dimension: int) -> tuple[MemoryStore, Histor
             metric=settings.tablestore_vector_metric,
             embedding_model_dims=dimension,
             timeout=settings.tablestore_timeout,
+            embedder_name=embedder_name,  # recorded in the table; another embedder is refused (reembed)
         )
         history = TablestoreHistoryLog(store.client, f"{table}_history", endpoint=store.endpoint)
         access = TablestoreHistoryLog(store.client, f"{table}_access", endpoint=store.endpoint)
@@ -205,8 +212,8 @@ def build_components(settings: Settings) -> Components:
         settings = upgrade.apply(settings)
     prepare_mem0_environment(data_dir, settings.mem0_telemetry)
     embedder, dimension = _embedder(settings)
-    store, history, access_log, store_name = _store(settings, dimension)
     embedder_name = str(getattr(embedder, "name", type(embedder).__name__))
+    store, history, access_log, store_name = _store(settings, dimension, embedder_name)
     repository = StoreRepository(
         store,
         history,

@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] in {"migrate", "export", "import"}:  # maintenance subcommands (commands.py)
+    if argv and argv[0] in {"migrate", "export", "import", "reembed"}:  # maintenance subcommands (commands.py)
         from tablestore_openmemory_mcp import commands
 
         commands.main(argv)

@@ -1,4 +1,4 @@
-"""Maintenance subcommands: ``migrate``, ``export`` and ``import``.
+"""Maintenance subcommands: ``migrate``, ``export``, ``import`` and ``reembed``.
 
 They use the server's settings (environment, ``.env`` or ``--env-file``) and open the same store the
 server would, including the ``<name>_v2`` table of an upgraded reference deployment. Progress bars go
@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 
 from tablestore_openmemory_mcp.settings import APP_NAME, Settings, SettingsError, load_settings
 
-SUBCOMMANDS = frozenset({"migrate", "export", "import"})
+SUBCOMMANDS = frozenset({"migrate", "export", "import", "reembed"})
 logger = logging.getLogger(APP_NAME)
 
 
@@ -69,7 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     imp.add_argument("file", help="the backup file")
     imp.add_argument("--user-id", help="import into this user (default: each record's own user_id)")
     imp.add_argument("--mode", choices=["skip", "overwrite"], default="skip", help="what to do with existing ids")
-    for p in (migrate, export, imp):
+    reembed = sub.add_parser("reembed", help="rebuild every memory's vector with the embedder now configured")
+    reembed.add_argument("--dry-run", action="store_true", help="count what would be embedded; write nothing")
+    reembed.add_argument(
+        "--drop-old-index", action="store_true", help="Tablestore: delete the old search index after the switch"
+    )
+    for p in (migrate, export, imp, reembed):
         p.add_argument("--env-file", help="read settings from this file instead of ./.env")
     return parser
 
@@ -84,9 +89,9 @@ def _open(settings: Settings, plan: Any) -> tuple[Any, Any, int, Settings]:
     settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
     prepare_mem0_environment(settings.resolved_data_dir, settings.mem0_telemetry)
     embedder, dimension = _embedder(settings)
-    store, history, access, _ = _store(settings, dimension)
-    access.close()  # maintenance commands read and write memories and history only
     name = str(getattr(embedder, "name", type(embedder).__name__))
+    store, history, access, _ = _store(settings, dimension, name)
+    access.close()  # maintenance commands read and write memories and history only
     return StoreRepository(store, history, embedder_name=name), embedder, dimension, settings
 
 
@@ -172,6 +177,34 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _reembed(args: argparse.Namespace, settings: Settings) -> int:
+    from tablestore_openmemory_mcp.bootstrap import _embedder
+    from tablestore_openmemory_mcp.migrate.upgrade import plan_upgrade
+
+    plan = plan_upgrade(settings)
+    if plan is not None:
+        settings = plan.apply(settings)
+    settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
+    embedder, dimension = _embedder(settings, check_store=False)
+    bar = ProgressBar("reembed")
+    try:
+        if settings.uses_tablestore:
+            from tablestore_openmemory_mcp.reembed.tablestore import reembed_tablestore
+
+            summary = reembed_tablestore(settings, embedder, dimension, drop_old=args.drop_old_index).run(
+                dry_run=args.dry_run, progress=bar
+            )
+        else:
+            from tablestore_openmemory_mcp.reembed.embedded import reembed_embedded
+
+            job = reembed_embedded(settings.resolved_data_dir, embedder, dimension)
+            summary = job.run(dry_run=args.dry_run, progress=bar)
+    finally:
+        bar.close()
+    print(summary.line())
+    return 0
+
+
 def main(argv: list[str]) -> NoReturn:
     """Run one subcommand and exit with its code."""
     args = _parser().parse_args(argv)
@@ -187,7 +220,7 @@ def main(argv: list[str]) -> NoReturn:
     logs.configure(settings.log_level if settings.log_level != "INFO" else "WARNING")
     for sdk in ("tablestore.encoder", "tablestore.decoder"):  # "native codec not available": noise here
         logging.getLogger(sdk).setLevel(logging.ERROR)
-    run = {"migrate": _migrate, "export": _export, "import": _import}[args.command]
+    run = {"migrate": _migrate, "export": _export, "import": _import, "reembed": _reembed}[args.command]
     try:
         code = run(args, settings)
     except (StartupError, MemoryServerError, OSError) as exc:

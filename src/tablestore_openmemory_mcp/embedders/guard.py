@@ -51,6 +51,7 @@ def check_store_embedder(data_dir: Path, name: str, dimension: int) -> None:
         return
     raise EmbedderMismatch(
         f"the memory store in {data_dir} was made with the embedder {old_name} ({old_dimension} dimensions) "
-        f"but this server would use {name} ({dimension}); to open it, {_how_to_select(old_name)}; "
+        f"but this server would use {name} ({dimension}); to switch, run `tablestore-openmemory-mcp reembed` "
+        f"with the new settings; to open it as it is, {_how_to_select(old_name)}; "
         "for a new store, set MEMORY_DATA_DIR to another directory"
     )

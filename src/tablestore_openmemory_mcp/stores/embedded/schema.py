@@ -70,7 +70,8 @@ def _create(conn: sqlite3.Connection, n: Names, dims: int, where: str) -> None:
     if row is not None and row[0] != dims:
         raise ValueError(
             f"collection {n.name!r} in {where} holds {row[0]}-dimensional vectors but the embedder produces "
-            f"{dims}; use another data directory (MEMORY_DATA_DIR) or the embedder it was made with"
+            f"{dims}; run `tablestore-openmemory-mcp reembed` to rebuild its vectors with the new embedder, or use "
+            "the embedder it was made with, or another data directory (MEMORY_DATA_DIR)"
         )
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {n.table} (rid INTEGER PRIMARY KEY AUTOINCREMENT, "

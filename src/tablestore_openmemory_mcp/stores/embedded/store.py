@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import ConflictError, MemoryNotFound, UserInputError
+from ...errors import ConflictError, MemoryNotFound, StoreError, UserInputError
 from ..base import MemoryStore, OutputData, in_active_scope, require_scope
 from ..tokenize import query_tokens
 from . import rows as R
@@ -146,12 +146,15 @@ class EmbeddedStore(MemoryStore):
                 if tx.states:
                     tx.stats.flush(conn, n.df, n.dl)
                     got = conn.execute(
-                        f"UPDATE {META} SET generation = generation + 1, rows = rows + ? WHERE name = ? "
+                        f"UPDATE {META} SET generation = generation + 1, rows = rows + ? WHERE name = ? AND dims = ? "
                         "RETURNING generation",
-                        (tx.delta, n.name),
+                        (tx.delta, n.name, self.embedding_model_dims),
                     ).fetchall()
-                    if not got:
-                        raise RuntimeError(f"collection {n.name!r} was deleted")
+                    if not got:  # deleted, or re-embedded with another dimension since this process opened it
+                        raise StoreError(
+                            f"the memory store {self._db_path} was deleted or re-embedded with another embedder "
+                            "(tablestore-openmemory-mcp reembed); restart the server with the new embedder settings"
+                        )
                     new_gen = int(got[0][0])
                     rids = {(new_gen, s.rid) for s in tx.states}
                     if len(rids) <= _LOG_MAX_ROWS:  # a bigger batch is left out: readers reload instead

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from ...errors import StoreError
 from . import rows as R
 from .schema import META, Names
 from .vectors import Identity, RowState, Slab
@@ -58,7 +59,12 @@ def load_slab(conn: sqlite3.Connection, n: Names, key: Identity, dims: int) -> S
     params = [v for _, v in key]
     total = int(conn.execute(f"SELECT COUNT(*) FROM {n.table} WHERE {where}", params).fetchone()[0])
     slab = Slab(key, dims, total + total // 8)
-    rows = conn.execute(f"SELECT rows FROM {META} WHERE name = ?", (n.name,)).fetchone()
+    rows = conn.execute(f"SELECT rows, dims FROM {META} WHERE name = ?", (n.name,)).fetchone()
+    if rows and int(rows[1]) != dims:  # re-embedded by `reembed` since this process opened the store
+        raise StoreError(
+            f"the memory store was re-embedded with {rows[1]}-dimensional vectors (tablestore-openmemory-mcp "
+            "reembed); restart the server with the new embedder settings"
+        )
     # most of the table: one sequential scan beats an index walk with a random read per row
     hint = " NOT INDEXED" if rows and total * 4 > int(rows[0]) else ""
     for rid, id_, blob in conn.execute(f"SELECT rid, id, vector FROM {n.table}{hint} WHERE {where}", params):

@@ -100,7 +100,9 @@ def payload_columns(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
     return cols
 
 
-def encode_row(memory_id: Any, vector: Any, payload: Mapping[str, Any] | None, dimension: int) -> EncodedRow:
+def encode_row(
+    memory_id: Any, vector: Any, payload: Mapping[str, Any] | None, dimension: int, column: str = COL_VECTOR
+) -> EncodedRow:
     """Validate and encode one insert; raises ValueError with the reason, before any write."""
     if not isinstance(memory_id, str):
         memory_id = str(memory_id)
@@ -109,7 +111,7 @@ def encode_row(memory_id: Any, vector: Any, payload: Mapping[str, Any] | None, d
     user = partition_of(payload)
     _check_key("user_id", user)
     cols = payload_columns(payload)
-    cols.append((COL_VECTOR, encode_vector(vector, dimension)))
+    cols.append((column, encode_vector(vector, dimension)))
     size = sum(len(v.encode("utf-8")) for _, v in cols)
     if size > MAX_ROW_BYTES:
         raise UserInputError(f"memory row is {size} bytes, above the {MAX_ROW_BYTES // 1024} KiB limit")
@@ -117,7 +119,11 @@ def encode_row(memory_id: Any, vector: Any, payload: Mapping[str, Any] | None, d
 
 
 def encode_rows(
-    ids: Sequence[Any], vectors: Sequence[Any], payloads: Sequence[Mapping[str, Any] | None], dimension: int
+    ids: Sequence[Any],
+    vectors: Sequence[Any],
+    payloads: Sequence[Mapping[str, Any] | None],
+    dimension: int,
+    column: str = COL_VECTOR,
 ) -> list[EncodedRow]:
     """Encode a whole insert; the first invalid row aborts everything (nothing written yet)."""
     if not (len(ids) == len(vectors) == len(payloads)):
@@ -129,7 +135,7 @@ def encode_rows(
     out = []
     for i, (mid, vec, pl) in enumerate(zip(ids, vectors, payloads, strict=True)):
         try:
-            out.append(encode_row(mid, vec, pl, dimension))
+            out.append(encode_row(mid, vec, pl, dimension, column))
         except ValueError as exc:
             raise UserInputError(f"memory {i} ({mid}): {exc}") from None
     return out

@@ -94,8 +94,8 @@ def validate_dimension(dims: Any) -> int:
     return dims
 
 
-def index_meta(dimension: int, metric: str) -> SearchIndexMeta:
-    """The search-index schema this store creates."""
+def index_meta(dimension: int, metric: str, vector_column: str = COL_VECTOR) -> SearchIndexMeta:
+    """The search-index schema this store creates (``reembed`` puts a new embedder's vectors in a new column)."""
     fields = [
         FieldSchema(PK_USER, FieldType.KEYWORD, index=True, enable_sort_and_agg=True),
         FieldSchema(PK_ID, FieldType.KEYWORD, index=True, enable_sort_and_agg=True),
@@ -108,7 +108,7 @@ def index_meta(dimension: int, metric: str) -> SearchIndexMeta:
         ),
         *[FieldSchema(c, FieldType.KEYWORD, index=True, enable_sort_and_agg=True) for c in KEYWORD_COLUMNS],
         FieldSchema(
-            COL_VECTOR,
+            vector_column,
             FieldType.VECTOR,
             index=True,
             vector_options=VectorOptions(
@@ -116,6 +116,8 @@ def index_meta(dimension: int, metric: str) -> SearchIndexMeta:
             ),
         ),
     ]
+    if vector_column != COL_VECTOR:  # a reembed's column: its digest (embedder + text) lets reembed count synced rows
+        fields.append(FieldSchema(f"{vector_column}_digest", FieldType.KEYWORD, index=True))
     return SearchIndexMeta(fields)
 
 
@@ -126,28 +128,30 @@ def _metric_name(metric_type: Any) -> str:
     return str(metric_type)
 
 
-def check_index(index_name: str, meta: SearchIndexMeta, dimension: int, metric: str) -> list[str]:
+def check_index(
+    index_name: str, meta: SearchIndexMeta, dimension: int, metric: str, vector_column: str = COL_VECTOR
+) -> list[str]:
     """Raise ValueError when the existing index's vector field disagrees with the embedder.
 
     Returns the names of expected fields the index lacks (the caller logs them: filters on those
     fields then run as post-filters, which is slower but still correct).
     """
     by_name = {f.field_name: f for f in (meta.fields or [])}
-    vector = by_name.get(COL_VECTOR)
+    vector = by_name.get(vector_column)
     options = getattr(vector, "vector_options", None) if vector is not None else None
     if options is None:
         raise ValueError(
-            f"Tablestore index {index_name} has no vector field '{COL_VECTOR}', so it was not created by "
+            f"Tablestore index {index_name} has no vector field '{vector_column}', so it was not created by "
             "this server; use another TABLESTORE_TABLE_NAME"
         )
     have_dim, have_metric = int(options.dimension), _metric_name(options.metric_type)
     if have_dim != dimension or have_metric != metric:
         raise ValueError(
             f"Tablestore index {index_name} has dimension {have_dim}/{have_metric} but the embedder "
-            f"produces {dimension}/{metric}; set TABLESTORE_VECTOR_DIMENSION (and the metric) to match the "
-            "index, or use another TABLESTORE_TABLE_NAME"
+            f"produces {dimension}/{metric}; to change the embedder run `tablestore-openmemory-mcp reembed` with "
+            "the new settings, or set TABLESTORE_VECTOR_DIMENSION (and the metric) to match the index"
         )
-    wanted = {f.field_name for f in index_meta(dimension, metric).fields}
+    wanted = {f.field_name for f in index_meta(dimension, metric, vector_column).fields}
     return sorted(wanted - set(by_name))
 
 

@@ -84,6 +84,7 @@ from . import query as qb
 from .batch import GET_ROWS, WRITE_ROWS, Batches, PrimaryKey, RawRow, RowRejected, split_write_results
 from .colfilter import range_filter
 from .dedup import CONDITION_FAILED, Claims, DedupKeys, check_key
+from .embedding_meta import EmbeddingMeta, read_meta, write_meta
 from .keyword import CandidateStash, bm25, filters_key
 from .recent import WINDOW, RecentWrites
 from .retry import Retrier, TablestoreUnavailableError, is_retryable
@@ -200,6 +201,7 @@ class TablestoreStore(MemoryStore):
         max_retries: int = 4,
         max_connection: int = 32,
         recent_window: float = WINDOW,
+        embedder_name: str | None = None,
         **_ignored: Any,
     ) -> None:
         self.collection_name = validate_name("table", collection_name)
@@ -248,6 +250,8 @@ class TablestoreStore(MemoryStore):
         self._stash = CandidateStash()
         self._local = threading.local()  # per thread: the count of the last whole-range list_page
         self._indexed = KEYWORD_FIELDS  # narrowed by _check_index when an older index lacks fields
+        self.embedder_name = embedder_name  # recorded in the meta row; another one is refused (see reembed)
+        self.vector_column = COL_VECTOR  # the meta row may name another (after a reembed)
         self._ensure()
 
     # ------------------------------------------------------------------ plumbing
@@ -309,16 +313,22 @@ class TablestoreStore(MemoryStore):
     # ------------------------------------------------------------------ startup / collections
 
     def _ensure(self) -> None:
-        """Create the table and index if needed; 2 RPCs when both exist."""
+        """Create the table and index if needed; 3 RPCs when both exist (table, meta row, index)."""
         try:
             desc = self._call("DescribeTable", lambda: self.client.describe_table(self.collection_name))
         except OTSServiceError as exc:
             if not _not_found(exc):
                 raise self._friendly(exc) from exc
             self._create_table()
+            self._record_embedder()
             self._create_index()
             return
         check_primary_key(self.collection_name, desc.table_meta.schema_of_primary_key)
+        meta = self._call("GetRow", lambda: read_meta(self.client, self.collection_name))
+        if meta is None:
+            self._record_embedder()
+        else:
+            self._follow(meta)
         try:
             meta, _ = self._call(
                 "DescribeSearchIndex",
@@ -331,8 +341,28 @@ class TablestoreStore(MemoryStore):
             return
         self._check_index(meta)
 
+    def _record_embedder(self) -> None:
+        """Record which embedder fills this table (a table without the meta row: new, or made before it)."""
+        if self.embedder_name is None:
+            return
+        meta = EmbeddingMeta(self.embedder_name, self.embedding_model_dims, self.index_name, self.vector_column)
+        self._call("PutRow", lambda: write_meta(self.client, self.collection_name, meta, only_if_missing=True))
+
+    def _follow(self, meta: EmbeddingMeta) -> None:
+        """Use the index and vector column the meta row names; refuse another embedder in one line."""
+        self.index_name = validate_name("index", meta.index_name or self.index_name)
+        self.vector_column = validate_name("column", meta.vector_column)
+        wanted = (self.embedder_name, self.embedding_model_dims)
+        if self.embedder_name is not None and meta.embedder is not None and (meta.embedder, meta.dimension) != wanted:
+            raise ValueError(
+                f"Tablestore table {self.collection_name} was embedded with {meta.embedder} ({meta.dimension} "
+                f"dimensions) but this server would use {self.embedder_name} ({self.embedding_model_dims}); "
+                "run `tablestore-openmemory-mcp reembed` with the new settings to rebuild its vectors, or set "
+                "EMBEDDER_MODEL / TABLESTORE_VECTOR_DIMENSION back"
+            )
+
     def _check_index(self, meta: Any) -> None:
-        lacking = check_index(self.index_name, meta, self.embedding_model_dims, self.metric)
+        lacking = check_index(self.index_name, meta, self.embedding_model_dims, self.metric, self.vector_column)
         self._indexed = KEYWORD_FIELDS - frozenset(lacking)
         if lacking:
             logger.warning(
@@ -370,7 +400,9 @@ class TablestoreStore(MemoryStore):
             self._call(
                 "CreateSearchIndex",
                 lambda: self.client.create_search_index(
-                    self.collection_name, self.index_name, index_meta(self.embedding_model_dims, self.metric)
+                    self.collection_name,
+                    self.index_name,
+                    index_meta(self.embedding_model_dims, self.metric, self.vector_column),
                 ),
             )
         except OTSServiceError as exc:
@@ -468,7 +500,7 @@ class TablestoreStore(MemoryStore):
         for i, payload in enumerate(payloads):
             if not in_active_scope(payload):
                 raise ValueError(f"memory {i} ({ids[i] if i < len(ids) else '?'}) is outside the caller's scope")
-        rows = encode_rows(ids, list(vectors), list(payloads), self.embedding_model_dims)
+        rows = encode_rows(ids, list(vectors), list(payloads), self.embedding_model_dims, self.vector_column)
         first_of: dict[str, EncodedRow] = {}  # dedup key -> the first row of this call carrying it
         plain: builtins.list[EncodedRow] = []
         for row, key in zip(rows, keys, strict=True):
@@ -688,9 +720,9 @@ class TablestoreStore(MemoryStore):
                 raise ValueError("the updated payload is outside the caller's scope")
             put = payload_columns(change.payload)
             have = {name for name, _ in put}
-            clear = [c for c in ATTRIBUTE_COLUMNS if c != COL_VECTOR and c not in have]
+            clear = [c for c in ATTRIBUTE_COLUMNS if c != self.vector_column and c not in have]
         if change.vector is not None:
-            put.append((COL_VECTOR, encode_vector(change.vector, self.embedding_model_dims)))
+            put.append((self.vector_column, encode_vector(change.vector, self.embedding_model_dims)))
         if sum(len(v.encode("utf-8")) for _, v in put) > MAX_ROW_BYTES:
             raise UserInputError(f"memory row is above the {MAX_ROW_BYTES // 1024} KiB limit")
         if change.dedup_key == "":  # the row gives up its key (e.g. no longer active): its claim turns stale
@@ -1045,7 +1077,10 @@ class TablestoreStore(MemoryStore):
         push = qb.build(filters, self._indexed)
         fetch = min(k if push.exact else max(k * 4, k + 50), MAX_TOP_K)
         knn = KnnVectorQuery(
-            COL_VECTOR, top_k=fetch, float32_query_vector=vector, filter=qb.combine(qb.scope_query(scope), push.query)
+            self.vector_column,
+            top_k=fetch,
+            float32_query_vector=vector,
+            filter=qb.combine(qb.scope_query(scope), push.query),
         )
         scores: dict[str, float | None] = {mid: self._score(raw) for mid, raw in self._search_hits(knn, fetch)}
         # Rows this process wrote lately: the index may lack them (or their new vector). The index did not
