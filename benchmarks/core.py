@@ -264,7 +264,7 @@ async def main() -> None:
             f"{b['http_rate']:.0f} adds/s (all {MEMORIES:,} this way: ≈ {MEMORIES / b['http_rate']:.0f} s)",
         ),
         row(
-            f"(b) load: other {MEMORIES - HTTP_LOADS:,} through the repository (StoreRepository + EmbeddedStore) directly",
+            f"(b) load: other {MEMORIES - HTTP_LOADS:,} through StoreRepository + EmbeddedStore directly",
             f"{b['direct_s']:.1f} s",
         ),
         row(f"(c) stdio cold start to first list_tools, median of {COLD_STARTS}", f"{cold:.2f} s", "≤ 3 s", cold <= 3),
