@@ -13,11 +13,8 @@ from tablestore import CapacityUnit, ReservedThroughput, TableMeta, TableOptions
 
 from tablestore_openmemory_mcp.errors import ScopeMissing, StoreError
 from tablestore_openmemory_mcp.memory.ports import HistoryRecord
-from tablestore_openmemory_mcp.stores.tablestore.history import (
-    TablestoreHistoryLog,
-    history_table_name,
-    make_client,
-)
+from tablestore_openmemory_mcp.stores.tablestore.client import make_client
+from tablestore_openmemory_mcp.stores.tablestore.history import TablestoreHistoryLog, history_table_name
 from tests.tablestore_emulator import TablestoreEmulator
 
 AK, SK, INSTANCE = "test-ak", "test-secret", "testinst"

@@ -66,18 +66,21 @@ def mem0_history_path() -> Path | None:
 
 def tablestore_client(settings: Settings) -> Any:
     """An SDK client with the server's Tablestore settings (the SDK's default retries: reads only here)."""
-    from tablestore import OTSClient, WriteRetryPolicy
+    from tablestore import WriteRetryPolicy
 
-    return OTSClient(
-        (settings.tablestore_endpoint or "").rstrip("/"),
-        settings.tablestore_access_key_id,
-        settings.tablestore_access_key_secret,
-        settings.tablestore_instance_name,
-        sts_token=settings.tablestore_sts_token or None,
-        region=settings.tablestore_region or None,
-        socket_timeout=settings.tablestore_timeout,
+    from tablestore_openmemory_mcp.stores.tablestore.client import make_client
+
+    return make_client(
+        endpoint=settings.tablestore_endpoint,
+        instance_name=settings.tablestore_instance_name,
+        access_key_id=settings.tablestore_access_key_id,
+        access_key_secret=settings.tablestore_access_key_secret,
+        sts_token=settings.tablestore_sts_token,
+        region=settings.tablestore_region,
+        timeout=settings.tablestore_timeout,
         retry_policy=WriteRetryPolicy(),
         logger_name=f"{__name__}.sdk",
+        what="the upgrade from the reference",
     )
 
 

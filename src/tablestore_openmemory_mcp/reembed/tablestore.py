@@ -28,8 +28,8 @@ from tablestore import (
     ColumnReturnType,
     ColumnsToGet,
     Condition,
+    DefaultRetryPolicy,
     ExistsQuery,
-    OTSClient,
     OTSServiceError,
     Row,
     RowExistenceExpectation,
@@ -40,6 +40,7 @@ from tablestore import (
 
 from tablestore_openmemory_mcp.reembed.summary import ReembedSummary
 from tablestore_openmemory_mcp.settings import Settings
+from tablestore_openmemory_mcp.stores.tablestore.client import make_client
 from tablestore_openmemory_mcp.stores.tablestore.embedding_meta import EmbeddingMeta, read_meta, write_meta
 from tablestore_openmemory_mcp.stores.tablestore.rows import encode_vector
 from tablestore_openmemory_mcp.stores.tablestore.schema import (
@@ -319,17 +320,18 @@ class TablestoreReembed:
 
 def reembed_tablestore(settings: Settings, embedder: Any, dimension: int, drop_old: bool = False) -> TablestoreReembed:
     """The re-embedding of the configured table with ``embedder`` (its ``name`` is recorded)."""
-    client = OTSClient(
-        settings.tablestore_endpoint,
-        settings.tablestore_access_key_id,
-        settings.tablestore_access_key_secret,
-        settings.tablestore_instance_name,
-        sts_token=settings.tablestore_sts_token or None,
-        region=settings.tablestore_region or None,
-        socket_timeout=settings.tablestore_timeout,
+    client = make_client(
+        endpoint=settings.tablestore_endpoint,
+        instance_name=settings.tablestore_instance_name,
+        access_key_id=settings.tablestore_access_key_id,
+        access_key_secret=settings.tablestore_access_key_secret,
+        sts_token=settings.tablestore_sts_token,
+        region=settings.tablestore_region,
+        timeout=settings.tablestore_timeout,
+        retry_policy=DefaultRetryPolicy(),  # the SDK's default: this one-off command may retry its writes
         logger_name=f"{__name__}.sdk",
+        what="reembed",
     )
-    logging.getLogger(f"{__name__}.sdk").setLevel(logging.CRITICAL)
     table = settings.tablestore_table_name
     index = settings.tablestore_index_name or f"{table}_search_index"
     name = str(getattr(embedder, "name", type(embedder).__name__))

@@ -32,7 +32,6 @@ from tablestore import (
     CapacityUnit,
     Condition,
     DeleteRowItem,
-    NoRetryPolicy,
     OTSClient,
     OTSClientError,
     OTSServiceError,
@@ -50,6 +49,7 @@ from tablestore_openmemory_mcp.errors import StoreError
 from tablestore_openmemory_mcp.memory.ports import HistoryRecord
 
 from ..history_events import check_user, columns_of, event_ids, record_from, unique_ids
+from .client import make_client
 from .retry import Retrier, TablestoreUnavailableError, row_error_retryable
 from .schema import validate_name
 
@@ -71,49 +71,6 @@ _AUTH_CODES = {"OTSAuthFailed", "OTSNoPermissionAccess", "OTSInvalidAccessKeyId"
 def history_table_name(memories_table: str) -> str:
     """The history table that goes with a memories table."""
     return f"{memories_table}_history"
-
-
-def make_client(
-    *,
-    endpoint: str,
-    instance_name: str,
-    access_key_id: str,
-    access_key_secret: str,
-    sts_token: str | None = None,
-    region: str | None = None,
-    timeout: float = 10.0,
-    max_connection: int = 32,
-) -> OTSClient:
-    """An ``OTSClient`` built like the memories store's: no SDK retry, SDK request logs muted."""
-    given = {
-        "endpoint": endpoint,
-        "instance_name": instance_name,
-        "access_key_id": access_key_id,
-        "access_key_secret": access_key_secret,
-    }
-    missing = [name for name, value in given.items() if not value]
-    if missing:
-        raise ValueError(f"Tablestore history needs {', '.join(missing)} (TABLESTORE_* settings)")
-    logger_name = f"{__name__}.sdk"
-    try:
-        client = OTSClient(
-            endpoint.rstrip("/"),
-            access_key_id,
-            access_key_secret,
-            instance_name,
-            sts_token=sts_token or None,
-            region=region or None,
-            socket_timeout=timeout,
-            max_connection=max_connection,
-            retry_policy=NoRetryPolicy(),
-            logger_name=logger_name,
-        )
-    except OTSClientError as exc:
-        raise ValueError(f"Invalid Tablestore settings for endpoint {endpoint!r}: {exc}") from None
-    sdk_logger = logging.getLogger(logger_name)
-    if sdk_logger.level == logging.NOTSET:  # the SDK logs expected "does not exist" at ERROR
-        sdk_logger.setLevel(logging.CRITICAL)
-    return client
 
 
 def _code_or_message(exc: OTSServiceError, code: str, words: str) -> bool:
@@ -167,6 +124,8 @@ class TablestoreHistoryLog:
     ) -> TablestoreHistoryLog:
         """A log with its own client (closed by :meth:`close`)."""
         client = make_client(
+            what="Tablestore history",
+            logger_name=f"{__name__}.sdk",
             endpoint=endpoint,
             instance_name=instance_name,
             access_key_id=access_key_id,
@@ -333,7 +292,7 @@ class TablestoreHistoryLog:
         )
 
 
-__all__ = ["PRIMARY_KEY", "TablestoreHistoryLog", "history_table_name", "make_client"]
+__all__ = ["PRIMARY_KEY", "TablestoreHistoryLog", "history_table_name"]
 
 
 def set_retention(client: OTSClient, table_name: str, days: int) -> None:

@@ -55,9 +55,6 @@ from tablestore import (
     KnnVectorQuery,
     LogicalOperator,
     MatchQuery,
-    NoRetryPolicy,
-    OTSClient,
-    OTSClientError,
     OTSServiceError,
     PutRowItem,
     Query,
@@ -82,6 +79,7 @@ from ..filters import matches, split_identity
 from ..tokenize import tokens
 from . import query as qb
 from .batch import GET_ROWS, WRITE_ROWS, Batches, PrimaryKey, RawRow, RowRejected, split_write_results
+from .client import make_client
 from .colfilter import range_filter
 from .dedup import CONDITION_FAILED, Claims, DedupKeys, check_key
 from .embedding_meta import EmbeddingMeta, read_meta, write_meta
@@ -208,41 +206,20 @@ class TablestoreStore(MemoryStore):
         self.index_name = validate_name("index", index_name or f"{collection_name}_search_index")
         self.embedding_model_dims = validate_dimension(embedding_model_dims)
         self.metric = normalize_metric(metric)
-        missing = [
-            name
-            for name, value in (
-                ("endpoint", endpoint),
-                ("instance_name", instance_name),
-                ("access_key_id", access_key_id),
-                ("access_key_secret", access_key_secret),
-            )
-            if not value
-        ]
-        if missing:
-            raise ValueError(f"Tablestore store needs {', '.join(missing)} (TABLESTORE_* settings)")
+        self.client = make_client(
+            endpoint=endpoint,
+            instance_name=instance_name,
+            access_key_id=access_key_id,
+            access_key_secret=access_key_secret,
+            sts_token=sts_token,
+            region=region,
+            timeout=timeout,
+            max_connection=max_connection,
+            logger_name=f"{__name__}.sdk",
+        )
         assert endpoint is not None
         self.endpoint = endpoint.rstrip("/")
         self.instance_name = instance_name
-        try:
-            self.client = OTSClient(
-                self.endpoint,
-                access_key_id,
-                access_key_secret,
-                instance_name,
-                sts_token=sts_token or None,
-                region=region or None,
-                socket_timeout=timeout,
-                max_connection=max_connection,
-                retry_policy=NoRetryPolicy(),
-                logger_name=f"{__name__}.sdk",
-            )
-        except OTSClientError as exc:
-            raise ValueError(f"Invalid Tablestore settings for endpoint {endpoint!r}: {exc}") from None
-        # The SDK logs every failed request at ERROR, including the expected "does not exist" at
-        # startup and transient errors we retry; our own logs say what matters. Overridable.
-        sdk_logger = logging.getLogger(f"{__name__}.sdk")
-        if sdk_logger.level == logging.NOTSET:
-            sdk_logger.setLevel(logging.CRITICAL)
         self._retry = Retrier(self.endpoint, attempts=max_retries)
         self._batches = Batches(self.client, self._retry)
         self._dedup = DedupKeys(self.client, self.collection_name, self._retry, self._batches)
