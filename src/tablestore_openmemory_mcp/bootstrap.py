@@ -16,6 +16,8 @@ from tablestore_openmemory_mcp.settings import APP_NAME, Settings
 if TYPE_CHECKING:
     from tablestore_openmemory_mcp.memory.ports import HistoryLog
     from tablestore_openmemory_mcp.memory.service import MemoryService
+    from tablestore_openmemory_mcp.migrate.upgrade import UpgradePlan
+    from tablestore_openmemory_mcp.repository import StoreRepository
     from tablestore_openmemory_mcp.stores.base import MemoryStore
 
 logger = logging.getLogger(__name__)
@@ -192,8 +194,25 @@ def _tablestore(
     return store, history, access, name
 
 
-def build_components(settings: Settings) -> Components:
-    """Create store, embedder, LLM and service; raises :class:`StartupError` with a readable message."""
+@dataclass
+class OpenedStore:
+    """A repository on the configured store, with the embedder and the settings it was built with."""
+
+    repository: StoreRepository
+    embedder: Any
+    dimension: int
+    embedder_name: str
+    store_name: str
+    settings: Settings  # with the upgrade's table name applied
+
+
+def open_repository(settings: Settings, upgrade: UpgradePlan | None, *, audit: bool) -> OpenedStore:
+    """The repository as the server builds it; the maintenance commands use it too.
+
+    ``upgrade`` (from :func:`~.migrate.upgrade.plan_upgrade`, computed before this because it reads the
+    reference's ``MEM0_DIR``) moves our memories to the table of our own. ``audit`` adds the app switches and the
+    access log, which the server needs and maintenance commands (migrate, export, import) do not.
+    """
     data_dir = settings.resolved_data_dir
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -201,27 +220,35 @@ def build_components(settings: Settings) -> Components:
         raise StartupError(f"cannot create the data directory {data_dir} (MEMORY_DATA_DIR): {exc}") from None
 
     from tablestore_openmemory_mcp.audit import AccessLog, AppDirectory
-    from tablestore_openmemory_mcp.llm import ChatClient
-    from tablestore_openmemory_mcp.memory.flow import ClassicFlow
-    from tablestore_openmemory_mcp.memory.service import MemoryService
-    from tablestore_openmemory_mcp.migrate.upgrade import plan_upgrade, start_background_copy
     from tablestore_openmemory_mcp.repository import StoreRepository, prepare_mem0_environment
 
-    upgrade = plan_upgrade(settings)  # before prepare_mem0_environment: reads the reference's MEM0_DIR
     if upgrade is not None:  # the configured table is the reference deployment's: ours is <name>_v2
         settings = upgrade.apply(settings)
     prepare_mem0_environment(data_dir, settings.mem0_telemetry)
     embedder, dimension = _embedder(settings)
     embedder_name = str(getattr(embedder, "name", type(embedder).__name__))
     store, history, access_log, store_name = _store(settings, dimension, embedder_name)
-    repository = StoreRepository(
-        store,
-        history,
-        embedder_name=embedder_name,
-        apps=AppDirectory(history),
-        access=AccessLog(access_log, retention_days=settings.access_log_retention_days),
-    )
-    copy = start_background_copy(upgrade, repository, embedder, dimension) if upgrade is not None else None
+    if audit:
+        apps, access = AppDirectory(history), AccessLog(access_log, retention_days=settings.access_log_retention_days)
+        repository = StoreRepository(store, history, embedder_name=embedder_name, apps=apps, access=access)
+    else:
+        access_log.close()
+        repository = StoreRepository(store, history, embedder_name=embedder_name)
+    return OpenedStore(repository, embedder, dimension, embedder_name, store_name, settings)
+
+
+def build_components(settings: Settings) -> Components:
+    """Create store, embedder, LLM and service; raises :class:`StartupError` with a readable message."""
+    from tablestore_openmemory_mcp.llm import ChatClient
+    from tablestore_openmemory_mcp.memory.flow import ClassicFlow
+    from tablestore_openmemory_mcp.memory.service import MemoryService
+    from tablestore_openmemory_mcp.migrate.upgrade import plan_upgrade, start_background_copy
+
+    upgrade = plan_upgrade(settings)  # before the store opens: reads the reference's MEM0_DIR
+    opened = open_repository(settings, upgrade, audit=True)
+    settings, repository, embedder = opened.settings, opened.repository, opened.embedder
+    embedder_name, store_name = opened.embedder_name, opened.store_name
+    copy = start_background_copy(upgrade, repository, embedder, opened.dimension) if upgrade is not None else None
 
     llm = None
     if settings.uses_llm:

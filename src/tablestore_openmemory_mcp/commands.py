@@ -80,19 +80,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _open(settings: Settings, plan: Any) -> tuple[Any, Any, int, Settings]:
-    """(repository, embedder, dimension, settings) as the server builds them."""
-    from tablestore_openmemory_mcp.bootstrap import _embedder, _store
-    from tablestore_openmemory_mcp.repository import StoreRepository, prepare_mem0_environment
+    """(repository, embedder, dimension, settings) as the server builds them, without the app switches and the
+    access log, which these commands do not use."""
+    from tablestore_openmemory_mcp.bootstrap import open_repository
 
-    if plan is not None:
-        settings = plan.apply(settings)
-    settings.resolved_data_dir.mkdir(parents=True, exist_ok=True)
-    prepare_mem0_environment(settings.resolved_data_dir, settings.mem0_telemetry)
-    embedder, dimension = _embedder(settings)
-    name = str(getattr(embedder, "name", type(embedder).__name__))
-    store, history, access, _ = _store(settings, dimension, name)
-    access.close()  # maintenance commands read and write memories and history only
-    return StoreRepository(store, history, embedder_name=name), embedder, dimension, settings
+    opened = open_repository(settings, plan, audit=False)
+    return opened.repository, opened.embedder, opened.dimension, opened.settings
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
