@@ -221,8 +221,10 @@ class StoreRepository:
         """A writer that died between storing a memory and recording it leaves no ADD event; a later add of the
         same text (a client's retry) records it. The event's time is the memory's own, so retries record it once."""
         if not self.history_log.for_memory(scope.user_id, memory.id):
-            record = self._record(memory.id, "ADD", None, memory.text, memory.created_at, scope, origin)
-            self._append_history(scope, [replace(record, client=memory.client or scope.client_name)])
+            record = self._record(
+                memory.id, "ADD", None, memory.text, memory.created_at, scope, origin, client=memory.client
+            )
+            self._append_history(scope, [record])
 
     def access_for(self, user_id: str, memory_id: str) -> list[HistoryRecord]:
         return self.access.for_memory(user_id, memory_id) if self.access is not None else []
@@ -364,11 +366,10 @@ class StoreRepository:
                 )
             else:
                 row = existing.get(stored_id)
-                known = to_memory(row) if row is not None else memory
-                outcomes.append(Added(known, False))
-                if row is not None and not self.history_log.for_memory(scope.user_id, known.id):
-                    records.append(self._record(known.id, "ADD", None, known.text, known.created_at, scope, origin))
+                outcomes.append(Added(to_memory(row) if row is not None else memory, False))
         self._append_history(scope, records)
+        for stored_id in existing:  # an existing text whose writer may have died before recording it
+            self.ensure_recorded(scope, to_memory(existing[stored_id]), origin)
         return outcomes
 
     def update(
@@ -414,46 +415,36 @@ class StoreRepository:
             return []
         with scoped(scope.filters()):
             rows = self.store.get_many(ids)
-            planned: dict[str, StoredMemory] = {}
+            before: dict[str, StoredMemory] = {}
             for memory_id in ids:
-                row = rows.get(memory_id)
-                if row is None:
-                    continue
-                current = to_memory(row)
-                if current.state == state or current.state not in eligible:
-                    continue
-                planned[memory_id] = replace(current, state=state, updated_at=_after(current.updated_at))
+                current = to_memory(rows[memory_id]) if memory_id in rows else None
+                if current is not None and current.state != state and current.state in eligible:
+                    before[memory_id] = current
+            moved = {i: replace(m, state=state, updated_at=_after(m.updated_at)) for i, m in before.items()}
             changes = [
                 RowUpdate(
                     memory_id,
                     None,
-                    to_payload(moved),
-                    expected_updated_at=to_memory(rows[memory_id]).updated_at or None,
-                    dedup_key=dedup_key(scope, moved.hash) if state == "active" else "",
+                    to_payload(memory),
+                    expected_updated_at=before[memory_id].updated_at or None,
+                    dedup_key=dedup_key(scope, memory.hash) if state == "active" else "",
                 )
-                for memory_id, moved in planned.items()
+                for memory_id, memory in moved.items()
             ]
             done = set(self.store.update_many(changes)) if changes else set()
-        changed = [moved for memory_id, moved in planned.items() if memory_id in done]
-        self._append_history(
-            scope,
-            [
-                HistoryRecord(
-                    memory_id=m.id,
-                    event="DELETE" if state == "deleted" else "STATE",
-                    old_memory=m.text,
-                    new_memory=None if state == "deleted" else m.text,
-                    at=m.updated_at,
-                    client=m.client or scope.client_name,
-                    source=origin.source,
-                    model=origin.model,
-                    reason=origin.reason,
-                    old_state=to_memory(rows[m.id]).state,
-                    new_state=state,
-                )
-                for m in changed
-            ],
-        )
+        changed = [memory for memory_id, memory in moved.items() if memory_id in done]
+        event, kept = ("DELETE", False) if state == "deleted" else ("STATE", True)
+        records = [
+            replace(
+                self._record(
+                    m.id, event, m.text, m.text if kept else None, m.updated_at, scope, origin, client=m.client
+                ),
+                old_state=before[m.id].state,
+                new_state=state,
+            )
+            for m in changed
+        ]
+        self._append_history(scope, records)
         return changed
 
     def delete(
@@ -523,15 +514,16 @@ class StoreRepository:
         origin: Origin,
         item: NewMemory | None = None,
         *,
-        client: str | None = "",
+        client: str | None = None,
     ) -> HistoryRecord:
+        """One event; ``client`` is the memory's own (when known), else the caller's."""
         return HistoryRecord(
             memory_id=memory_id,
             event=event,
             old_memory=old,
             new_memory=new,
             at=at,
-            client=scope.client_name if client == "" or client is None else client,
+            client=client or scope.client_name,
             source=origin.source,
             model=origin.model,
             reason=(item.reason if item is not None and item.reason else origin.reason),
