@@ -115,7 +115,8 @@ class InMemoryRepository:
         out: list[Added] = []
         for item in items:
             same = self.find_exact(scope, item.text)
-            if same is not None:
+            if same is not None:  # like the real one: an existing text gets its missing ADD recorded
+                self.ensure_recorded(scope, same, origin)
                 out.append(Added(same, False))
                 continue
             self._ids += 1

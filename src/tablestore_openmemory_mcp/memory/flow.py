@@ -156,15 +156,17 @@ class ClassicFlow:
         return {str(index): memory for index, memory in enumerate(ranked)}
 
     def _store_verbatim(self, scope: Scope, text: str, note: str | None, source: Source) -> AddResult:
-        known = self.repository.find_exact(scope, text)
-        if known is None:
-            vector = self.embedder.embed(text, "add")
-            added = self.repository.add(scope, [NewMemory(text=text, vector=vector)], Origin(source=source))[0]
-            known = None if added.created else added.memory
-            if known is None:
-                event = MemoryEvent(id=added.memory.id, memory=text, event="ADD")
-                return AddResult(events=[event], inferred=False, note=note)
-        self.repository.ensure_recorded(scope, known, Origin(source=source))
+        origin = Origin(source=source)
+        known = self.repository.find_exact(scope, text)  # before embedding: a known text costs no embedder call
+        if known is not None:
+            self.repository.ensure_recorded(scope, known, origin)
+        else:  # the add itself is atomic against a concurrent add of the same text (and records a missing ADD)
+            added = self.repository.add(scope, [NewMemory(text=text, vector=self.embedder.embed(text, "add"))], origin)
+            if added[0].created:
+                return AddResult(
+                    events=[MemoryEvent(id=added[0].memory.id, memory=text, event="ADD")], inferred=False, note=note
+                )
+            known = added[0].memory
         event = MemoryEvent(id=known.id, memory=text, event="NONE")
         return AddResult(events=[event], inferred=False, note=note or "This memory was already stored.")
 
