@@ -34,6 +34,7 @@ from tablestore_openmemory_mcp.audit import AccessLog, AppDirectory
 from tablestore_openmemory_mcp.errors import StoreError
 from tablestore_openmemory_mcp.memory import scoring
 from tablestore_openmemory_mcp.memory.ports import (
+    ALL_STATES,
     Added,
     HistoryLog,
     HistoryRecord,
@@ -149,7 +150,6 @@ def to_payload(memory: StoredMemory) -> dict[str, Any]:
     return payload
 
 
-ALL_STATES: tuple[State, ...] = ("active", "paused", "archived", "deleted")
 ACTIVE: frozenset[State] = frozenset({"active"})
 
 

@@ -10,7 +10,7 @@ import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from tablestore_openmemory_mcp.errors import ConflictError, DependencyError, NotFoundError, UserInputError
 from tablestore_openmemory_mcp.identity import IdentityResolver
+from tablestore_openmemory_mcp.memory.ports import State
 from tablestore_openmemory_mcp.memory.service import MemoryService
 from tablestore_openmemory_mcp.results import (
     AddResult,
@@ -178,7 +179,7 @@ def register_tools(
     async def set_memory_state(
         memory_ids: Annotated[list[str], Field(description="Ids of the memories to change")],
         state: Annotated[
-            Literal["active", "paused", "archived", "deleted"],
+            State,
             Field(description="active resumes a paused or archived memory; deleted removes it from your memories"),
         ],
         ctx: Context,

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from tablestore_openmemory_mcp.memory.ports import HistoryRecord, StoredMemory
+from tablestore_openmemory_mcp.memory.ports import ALL_STATES, HistoryRecord, StoredMemory
 
-STATES = ("active", "paused", "archived", "deleted")
+STATES = ALL_STATES
 _HISTORY_FIELDS = {f.name for f in fields(HistoryRecord)}
 
 

@@ -14,11 +14,17 @@ from typing import Literal, Protocol
 
 from tablestore_openmemory_mcp.errors import MemoryNotFound, UserInputError
 from tablestore_openmemory_mcp.memory.flow import ClassicFlow
-from tablestore_openmemory_mcp.memory.ports import HistoryRecord, MemoryRepository, Origin, State, StoredMemory
+from tablestore_openmemory_mcp.memory.ports import (
+    ALL_STATES,
+    VISIBLE_STATES,
+    HistoryRecord,
+    MemoryRepository,
+    Origin,
+    State,
+    StoredMemory,
+)
 from tablestore_openmemory_mcp.scope import Scope
 
-ALL_STATES: tuple[State, ...] = ("active", "paused", "archived", "deleted")
-VISIBLE_STATES: tuple[State, ...] = ("active", "paused", "archived")
 Sort = Literal["created_at", "-created_at", "updated_at", "-updated_at", "memory", "-memory", "score"]
 SORTS: tuple[str, ...] = ("created_at", "-created_at", "updated_at", "-updated_at", "memory", "-memory", "score")
 REST_CLIENT = "rest"

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, get_args
 
 from tablestore_openmemory_mcp.scope import Scope
 
 State = Literal["active", "paused", "archived", "deleted"]
+ALL_STATES: tuple[State, ...] = get_args(State)
+#: What the owner's view shows unless asked otherwise: everything but deleted memories.
+VISIBLE_STATES: tuple[State, ...] = ("active", "paused", "archived")
 Source = Literal["mcp", "rest", "import", "migration"]
 
 

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import anyio.to_thread
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.background import BackgroundTask
 from starlette.datastructures import UploadFile
 from starlette.requests import Request
@@ -31,8 +31,8 @@ from tablestore_openmemory_mcp.errors import (
     NotFoundError,
     UserInputError,
 )
-from tablestore_openmemory_mcp.memory.admin import SORTS, VISIBLE_STATES, BrowseRequest
-from tablestore_openmemory_mcp.memory.ports import State
+from tablestore_openmemory_mcp.memory.admin import SORTS, BrowseRequest
+from tablestore_openmemory_mcp.memory.ports import ALL_STATES, VISIBLE_STATES, State
 from tablestore_openmemory_mcp.memory.service import MemoryService
 from tablestore_openmemory_mcp.rest.schemas import (
     AccessOut,
@@ -44,6 +44,7 @@ from tablestore_openmemory_mcp.rest.schemas import (
     DeleteMemories,
     EditMemory,
     EventOut,
+    ExportRequest,
     MemoryDetailOut,
     MemoryOut,
     MemoryPage,
@@ -58,7 +59,6 @@ from tablestore_openmemory_mcp.validation import clean_memory_id, clean_memory_i
 logger = logging.getLogger(__name__)
 
 PREFIX = "/api/v1"
-ALL_STATES: tuple[State, ...] = ("active", "paused", "archived", "deleted")
 M = TypeVar("M", bound=BaseModel)
 GetService = Callable[[], Awaitable[MemoryService]]
 
@@ -333,19 +333,3 @@ class RestApi:
         """Totals by state and app, and memories added per day per app."""
         user = resolve_user(request, request.query_params.get("user_id"))
         return JSONResponse(await (await self.get_service()).stats(user))
-
-
-class ExportRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    user_id: str | None = None
-
-
-def describe(api: RestApi) -> list[tuple[str, str, str]]:
-    """(method, path, summary) of every route, for the OpenAPI document."""
-    out = []
-    for route in api.routes():
-        for method in sorted(route.methods or ()):
-            if method != "HEAD":
-                summary = (getattr(route.endpoint, "__doc__", "") or "").strip().splitlines()[0]
-                out.append((method, route.path, summary))
-    return out

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, ConfigDict, Field
 
 from tablestore_openmemory_mcp.memory.admin import AppSummary
-from tablestore_openmemory_mcp.memory.ports import HistoryRecord, StoredMemory
+from tablestore_openmemory_mcp.memory.ports import HistoryRecord, State, StoredMemory
 
-StateName = Literal["active", "paused", "archived", "deleted"]
+StateName = State
 
 
 class _Body(BaseModel):
@@ -118,6 +116,10 @@ class ChangeState(_Body):
 class StateChanged(BaseModel):
     changed: list[str]
     unchanged: list[str] = Field(description="Ids not found, or already in that state")
+
+
+class ExportRequest(_Body):
+    user_id: str | None = None
 
 
 class DeleteMemories(_Body):
