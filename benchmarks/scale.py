@@ -200,18 +200,33 @@ async def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
     return (time.perf_counter() - start) * 1000, result
 
 
+async def stdio_first_call(tmp: Path, extra: dict[str, str]) -> float:
+    """Seconds from spawning the stdio server to its first answered tool call (a search of the seeded
+    scope, so loading its vectors is included)."""
+    from tests.server_process import server_env, stdio_client, structured
+
+    env = {**server_env(tmp, **extra), "MCP_STDIO_CLIENT_NAME": CLIENT, "MCP_STDIO_USER_ID": USER}
+    with anyio.fail_after(CALL_TIMEOUT_S):
+        start = time.perf_counter()
+        async with stdio_client(env) as client:
+            structured(await client.call_tool("search_memories", {"query": "warm up tea"}))
+            return time.perf_counter() - start
+
+
 async def bench_mcp(tmp: Path, n: int, ids: list[str], src: str | None) -> dict[str, Any]:
     from tests.server_process import HttpServer, server_env, structured
 
     extra = {"PYTHONPATH": src} if src else {}
     rng = random.Random(11)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"stdio_first_call_s": await stdio_first_call(tmp, extra)}
+    spawned = time.perf_counter()
     server = HttpServer(server_env(tmp, **extra), tmp, transport="streamable-http")
     try:
         server.wait_ready(timeout=90)
         async with server.http(CLIENT, USER) as client:
             ms, _ = await timed(lambda: client.call_tool("search_memories", {"query": "warm up tea"}))
             out["first_search_ms"] = ms
+            out["http_first_call_s"] = time.perf_counter() - spawned
             lat = []
             deadline = time.monotonic() + SEARCH_BUDGET_S
             while len(lat) < SEARCHES and time.monotonic() < deadline:
@@ -364,6 +379,10 @@ def report(results: dict[int, dict[str, Any]], direct: bool, mcp: bool) -> str:
 
     add("seed through the store (s)", lambda r: fmt(r["seed_s"]))
     if mcp:
+        add(
+            "MCP: spawn to first answered tool call, stdio / HTTP (s)",
+            lambda r: f"{r['mcp']['stdio_first_call_s']:.2f} / {r['mcp']['http_first_call_s']:.2f}",
+        )
         add("MCP: first search, cold (ms)", lambda r: fmt(r["mcp"]["first_search_ms"], ".0f"))
         add(
             "MCP: search p50 / p95 (ms)",
@@ -390,7 +409,34 @@ def report(results: dict[int, dict[str, Any]], direct: bool, mcp: bool) -> str:
         add("store: first page of 100 (ms; old: whole list)", lambda r: fmt(r["direct"]["list_ms"], ".2f"))
         add("store: update p50 (ms)", lambda r: fmt(r["direct"]["update_ms"], ".2f"))
         add("store: delete p50 (ms)", lambda r: fmt(r["direct"]["delete_ms"], ".2f"))
-    return "\n".join(lines)
+    return "\n".join(lines + targets(results, direct, mcp))
+
+
+def targets(results: dict[int, dict[str, Any]], direct: bool, mcp: bool) -> list[str]:
+    """Issue 16's figures against its targets (only those this run measured)."""
+    sizes = sorted(results)
+    small, big = sizes[0], sizes[-1]
+    rows = ["", "| target (issue 16) | measured | met |", "|---|---:|:-:|"]
+
+    def check(label: str, value: float, limit: float, unit: str = "") -> None:
+        rows.append(f"| {label} ≤ {limit:g}{unit} | {value:.2f}{unit} | {'yes' if value <= limit else 'NO'} |")
+
+    if mcp and big != small:
+        m = {n: results[n]["mcp"] for n in sizes}
+        check(f"search p50 {big:,} ÷ {small:,}", m[big]["search_p50"] / m[small]["search_p50"], 1.5, "x")
+        check(f"update p50 {big:,} ÷ {small:,}", m[big]["update_p50"] / m[small]["update_p50"], 1.5, "x")
+        check(f"delete p50 {big:,} ÷ {small:,}", m[big]["delete_p50"] / m[small]["delete_p50"], 1.5, "x")
+    if mcp:
+        if 10_000 in results:
+            check("search p50 at 10,000", results[10_000]["mcp"]["search_p50"], 30, " ms")
+        check(f"list_memories first answer at {big:,}", results[big]["mcp"]["list_s"], 2, " s")
+        first = max(max(r["mcp"]["stdio_first_call_s"], r["mcp"]["http_first_call_s"]) for r in results.values())
+        check("spawn to first answered tool call (worst size, stdio or HTTP)", first, 3, " s")
+    if direct:
+        d = results[big]["direct"]
+        growth = d["load_peak_mb"] / d["vectors_mb"]
+        check(f"peak RSS growth while loading {big:,} vectors ÷ their size", growth, 1.5, "x")
+    return rows
 
 
 def main() -> None:

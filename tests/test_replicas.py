@@ -68,9 +68,10 @@ def test_replicas_behind_nginx_survive_a_killed_replica(tmp_path: Path, nginx_bi
         assert subprocess.run(argv, env=env, capture_output=True, timeout=30, check=False).returncode == 0
 
         outcome = anyio.run(lambda: scenario(running, users=6, ops=10, race_rounds=3, throughput=False))
+        nginx_log = running.nginx.log()
     print(report(outcome, 1.0))
     assert outcome.killed_at >= 0, "the replica was never killed"
-    assert outcome.ledger.failed == [], "a call failed twice (one retry must reach a live replica)"
+    assert outcome.ledger.failed == [], f"a call failed twice (one retry must reach a live replica); nginx: {nginx_log}"
     # an add that the kill cut between its writes and that was retried counts too (pinned by the cut tests below)
     assert outcome.problems == []
     acknowledged = sum(len(memories) for memories in outcome.ledger.acked.values())

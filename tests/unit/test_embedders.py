@@ -148,6 +148,30 @@ def test_batches_respect_max_items_and_max_cost():
     assert [call[0] for call in runner.calls] == [["c0"], ["c1", "c2", "c3"], ["c4"]]
 
 
+def test_with_spread_the_queue_is_split_across_the_slots():
+    """Two single-threaded slots: both run at once, and a freed slot takes its share of the queue."""
+    runner = ScriptedRunner()
+    runner.hold["first"], runner.hold["second"] = threading.Event(), threading.Event()
+    batcher: MicroBatcher[str] = MicroBatcher(runner, max_items=32, max_cost=10_000, concurrency=2, spread=True)
+    first, _ = submit_in_thread(batcher, ["first"])
+    runner.wait_for(lambda: len(runner.calls) == 1)
+    second, _ = submit_in_thread(batcher, ["second"])
+    runner.wait_for(lambda: len(runner.calls) == 2)  # the other slot did not wait for the first call
+    others = [submit_in_thread(batcher, [f"t{i}"]) for i in range(8)]
+    while queued(batcher) < 8:
+        threading.Event().wait(0.01)
+    runner.hold["first"].set()
+    runner.wait_for(lambda: len(runner.calls) >= 3)
+    assert len(runner.calls[2][0]) == 4, "the freed slot took its share (8 queued / 2 slots), not the whole queue"
+    runner.hold["second"].set()
+    for i, (thread, box) in enumerate(others):
+        thread.join(WAIT)
+        assert box["result"] == [f"v(t{i})"]
+    first.join(WAIT)
+    second.join(WAIT)
+    assert sorted(t for call in runner.calls[2:] for t in call[0]) == sorted(f"t{i}" for i in range(8))
+
+
 def test_a_search_runs_beside_a_long_add():
     """The add holds the only general slot; the search takes the reserved one and finishes first."""
     runner = ScriptedRunner()

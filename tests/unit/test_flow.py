@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 
 from tablestore_openmemory_mcp.errors import AppPaused, ConflictError, MemoryNotFound
@@ -191,3 +195,70 @@ def test_a_paused_app_cannot_write_but_other_apps_can() -> None:
         flow.add(ALICE, "Likes coffee", infer=False)
     assert flow.list_memories(ALICE, 10).total == 0, "its memories are hidden from reads"
     assert [e.event for e in flow.add(Scope("cursor", "alice"), "Likes coffee", infer=False).events] == ["ADD"]
+
+
+class _MeetingEmbedder(WordEmbedder):
+    """Embeds only once ``parties`` callers are inside it at the same time (fails after 10 s otherwise)."""
+
+    def __init__(self, parties: int) -> None:
+        super().__init__()
+        self.barrier = threading.Barrier(parties, timeout=10)
+
+    def embed(self, text: str, memory_action: object = None) -> list[float]:
+        self.barrier.wait()
+        return super().embed(text, memory_action)
+
+    def embed_batch(self, texts: list[str], memory_action: str = "add") -> list[list[float]]:
+        self.barrier.wait()
+        return super().embed_batch(texts, memory_action)
+
+
+def _in_threads(*calls: Callable[[], object]) -> list[object]:
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return [future.result(timeout=30) for future in [pool.submit(call) for call in calls]]
+
+
+def test_verbatim_adds_in_one_scope_embed_concurrently() -> None:
+    """Concurrent adds of one scope reach the embedder together, so its batcher can share one call."""
+    repo, embedder = InMemoryRepository(), _MeetingEmbedder(parties=3)
+    flow = ClassicFlow(repo, embedder, None)
+    results = _in_threads(*(lambda t=text: flow.add(ALICE, t, infer=False) for text in ("tea", "coffee", "cocoa")))
+    assert [r.events[0].event for r in results] == ["ADD", "ADD", "ADD"]  # type: ignore[attr-defined]
+    assert flow.list_memories(ALICE, 10).total == 3
+
+
+def test_extraction_runs_concurrently_but_decisions_take_turns() -> None:
+    """Extraction and embedding overlap across adds of one scope; deciding against the scope does not."""
+
+    class Model:
+        model = "scripted-model"
+
+        def __init__(self) -> None:
+            self.extracting = threading.Barrier(2, timeout=10)
+            self.guard = threading.Lock()
+            self.active = 0
+            self.both_in = threading.Event()
+            self.overlapped = False
+
+        def complete_json(self, messages: list[dict[str, str]]) -> dict[str, object]:
+            text = messages[-1]["content"]
+            if text.startswith("Input:"):
+                self.extracting.wait()  # both extractions are in flight together
+                return {"facts": [text.removeprefix("Input:\n").split("\n")[0]]}
+            with self.guard:
+                self.active += 1
+                if self.active == 2:
+                    self.both_in.set()
+            # Unserialized, the other add's decision arrives within this wait (both left the barrier together).
+            self.overlapped = self.both_in.wait(0.3) or self.overlapped
+            with self.guard:
+                self.active -= 1
+            return {"memory": [{"id": "0", "event": "NONE"}]}
+
+    flow, _, _, _ = make()
+    flow.add(ALICE, "Likes tea", infer=False)  # something similar exists: each add makes a decision call
+    model = Model()
+    flow.llm = model  # type: ignore[assignment]
+    results = _in_threads(lambda: flow.add(ALICE, "Likes green tea"), lambda: flow.add(ALICE, "Likes black tea"))
+    assert not model.overlapped, "two decisions for one scope ran at the same time"
+    assert all(r.inferred for r in results)  # type: ignore[attr-defined]

@@ -7,7 +7,10 @@ user's long add held that lock while everyone else's search waited. Here:
   engine, a few for HTTP) becomes the *leader*, takes a batch from the queue and runs it in its own
   thread; the others wait for their vectors (leader/follower: no worker threads to start or stop);
 * a batch holds at most ``max_items`` texts and ``max_cost`` tokens, so one engine call is short:
-  a long input is cut up front (:mod:`.limits`) and a long list is run in several calls;
+  a long input is cut up front (:mod:`.limits`) and a long list is run in several calls; with
+  ``spread``, a leader takes only its share of the queue (split across the slots), so the other
+  slots start on the rest at once instead of idling (for engines whose calls run one thread each,
+  where a bigger batch is no cheaper per text and a smaller one answers sooner);
 * urgent texts (searches) are taken before others, and ``reserve`` extra slots serve only them: a
   search runs beside a long add instead of after it; within a priority, batches take texts
   round-robin from the waiting callers, so one caller's long list does not hold back another's
@@ -74,6 +77,7 @@ class MicroBatcher(Generic[T]):
         reserve: int = 0,
         linger: float = 0.0,
         isolate: Callable[[BaseException], bool] = _always,
+        spread: bool = False,
     ) -> None:
         self._run = run
         self.max_items = max(1, max_items)
@@ -82,6 +86,7 @@ class MicroBatcher(Generic[T]):
         self.reserve = max(0, reserve)
         self.linger = max(0.0, linger)
         self._isolate = isolate
+        self._spread = spread
         self._cond = threading.Condition()
         self._queues: tuple[deque[_Job[T]], deque[_Job[T]]] = (deque(), deque())  # urgent, normal
         self._busy = [0, 0]  # slots in use: any job, urgent only
@@ -115,6 +120,8 @@ class MicroBatcher(Generic[T]):
                     if recent and idle and not from_urgent:
                         self._wait_for_companions()
                     batch = self._take(urgent=bool(self._queues[0]) if slot == 0 else True)
+                    if self._spread and self._queues[1]:
+                        self._cond.notify_all()  # texts are left and a slot may be free: wake a leader for them
                     self._cond.release()
                     try:
                         self._execute(batch)
@@ -162,7 +169,11 @@ class MicroBatcher(Generic[T]):
         batch: _Batch[T] = _Batch(queue[0].kind)
         cost = 0
         progress = True
-        while progress and len(batch.items) < self.max_items:
+        limit = self.max_items
+        if self._spread and not urgent:  # this leader's share: the other slots take the rest as they free up
+            waiting = sum(len(job.texts) - job.next for job in queue)
+            limit = max(1, min(limit, -(-waiting // self.concurrency)))
+        while progress and len(batch.items) < limit:
             progress = False
             for job in list(queue):
                 if job.kind != batch.kind or job.next >= len(job.texts):
@@ -176,7 +187,7 @@ class MicroBatcher(Generic[T]):
                 progress = True
                 if job.next >= len(job.texts):
                     queue.remove(job)
-                if len(batch.items) >= self.max_items:
+                if len(batch.items) >= limit:
                     break
         return batch
 

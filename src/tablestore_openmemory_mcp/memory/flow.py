@@ -13,6 +13,11 @@ flow its users were promised:
 Without an LLM, or when the LLM fails or answers garbage, the text is stored verbatim and the result
 says so: an acknowledged add is never silently empty.
 
+Only step 3 is serialized per scope inside the process (two concurrent adds of related facts decide
+one after the other, not both against the same old state); extraction, embedding and verbatim adds run
+concurrently, so concurrent callers share embedder batches. Across processes the repository's
+conditional writes catch the race and the flow decides again.
+
 This module imports neither mem0 nor the stores; it talks to :mod:`.ports` only, and is synchronous
 (the service runs it in worker threads).
 """
@@ -20,9 +25,11 @@ This module imports neither mem0 nor the stores; it talks to :mod:`.ports` only,
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+from weakref import WeakValueDictionary
 
 from tablestore_openmemory_mcp.errors import AppPaused, ConflictError, DependencyError, MemoryNotFound
 from tablestore_openmemory_mcp.memory.ports import (
@@ -68,6 +75,23 @@ class PlannedEvent:
     reason: str | None = None
 
 
+class ScopeLocks:
+    """One lock per scope, created on demand and dropped when nobody holds a reference."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: WeakValueDictionary[tuple[str, str, bool], threading.Lock] = WeakValueDictionary()
+
+    def get(self, scope: Scope) -> threading.Lock:
+        key = (scope.user_id, "" if scope.shared else scope.client_name, scope.shared)
+        with self._guard:
+            lock = self._locks.get(key)
+            if lock is None:
+                lock = threading.Lock()
+                self._locks[key] = lock
+            return lock
+
+
 class ClassicFlow:
     """The memory operations on one repository, embedder and (optional) LLM."""
 
@@ -87,6 +111,7 @@ class ClassicFlow:
         self.fact_prompt = fact_prompt
         self.update_prompt = update_prompt
         self.min_score = min_score
+        self._deciding = ScopeLocks()
 
     # --- add -----------------------------------------------------------------------------------------
     def add(self, scope: Scope, text: str, infer: bool = True, source: Source = "mcp") -> AddResult:
@@ -106,13 +131,14 @@ class ClassicFlow:
             note = "The LLM found no separate facts, so the text was stored as given."
             return self._store_verbatim(scope, text, note, source)
         vectors = dict(zip(facts, self.embedder.embed_batch(facts, "add"), strict=True))
-        for attempt in range(CONFLICT_RETRIES):
-            try:
-                return self._reconcile(scope, facts, vectors, source)
-            except ConflictError:
-                if attempt == CONFLICT_RETRIES - 1:
-                    raise
-                logger.info("a memory changed while deciding; deciding again")
+        with self._deciding.get(scope):
+            for attempt in range(CONFLICT_RETRIES):
+                try:
+                    return self._reconcile(scope, facts, vectors, source)
+                except ConflictError:
+                    if attempt == CONFLICT_RETRIES - 1:
+                        raise
+                    logger.info("a memory changed while deciding; deciding again")
         raise AssertionError("unreachable")
 
     def _reconcile(self, scope: Scope, facts: list[str], vectors: dict[str, list[float]], source: Source) -> AddResult:

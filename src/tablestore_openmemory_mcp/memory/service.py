@@ -1,17 +1,13 @@
 """The memory service: the async face of the classic flow that tools and the REST API call.
 
-Every blocking call (LLM, embedder, store) runs in a worker thread, never on the event loop. Adds for
-one scope are serialized inside the process (a per-scope lock), so two concurrent adds of related facts
-decide one after the other instead of both against the same old state; across processes the
-repository's conditional writes catch the race and the flow decides again.
+Every blocking call (LLM, embedder, store) runs in a worker thread, never on the event loop; the
+flow itself serializes what must be (deciding, per scope).
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Sequence
 from typing import Any, ParamSpec, TypeVar
-from weakref import WeakValueDictionary
 
 import anyio
 import anyio.to_thread
@@ -42,23 +38,6 @@ T = TypeVar("T")
 P = ParamSpec("P")
 
 
-class _ScopeLocks:
-    """One lock per scope, created on demand and dropped when nobody holds a reference."""
-
-    def __init__(self) -> None:
-        self._guard = threading.Lock()
-        self._locks: WeakValueDictionary[tuple[str, str, bool], threading.Lock] = WeakValueDictionary()
-
-    def get(self, scope: Scope) -> threading.Lock:
-        key = (scope.user_id, "" if scope.shared else scope.client_name, scope.shared)
-        with self._guard:
-            lock = self._locks.get(key)
-            if lock is None:
-                lock = threading.Lock()
-                self._locks[key] = lock
-            return lock
-
-
 class MemoryService:
     """Async facade over :class:`ClassicFlow`; one instance serves every scope."""
 
@@ -71,7 +50,6 @@ class MemoryService:
         self.categorizer: Categorizer | None = None
         self.background: list[Any] = []  # long-running jobs with stop(), e.g. the upgrade copy
         self._limiter = anyio.CapacityLimiter(worker_threads)
-        self._locks = _ScopeLocks()
         self.in_flight = 0  # calls running now; shutdown waits for them (changed on the event loop only)
 
     def close(self) -> None:
@@ -83,13 +61,7 @@ class MemoryService:
         self.repository.close()
 
     async def add(self, scope: Scope, text: str, infer: bool = True, source: Source = "mcp") -> AddResult:
-        lock = self._locks.get(scope)
-
-        def serialized() -> AddResult:
-            with lock:
-                return self.flow.add(scope, text, infer, source)
-
-        result = await self._run(serialized)
+        result = await self._run(self.flow.add, scope, text, infer, source)
         self._categorize(scope, [e.id for e in result.events if e.id and e.event in ("ADD", "UPDATE")])
         return result
 

@@ -197,17 +197,3 @@ def unit_vectors(vectors: Any, dims: int) -> F32:
         raise ValueError(f"vector {int(np.argmin(norms))} is all zeros and has no direction")
     out: F32 = (arr / norms[:, None]).astype(np.float32)
     return out
-
-
-def dot(mat: F32, q: F32) -> F32:
-    """``mat @ q`` in row blocks small enough that OpenBLAS stays single-threaded.
-
-    Measured on a busy 2-CPU host: one multi-threaded sgemv over 10k x 384 took 0.4 ms when idle but
-    8-40 ms under load (its threads spin-wait for cores); 512-row blocks take ~1.1 ms regardless, and
-    the server gets its parallelism from concurrent requests anyway.
-    """
-    out: F32 = np.empty(len(mat), dtype=np.float32)
-    step = max(64, 196_608 // max(1, mat.shape[1]))
-    for start in range(0, len(mat), step):
-        np.matmul(mat[start : start + step], q, out=out[start : start + step])
-    return out

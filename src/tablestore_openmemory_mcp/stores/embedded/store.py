@@ -39,7 +39,7 @@ from . import sync
 from .keywords import ScopeStats, StatsDelta, doc_terms, scope_key, stats_keys
 from .pool import ConnectionPool
 from .schema import META, Names, create_or_migrate
-from .vectors import F32, Identity, RowState, Slab, Snapshot, VectorCache
+from .vectors import F32, Identity, RowState, Slab, Snapshot, VectorCache, dot
 
 logger = logging.getLogger(__name__)
 
@@ -530,7 +530,7 @@ class EmbeddedStore(MemoryStore):
             alive = n - len(snap.dead)
             if alive <= 0:
                 return []
-            scores = R.dot(snap.mat, q)
+            scores = dot(snap.mat, q)
             if len(snap.dead):
                 scores[snap.dead] = -np.inf
             want = alive if top_k is None else min(top_k, alive)
