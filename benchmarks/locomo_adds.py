@@ -128,7 +128,9 @@ def engine_ceiling(texts: list[str], callers: int = CLIENTS) -> float:
     return len(sample) / (time.perf_counter() - start)
 
 
-async def run(layout: str, convs: dict[str, list[str]], src: str | None = None) -> dict[str, Any]:
+async def run(
+    layout: str, convs: dict[str, list[str]], src: str | None = None, embedder_env: dict[str, str] | None = None
+) -> dict[str, Any]:
     from tests.server_process import HttpServer, server_env, structured
 
     from benchmarks.scale import proc_status
@@ -138,7 +140,8 @@ async def run(layout: str, convs: dict[str, list[str]], src: str | None = None) 
     ]
     queue: Any = iter(work) if layout == "one-user" else iter(list(convs.items()))
     tmp = Path(tempfile.mkdtemp(prefix="locomo-"))
-    server = HttpServer(server_env(tmp, **({"PYTHONPATH": src} if src else {})), tmp, transport="streamable-http")
+    extra = {**(embedder_env or {}), **({"PYTHONPATH": src} if src else {})}
+    server = HttpServer(server_env(tmp, **extra), tmp, transport="streamable-http")
     latencies: list[float] = []
     try:
         server.wait_ready(timeout=120)
@@ -191,6 +194,13 @@ def main() -> None:
     parser.add_argument("--layout", choices=["per-conversation", "one-user", "both"], default="both")
     parser.add_argument("--src", help="run this checkout's src directory instead of the installed package")
     parser.add_argument("--data", type=Path, help="real LoCoMo: locomo10.json or a directory of its v2 files")
+    parser.add_argument(
+        "--remote-latency",
+        type=float,
+        metavar="S",
+        help="embed through the fake OpenAI-compatible server answering after S seconds instead of offline "
+        "(what the server itself sustains with a remote embedder)",
+    )
     args = parser.parse_args()
     if args.data:
         convs = locomo_conversations(args.data)
@@ -199,12 +209,26 @@ def main() -> None:
         convs = {f"conv-{i}": conversation(i, args.turns // CONVERSATIONS) for i in range(CONVERSATIONS)}
         source = "LoCoMo-shaped synthetic turns"
     texts = [text for turns in convs.values() for text in turns]
-    ceiling = engine_ceiling(texts)
     layouts = ["per-conversation", "one-user"] if args.layout == "both" else [args.layout]
-    rows = [anyio.run(run, layout, convs, args.src) for layout in layouts]
     print(f"{source}: {len(texts)} turns, {len(convs)} conversations, {CLIENTS} MCP clients, infer=false, ")
-    print(f"embedded default ({sys.platform}). The offline embedder alone, {CLIENTS} threads adding these texts:")
-    print(f"{ceiling:.1f} embeddings/s (the ceiling for adds on this machine).\n")
+    if args.remote_latency is not None:
+        from tests.fakes.openai_server import FakeOpenAI
+        from tests.server_process import llm_env
+
+        fake = FakeOpenAI().start()
+        fake.embed_latency = args.remote_latency
+        try:
+            env = llm_env(fake, LLM_PROVIDER="none", EMBEDDER_PROVIDER="openai")
+            rows = [anyio.run(run, layout, convs, args.src, env) for layout in layouts]
+        finally:
+            fake.stop()
+        print(f"embedded store ({sys.platform}), remote embedder: the fake server, {args.remote_latency * 1000:.0f} ms")
+        print("a request.\n")
+    else:
+        ceiling = engine_ceiling(texts)
+        rows = [anyio.run(run, layout, convs, args.src) for layout in layouts]
+        print(f"embedded default ({sys.platform}). The offline embedder alone, {CLIENTS} threads adding these texts:")
+        print(f"{ceiling:.1f} embeddings/s (the ceiling for adds on this machine).\n")
     print("| layout | turns | adds/s | add p50 / p95 (ms) | rows stored | peak RSS (MB) | wall (s) |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
