@@ -29,19 +29,16 @@ from tablestore import (
     INF_MAX,
     INF_MIN,
     BatchWriteRowRequest,
-    CapacityUnit,
     Condition,
     DeleteRowItem,
     OTSClient,
     OTSClientError,
     OTSServiceError,
     PutRowItem,
-    ReservedThroughput,
     Row,
     RowExistenceExpectation,
     RowItem,
     TableInBatchWriteRowItem,
-    TableMeta,
     TableOptions,
 )
 
@@ -52,6 +49,7 @@ from ..history_events import check_user, columns_of, event_ids, record_from, uni
 from .client import make_client
 from .retry import Retrier, TablestoreUnavailableError, row_error_retryable
 from .schema import validate_name
+from .tables import close_client, create_table, credentials_rejected, describe_primary_key
 
 logger = logging.getLogger(__name__)
 
@@ -65,16 +63,11 @@ PRIMARY_KEY = [(PK_USER, "STRING"), (PK_MEMORY, "STRING"), (PK_EVENT, "STRING")]
 BATCH_ROWS = 200
 BATCH_BYTES = 3_500_000
 _ROW_OVERHEAD = 64  # approximate per-row and per-cell encoding overhead, in bytes
-_AUTH_CODES = {"OTSAuthFailed", "OTSNoPermissionAccess", "OTSInvalidAccessKeyId"}
 
 
 def history_table_name(memories_table: str) -> str:
     """The history table that goes with a memories table."""
     return f"{memories_table}_history"
-
-
-def _code_or_message(exc: OTSServiceError, code: str, words: str) -> bool:
-    return bool(exc.code == code or words in (exc.message or "").lower())
 
 
 def _row_size(primary_key: Sequence[tuple[str, str]], columns: Sequence[tuple[str, str]]) -> int:
@@ -152,24 +145,19 @@ class TablestoreHistoryLog:
             raise StoreError(f"Tablestore {api} on history table {self.table_name} failed: {exc}") from exc
 
     def _store_error(self, api: str, exc: OTSServiceError) -> Exception:
-        if exc.code in _AUTH_CODES or exc.http_status == 403:
-            return PermissionError(
-                f"Tablestore at {self.endpoint} rejected the credentials during {api}: {exc.code}: {exc.message}"
-            )
+        rejected = credentials_rejected(exc, self.endpoint, api)
+        if rejected is not None:
+            return rejected
         return StoreError(f"Tablestore {api} on history table {self.table_name} failed: {exc.code}: {exc.message}")
 
     # ------------------------------------------------------------------ startup
 
     def ensure_table(self) -> None:
         """Create the table unless it exists; safe when several replicas start at once."""
-        try:
-            desc = self._retry.call("DescribeTable", lambda: self.client.describe_table(self.table_name))
-        except OTSServiceError as exc:
-            if not _code_or_message(exc, "OTSObjectNotExist", "does not exist"):
-                raise self._store_error("DescribeTable", exc) from exc
+        have = describe_primary_key(self.client, self._retry, self.table_name, self._store_error)
+        if have is None:
             self._create_table()
             return
-        have = [(str(c[0]), str(c[1]).upper()) for c in desc.table_meta.schema_of_primary_key or []]
         if have != PRIMARY_KEY:
             raise StoreError(
                 f"Tablestore table {self.table_name} exists with primary key {have}, but history needs "
@@ -178,18 +166,7 @@ class TablestoreHistoryLog:
 
     def _create_table(self) -> None:
         logger.info("Creating Tablestore history table %s", self.table_name)
-        try:
-            self._retry.call(
-                "CreateTable",
-                lambda: self.client.create_table(
-                    TableMeta(self.table_name, list(PRIMARY_KEY)),
-                    TableOptions(time_to_live=-1, max_version=1),
-                    ReservedThroughput(CapacityUnit(0, 0)),
-                ),
-            )
-        except OTSServiceError as exc:
-            if not _code_or_message(exc, "OTSObjectAlreadyExist", "already exist"):  # another replica won
-                raise self._store_error("CreateTable", exc) from exc
+        create_table(self.client, self._retry, self.table_name, PRIMARY_KEY, self._store_error)
 
     # ------------------------------------------------------------------ HistoryLog
 
@@ -239,12 +216,8 @@ class TablestoreHistoryLog:
 
     def close(self) -> None:
         """Release the connection pool when this log built the client."""
-        if not self._owns_client:
-            return
-        try:
-            self.client.connection.pool.clear()
-        except Exception:  # pragma: no cover - best effort
-            logger.debug("closing Tablestore connections failed", exc_info=True)
+        if self._owns_client:
+            close_client(self.client)
 
     # ------------------------------------------------------------------ reads and writes
 
@@ -297,8 +270,6 @@ __all__ = ["PRIMARY_KEY", "TablestoreHistoryLog", "history_table_name"]
 
 def set_retention(client: OTSClient, table_name: str, days: int) -> None:
     """Let Tablestore expire rows after ``days`` (the access log's retention; the service deletes them)."""
-    from tablestore import TableOptions
-
     try:
         client.update_table(table_name, TableOptions(time_to_live=days * 86400, max_version=1))
     except Exception as exc:  # retention is housekeeping: never a reason not to start

@@ -45,7 +45,6 @@ from tablestore import (
     INF_MAX,
     INF_MIN,
     BoolQuery,
-    CapacityUnit,
     ColumnReturnType,
     ColumnsToGet,
     ComparatorType,
@@ -58,7 +57,6 @@ from tablestore import (
     OTSServiceError,
     PutRowItem,
     Query,
-    ReservedThroughput,
     Row,
     RowExistenceExpectation,
     ScoreSort,
@@ -67,8 +65,6 @@ from tablestore import (
     Sort,
     SortOrder,
     TableInBatchWriteRowItem,
-    TableMeta,
-    TableOptions,
     UpdateRowItem,
 )
 
@@ -115,6 +111,7 @@ from .schema import (
     validate_dimension,
     validate_name,
 )
+from .tables import already_exists, close_client, create_table, credentials_rejected, describe_primary_key, not_found
 
 logger = logging.getLogger(__name__)
 
@@ -124,20 +121,7 @@ T = TypeVar("T")
 MAX_TOP_K = 1000
 _PK_ONLY = ColumnsToGet(return_type=ColumnReturnType.NONE)
 _SCORE_DESC = Sort([ScoreSort(SortOrder.DESC)])
-_AUTH_CODES = {"OTSAuthFailed", "OTSNoPermissionAccess", "OTSInvalidAccessKeyId"}
 _ROW_COLUMNS = [COL_PAYLOAD]
-
-
-def _not_found(exc: BaseException) -> bool:
-    if not isinstance(exc, OTSServiceError):
-        return False
-    return exc.code == "OTSObjectNotExist" or "does not exist" in (exc.message or "").lower()
-
-
-def _already_exists(exc: BaseException) -> bool:
-    if not isinstance(exc, OTSServiceError):
-        return False
-    return exc.code == "OTSObjectAlreadyExist" or "already exist" in (exc.message or "").lower()
 
 
 def _row_parts(row: Any) -> tuple[Any, Any]:
@@ -291,16 +275,13 @@ class TablestoreStore(MemoryStore):
 
     def _ensure(self) -> None:
         """Create the table and index if needed; 3 RPCs when both exist (table, meta row, index)."""
-        try:
-            desc = self._call("DescribeTable", lambda: self.client.describe_table(self.collection_name))
-        except OTSServiceError as exc:
-            if not _not_found(exc):
-                raise self._friendly(exc) from exc
+        have = describe_primary_key(self.client, self._retry, self.collection_name, self._table_error)
+        if have is None:
             self._create_table()
             self._record_embedder()
             self._create_index()
             return
-        check_primary_key(self.collection_name, desc.table_meta.schema_of_primary_key)
+        check_primary_key(self.collection_name, have)
         meta = self._call("GetRow", lambda: read_meta(self.client, self.collection_name))
         if meta is None:
             self._record_embedder()
@@ -312,7 +293,7 @@ class TablestoreStore(MemoryStore):
                 lambda: self.client.describe_search_index(self.collection_name, self.index_name, False),
             )
         except OTSServiceError as exc:
-            if not _not_found(exc):
+            if not not_found(exc):
                 raise self._friendly(exc) from exc
             self._create_index()
             return
@@ -349,27 +330,17 @@ class TablestoreStore(MemoryStore):
             )
 
     def _friendly(self, exc: OTSServiceError) -> Exception:
-        if exc.code in _AUTH_CODES or exc.http_status == 403:
-            return PermissionError(
-                f"Tablestore at {self.endpoint} (instance {self.instance_name}) rejected the credentials: "
-                f"{exc.code}: {exc.message}"
-            )
-        return cast(Exception, exc)
+        """A credentials error names the endpoint and instance; any other error stays the SDK's own."""
+        rejected = credentials_rejected(exc, f"{self.endpoint} (instance {self.instance_name})")
+        return rejected if rejected is not None else cast(Exception, exc)
+
+    def _table_error(self, api: str, exc: OTSServiceError) -> Exception:
+        """The error hook of the shared table bootstrap (``tables``): :meth:`_friendly`, whatever the API."""
+        return self._friendly(exc)
 
     def _create_table(self) -> None:
         logger.info("Creating Tablestore table %s", self.collection_name)
-        try:
-            self._call(
-                "CreateTable",
-                lambda: self.client.create_table(
-                    TableMeta(self.collection_name, list(PRIMARY_KEY)),
-                    TableOptions(time_to_live=-1, max_version=1),
-                    ReservedThroughput(CapacityUnit(0, 0)),
-                ),
-            )
-        except OTSServiceError as exc:
-            if not _already_exists(exc):  # another process won the race
-                raise self._friendly(exc) from exc
+        create_table(self.client, self._retry, self.collection_name, PRIMARY_KEY, self._table_error)
 
     def _create_index(self) -> None:
         logger.info("Creating Tablestore search index %s on %s", self.index_name, self.collection_name)
@@ -383,7 +354,7 @@ class TablestoreStore(MemoryStore):
                 ),
             )
         except OTSServiceError as exc:
-            if not _already_exists(exc):
+            if not already_exists(exc):
                 raise self._friendly(exc) from exc
             meta, _ = self._call(
                 "DescribeSearchIndex",
@@ -417,7 +388,7 @@ class TablestoreStore(MemoryStore):
             try:
                 self._call(api, fn)
             except OTSServiceError as exc:
-                if not _not_found(exc):
+                if not not_found(exc):
                     raise
         self._stash.clear()
         self._recent.clear()
@@ -446,10 +417,7 @@ class TablestoreStore(MemoryStore):
 
     def close(self) -> None:
         """Release pooled connections."""
-        try:
-            self.client.connection.pool.clear()
-        except Exception:  # pragma: no cover - best effort
-            logger.debug("closing Tablestore connections failed", exc_info=True)
+        close_client(self.client)
 
     # ------------------------------------------------------------------ writes
 
