@@ -534,7 +534,9 @@ class EmbeddedStore(MemoryStore):
             if len(snap.dead):
                 scores[snap.dead] = -np.inf
             want = alive if top_k is None else min(top_k, alive)
-            m = min(n, want + 16 if p.exact else want + max(64, want // 2))
+            # A little slack for rows deleted since the snapshot or filtered out (a state filter rarely
+            # drops any); when too few pass, the candidate set grows fourfold and only new rows are read.
+            m = min(n, want + max(16, want // 4))
             out: list[OutputData] = []
             done = 0
             seen: set[int] = set()
