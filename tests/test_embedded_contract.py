@@ -606,3 +606,43 @@ def test_a_load_that_cannot_catch_up_is_retried_then_done_under_the_lock(store: 
         other.close()
     assert len(loads) == 4  # three loads outside the lock were stale, the fourth ran under it
     assert ids == {"m", "o1", "o2", "o3"}  # the fourth load's own write came after the search's snapshot
+
+
+def test_created_page_from_the_index_matches_reading_every_row(store: EmbeddedStore) -> None:
+    """The owner's browser pages from the (user, created_at, id) index; the answer is the generic one."""
+    from tablestore_openmemory_mcp.stores.base import MemoryStore
+
+    stamps = [f"2025-01-{1 + i // 3:02d}T00:00:00.000000+00:00" for i in range(30)]  # threes share a time
+    with scoped(A):
+        store.insert(
+            [vec(i) for i in range(30)],
+            [row(f"t{i}", A, created_at=c, state="archived" if i % 7 == 0 else "active") for i, c in enumerate(stamps)],
+            [f"m{(i * 37) % 30:02d}" for i in range(30)],  # ids not in time order: id breaks ties
+        )
+    with scoped(B):
+        store.insert([vec(99)], [row("bob", B, created_at=stamps[5])], ["bob"])
+    cases = [
+        ({"user_id": "alice"}, True, 0, 7, None, None),
+        ({"user_id": "alice"}, False, 5, 7, None, None),
+        ({"user_id": "alice", "state": {"nin": ["archived"]}}, True, 3, 10, None, None),
+        ({"user_id": "alice"}, True, 0, 50, "2025-01-03", "2025-01-06T99"),
+        ({"user_id": "alice", "agent_id": "cline"}, False, 20, 10, "2025-01-02", None),
+        ({"user_id": "alice"}, True, 40, 10, None, None),
+    ]
+    with scoped({"user_id": "alice"}):
+        for filters, newest, offset, limit, since, until in cases:
+            got, total = store.created_page(
+                filters, newest_first=newest, offset=offset, limit=limit, since=since, until=until
+            )
+            want, want_total = MemoryStore.created_page(
+                store, filters, newest_first=newest, offset=offset, limit=limit, since=since, until=until
+            )
+            assert [r.id for r in got] == [r.id for r in want] and total == want_total, (filters, offset, since)
+        everything, total = store.created_page({"user_id": "alice"}, newest_first=True, offset=0, limit=100)
+        assert total == 30 and "bob" not in {r.id for r in everything}
+        created = [r.payload["created_at"] for r in everything]
+        assert created == sorted(created, reverse=True)
+        bounded, total = store.created_page(
+            {"user_id": "alice"}, newest_first=False, offset=0, limit=100, since="2025-01-03", until="2025-01-04T99"
+        )
+        assert total == 6 and {r.payload["created_at"][:10] for r in bounded} == {"2025-01-03", "2025-01-04"}

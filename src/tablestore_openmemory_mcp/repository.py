@@ -269,6 +269,32 @@ class StoreRepository:
         items = self._visible(scope, states, [to_memory(row) for row in rows])
         return Page(items=items, total=total, next_cursor=next_cursor)
 
+    def created_page(
+        self,
+        scope: Scope,
+        states: Collection[State],
+        *,
+        newest_first: bool,
+        offset: int,
+        limit: int,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> tuple[list[StoredMemory], int] | None:
+        """One page of the owner's memories by creation time and the total; ``None`` when paused apps
+        must be hidden (active-only reads), which the caller then filters row by row."""
+        if set(states) == ACTIVE:
+            return None
+        with scoped(scope.filters()):
+            rows, total = self.store.created_page(
+                self._filters(scope, states),
+                newest_first=newest_first,
+                offset=offset,
+                limit=limit,
+                since=since,
+                until=until,
+            )
+        return [to_memory(row) for row in rows], total
+
     def nearest(self, scope: Scope, vector: Sequence[float], limit: int) -> list[StoredMemory]:
         filters = self._filters(scope, ACTIVE)
         with scoped(scope.filters()):

@@ -40,6 +40,18 @@ class OwnerRepository(MemoryRepository, Protocol):
 
     def access_for(self, user_id: str, memory_id: str) -> list[HistoryRecord]: ...
 
+    def created_page(
+        self,
+        scope: Scope,
+        states: Collection[State],
+        *,
+        newest_first: bool,
+        offset: int,
+        limit: int,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> tuple[list[StoredMemory], int] | None: ...
+
     def app_state(self, user_id: str, client: str) -> tuple[bool, str | None]: ...
 
     def set_app_paused(self, user_id: str, client: str, paused: bool) -> None: ...
@@ -110,6 +122,19 @@ class Admin:
         if request.page < 1 or not 1 <= request.size <= 200:
             raise UserInputError("page starts at 1 and size is between 1 and 200")
         scope = user_scope(request.user_id, request.client)
+        start = (request.page - 1) * request.size
+        if not request.query and not request.category and request.sort in ("created_at", "-created_at", "score"):
+            page = self.repository.created_page(
+                scope,
+                request.states,
+                newest_first=request.sort != "created_at",
+                offset=start,
+                limit=request.size,
+                since=request.since or None,
+                until=_until_bound(request.until),
+            )
+            if page is not None:  # the store's ordered index answered; otherwise read and sort below
+                return BrowsePage(page[0], page[1], request.page, request.size)
         if request.query:
             vector = self.flow.embedder.embed(request.query, "search")
             found = self.repository.search(
@@ -121,7 +146,6 @@ class Admin:
             sort = request.sort if request.sort != "score" else "-created_at"
         kept = [m for m in found if _matches(m, request)]
         kept = _sorted(kept, sort)
-        start = (request.page - 1) * request.size
         return BrowsePage(kept[start : start + request.size], len(kept), request.page, request.size)
 
     def owner_scope(self, user_id: str, memory_id: str) -> Scope:
@@ -212,11 +236,15 @@ def _matches(memory: StoredMemory, request: BrowseRequest) -> bool:
         return False
     if request.since and memory.created_at < request.since:
         return False
-    if request.until:
-        until = request.until + ("T99" if len(request.until) == 10 else "")
-        if memory.created_at >= until:
-            return False
-    return True
+    until = _until_bound(request.until)
+    return until is None or memory.created_at < until
+
+
+def _until_bound(until: str | None) -> str | None:
+    """The exclusive upper bound of ``created_at``: a bare date means "before that day ends"."""
+    if not until:
+        return None
+    return until + ("T99" if len(until) == 10 else "")
 
 
 def _sorted(memories: list[StoredMemory], sort: str) -> list[StoredMemory]:

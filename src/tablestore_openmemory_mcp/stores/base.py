@@ -176,5 +176,33 @@ class MemoryStore(ABC):
     @abstractmethod
     def count(self, filters: Mapping[str, Any] | None = None) -> int: ...
 
+    def created_page(
+        self,
+        filters: Mapping[str, Any] | None,
+        *,
+        newest_first: bool,
+        offset: int,
+        limit: int,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> tuple[list[OutputData], int]:
+        """One offset page of the rows in scope in (created_at, id) order, and how many rows match.
+
+        ``since`` (inclusive) and ``until`` (exclusive) bound ``created_at`` as ISO strings. The owner's
+        browser pages this way. This default reads every row; a store with an ordered index overrides it.
+        """
+        rows: list[OutputData] = []
+        cursor: str | None = None
+        while True:
+            page, cursor = self.list_page(filters, 1000, cursor)
+            for row in page:
+                created = str((row.payload or {}).get("created_at") or "")
+                if (since is None or created >= since) and (until is None or created < until):
+                    rows.append(row)
+            if cursor is None:
+                break
+        rows.sort(key=lambda r: (str((r.payload or {}).get("created_at") or ""), str(r.id)), reverse=newest_first)
+        return rows[offset : offset + limit], len(rows)
+
     @abstractmethod
     def close(self) -> None: ...

@@ -484,9 +484,10 @@ class EmbeddedStore(MemoryStore):
                     params += list(last)
                 sql = f"SELECT {_ROW_COLS}, created_at FROM {self._n.table}{where} ORDER BY created_at, id LIMIT ?"
                 fetched = conn.execute(sql, (*params, batch)).fetchall()
+                exact = p.sql_exact  # the WHERE clause already is the whole filter: no check per row
                 for raw in fetched:
                     row = _row(raw[:6])
-                    if not R.row_visible(p, row.ident, row.payload):
+                    if not exact and not R.row_visible(p, row.ident, row.payload):
                         last = (raw[6], row.id)
                         continue
                     if len(out) == limit:
@@ -498,6 +499,45 @@ class EmbeddedStore(MemoryStore):
                     break
             conn.execute("COMMIT")
         return out, (R.encode_cursor(*last) if more and last is not None else None)
+
+    def created_page(
+        self,
+        filters: Mapping[str, Any] | None,
+        *,
+        newest_first: bool,
+        offset: int,
+        limit: int,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> tuple[builtins.list[OutputData], int]:
+        """The owner's page straight from the ``(user_id, [agent_id,] created_at, id, state)`` index: the
+        browser's first page of 100k memories took 2 s when every row was read and sorted in Python."""
+        p = R.plan(filters)
+        if p is None:
+            return [], 0
+        if not p.sql_exact:
+            return super().created_page(
+                filters, newest_first=newest_first, offset=offset, limit=limit, since=since, until=until
+            )
+        where, params = p.where, list(p.params)
+        if since is not None:  # the column holds UTC with microseconds (R.utc_iso); compare like with like
+            where += " AND created_at >= ?"
+            params.append(R.utc_iso(since))
+        if until is not None:
+            where += " AND created_at < ?"
+            params.append(R.utc_iso(until))
+        order = "DESC" if newest_first else "ASC"
+        table = self._n.table
+        with self._pool.connection() as conn:
+            conn.execute("BEGIN")  # page and total from one snapshot
+            try:
+                total = int(conn.execute(f"SELECT COUNT(*) FROM {table}{where}", params).fetchone()[0])
+                sql = f"SELECT {_ROW_COLS} FROM {table}{where} ORDER BY created_at {order}, id {order} LIMIT ? OFFSET ?"
+                raws = conn.execute(sql, (*params, limit, offset)).fetchall()
+            finally:
+                conn.execute("COMMIT")
+        rows = [_row(raw) for raw in raws]
+        return [OutputData(id=row.id, score=None, payload=row.payload) for row in rows], total
 
     def count(self, filters: Mapping[str, Any] | None = None) -> int:
         """Number of rows in scope matching ``filters``."""
