@@ -646,3 +646,39 @@ def test_created_page_from_the_index_matches_reading_every_row(store: EmbeddedSt
             {"user_id": "alice"}, newest_first=False, offset=0, limit=100, since="2025-01-03", until="2025-01-04T99"
         )
         assert total == 6 and {r.payload["created_at"][:10] for r in bounded} == {"2025-01-03", "2025-01-04"}
+
+
+def test_tally_from_sql_matches_counting_every_row(store: EmbeddedStore) -> None:
+    """Apps and statistics count per (client, state, day) in SQLite; the answer is the generic one."""
+    from tablestore_openmemory_mcp.stores.base import MemoryStore
+
+    cline, cursor = {"user_id": "alice", "agent_id": "cline"}, {"user_id": "alice", "agent_id": "cursor"}
+    states = [None, "active", "paused", "archived", "deleted"]
+    with scoped(cline):
+        store.insert(
+            [vec(i) for i in range(20)],
+            [
+                row(
+                    f"c{i}",
+                    cline,
+                    created_at=f"2025-02-0{1 + i % 3}T10:00:00.000000+00:00",
+                    **({"state": s} if (s := states[i % 5]) else {}),
+                )
+                for i in range(20)
+            ],
+            [f"c{i}" for i in range(20)],
+        )
+    with scoped(cursor):
+        store.insert(
+            [vec(50 + i) for i in range(4)],
+            [row(f"u{i}", cursor, created_at="2025-02-09T23:59:59.000000+00:00") for i in range(4)],
+            [f"u{i}" for i in range(4)],
+        )
+    with scoped(B):
+        store.insert([vec(99)], [row("bob", B)], ["bob"])
+    with scoped({"user_id": "alice"}):
+        got = store.tally({"user_id": "alice"})
+        assert got == MemoryStore.tally(store, {"user_id": "alice"})
+        assert sum(got.values()) == 24
+        assert sum(n for (client, state, _), n in got.items() if client == "cline" and state == "active") == 8
+        assert {state for _, state, _ in got} == {"active", "paused", "archived", "deleted"}

@@ -295,6 +295,11 @@ class StoreRepository:
             )
         return [to_memory(row) for row in rows], total
 
+    def tally(self, scope: Scope) -> dict[tuple[str | None, str, str], int]:
+        """Memories in scope (every state) per (client, state, day created)."""
+        with scoped(scope.filters()):
+            return self.store.tally(self._filters(scope, ALL_STATES))
+
     def nearest(self, scope: Scope, vector: Sequence[float], limit: int) -> list[StoredMemory]:
         filters = self._filters(scope, ACTIVE)
         with scoped(scope.filters()):

@@ -40,6 +40,8 @@ class OwnerRepository(MemoryRepository, Protocol):
 
     def access_for(self, user_id: str, memory_id: str) -> list[HistoryRecord]: ...
 
+    def tally(self, scope: Scope) -> dict[tuple[str | None, str, str], int]: ...
+
     def created_page(
         self,
         scope: Scope,
@@ -193,8 +195,8 @@ class Admin:
 
     def apps(self, user_id: str) -> list[AppSummary]:
         counts: dict[str, Counter[str]] = defaultdict(Counter)
-        for memory in self._all(user_scope(user_id), ALL_STATES):
-            counts[memory.client or REST_CLIENT][memory.state] += 1
+        for (client, state, _), n in self.repository.tally(user_scope(user_id)).items():
+            counts[client or REST_CLIENT][state] += n
         out = []
         for name in sorted(counts):
             paused, _ = self.repository.app_state(user_id, name)
@@ -217,12 +219,14 @@ class Admin:
         return AppSummary(client, 0, paused)
 
     def stats(self, user_id: str) -> dict[str, object]:
-        memories = self._all(user_scope(user_id), ALL_STATES)
-        by_state = Counter(m.state for m in memories)
-        by_app = Counter(m.client or REST_CLIENT for m in memories if m.state != "deleted")
+        by_state: Counter[str] = Counter()
+        by_app: Counter[str] = Counter()
         per_day: dict[str, Counter[str]] = defaultdict(Counter)
-        for memory in memories:
-            per_day[memory.created_at[:10]][memory.client or REST_CLIENT] += 1
+        for (client, state, day), n in self.repository.tally(user_scope(user_id)).items():
+            by_state[state] += n
+            if state != "deleted":
+                by_app[client or REST_CLIENT] += n
+            per_day[day][client or REST_CLIENT] += n
         return {
             "total": sum(n for state, n in by_state.items() if state != "deleted"),
             "by_state": {state: by_state.get(state, 0) for state in ALL_STATES},

@@ -204,5 +204,25 @@ class MemoryStore(ABC):
         rows.sort(key=lambda r: (str((r.payload or {}).get("created_at") or ""), str(r.id)), reverse=newest_first)
         return rows[offset : offset + limit], len(rows)
 
+    def tally(self, filters: Mapping[str, Any] | None) -> dict[tuple[str | None, str, str], int]:
+        """How many rows in scope there are per (client, state, day created): the owner's app list and
+        statistics. A row without a state is active. This default reads every row; a store with the
+        columns at hand overrides it."""
+        counts: dict[tuple[str | None, str, str], int] = {}
+        cursor: str | None = None
+        while True:
+            page, cursor = self.list_page(filters, 1000, cursor)
+            for row in page:
+                payload = row.payload or {}
+                client = payload.get("agent_id")
+                key = (
+                    client if isinstance(client, str) else None,
+                    str(payload.get("state") or "active"),
+                    str(payload.get("created_at") or "")[:10],
+                )
+                counts[key] = counts.get(key, 0) + 1
+            if cursor is None:
+                return counts
+
     @abstractmethod
     def close(self) -> None: ...

@@ -539,6 +539,22 @@ class EmbeddedStore(MemoryStore):
         rows = [_row(raw) for raw in raws]
         return [OutputData(id=row.id, score=None, payload=row.payload) for row in rows], total
 
+    def tally(self, filters: Mapping[str, Any] | None) -> dict[tuple[str | None, str, str], int]:
+        """Counted by SQLite from the scope index (100k rows: ~2 s when every row was read in Python).
+
+        The day is the indexed ``created_at`` column: UTC, and the insert time for a payload without one."""
+        p = R.plan(filters)
+        if p is None:
+            return {}
+        if not p.sql_exact:
+            return super().tally(filters)
+        sql = (
+            f"SELECT agent_id, COALESCE(state, 'active'), substr(created_at, 1, 10), COUNT(*) "
+            f"FROM {self._n.table}{p.where} GROUP BY 1, 2, 3"
+        )
+        with self._pool.connection() as conn:
+            return {(client, str(state), str(day)): int(n) for client, state, day, n in conn.execute(sql, p.params)}
+
     def count(self, filters: Mapping[str, Any] | None = None) -> int:
         """Number of rows in scope matching ``filters``."""
         p = R.plan(filters)
