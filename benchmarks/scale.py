@@ -213,6 +213,20 @@ async def stdio_first_call(tmp: Path, extra: dict[str, str]) -> float:
             return time.perf_counter() - start
 
 
+async def rest_pages(url: str) -> dict[str, float]:
+    """Milliseconds of what the memory browser page loads first: a page of memories, apps, statistics."""
+    import httpx
+
+    out: dict[str, float] = {}
+    async with httpx.AsyncClient(base_url=f"{url}/api/v1", timeout=CALL_TIMEOUT_S) as http:
+        for name in ("memories", "apps", "stats"):
+            start = time.perf_counter()
+            response = await http.get(f"/{name}", params={"user_id": USER})
+            response.raise_for_status()
+            out[name] = (time.perf_counter() - start) * 1000
+    return out
+
+
 async def bench_mcp(tmp: Path, n: int, ids: list[str], src: str | None) -> dict[str, Any]:
     from tests.server_process import HttpServer, server_env, structured
 
@@ -244,6 +258,7 @@ async def bench_mcp(tmp: Path, n: int, ids: list[str], src: str | None) -> dict[
             out["list_s"] = ms / 1000
             out["list_rows"] = len(listed.get("memories", listed.get("results", [])))
             out["list_total"] = listed.get("total", listed.get("count"))
+            out["rest_ms"] = await rest_pages(server.url)
 
             victims = rng.sample(ids, 2 * WRITES)
             upd = []
@@ -391,6 +406,10 @@ def report(results: dict[int, dict[str, Any]], direct: bool, mcp: bool) -> str:
         add(
             "MCP: list_memories first answer (s) / rows",
             lambda r: f"{r['mcp']['list_s']:.2f} / {r['mcp']['list_rows']:,}",
+        )
+        add(
+            "REST: first page of memories / apps / stats (ms)",
+            lambda r: " / ".join(f"{r['mcp']['rest_ms'][k]:.0f}" for k in ("memories", "apps", "stats")),
         )
         add("MCP: update p50 (ms)", lambda r: fmt(r["mcp"]["update_p50"]))
         add("MCP: delete p50 (ms)", lambda r: fmt(r["mcp"]["delete_p50"]))
