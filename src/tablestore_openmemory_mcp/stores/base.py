@@ -17,6 +17,7 @@ strongly consistent path (a unique index, or a conditional row), never by a lagg
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -191,38 +192,38 @@ class MemoryStore(ABC):
         ``since`` (inclusive) and ``until`` (exclusive) bound ``created_at`` as ISO strings. The owner's
         browser pages this way. This default reads every row; a store with an ordered index overrides it.
         """
-        rows: list[OutputData] = []
-        cursor: str | None = None
-        while True:
-            page, cursor = self.list_page(filters, 1000, cursor)
-            for row in page:
-                created = str((row.payload or {}).get("created_at") or "")
-                if (since is None or created >= since) and (until is None or created < until):
-                    rows.append(row)
-            if cursor is None:
-                break
-        rows.sort(key=lambda r: (str((r.payload or {}).get("created_at") or ""), str(r.id)), reverse=newest_first)
+        rows = [
+            row
+            for row in self._every_row(filters)
+            if (since is None or _created(row) >= since) and (until is None or _created(row) < until)
+        ]
+        rows.sort(key=lambda r: (_created(r), str(r.id)), reverse=newest_first)
         return rows[offset : offset + limit], len(rows)
 
     def tally(self, filters: Mapping[str, Any] | None) -> dict[tuple[str | None, str, str], int]:
         """How many rows in scope there are per (client, state, day created): the owner's app list and
         statistics. A row without a state is active. This default reads every row; a store with the
         columns at hand overrides it."""
-        counts: dict[tuple[str | None, str, str], int] = {}
+        counts: Counter[tuple[str | None, str, str]] = Counter()
+        for row in self._every_row(filters):
+            payload = row.payload or {}
+            client = payload.get("agent_id")
+            state = str(payload.get("state") or "active")
+            counts[(client if isinstance(client, str) else None, state, _created(row)[:10])] += 1
+        return dict(counts)
+
+    def _every_row(self, filters: Mapping[str, Any] | None) -> Iterator[OutputData]:
+        """Every row in scope matching ``filters``, read through :meth:`list_page`."""
         cursor: str | None = None
         while True:
             page, cursor = self.list_page(filters, 1000, cursor)
-            for row in page:
-                payload = row.payload or {}
-                client = payload.get("agent_id")
-                key = (
-                    client if isinstance(client, str) else None,
-                    str(payload.get("state") or "active"),
-                    str(payload.get("created_at") or "")[:10],
-                )
-                counts[key] = counts.get(key, 0) + 1
+            yield from page
             if cursor is None:
-                return counts
+                return
 
     @abstractmethod
     def close(self) -> None: ...
+
+
+def _created(row: OutputData) -> str:
+    return str((row.payload or {}).get("created_at") or "")
