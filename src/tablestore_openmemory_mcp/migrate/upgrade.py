@@ -68,19 +68,10 @@ def tablestore_client(settings: Settings) -> Any:
     """An SDK client with the server's Tablestore settings (the SDK's default retries: reads only here)."""
     from tablestore import WriteRetryPolicy
 
-    from tablestore_openmemory_mcp.stores.tablestore.client import make_client
+    from tablestore_openmemory_mcp.stores.tablestore.client import client_from_settings
 
-    return make_client(
-        endpoint=settings.tablestore_endpoint,
-        instance_name=settings.tablestore_instance_name,
-        access_key_id=settings.tablestore_access_key_id,
-        access_key_secret=settings.tablestore_access_key_secret,
-        sts_token=settings.tablestore_sts_token,
-        region=settings.tablestore_region,
-        timeout=settings.tablestore_timeout,
-        retry_policy=WriteRetryPolicy(),
-        logger_name=f"{__name__}.sdk",
-        what="the upgrade from the reference",
+    return client_from_settings(
+        settings, retry_policy=WriteRetryPolicy(), logger_name=f"{__name__}.sdk", what="the upgrade from the reference"
     )
 
 

@@ -40,7 +40,7 @@ from tablestore import (
 
 from tablestore_openmemory_mcp.reembed.summary import ReembedSummary
 from tablestore_openmemory_mcp.settings import Settings
-from tablestore_openmemory_mcp.stores.tablestore.client import make_client
+from tablestore_openmemory_mcp.stores.tablestore.client import client_from_settings
 from tablestore_openmemory_mcp.stores.tablestore.embedding_meta import EmbeddingMeta, read_meta, write_meta
 from tablestore_openmemory_mcp.stores.tablestore.rows import encode_vector
 from tablestore_openmemory_mcp.stores.tablestore.schema import (
@@ -320,14 +320,8 @@ class TablestoreReembed:
 
 def reembed_tablestore(settings: Settings, embedder: Any, dimension: int, drop_old: bool = False) -> TablestoreReembed:
     """The re-embedding of the configured table with ``embedder`` (its ``name`` is recorded)."""
-    client = make_client(
-        endpoint=settings.tablestore_endpoint,
-        instance_name=settings.tablestore_instance_name,
-        access_key_id=settings.tablestore_access_key_id,
-        access_key_secret=settings.tablestore_access_key_secret,
-        sts_token=settings.tablestore_sts_token,
-        region=settings.tablestore_region,
-        timeout=settings.tablestore_timeout,
+    client = client_from_settings(
+        settings,
         retry_policy=DefaultRetryPolicy(),  # the SDK's default: this one-off command may retry its writes
         logger_name=f"{__name__}.sdk",
         what="reembed",

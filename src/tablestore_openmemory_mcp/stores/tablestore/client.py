@@ -10,11 +10,14 @@ in the SDK retry policy: the store and the history log retry themselves (:mod:`.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tablestore import OTSClient
 from tablestore.error import OTSClientError
 from tablestore.retry import NoRetryPolicy
+
+if TYPE_CHECKING:
+    from tablestore_openmemory_mcp.settings import Settings
 
 
 def make_client(
@@ -61,3 +64,20 @@ def make_client(
     if sdk_logger.level == logging.NOTSET:
         sdk_logger.setLevel(logging.CRITICAL)
     return client
+
+
+def client_from_settings(settings: Settings, *, retry_policy: Any, logger_name: str, what: str) -> OTSClient:
+    """:func:`make_client` with the server's ``TABLESTORE_*`` settings (the upgrade and ``reembed``; the store
+    and the history log are built from their own configuration)."""
+    return make_client(
+        endpoint=settings.tablestore_endpoint,
+        instance_name=settings.tablestore_instance_name,
+        access_key_id=settings.tablestore_access_key_id,
+        access_key_secret=settings.tablestore_access_key_secret,
+        sts_token=settings.tablestore_sts_token,
+        region=settings.tablestore_region,
+        timeout=settings.tablestore_timeout,
+        retry_policy=retry_policy,
+        logger_name=logger_name,
+        what=what,
+    )
