@@ -29,6 +29,7 @@ from tablestore_openmemory_mcp.errors import StoreError
 from tablestore_openmemory_mcp.memory.ports import HistoryRecord
 
 from .history_events import COLUMNS, check_user, event_ids, record_from, unique_ids
+from .sqlite_wal import use_wal
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +64,7 @@ class SqliteHistoryLog:
         try:
             self._db = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
             self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
-            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                logger.warning("SQLite WAL mode unavailable for %s (got %s); concurrency will suffer", self.path, mode)
+            use_wal(self._db, busy_timeout_s, str(self.path))
             self._db.execute("PRAGMA synchronous = NORMAL")
             with self._transaction() as db:
                 for statement in _SCHEMA:

@@ -33,6 +33,7 @@ import numpy as np
 
 from ...errors import ConflictError, MemoryNotFound, StoreError, UserInputError
 from ..base import MemoryStore, OutputData, in_active_scope, require_scope
+from ..sqlite_wal import use_wal
 from ..tokenize import query_tokens
 from . import rows as R
 from . import sync
@@ -120,9 +121,7 @@ class EmbeddedStore(MemoryStore):
         self._pool = ConnectionPool(self._db_path, max_connections, busy_timeout_s)
         self._cache = VectorCache(cache_bytes)
         with self._pool.connection() as conn:
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                logger.warning("SQLite WAL mode unavailable at %s (got %s); concurrency will suffer", self.path, mode)
+            use_wal(conn, busy_timeout_s, self._db_path)
             create_or_migrate(conn, self._n, embedding_model_dims, self._db_path)
 
     def close(self) -> None:
