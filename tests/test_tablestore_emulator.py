@@ -20,6 +20,7 @@ from tablestore import (
     ColumnReturnType,
     ColumnsToGet,
     ComparatorType,
+    CompositeColumnCondition,
     Condition,
     DeleteRowItem,
     Direction,
@@ -28,6 +29,7 @@ from tablestore import (
     FieldSort,
     FieldType,
     KnnVectorQuery,
+    LogicalOperator,
     MatchAllQuery,
     MatchPhraseQuery,
     MatchQuery,
@@ -123,10 +125,18 @@ def seed_rows(client: OTSClient) -> None:
         client.put_row("mem", Row([("id", rid)], [*cols, ("embedding", emb)]))
 
 
+def wire_level(emu: TablestoreEmulator) -> TablestoreEmulator:
+    """No index lag and no warm-up windows: these tests are about one API's semantics; the lag, the not-ready
+    table and the initializing index have tests of their own (every other rule stays strict)."""
+    emu.index_delay = 0
+    emu.table_ready_seconds = 0
+    emu.index_ready_seconds = 0
+    return emu
+
+
 @pytest.fixture
 def client(tablestore_emulator: TablestoreEmulator) -> OTSClient:  # noqa: F811
-    tablestore_emulator.index_delay = 0  # wire-level semantics here; test_index_delay covers the lag
-    return make_client(tablestore_emulator)
+    return make_client(wire_level(tablestore_emulator))
 
 
 @pytest.fixture
@@ -361,7 +371,7 @@ def test_search_index_lifecycle(client: OTSClient) -> None:
     too_big = FieldSchema(
         "e",
         FieldType.VECTOR,
-        vector_options=VectorOptions(VectorDataType.VD_FLOAT_32, VectorMetricType.VM_COSINE, 2049),
+        vector_options=VectorOptions(VectorDataType.VD_FLOAT_32, VectorMetricType.VM_COSINE, 4097),
     )
     with pytest.raises(OTSServiceError) as exc:
         client.create_search_index("mem", "big", SearchIndexMeta([too_big]))
@@ -406,7 +416,7 @@ def test_knn_search_scores_filter_and_limits(seeded: OTSClient) -> None:
             seeded.search("mem", "mem_idx", SearchQuery(bad, limit=3))
         assert exc.value.code == "OTSParameterInvalid"
     with pytest.raises(OTSServiceError) as exc:
-        seeded.search("mem", "mem_idx", SearchQuery(MatchAllQuery(), offset=9990, limit=20))
+        seeded.search("mem", "mem_idx", SearchQuery(MatchAllQuery(), offset=99_990, limit=20))
     assert exc.value.code == "OTSParameterInvalid"
     with pytest.raises(OTSServiceError) as exc:
         seeded.search(
@@ -527,7 +537,7 @@ def test_index_delay(seeded: OTSClient, tablestore_emulator: TablestoreEmulator)
 
 # ---- faults ------------------------------------------------------------------------------------
 def test_faults_retried_and_surfaced(tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
-    emu = tablestore_emulator
+    emu = wire_level(tablestore_emulator)
     client = make_client(emu, retry_policy=FastRetry())
     create_table(client)
     emu.reset_counts()
@@ -557,7 +567,7 @@ def test_faults_retried_and_surfaced(tablestore_emulator: TablestoreEmulator) ->
 
 
 def test_drop_and_hang(tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
-    emu = tablestore_emulator
+    emu = wire_level(tablestore_emulator)
     emu.hang_seconds = 1.0
     client = make_client(emu, socket_timeout=0.3, retry_policy=FastRetry())
     create_table(client)
@@ -571,7 +581,7 @@ def test_drop_and_hang(tablestore_emulator: TablestoreEmulator) -> None:  # noqa
 
 
 def test_auth(tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
-    emu = tablestore_emulator
+    emu = wire_level(tablestore_emulator)
     v4 = make_client(emu, region="cn-hangzhou")
     create_table(v4)
     assert v4.list_table() == ("mem",)
@@ -586,8 +596,7 @@ def test_auth(tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
 
 # ---- async client and concurrency ------------------------------------------------------------------
 def test_async_client(tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
-    emu = tablestore_emulator
-    emu.index_delay = 0  # the search below reads rows written just before
+    emu = wire_level(tablestore_emulator)  # the search below reads rows written just before
 
     async def main() -> None:
         async with AsyncOTSClient(emu.endpoint, emu.access_key_id, emu.access_key_secret, emu.instance_name) as c:
@@ -633,7 +642,7 @@ def test_knn_performance_10k(tablestore_emulator: TablestoreEmulator) -> None:  
     from tests.tablestore_emulator.search import SearchIndex
     from tests.tablestore_emulator.store import StoredRow, Table
 
-    tablestore_emulator.index_delay = 0  # rows are committed straight into the store below
+    wire_level(tablestore_emulator)  # rows are committed straight into the store below
     client = make_client(tablestore_emulator)
     create_table(client)
     fields = [
@@ -691,7 +700,7 @@ def test_next_token_carries_the_sort(seeded: OTSClient) -> None:
 
 
 def test_fault_after_the_write_loses_only_the_answer(tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
-    emu = tablestore_emulator
+    emu = wire_level(tablestore_emulator)
     client = make_client(emu, retry_policy=FastRetry())
     create_table(client)
     emu.inject("PutRow", "drop_after", times=1)
@@ -714,3 +723,77 @@ def test_calls_are_counted_per_table(seeded: OTSClient, tablestore_emulator: Tab
     seeded.batch_get_row(request)
     assert tablestore_emulator.calls_on("mem") == {"GetRow": 1, "Search": 1, "BatchGetRow": 1}
     assert tablestore_emulator.calls_on("other") == {"PutRow": 1, "BatchGetRow": 1}
+
+
+# ---- documented rules (README.md in tests/tablestore_emulator lists each with its page) -----------------------
+def test_filter_sees_only_the_columns_read(client: OTSClient, tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
+    """ "The reference columns used by a filter must be included in the read data; otherwise the filter cannot
+    query the values of the reference columns": the filter sees such a column as missing."""
+    create_table(client)
+    client.put_row("mem", Row([("id", "r")], [("state", "active"), ("payload", "p")]))
+    strict = SingleColumnCondition("state", "active", ComparatorType.EQUAL, pass_if_missing=False)
+    lenient = SingleColumnCondition("state", "active", ComparatorType.EQUAL, pass_if_missing=True)
+
+    def get(columns: list[str], flt: SingleColumnCondition) -> bool:
+        return client.get_row("mem", [("id", "r")], columns, flt)[1] is not None
+
+    def scan(columns: list[str], flt: SingleColumnCondition) -> int:
+        rows = client.get_range("mem", Direction.FORWARD, [("id", INF_MIN)], [("id", INF_MAX)], columns, None, flt)[2]
+        return len(rows)
+
+    def batch(columns: list[str], flt: SingleColumnCondition) -> bool:
+        request = BatchGetRowRequest()
+        request.add(TableInBatchGetRowItem("mem", [[("id", "r")]], columns, flt, max_version=1))
+        return client.batch_get_row(request).get_result_by_table("mem")[0].row is not None
+
+    assert not get(["payload"], strict) and scan(["payload"], strict) == 0 and not batch(["payload"], strict)
+    assert get(["payload"], lenient) and scan(["payload"], lenient) == 1 and batch(["payload"], lenient)
+    assert get(["payload", "state"], strict) and scan(["payload", "state"], strict) == 1
+    assert batch(["payload", "state"], strict)
+    assert get([], strict) and scan([], strict) == 1  # no columns named: the whole row is read
+    tablestore_emulator.rules.relax("filter_columns_read")
+    assert get(["payload"], strict) and scan(["payload"], strict) == 1 and batch(["payload"], strict)
+
+
+def _conditions(n: int) -> CompositeColumnCondition:
+    """n single-column conditions, nested one level deep (the rule counts every condition of the tree)."""
+    outer = CompositeColumnCondition(LogicalOperator.OR)
+    inner = CompositeColumnCondition(LogicalOperator.AND)
+    for i in range(n - 1):
+        inner.add_sub_condition(SingleColumnCondition(f"c{i}", i, ComparatorType.EQUAL))
+    outer.add_sub_condition(inner)
+    outer.add_sub_condition(SingleColumnCondition("state", "x", ComparatorType.EQUAL))
+    return outer
+
+
+def test_filter_has_at_most_10_conditions(client: OTSClient, tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
+    create_table(client)
+    client.put_row("mem", Row([("id", "r")], [("state", "x")]))
+    assert client.get_row("mem", [("id", "r")], None, _conditions(10))[1] is not None
+    reads = (
+        lambda flt: client.get_row("mem", [("id", "r")], None, flt),
+        lambda flt: client.get_range("mem", Direction.FORWARD, [("id", INF_MIN)], [("id", INF_MAX)], None, None, flt),
+    )
+    for read in reads:
+        with pytest.raises(OTSServiceError) as exc:
+            read(_conditions(11))
+        assert exc.value.code == "OTSParameterInvalid" and "filter conditions" in exc.value.message
+    request = BatchGetRowRequest()
+    request.add(TableInBatchGetRowItem("mem", [[("id", "r")]], None, _conditions(11), max_version=1))
+    with pytest.raises(OTSServiceError) as exc:
+        client.batch_get_row(request)
+    assert exc.value.code == "OTSParameterInvalid"
+    tablestore_emulator.rules.relax("filter_conditions")
+    assert client.get_row("mem", [("id", "r")], None, _conditions(11))[1] is not None
+
+
+def test_rules_are_strict_unless_relaxed_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.tablestore_emulator.rules import RELAX_ENV, RULES
+
+    emu = TablestoreEmulator()
+    assert emu.rules.relaxed == frozenset() and all(emu.rules.on(name) for name in RULES)
+    monkeypatch.setenv(RELAX_ENV, "names, batch_get_rows")
+    relaxed = TablestoreEmulator(relax=["conditions"])
+    assert relaxed.rules.relaxed == {"names", "batch_get_rows", "conditions"}
+    with pytest.raises(ValueError, match="unknown emulator rule"):
+        TablestoreEmulator(relax=["filter_column_read"])  # a typo never passes for a relaxed rule
