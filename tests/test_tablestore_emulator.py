@@ -784,6 +784,8 @@ def test_filter_has_at_most_10_conditions(client: OTSClient, tablestore_emulator
     with pytest.raises(OTSServiceError) as exc:
         client.batch_get_row(request)
     assert exc.value.code == "OTSParameterInvalid"
+    write = Condition(RowExistenceExpectation.IGNORE, _conditions(11))  # conditional writes: the same cap
+    assert code_of(lambda: client.put_row("mem", Row([("id", "r")], [("state", "x")]), write)) == "OTSParameterInvalid"
     tablestore_emulator.rules.relax("filter_conditions")
     assert client.get_row("mem", [("id", "r")], None, _conditions(11))[1] is not None
 

@@ -239,6 +239,11 @@ class Api:
 
     # ---- single-row operations --------------------------------------------------------------
     def _check_condition(self, table: Table, key: CKey, cond: Any) -> None:
+        column_condition = cond.column_condition if cond.HasField("column_condition") else b""
+        # "You can specify up to 10 column-based conditions for a conditional update."
+        too_many = column_condition and count_conditions(column_condition) > MAX_FILTER_CONDITIONS
+        if too_many and self._on("filter_conditions"):
+            raise invalid(f"The number of column conditions exceeds the limit: {MAX_FILTER_CONDITIONS}.")
         if not self._on("conditions"):
             return
         exists = key in table.rows
@@ -246,7 +251,6 @@ class Api:
             raise OTSError("OTSConditionCheckFail", "Condition check failed.")
         if cond.row_existence == pb.EXPECT_NOT_EXIST and exists:
             raise OTSError("OTSConditionCheckFail", "Condition check failed.")
-        column_condition = cond.column_condition if cond.HasField("column_condition") else b""
         if column_condition and not filter_passes(column_condition, table.rows.get(key)):
             raise OTSError("OTSConditionCheckFail", "Condition check failed.")
 
