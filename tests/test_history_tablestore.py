@@ -83,7 +83,9 @@ def test_startup_creates_the_table_once_then_only_describes_it(em: TablestoreEmu
     # + 1 GetRow each time: is the table usable yet (a new table is not, for up to a minute: readiness)
     table = f"h_{uuid.uuid4().hex[:10]}"
     connect(em, table).close()
-    assert counts(em) == {"DescribeTable": 1, "CreateTable": 1, "GetRow": 1}
+    created = counts(em)
+    assert created.pop("GetRow") >= 1  # again while the new table is not ready
+    assert created == {"DescribeTable": 1, "CreateTable": 1}
     em.reset_counts()
     connect(em, table).close()
     assert counts(em) == {"DescribeTable": 1, "GetRow": 1}

@@ -29,9 +29,10 @@ T = TypeVar("T")
 
 #: Seconds a startup waits at most by default (the documentation: "in most cases within one minute").
 DEFAULT_TIMEOUT = 90.0
-#: Poll interval bounds while waiting.
-FIRST_POLL = 0.2
-MAX_POLL = 2.0
+#: Poll interval while waiting: short at first (most waits are seconds), growing by GROWTH to MAX_POLL.
+FIRST_POLL = 0.1
+GROWTH = 1.3
+MAX_POLL = 1.0
 
 
 def not_ready(exc: BaseException) -> bool:
@@ -86,7 +87,7 @@ class Readiness:
         pause = min(poll, max(0.0, self._left()))
         time.sleep(pause)
         self.waited += pause
-        return min(MAX_POLL, poll * 1.5)
+        return min(MAX_POLL, poll * GROWTH)
 
     def call(self, what: str, api: str, fn: Callable[[], T]) -> T:
         """``fn`` (a read or write on a table that may be new), repeated while the table is not ready."""
