@@ -1086,3 +1086,36 @@ def test_throttling_and_5xx_bursts_on_demand(client: OTSClient, tablestore_emula
     emu.reset_counts()
     assert make_client(emu, retry_policy=FastRetry()).get_row("mem", [("id", "r")])[1] is not None
     assert emu.counts["GetRow"] == 4
+
+
+def test_write_columns_and_table_operation_rate(client: OTSClient, tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
+    """At most 1,024 attribute columns per row write; at most 10 table metadata operations per second per instance,
+    refused with the message the SDKs retry on ("Too frequent table operations.")."""
+    create_table(client)
+    wide = [(f"c{i}", i) for i in range(1025)]
+    assert code_of(lambda: client.put_row("mem", Row([("id", "w")], wide))) == "OTSParameterInvalid"
+    client.put_row("mem", Row([("id", "w")], wide[:1024]))
+    no_retry = make_client(tablestore_emulator, retry_policy=NoRetryPolicy())
+    with pytest.raises(OTSServiceError) as exc:
+        for _ in range(11):  # within one second on any machine: each call is a local round trip
+            no_retry.describe_table("mem")
+    assert (exc.value.code, exc.value.message) == ("OTSQuotaExhausted", "Too frequent table operations.")
+    assert client.describe_table("mem").table_meta.table_name == "mem"  # the SDK's default policy retries it
+    tablestore_emulator.rules.relax("write_columns", "table_operations_rate")
+    client.put_row("mem", Row([("id", "w")], wide))
+    for _ in range(30):
+        no_retry.describe_table("mem")
+
+
+def test_every_rule_is_in_the_readme() -> None:
+    """The emulator's README lists every rule with its documentation page; a rule added here must be added there."""
+    from pathlib import Path
+
+    from tests.tablestore_emulator.rules import RULES
+
+    readme = (Path(__file__).parent / "tablestore_emulator" / "README.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip().strip("`") for line in readme.splitlines() if line.startswith("| `")}
+    assert set(RULES) <= rows, sorted(set(RULES) - rows)
+    for line in readme.splitlines():
+        if line.startswith("| `") and line.split("|")[1].strip().strip("`") in RULES:
+            assert "https://" in line, line  # each rule names the page it comes from

@@ -7,6 +7,7 @@ service errors. proto2 `required` response fields are always filled (the SDK's p
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -27,6 +28,10 @@ MAX_FILTER_CONDITIONS = 10
 MAX_COLUMNS_TO_GET = 128
 #: Seconds between two reserved-throughput changes of one table (rule update_table_frequency).
 THROUGHPUT_CHANGE_INTERVAL = 120.0
+MAX_WRITE_COLUMNS = 1024
+#: Table metadata operations an instance serves per second (rule table_operations_rate).
+MAX_TABLE_OPERATIONS_PER_SECOND = 10
+TABLE_OPERATIONS = frozenset({"CreateTable", "ListTable", "DescribeTable", "UpdateTable", "DeleteTable"})
 
 
 def _now_ms() -> int:
@@ -122,13 +127,24 @@ class Api:
     def __init__(self, store: Store) -> None:
         self.store = store
         self.handlers: dict[str, Callable[[bytes], bytes]] = {name: getattr(self, name) for name in API_NAMES}
+        self._table_operations: deque[float] = deque()  # monotonic times of the last second's table operations
 
     def dispatch(self, api: str, body: bytes) -> bytes:
         handler = self.handlers.get(api)
         if handler is None:
             raise OTSError("OTSUnsupportOperation", f"API {api} is not supported by the emulator.")
         with self.store.lock:
+            if api in TABLE_OPERATIONS and self._on("table_operations_rate"):
+                self._count_table_operation()
             return handler(body)
+
+    def _count_table_operation(self) -> None:
+        now = time.monotonic()
+        while self._table_operations and now - self._table_operations[0] >= 1.0:
+            self._table_operations.popleft()
+        if len(self._table_operations) >= MAX_TABLE_OPERATIONS_PER_SECOND:
+            raise OTSError("OTSQuotaExhausted", "Too frequent table operations.")
+        self._table_operations.append(now)
 
     def _on(self, rule: str) -> bool:
         return self.store.rules.on(rule)
@@ -258,6 +274,7 @@ class Api:
         row = _decode_row(raw)
         pk = self.store.check_pk(table, row.primary_key, allow_auto=True)
         key = cmp_key([v for _, v in pk])
+        self._check_write_columns(len(row.cells))
         self._check_condition(table, key, cond)
         now_ms = _now_ms()
         columns: dict[str, tuple[Any, int]] = {}
@@ -274,6 +291,7 @@ class Api:
         row = _decode_row(raw)
         pk = self.store.check_pk(table, row.primary_key)
         key = cmp_key([v for _, v in pk])
+        self._check_write_columns(len(row.cells))
         self._check_condition(table, key, cond)
         old = table.rows.get(key)
         columns = dict(old.columns) if old is not None else {}
@@ -314,6 +332,10 @@ class Api:
     def _returned(resp: Any, stored: StoredRow, req: Any) -> None:
         if req.HasField("return_content") and req.return_content.return_type == pb.RT_PK:
             resp.row = pbuf.HEADER_BYTES + stored.encode_pk_only()
+
+    def _check_write_columns(self, count: int) -> None:
+        if count > MAX_WRITE_COLUMNS and self._on("write_columns"):
+            raise invalid(f"The number of attribute columns in one row write exceeds the limit: {MAX_WRITE_COLUMNS}.")
 
     def _check_write_size(self, size: int) -> None:
         if size > MAX_WRITE_BYTES and self._on("write_bytes"):

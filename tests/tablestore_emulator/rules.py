@@ -33,6 +33,7 @@ RULES: dict[str, Rule] = {
         Rule("index_initializing", "a new search index returns nothing until it has initialized"),
         Rule("batch_write_rows", "BatchWriteRow carries at most 200 rows"),
         Rule("write_bytes", "a row write or a BatchWriteRow request carries at most 4 MB"),
+        Rule("write_columns", "one row write carries at most 1,024 attribute columns"),
         Rule("batch_get_rows", "BatchGetRow reads at most 100 rows"),
         Rule("attribute_bytes", "an attribute column value is at most 2 MB"),
         Rule("pk_string_bytes", "a string or binary primary-key value is at most 1 KB"),
@@ -45,6 +46,7 @@ RULES: dict[str, Rule] = {
         Rule("wildcard_pattern", "a wildcard query pattern is at most 32 bytes"),
         Rule("conditions", "row-existence and column conditions fail with OTSConditionCheckFail"),
         Rule("update_table_frequency", "reserved throughput changes at most once per 2 minutes"),
+        Rule("table_operations_rate", "an instance serves at most 10 table metadata operations per second"),
     )
 }
 
