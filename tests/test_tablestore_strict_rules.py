@@ -201,6 +201,52 @@ def test_a_conditional_update_whose_first_try_landed_is_settled(em: TablestoreEm
         assert sorted(changed) == ["c0", "c1", "c2"]
 
 
+def test_a_bulk_change_cut_by_the_budget_records_what_it_did_change(em: TablestoreEmulator) -> None:
+    """The first request lands, then a storm outlasts the budget: the failure is reported in one line, and the
+    rows that did change have their history (the store names them: PartiallyApplied), the others stay as they were."""
+    from tablestore_openmemory_mcp.memory.ports import NewMemory, Origin
+    from tablestore_openmemory_mcp.repository import StoreRepository
+    from tablestore_openmemory_mcp.scope import Scope
+    from tablestore_openmemory_mcp.stores.tablestore.retry import PartiallyApplied
+
+    store = make(em, max_retry_seconds=0.5)
+    history = TablestoreHistoryLog(store.client, f"{store.collection_name}_history", readiness=store.readiness)
+    repo = Scope("cline", "u1"), StoreRepository(store, history)
+    scope_, repository = repo
+    added = repository.add(scope_, [NewMemory(text=f"{i:03d} " + "a" * 16_000, vector=vec(i)) for i in range(150)],
+                           Origin())  # fmt: skip
+    ids = [a.memory.id for a in added]
+    sdk_write = store.client.batch_write_row
+    calls: list[int] = []
+
+    def first_lands_then_storm(request: Any) -> Any:
+        """The SDK call, unchanged; after the first write of memory rows, the emulator throttles every later
+        one (the history table stays reachable, so the history of what changed can be checked)."""
+        if store.collection_name in request.items:
+            if calls:
+                em.inject("BatchWriteRow", "OTSServerBusy", times=1)
+            calls.append(1)
+        return sdk_write(request)
+
+    store.client.batch_write_row = first_lands_then_storm  # type: ignore[method-assign]
+    try:
+        with pytest.raises(PartiallyApplied) as info:
+            repository.set_state(scope_, ids, "archived", Origin())
+    finally:
+        em.clear_faults()
+        store.client.batch_write_row = sdk_write  # type: ignore[method-assign]
+    applied = set(info.value.applied)
+    assert 0 < len(applied) < 150 and "\n" not in str(info.value)
+    for memory_id in ids:
+        events = [h.event for h in history.for_memory("u1", memory_id)]
+        state = repository.get(Scope("cline", "u1"), memory_id)
+        assert state is not None
+        if memory_id in applied:
+            assert (state.state, events) == ("archived", ["ADD", "STATE"])
+        else:
+            assert (state.state, events) == ("active", ["ADD"])
+
+
 # ------------------------------------------------------------------------------ readiness
 
 

@@ -468,7 +468,14 @@ class StoreRepository:
                 )
                 for memory_id, memory in moved.items()
             ]
-            done = set(self.store.update_many(changes)) if changes else set()
+            failure: StoreError | None = None
+            try:
+                done = set(self.store.update_many(changes)) if changes else set()
+            except StoreError as exc:  # some rows may have changed before it gave up: record those, then raise
+                applied = getattr(exc, "applied", None)
+                if not applied:
+                    raise
+                done, failure = set(applied), exc
         changed = [memory for memory_id, memory in moved.items() if memory_id in done]
         event, kept = ("DELETE", False) if state == "deleted" else ("STATE", True)
         records = [
@@ -482,6 +489,8 @@ class StoreRepository:
             for m in changed
         ]
         self._append_history(scope, records)
+        if failure is not None:
+            raise failure
         return changed
 
     def delete(

@@ -58,6 +58,15 @@ class TablestoreUnavailableError(StoreError, ConnectionError):
     """Tablestore stayed busy, throttled or unreachable for every attempt."""
 
 
+class PartiallyApplied(TablestoreUnavailableError):
+    """The budget ran out after some rows of a multi-row write had been applied; ``applied`` names them, so the
+    caller can record what did happen (history) before it reports the failure."""
+
+    def __init__(self, message: str, applied: list[str]) -> None:
+        super().__init__(message)
+        self.applied = list(applied)
+
+
 def is_retryable(exc: BaseException) -> bool:
     """True for errors a later attempt may not hit: throttling, busy, 5xx, timeouts, transport."""
     if isinstance(exc, OTSServiceError):
