@@ -359,3 +359,28 @@ def test_reembed_rides_out_throttling_and_5xx_bursts_in_every_call(em: Tablestor
     summary = job.run()
     assert (summary.total, summary.embedded) == (30, 30)
     assert store.client.describe_search_index(store.collection_name, f"{store.index_name}_v2")[0] is not None
+
+
+def test_reembed_re_sends_rows_that_fail_with_a_transient_error(em: TablestoreEmulator) -> None:
+    """Per-row errors inside a BatchWriteRow that succeeds as a call: each row answers OTSTableNotReady (the
+    emulator's not-ready window reopened by the embedder, right before the write). Before: OSError at once."""
+    import time
+
+    from tablestore_openmemory_mcp.reembed.tablestore import TablestoreReembed
+
+    store = make(em)
+    with scope(user_id="u1"):
+        store.insert([vec(i) for i in range(10)], [payload(f"w{i}") for i in range(10)], [f"w{i}" for i in range(10)])
+    table = em.store.tables[store.collection_name]
+
+    class Reopening(_Embedder):
+        def embed_batch(self, texts: list[str], memory_action: str = "add") -> list[list[float]]:
+            table.ready_at = time.monotonic() + 1.0  # the rows of the next write fail one by one for a second
+            return super().embed_batch(texts, memory_action)
+
+    job = TablestoreReembed(store.client, store.collection_name, store.index_name, "cosine", Reopening(), "embed-next",
+                            DIMS, retry=Retrier(em.endpoint, max_seconds=15))  # fmt: skip
+    em.reset_counts()
+    summary = job.run()
+    assert (summary.total, summary.embedded) == (10, 10)
+    assert em.calls_on(store.collection_name)["BatchWriteRow"] >= 2  # the rows were re-sent
