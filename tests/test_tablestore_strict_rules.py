@@ -182,6 +182,17 @@ def test_an_exhausted_budget_fails_in_one_line_naming_the_operation(em: Tablesto
         assert store.get_many(["a", "b"]) == {}  # nothing half-done
 
 
+def test_a_readiness_probe_gives_up_after_two_seconds_not_the_budget(em: TablestoreEmulator) -> None:
+    store = make(em)  # 20 s for operations; /ready must answer sooner
+    store.probe()
+    em.inject("GetRow", "OTSServerUnavailable", rate=1.0, seed=2)
+    try:
+        with pytest.raises(TablestoreUnavailableError, match="readiness probe retries 2 s"):
+            store.probe()
+    finally:
+        em.clear_faults()
+
+
 def test_retry_waits_grow_with_jitter_and_longer_after_throttling() -> None:
     retry = Retrier("x")
     assert retry.max_seconds == 20.0

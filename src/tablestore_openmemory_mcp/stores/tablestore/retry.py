@@ -158,9 +158,12 @@ class Retrier:
         attempts: int | None = None,
         base_delay: float = TRANSIENT_DELAY,
         max_delay: float = MAX_DELAY,
+        note: str | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.max_seconds = DEFAULT_MAX_SECONDS if max_seconds is None else max(0.0, float(max_seconds))
+        #: What set the budget, for messages.
+        self.note = note or f"TABLESTORE_MAX_RETRY_SECONDS={self.max_seconds:g}"
         self.max_attempts = None if attempts is None else max(1, int(attempts))
         self.base_delay = base_delay
         self.max_delay = max_delay
@@ -196,10 +199,8 @@ class Retrier:
         if isinstance(exc, OTSServiceError | OTSClientError):
             kind = "busy" if throttled(exc) or "Busy" in label else "unavailable"
             return TablestoreUnavailableError(
-                f"Tablestore is {kind} ({label}) after {spent}: {api} on {self.endpoint} gave up "
-                f"(TABLESTORE_MAX_RETRY_SECONDS={self.max_seconds:g}): {exc}"
+                f"Tablestore is {kind} ({label}) after {spent}: {api} on {self.endpoint} gave up ({self.note}): {exc}"
             )
         return TablestoreUnavailableError(
-            f"Cannot reach Tablestore at {self.endpoint} ({label}) after {spent} during {api} "
-            f"(TABLESTORE_MAX_RETRY_SECONDS={self.max_seconds:g}): {exc}"
+            f"Cannot reach Tablestore at {self.endpoint} ({label}) after {spent} during {api} ({self.note}): {exc}"
         )

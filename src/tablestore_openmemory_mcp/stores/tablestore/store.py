@@ -119,6 +119,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: Seconds a readiness probe retries at most.
+PROBE_SECONDS = 2.0
 #: KnnVectorQuery's documented top_k maximum, and Search's limit when only primary keys are returned.
 MAX_TOP_K = 1000
 _PK_ONLY = ColumnsToGet(return_type=ColumnReturnType.NONE)
@@ -429,6 +431,14 @@ class TablestoreStore(MemoryStore):
     def close(self) -> None:
         """Release pooled connections."""
         close_client(self.client)
+
+    def probe(self) -> None:
+        """One GetRow outside every user's range, retried for at most 2 s: a readiness probe (``/ready``) must
+        answer within seconds, not after the full retry budget of an operation."""
+        seconds = min(PROBE_SECONDS, self._retry.max_seconds)
+        quick = Retrier(self.endpoint, max_seconds=seconds, note=f"a readiness probe retries {seconds:g} s")
+        key = [(PK_USER, "#ready"), (PK_ID, "probe")]
+        quick.call("GetRow", lambda: self.client.get_row(self.collection_name, key, [COL_PAYLOAD], None, 1))
 
     # ------------------------------------------------------------------ writes
 
