@@ -7,6 +7,7 @@ service errors. proto2 `required` response fields are always filled (the SDK's p
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -105,6 +106,8 @@ def filter_passes(raw: bytes, row: StoredRow | None) -> bool:
 class Api:
     def __init__(self, store: Store) -> None:
         self.store = store
+        #: Rows read per table since the last clear (benchmarks): (Batch)GetRow rows, GetRange rows scanned, Search rows.
+        self.rows_read: Counter[str] = Counter()
         self.handlers: dict[str, Callable[[bytes], bytes]] = {name: getattr(self, name) for name in API_NAMES}
 
     def dispatch(self, api: str, body: bytes) -> bytes:
@@ -304,6 +307,7 @@ class Api:
     def _read_row(self, table: Table, raw_pk: bytes, columns: list[str], flt: bytes | None) -> bytes:
         pk = self.store.check_pk(table, _decode_row(raw_pk).primary_key)
         stored = table.rows.get(cmp_key([v for _, v in pk]))
+        self.rows_read[table.name] += stored is not None
         if stored is None or (flt and not filter_passes(flt, stored)):
             return b""
         return pbuf.HEADER_BYTES + stored.encode_body(columns or None)
@@ -393,6 +397,7 @@ class Api:
                 next_key = key
                 break
             stored = table.rows[key]
+            self.rows_read[table.name] += 1
             if passes is not None and not passes(stored):
                 continue
             row_body = stored.encode_body(columns)
@@ -469,6 +474,7 @@ class Api:
         table, index = self._index(req.table_name, req.index_name)
         self.store.advance(table, time.monotonic())
         page = run_search(index, req)
+        self.rows_read[table.name] += len(page.rows)
         resp = spb.SearchResponse(total_hits=page.total, is_all_succeed=True)
         resp.rows.extend(page.rows)
         for score in page.scores:
