@@ -17,6 +17,7 @@ event per memory), so 100k rows take seconds, not the LLM flow.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import sys
@@ -52,7 +53,23 @@ DAYS = 90
 INDEX_DELAY = 1.0
 RUNS = {"add": 10, "search": 10, "list": 5, "browse": 5, "apps": 3, "stats": 3, "export": 1}
 EXPORT_ROWS = 1000
-WORDS = "tea coffee hiking python rust jazz piano hangzhou beijing bank startup cat dog garden chess".split()
+WORDS = [
+    "tea",
+    "coffee",
+    "hiking",
+    "python",
+    "rust",
+    "jazz",
+    "piano",
+    "hangzhou",
+    "beijing",
+    "bank",
+    "startup",
+    "cat",
+    "dog",
+    "garden",
+    "chess",
+]
 ORIGIN = Origin(source="mcp")
 
 
@@ -202,10 +219,8 @@ def bench_scale(emulator: TablestoreEmulator, repo: StoreRepository, admin: Admi
                 if written >= EXPORT_ROWS:
                     raise _Stop
 
-            try:
+            with contextlib.suppress(_Stop):
                 export_backup(repo, user, Path(tmp) / "x.jsonl", progress=stop, embedding_model="bench")
-            except _Stop:
-                pass
 
     out[f"export of {EXPORT_ROWS:,}"] = measure(meter, [export] * RUNS["export"])
     for op, figures in out.items():

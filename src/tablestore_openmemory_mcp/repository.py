@@ -265,7 +265,7 @@ class StoreRepository:
             return Page(items=[], total=0, next_cursor=None)  # a paused app's memories are hidden from it
         with scoped(scope.filters()):
             rows, next_cursor = self.store.list_page(filters, limit, cursor)
-            total = self.store.count(filters)
+            total = self.store.total(filters)
         items = self._visible(scope, states, [to_memory(row) for row in rows])
         return Page(items=items, total=total, next_cursor=next_cursor)
 

@@ -106,7 +106,7 @@ def filter_passes(raw: bytes, row: StoredRow | None) -> bool:
 class Api:
     def __init__(self, store: Store) -> None:
         self.store = store
-        #: Rows read per table since the last clear (benchmarks): (Batch)GetRow rows, GetRange rows scanned, Search rows.
+        #: Rows read per table (benchmarks): (Batch)GetRow rows, GetRange rows scanned, Search rows.
         self.rows_read: Counter[str] = Counter()
         self.handlers: dict[str, Callable[[bytes], bytes]] = {name: getattr(self, name) for name in API_NAMES}
 
@@ -481,6 +481,8 @@ class Api:
             resp.search_hits.add(score=score)
         if page.next_token:
             resp.next_token = page.next_token
+        for name, data in page.extra.items():  # aggregations (aggregations.py)
+            setattr(resp, name, data)
         return resp.SerializeToString()
 
 

@@ -79,6 +79,7 @@ from .client import make_client
 from .colfilter import range_filter
 from .dedup import CONDITION_FAILED, Claims, DedupKeys, check_key
 from .embedding_meta import EmbeddingMeta, read_meta, write_meta
+from .index_reads import IndexReads
 from .keyword import CandidateStash, bm25, filters_key
 from .recent import WINDOW, RecentWrites
 from .retry import Retrier, TablestoreUnavailableError, is_retryable
@@ -112,6 +113,7 @@ from .schema import (
     validate_name,
 )
 from .tables import already_exists, close_client, create_table, credentials_rejected, describe_primary_key, not_found
+from .vectors import read_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -213,6 +215,7 @@ class TablestoreStore(MemoryStore):
         self._indexed = KEYWORD_FIELDS  # narrowed by _check_index when an older index lacks fields
         self.embedder_name = embedder_name  # recorded in the meta row; another one is refused (see reembed)
         self.vector_column = COL_VECTOR  # the meta row may name another (after a reembed)
+        self._index_reads = IndexReads(self)  # totals, pages by time and counts from the index
         self._ensure()
 
     # ------------------------------------------------------------------ plumbing
@@ -1076,6 +1079,47 @@ class TablestoreStore(MemoryStore):
         hits.update(dict.fromkeys(self._recent.ids(user)[:GET_ROWS]))
         rows = self._verified([(mid, None) for mid in hits], len(hits), filters)
         return bm25(query, rows, k)
+
+    # ------------------------------------------------------------------ owner's views and export (index_reads)
+
+    def total(self, filters: Mapping[str, Any] | None = None) -> int:
+        """A page's total: the index's count with this process's recent writes reconciled (``index_reads``);
+        :meth:`count` when the index cannot answer exactly, or right after a page that read the whole range."""
+        memo = getattr(self._local, "count", None)
+        if memo is None or memo[0] != self._memo_key(filters):
+            found = self._index_reads.total(filters)
+            if found is not None:
+                return found
+        return self.count(filters)
+
+    def created_page(
+        self,
+        filters: Mapping[str, Any] | None,
+        *,
+        newest_first: bool,
+        offset: int,
+        limit: int,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> tuple[builtins.list[OutputData], int]:
+        """The owner's page by creation time from the index (``index_reads``); else every row is read."""
+        found = self._index_reads.created_page(
+            filters, newest_first=newest_first, offset=offset, limit=limit, since=since, until=until
+        )
+        if found is not None:
+            return found
+        return super().created_page(
+            filters, newest_first=newest_first, offset=offset, limit=limit, since=since, until=until
+        )
+
+    def tally(self, filters: Mapping[str, Any] | None) -> dict[tuple[str | None, str, str], int]:
+        """Counts per (client, state, day) from the index's group-bys (``aggregations``); else every row is read."""
+        found = self._index_reads.tally(filters)
+        return found if found is not None else super().tally(filters)
+
+    def get_vectors(self, ids: Sequence[str]) -> dict[str, builtins.list[float]]:
+        """Stored vectors by id (export): one BatchGetRow per 100 ids, rows outside the scope absent."""
+        return read_vectors(self, ids)
 
 
 __all__ = ["RowUpdate", "TablestoreStore", "TablestoreUnavailableError"]
