@@ -78,6 +78,7 @@ from .batch import GET_ROWS, WRITE_ROWS, Batches, PrimaryKey, RawRow, RowRejecte
 from .client import make_client
 from .colfilter import range_filter
 from .dedup import CONDITION_FAILED, Claims, DedupKeys, check_key
+from .dedup_sweep import drop_if_stale, sweep
 from .embedding_meta import EmbeddingMeta, read_meta, write_meta
 from .index_reads import IndexReads
 from .keyword import CandidateStash, bm25, filters_key
@@ -845,9 +846,24 @@ class TablestoreStore(MemoryStore):
                 self.collection_name, self._pk(user, target), columns_to_get=[COL_PAYLOAD, COL_DEDUP], max_version=1
             ),
         )
-        if row is None or not row.primary_key or attr_dict(row.attribute_columns).get(COL_DEDUP) != key:
-            return None  # a stale claim: the memory was deleted or no longer has this text
+        if row is None or not row.primary_key:
+            return None  # an orphan claim (its writer died, or is between its writes): the add completes it
+        if attr_dict(row.attribute_columns).get(COL_DEDUP) != key:
+            self._drop_stale(user, key, target)  # the memory no longer has this text
+            return None
         return self._output((row.primary_key, row.attribute_columns))
+
+    def _drop_stale(self, user: str, key: str, target: str) -> None:
+        """Remove a stale claim found on the way (``dedup_sweep``); best effort: a failure only leaves it."""
+        try:
+            drop_if_stale(self, user, key, target)
+        except Exception:
+            logger.warning("could not remove a stale dedup row; the next sweep will", exc_info=True)
+
+    def sweep_dedup(self) -> int:
+        """Remove the scope user's stale dedup rows (maintenance; see ``dedup_sweep``); returns how many."""
+        _, user = self._user()
+        return sweep(self, user)
 
     # ------------------------------------------------------------------ scans
 
