@@ -113,6 +113,7 @@ from .schema import (
     validate_dimension,
     validate_name,
 )
+from .switch_watch import OnSwitch, SwitchWatch
 from .tables import already_exists, close_client, create_table, credentials_rejected, describe_primary_key, not_found
 from .vectors import read_vectors
 
@@ -217,6 +218,7 @@ class TablestoreStore(MemoryStore):
         self.embedder_name = embedder_name  # recorded in the meta row; another one is refused (see reembed)
         self.vector_column = COL_VECTOR  # the meta row may name another (after a reembed)
         self._index_reads = IndexReads(self)  # totals, pages by time and counts from the index
+        self._switch = SwitchWatch(self)  # a reembed switch is picked up while running
         self._ensure()
 
     # ------------------------------------------------------------------ plumbing
@@ -441,6 +443,7 @@ class TablestoreStore(MemoryStore):
         written for an orphan claim stays: it is that claim's memory, possibly rewritten by its own writer).
         """
         scope, user = self._user()
+        self._switch.check()
         self._local.count = None
         ids = [str(i) for i in ids]
         keys = list(dedup_keys) if dedup_keys is not None else [None] * len(ids)
@@ -578,6 +581,8 @@ class TablestoreStore(MemoryStore):
         whose first attempt landed unseen is recognised (the row already is what we wrote): success.
         """
         _, user = self._user()
+        if vector is not None:
+            self._switch.check()
         self._local.count = None
         change = RowUpdate(str(vector_id), vector, payload, expected_updated_at, dedup_key)
         holders = self._claim_for([change], user)
@@ -612,6 +617,8 @@ class TablestoreStore(MemoryStore):
         faults like :meth:`delete_many`: a lost answer is settled by re-reading the rows.
         """
         _, user = self._user()
+        if any(c.vector is not None for c in changes):
+            self._switch.check()
         self._local.count = None
         by_id = {c.id: c for c in changes}
         if len(by_id) != len(changes):
@@ -860,6 +867,12 @@ class TablestoreStore(MemoryStore):
         except Exception:
             logger.warning("could not remove a stale dedup row; the next sweep will", exc_info=True)
 
+    def follow_switches(self, on_switch: OnSwitch, fresh: Callable[[], bool] | None = None) -> None:
+        """Let a running server adopt a ``reembed`` switch (``switch_watch``): ``on_switch(meta)`` makes its
+        embedder the one the meta row names (True when done); ``fresh()`` fences vectors embedded before."""
+        self._switch.on_switch = on_switch
+        self._switch.fresh = fresh
+
     def sweep_dedup(self) -> int:
         """Remove the scope user's stale dedup rows (maintenance; see ``dedup_sweep``); returns how many."""
         _, user = self._user()
@@ -1030,6 +1043,7 @@ class TablestoreStore(MemoryStore):
     ) -> builtins.list[OutputData]:
         """KNN: 1 Search (scope and filters pushed down) + 1 BatchGetRow checking the hits."""
         scope, user = self._user()
+        self._switch.check()  # a reembed switch is followed, or refused in one line (switch_watch)
         k = min(5 if top_k is None else int(top_k), MAX_TOP_K)  # KNN's top_k limit; more is never useful
         if k < 1:
             raise UserInputError("top_k must be at least 1")
