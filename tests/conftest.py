@@ -1,4 +1,5 @@
-"""Shared fixtures: the fake OpenAI server and the Tablestore emulator, each started per test.
+"""Shared fixtures: the fake OpenAI server, the Tablestore emulator, and ``tablestore_target`` (the emulator, or a
+real instance in live mode: tests/tablestore_target.py), each started per test.
 
 mem0 writes ``$MEM0_DIR/config.json`` when imported; tests that import store modules directly must not
 touch the developer's home, so MEM0_DIR points at a throw-away directory before anything imports mem0.
@@ -14,8 +15,9 @@ import pytest
 
 from tests.fakes.openai_fixture import fake_dashscope, fake_openai
 from tests.fakes.tablestore_fixture import tablestore_emulator
+from tests.tablestore_target import tablestore_target
 
-__all__ = ["anyio_backend", "fake_dashscope", "fake_openai", "tablestore_emulator"]
+__all__ = ["anyio_backend", "fake_dashscope", "fake_openai", "tablestore_emulator", "tablestore_target"]
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from tablestore import (
     ColumnReturnType,
     ColumnsToGet,
     ComparatorType,
+    CompositeColumnCondition,
     Condition,
     DeleteRowItem,
     Direction,
@@ -28,6 +29,7 @@ from tablestore import (
     FieldSort,
     FieldType,
     KnnVectorQuery,
+    LogicalOperator,
     MatchAllQuery,
     MatchPhraseQuery,
     MatchQuery,
@@ -47,6 +49,7 @@ from tablestore import (
     SingleColumnCondition,
     Sort,
     SortOrder,
+    SyncPhase,
     TableInBatchGetRowItem,
     TableInBatchWriteRowItem,
     TableMeta,
@@ -59,7 +62,7 @@ from tablestore import (
     VectorOptions,
     WildcardQuery,
 )
-from tablestore.retry import DefaultRetryPolicy
+from tablestore.retry import DefaultRetryPolicy, NoRetryPolicy
 
 from tests.fakes.tablestore_fixture import tablestore_emulator  # noqa: F401
 from tests.tablestore_emulator import TablestoreEmulator
@@ -123,10 +126,18 @@ def seed_rows(client: OTSClient) -> None:
         client.put_row("mem", Row([("id", rid)], [*cols, ("embedding", emb)]))
 
 
+def wire_level(emu: TablestoreEmulator) -> TablestoreEmulator:
+    """No index lag and no warm-up windows: these tests are about one API's semantics; the lag, the not-ready
+    table and the initializing index have tests of their own (every other rule stays strict)."""
+    emu.index_delay = 0
+    emu.table_ready_seconds = 0
+    emu.index_ready_seconds = 0
+    return emu
+
+
 @pytest.fixture
 def client(tablestore_emulator: TablestoreEmulator) -> OTSClient:  # noqa: F811
-    tablestore_emulator.index_delay = 0  # wire-level semantics here; test_index_delay covers the lag
-    return make_client(tablestore_emulator)
+    return make_client(wire_level(tablestore_emulator))
 
 
 @pytest.fixture
@@ -361,7 +372,7 @@ def test_search_index_lifecycle(client: OTSClient) -> None:
     too_big = FieldSchema(
         "e",
         FieldType.VECTOR,
-        vector_options=VectorOptions(VectorDataType.VD_FLOAT_32, VectorMetricType.VM_COSINE, 2049),
+        vector_options=VectorOptions(VectorDataType.VD_FLOAT_32, VectorMetricType.VM_COSINE, 4097),
     )
     with pytest.raises(OTSServiceError) as exc:
         client.create_search_index("mem", "big", SearchIndexMeta([too_big]))
@@ -406,7 +417,7 @@ def test_knn_search_scores_filter_and_limits(seeded: OTSClient) -> None:
             seeded.search("mem", "mem_idx", SearchQuery(bad, limit=3))
         assert exc.value.code == "OTSParameterInvalid"
     with pytest.raises(OTSServiceError) as exc:
-        seeded.search("mem", "mem_idx", SearchQuery(MatchAllQuery(), offset=9990, limit=20))
+        seeded.search("mem", "mem_idx", SearchQuery(MatchAllQuery(), offset=99_990, limit=20))
     assert exc.value.code == "OTSParameterInvalid"
     with pytest.raises(OTSServiceError) as exc:
         seeded.search(
@@ -527,7 +538,7 @@ def test_index_delay(seeded: OTSClient, tablestore_emulator: TablestoreEmulator)
 
 # ---- faults ------------------------------------------------------------------------------------
 def test_faults_retried_and_surfaced(tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
-    emu = tablestore_emulator
+    emu = wire_level(tablestore_emulator)
     client = make_client(emu, retry_policy=FastRetry())
     create_table(client)
     emu.reset_counts()
@@ -557,7 +568,7 @@ def test_faults_retried_and_surfaced(tablestore_emulator: TablestoreEmulator) ->
 
 
 def test_drop_and_hang(tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
-    emu = tablestore_emulator
+    emu = wire_level(tablestore_emulator)
     emu.hang_seconds = 1.0
     client = make_client(emu, socket_timeout=0.3, retry_policy=FastRetry())
     create_table(client)
@@ -571,7 +582,7 @@ def test_drop_and_hang(tablestore_emulator: TablestoreEmulator) -> None:  # noqa
 
 
 def test_auth(tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
-    emu = tablestore_emulator
+    emu = wire_level(tablestore_emulator)
     v4 = make_client(emu, region="cn-hangzhou")
     create_table(v4)
     assert v4.list_table() == ("mem",)
@@ -586,8 +597,7 @@ def test_auth(tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
 
 # ---- async client and concurrency ------------------------------------------------------------------
 def test_async_client(tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
-    emu = tablestore_emulator
-    emu.index_delay = 0  # the search below reads rows written just before
+    emu = wire_level(tablestore_emulator)  # the search below reads rows written just before
 
     async def main() -> None:
         async with AsyncOTSClient(emu.endpoint, emu.access_key_id, emu.access_key_secret, emu.instance_name) as c:
@@ -633,7 +643,7 @@ def test_knn_performance_10k(tablestore_emulator: TablestoreEmulator) -> None:  
     from tests.tablestore_emulator.search import SearchIndex
     from tests.tablestore_emulator.store import StoredRow, Table
 
-    tablestore_emulator.index_delay = 0  # rows are committed straight into the store below
+    wire_level(tablestore_emulator)  # rows are committed straight into the store below
     client = make_client(tablestore_emulator)
     create_table(client)
     fields = [
@@ -691,7 +701,7 @@ def test_next_token_carries_the_sort(seeded: OTSClient) -> None:
 
 
 def test_fault_after_the_write_loses_only_the_answer(tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
-    emu = tablestore_emulator
+    emu = wire_level(tablestore_emulator)
     client = make_client(emu, retry_policy=FastRetry())
     create_table(client)
     emu.inject("PutRow", "drop_after", times=1)
@@ -714,3 +724,398 @@ def test_calls_are_counted_per_table(seeded: OTSClient, tablestore_emulator: Tab
     seeded.batch_get_row(request)
     assert tablestore_emulator.calls_on("mem") == {"GetRow": 1, "Search": 1, "BatchGetRow": 1}
     assert tablestore_emulator.calls_on("other") == {"PutRow": 1, "BatchGetRow": 1}
+
+
+# ---- documented rules (README.md in tests/tablestore_emulator lists each with its page) -----------------------
+def test_filter_sees_only_the_columns_read(client: OTSClient, tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
+    """ "The reference columns used by a filter must be included in the read data; otherwise the filter cannot
+    query the values of the reference columns": the filter sees such a column as missing."""
+    create_table(client)
+    client.put_row("mem", Row([("id", "r")], [("state", "active"), ("payload", "p")]))
+    strict = SingleColumnCondition("state", "active", ComparatorType.EQUAL, pass_if_missing=False)
+    lenient = SingleColumnCondition("state", "active", ComparatorType.EQUAL, pass_if_missing=True)
+
+    def get(columns: list[str], flt: SingleColumnCondition) -> bool:
+        return client.get_row("mem", [("id", "r")], columns, flt)[1] is not None
+
+    def scan(columns: list[str], flt: SingleColumnCondition) -> int:
+        rows = client.get_range("mem", Direction.FORWARD, [("id", INF_MIN)], [("id", INF_MAX)], columns, None, flt)[2]
+        return len(rows)
+
+    def batch(columns: list[str], flt: SingleColumnCondition) -> bool:
+        request = BatchGetRowRequest()
+        request.add(TableInBatchGetRowItem("mem", [[("id", "r")]], columns, flt, max_version=1))
+        return client.batch_get_row(request).get_result_by_table("mem")[0].row is not None
+
+    assert not get(["payload"], strict) and scan(["payload"], strict) == 0 and not batch(["payload"], strict)
+    assert get(["payload"], lenient) and scan(["payload"], lenient) == 1 and batch(["payload"], lenient)
+    assert get(["payload", "state"], strict) and scan(["payload", "state"], strict) == 1
+    assert batch(["payload", "state"], strict)
+    assert get([], strict) and scan([], strict) == 1  # no columns named: the whole row is read
+    tablestore_emulator.rules.relax("filter_columns_read")
+    assert get(["payload"], strict) and scan(["payload"], strict) == 1 and batch(["payload"], strict)
+
+
+def _conditions(n: int) -> CompositeColumnCondition:
+    """n single-column conditions, nested one level deep (the rule counts every condition of the tree)."""
+    outer = CompositeColumnCondition(LogicalOperator.OR)
+    inner = CompositeColumnCondition(LogicalOperator.AND)
+    for i in range(n - 1):
+        inner.add_sub_condition(SingleColumnCondition(f"c{i}", i, ComparatorType.EQUAL))
+    outer.add_sub_condition(inner)
+    outer.add_sub_condition(SingleColumnCondition("state", "x", ComparatorType.EQUAL))
+    return outer
+
+
+def test_filter_has_at_most_10_conditions(client: OTSClient, tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
+    create_table(client)
+    client.put_row("mem", Row([("id", "r")], [("state", "x")]))
+    assert client.get_row("mem", [("id", "r")], None, _conditions(10))[1] is not None
+    reads = (
+        lambda flt: client.get_row("mem", [("id", "r")], None, flt),
+        lambda flt: client.get_range("mem", Direction.FORWARD, [("id", INF_MIN)], [("id", INF_MAX)], None, None, flt),
+    )
+    for read in reads:
+        with pytest.raises(OTSServiceError) as exc:
+            read(_conditions(11))
+        assert exc.value.code == "OTSParameterInvalid" and "filter conditions" in exc.value.message
+    request = BatchGetRowRequest()
+    request.add(TableInBatchGetRowItem("mem", [[("id", "r")]], None, _conditions(11), max_version=1))
+    with pytest.raises(OTSServiceError) as exc:
+        client.batch_get_row(request)
+    assert exc.value.code == "OTSParameterInvalid"
+    write = Condition(RowExistenceExpectation.IGNORE, _conditions(11))  # conditional writes: the same cap
+    assert code_of(lambda: client.put_row("mem", Row([("id", "r")], [("state", "x")]), write)) == "OTSParameterInvalid"
+    tablestore_emulator.rules.relax("filter_conditions")
+    assert client.get_row("mem", [("id", "r")], None, _conditions(11))[1] is not None
+
+
+def test_rules_are_strict_unless_relaxed_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.tablestore_emulator.rules import RELAX_ENV, RULES
+
+    emu = TablestoreEmulator()
+    assert emu.rules.relaxed == frozenset() and all(emu.rules.on(name) for name in RULES)
+    monkeypatch.setenv(RELAX_ENV, "names, batch_get_rows")
+    relaxed = TablestoreEmulator(relax=["conditions"])
+    assert relaxed.rules.relaxed == {"names", "batch_get_rows", "conditions"}
+    with pytest.raises(ValueError, match="unknown emulator rule"):
+        TablestoreEmulator(relax=["filter_column_read"])  # a typo never passes for a relaxed rule
+
+
+def wait_for(condition: object, what: str, timeout: float = 30.0) -> None:
+    """Poll ``condition`` (a callable) until it is true; a condition wait, not a timing assertion."""
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def code_of(call: object) -> str:
+    with pytest.raises(OTSServiceError) as exc:
+        call()  # type: ignore[operator]
+    return str(exc.value.code)
+
+
+MB = 1024 * 1024
+
+
+def test_batch_and_row_size_limits(client: OTSClient, tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
+    """BatchWriteRow: 200 rows and 4 MB; BatchGetRow: 100 rows; one row write: 4 MB; one attribute: 2 MB."""
+    create_table(client)
+    big = "x" * (MB + MB // 2)  # 1.5 MB: each value is allowed, three of them in one request are not
+
+    def put_three() -> None:
+        client.put_row("mem", Row([("id", "p")], [("a", big), ("b", big), ("c", big)]))
+
+    def batch_three() -> object:
+        req = BatchWriteRowRequest()
+        rows = [PutRowItem(Row([("id", f"b{i}")], [("a", big)]), Condition("IGNORE")) for i in range(3)]
+        req.add(TableInBatchWriteRowItem("mem", rows))
+        return client.batch_write_row(req)
+
+    def batch_rows(n: int) -> object:
+        req = BatchWriteRowRequest()
+        req.add(
+            TableInBatchWriteRowItem(
+                "mem", [PutRowItem(Row([("id", f"n{i}")], [("v", i)]), Condition("IGNORE")) for i in range(n)]
+            )
+        )
+        return client.batch_write_row(req)
+
+    def get_rows(n: int) -> object:
+        req = BatchGetRowRequest()
+        req.add(TableInBatchGetRowItem("mem", [[("id", f"n{i}")] for i in range(n)], max_version=1))
+        return client.batch_get_row(req)
+
+    def attribute() -> None:
+        client.put_row("mem", Row([("id", "a")], [("a", "v" * (2 * MB + 1))]))
+
+    assert code_of(put_three) == "OTSParameterInvalid"
+    assert code_of(batch_three) == "OTSParameterInvalid"
+    assert code_of(lambda: batch_rows(201)) == "OTSParameterInvalid"
+    assert code_of(lambda: get_rows(101)) == "OTSParameterInvalid"
+    assert code_of(attribute) == "OTSParameterInvalid"
+    batch_rows(200), get_rows(100)  # the limits themselves are allowed
+    tablestore_emulator.rules.relax("write_bytes", "batch_write_rows", "batch_get_rows", "attribute_bytes")
+    put_three()
+    batch_three()
+    batch_rows(201)
+    get_rows(101)
+    attribute()
+
+
+def test_primary_key_names_and_columns_to_get(client: OTSClient, tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
+    create_table(client)
+    long_key = [("id", "k" * 1025)]
+    assert code_of(lambda: client.put_row("mem", Row(long_key, [("v", 1)]))) == "OTSParameterInvalid"
+    client.put_row("mem", Row([("id", "k" * 1024)], [("v", 1)]))  # 1 KB is allowed
+    assert code_of(lambda: client.put_row("mem", Row([("id", "r")], [("bad-name", 1)]))) == "OTSParameterInvalid"
+    assert code_of(lambda: client.put_row("mem", Row([("id", "r")], [("9lives", 1)]))) == "OTSParameterInvalid"
+    many = [f"c{i}" for i in range(129)]
+    assert code_of(lambda: client.get_row("mem", [("id", "r")], many)) == "OTSParameterInvalid"
+    assert client.get_row("mem", [("id", "r")], many[:128])[1] is None
+    tablestore_emulator.rules.relax("pk_string_bytes", "names", "columns_to_get")
+    client.put_row("mem", Row(long_key, [("bad-name", 1)]))
+    create_table(client, "bad-table")
+    assert client.get_row("mem", long_key, many)[1] is not None
+
+
+def test_table_not_ready_window(tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
+    """A new table is "not usable for several seconds": row operations answer OTSTableNotReady (the code the SDKs
+    retry; the documentation names none), table operations work, and after the window everything is served."""
+    emu = tablestore_emulator
+    emu.table_ready_seconds = 0.5
+    client = make_client(emu, retry_policy=NoRetryPolicy())
+    create_table(client)
+    with pytest.raises(OTSServiceError) as exc:
+        client.put_row("mem", Row([("id", "r")], [("v", 1)]))
+    assert (exc.value.code, exc.value.http_status) == ("OTSTableNotReady", 503)
+    assert code_of(lambda: client.get_row("mem", [("id", "r")])) == "OTSTableNotReady"
+    scan = [("id", INF_MIN)], [("id", INF_MAX)]
+    assert code_of(lambda: client.get_range("mem", Direction.FORWARD, *scan)) == "OTSTableNotReady"
+    req = BatchWriteRowRequest()
+    req.add(TableInBatchWriteRowItem("mem", [PutRowItem(Row([("id", "r")], [("v", 1)]), Condition("IGNORE"))]))
+    assert client.batch_write_row(req).get_put()[1][0].error_code == "OTSTableNotReady"
+    assert client.describe_table("mem").table_meta.table_name == "mem"  # metadata is there at once
+    assert client.list_table() == ("mem",)
+
+    def served() -> bool:
+        try:
+            client.put_row("mem", Row([("id", "r")], [("v", 1)]))
+        except OTSServiceError as error:
+            assert error.code == "OTSTableNotReady"
+            return False
+        return True
+
+    wait_for(served, "the table to become ready")
+    assert client.get_row("mem", [("id", "r")])[1] is not None
+    # the SDK's own default policy retries the code, so a patient client never sees it
+    create_table(client, "other")
+    make_client(emu).put_row("other", Row([("id", "r")], [("v", 1)]))
+    emu.rules.relax("table_not_ready")
+    create_table(client, "third")
+    client.put_row("third", Row([("id", "r")], [("v", 1)]))
+
+
+def test_new_index_returns_nothing_until_initialized(tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
+    """A new index "requires up to 1 minute to initialize": DescribeSearchIndex reports the FULL sync phase and
+    Search answers no rows (what the service returns meanwhile is not documented); then INCR and every row."""
+    emu = wire_level(tablestore_emulator)
+    emu.index_ready_seconds = 0.5
+    client = make_client(emu)
+    create_table(client)
+    seed_rows(client)
+    create_index(client)
+    query = SearchQuery(MatchAllQuery(), limit=10, get_total_count=True)
+    resp = client.search("mem", "mem_idx", query)
+    assert resp.rows == [] and resp.total_count == 0
+    assert client.describe_search_index("mem", "mem_idx")[1].sync_phase == SyncPhase.FULL
+    with pytest.raises(OTSServiceError):  # requests are still checked while it initializes
+        client.search("mem", "mem_idx", SearchQuery(TermQuery("nope", "x")))
+    wait_for(lambda: client.describe_search_index("mem", "mem_idx")[1].sync_phase == SyncPhase.INCR, "INCR")
+    assert client.search("mem", "mem_idx", query).total_count == 4
+    emu.index_ready_seconds = 60
+    client.delete_search_index("mem", "mem_idx")
+    create_index(client)
+    emu.rules.relax("index_initializing")
+    assert client.search("mem", "mem_idx", query).total_count == 4
+
+
+def test_get_range_scans_at_most_5000_rows_or_4mb(client: OTSClient, tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
+    """With a filter that keeps nothing, a page is empty but carries the next key until the range is done."""
+    from tests.tablestore_emulator.store import StoredRow
+
+    create_table(client)
+    store = tablestore_emulator.store
+    with store.lock:  # loaded in-process: the wire path of writes is covered above
+        for i in range(5_001):
+            key = ((1, f"r{i:05d}"),)
+            store.commit(store.tables["mem"], key, StoredRow(key, [("id", f"r{i:05d}")], {"v": (i, 0)}), 0.0)
+    nothing = SingleColumnCondition("v", -1, ComparatorType.EQUAL, pass_if_missing=False)
+    _, next_key, rows, _ = client.get_range(
+        "mem", Direction.FORWARD, [("id", INF_MIN)], [("id", INF_MAX)], column_filter=nothing
+    )
+    assert rows == [] and next_key == [("id", "r05000")]
+    _, next_key, rows, _ = client.get_range(
+        "mem", Direction.FORWARD, next_key, [("id", INF_MAX)], column_filter=nothing
+    )
+    assert rows == [] and next_key is None
+    _, next_key, rows, _ = client.get_range("mem", Direction.FORWARD, [("id", INF_MIN)], [("id", INF_MAX)])
+    assert len(rows) == 5_000 and next_key == [("id", "r05000")]
+    half = "h" * (MB // 2 + 1)
+    for i in range(10):  # 10 rows of ~0.5 MB in their own range: 4 MB are reached after 8 of them
+        client.put_row("mem", Row([("id", f"s{i}")], [("big", half)]))
+    _, next_key, rows, _ = client.get_range("mem", Direction.FORWARD, [("id", "s")], [("id", INF_MAX)])
+    assert len(rows) == 8 and next_key == [("id", "s8")]
+    tablestore_emulator.rules.relax("get_range_scan")
+    _, next_key, rows, _ = client.get_range(
+        "mem", Direction.FORWARD, [("id", INF_MIN)], [("id", INF_MAX)], column_filter=nothing
+    )
+    assert rows == [] and next_key is None
+
+
+def test_search_limits_offset_top_k_and_vectors(seeded: OTSClient, tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
+    def search(query: object, columns: ColumnsToGet | None = None) -> object:
+        return seeded.search("mem", "mem_idx", query, columns)
+
+    everything = ColumnsToGet(return_type=ColumnReturnType.ALL)
+    keys_only = ColumnsToGet(return_type=ColumnReturnType.NONE)
+    from_index = ColumnsToGet(["user_id", "n"], ColumnReturnType.SPECIFIED)
+    from_table = ColumnsToGet(["user_id", "not_indexed"], ColumnReturnType.SPECIFIED)
+    assert code_of(lambda: search(SearchQuery(MatchAllQuery(), limit=101), everything)) == "OTSParameterInvalid"
+    assert code_of(lambda: search(SearchQuery(MatchAllQuery(), limit=101), from_table)) == "OTSParameterInvalid"
+    assert code_of(lambda: search(SearchQuery(MatchAllQuery(), limit=1001), keys_only)) == "OTSParameterInvalid"
+    for columns in (keys_only, from_index):
+        search(SearchQuery(MatchAllQuery(), limit=1000), columns)
+    search(SearchQuery(MatchAllQuery(), limit=100), everything)
+    deep = SearchQuery(MatchAllQuery(), offset=99_901, limit=100)
+    assert code_of(lambda: search(deep, keys_only)) == "OTSParameterInvalid"
+    knn = KnnVectorQuery("embedding", top_k=1001, float32_query_vector=[1.0, 0, 0, 0])
+    assert code_of(lambda: search(SearchQuery(knn, limit=1))) == "OTSParameterInvalid"
+    two_vectors = [
+        FieldSchema(
+            f"e{i}",
+            FieldType.VECTOR,
+            vector_options=VectorOptions(VectorDataType.VD_FLOAT_32, VectorMetricType.VM_COSINE, 4),
+        )
+        for i in range(2)
+    ]
+    assert (
+        code_of(lambda: seeded.create_search_index("mem", "two", SearchIndexMeta(two_vectors))) == "OTSParameterInvalid"
+    )
+    widest = FieldSchema(
+        "e",
+        FieldType.VECTOR,
+        vector_options=VectorOptions(VectorDataType.VD_FLOAT_32, VectorMetricType.VM_COSINE, 4096),
+    )
+    seeded.create_search_index("mem", "widest", SearchIndexMeta([widest]))  # 4,096 is allowed, 4,097 is not
+    tablestore_emulator.rules.relax("search_limit", "search_offset", "knn_top_k", "vector_field")
+    search(SearchQuery(MatchAllQuery(), limit=101), everything)
+    search(deep, keys_only)
+    search(SearchQuery(knn, limit=1))
+    seeded.create_search_index("mem", "two", SearchIndexMeta(two_vectors))
+
+
+def test_wildcard_pattern_is_measured_in_bytes(seeded: OTSClient, tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
+    def wildcard(pattern: str) -> object:
+        return seeded.search("mem", "mem_idx", SearchQuery(WildcardQuery("user_id", pattern), limit=10))
+
+    wildcard("*" + "a" * 30 + "*")  # 32 bytes
+    with pytest.raises(OTSServiceError) as exc:
+        wildcard("*" + "绿" * 11 + "*")  # 13 characters, 35 bytes
+    assert exc.value.code == "OTSParameterInvalid"
+    assert exc.value.message == "length of field value is longer than 32 for the [WILDCARD_QUERY] query"
+    wildcard("*" + "绿" * 10 + "*")  # 32 bytes
+    tablestore_emulator.rules.relax("wildcard_pattern")
+    wildcard("*" + "绿" * 11 + "*")
+
+
+def test_row_and_column_conditions(client: OTSClient, tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
+    create_table(client)
+    client.put_row("mem", Row([("id", "r")], [("version", 1)]))
+    exists = Condition(RowExistenceExpectation.EXPECT_EXIST)
+    absent = Condition(RowExistenceExpectation.EXPECT_NOT_EXIST)
+    stale = Condition(RowExistenceExpectation.IGNORE, SingleColumnCondition("version", 0, ComparatorType.EQUAL))
+    attempts = (
+        lambda: client.put_row("mem", Row([("id", "r")], [("version", 2)]), absent),
+        lambda: client.update_row("mem", Row([("id", "nope")], {"PUT": [("version", 2)]}), exists),
+        lambda: client.update_row("mem", Row([("id", "r")], {"PUT": [("version", 2)]}), stale),
+        lambda: client.delete_row("mem", Row([("id", "nope")]), exists),
+    )
+    for attempt in attempts:
+        with pytest.raises(OTSServiceError) as exc:
+            attempt()
+        assert (exc.value.code, exc.value.http_status) == ("OTSConditionCheckFail", 403)
+    tablestore_emulator.rules.relax("conditions")
+    for attempt in attempts:
+        attempt()
+
+
+def test_reserved_throughput_changes_at_most_every_two_minutes(
+    client: OTSClient,
+    tablestore_emulator: TablestoreEmulator,  # noqa: F811
+) -> None:
+    create_table(client)
+    client.update_table("mem", reserved_throughput=ReservedThroughput(CapacityUnit(1, 1)))
+    client.update_table("mem", TableOptions(time_to_live=86400))  # options are not throughput: no wait
+    with pytest.raises(OTSServiceError) as exc:
+        client.update_table("mem", reserved_throughput=ReservedThroughput(CapacityUnit(2, 2)))
+    assert exc.value.code == "OTSTooFrequentReservedThroughputAdjustment"
+    tablestore_emulator.rules.relax("update_table_frequency")
+    client.update_table("mem", reserved_throughput=ReservedThroughput(CapacityUnit(2, 2)))
+
+
+def test_throttling_and_5xx_bursts_on_demand(client: OTSClient, tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
+    """ "The next N calls of API X answer code C": what tests of our retry paths script (any OTS code, or a bare
+    HTTP 5xx); OTSQuotaExhausted carries the message the SDKs need to treat it as retryable."""
+    emu = tablestore_emulator
+    create_table(client)
+    no_retry = make_client(emu, retry_policy=NoRetryPolicy())
+    emu.inject("PutRow", "OTSQuotaExhausted", times=2)
+    emu.inject("PutRow", "http503", times=1)
+    for expected in ("OTSQuotaExhausted", "OTSQuotaExhausted"):
+        with pytest.raises(OTSServiceError) as exc:
+            no_retry.put_row("mem", Row([("id", "r")], [("v", 1)]))
+        assert (exc.value.code, exc.value.message) == (expected, "Too frequent table operations.")
+    with pytest.raises(OTSClientError) as cexc:
+        no_retry.put_row("mem", Row([("id", "r")], [("v", 1)]))
+    assert cexc.value.get_http_status() == 503
+    no_retry.put_row("mem", Row([("id", "r")], [("v", 1)]))  # the burst is over
+    emu.inject("GetRow", "OTSTableNotReady", times=3)
+    emu.reset_counts()
+    assert make_client(emu, retry_policy=FastRetry()).get_row("mem", [("id", "r")])[1] is not None
+    assert emu.counts["GetRow"] == 4
+
+
+def test_write_columns_and_table_operation_rate(client: OTSClient, tablestore_emulator: TablestoreEmulator) -> None:  # noqa: F811
+    """At most 1,024 attribute columns per row write; at most 10 table metadata operations per second per instance,
+    refused with the message the SDKs retry on ("Too frequent table operations.")."""
+    create_table(client)
+    wide = [(f"c{i}", i) for i in range(1025)]
+    assert code_of(lambda: client.put_row("mem", Row([("id", "w")], wide))) == "OTSParameterInvalid"
+    client.put_row("mem", Row([("id", "w")], wide[:1024]))
+    no_retry = make_client(tablestore_emulator, retry_policy=NoRetryPolicy())
+    with pytest.raises(OTSServiceError) as exc:
+        for _ in range(11):  # within one second on any machine: each call is a local round trip
+            no_retry.describe_table("mem")
+    assert (exc.value.code, exc.value.message) == ("OTSQuotaExhausted", "Too frequent table operations.")
+    assert client.describe_table("mem").table_meta.table_name == "mem"  # the SDK's default policy retries it
+    tablestore_emulator.rules.relax("write_columns", "table_operations_rate")
+    client.put_row("mem", Row([("id", "w")], wide))
+    for _ in range(30):
+        no_retry.describe_table("mem")
+
+
+def test_every_rule_is_in_the_readme() -> None:
+    """The emulator's README lists every rule with its documentation page; a rule added here must be added there."""
+    from pathlib import Path
+
+    from tests.tablestore_emulator.rules import RULES
+
+    readme = (Path(__file__).parent / "tablestore_emulator" / "README.md").read_text(encoding="utf-8")
+    rows = {line.split("|")[1].strip().strip("`") for line in readme.splitlines() if line.startswith("| `")}
+    assert set(RULES) <= rows, sorted(set(RULES) - rows)
+    for line in readme.splitlines():
+        if line.startswith("| `") and line.split("|")[1].strip().strip("`") in RULES:
+            assert "https://" in line, line  # each rule names the page it comes from

@@ -225,9 +225,19 @@ def _tablestore(
             embedding_model_dims=dimension,
             timeout=settings.tablestore_timeout,
             embedder_name=embedder_name,  # recorded in the table; another embedder is refused (reembed)
+            max_retry_seconds=settings.tablestore_max_retry_seconds,
+            ready_timeout=settings.tablestore_ready_timeout,
         )
-        history = TablestoreHistoryLog(store.client, f"{table}_history", endpoint=store.endpoint)
-        access = TablestoreHistoryLog(store.client, f"{table}_access", endpoint=store.endpoint)
+        history, access = (
+            TablestoreHistoryLog(
+                store.client,
+                f"{table}_{kind}",
+                endpoint=store.endpoint,
+                max_retry_seconds=settings.tablestore_max_retry_seconds,
+                readiness=store.readiness,  # one wait, one progress line for every table
+            )
+            for kind in ("history", "access")
+        )
         set_retention(store.client, f"{table}_access", settings.access_log_retention_days)
     except (ValueError, ConnectionError, OSError) as exc:
         raise StartupError(f"cannot open the memory store {name}: {exc}") from None

@@ -132,6 +132,12 @@ class Settings(BaseSettings):
     tablestore_region: str | None = Field(None, validation_alias=_env("TABLESTORE_REGION"))
     tablestore_table_name: str = Field("mem0", validation_alias=_env("TABLESTORE_TABLE_NAME"))
     tablestore_timeout: float = Field(10.0, gt=0, le=300, validation_alias=_env("TABLESTORE_TIMEOUT"))
+    # Seconds each Tablestore operation keeps retrying throttling, busy and 5xx errors (backoff with jitter).
+    tablestore_max_retry_seconds: float = Field(
+        20.0, ge=0, le=600, validation_alias=_env("TABLESTORE_MAX_RETRY_SECONDS")
+    )
+    # Seconds startup waits for new tables and search indexes to become usable (the service: up to a minute).
+    tablestore_ready_timeout: float = Field(90.0, ge=0, le=900, validation_alias=_env("TABLESTORE_READY_TIMEOUT"))
     tablestore_index_name: str | None = Field(None, validation_alias=_env("TABLESTORE_INDEX_NAME"))
     tablestore_vector_metric: Literal["cosine", "dot_product", "euclidean"] = Field(
         "cosine", validation_alias=_env("TABLESTORE_VECTOR_METRIC")

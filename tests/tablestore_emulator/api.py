@@ -7,7 +7,7 @@ service errors. proto2 `required` response fields are always filled (the SDK's p
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -17,13 +17,21 @@ from tablestore.protobuf import table_store_pb2 as pb
 
 from . import plainbuffer as pbuf
 from .errors import OTSError, invalid, table_not_exist
-from .search import SearchIndex, run_search
+from .search import SearchIndex, SearchPage, run_search
 from .store import MAX_WRITE_BYTES, CKey, Store, StoredRow, Table, check_column, cmp_key
 
 MAX_BATCH_WRITE_ROWS = 200
 MAX_BATCH_GET_ROWS = 100
 MAX_RANGE_ROWS = 5000
 MAX_RANGE_BYTES = 4 * 1024 * 1024
+MAX_FILTER_CONDITIONS = 10
+MAX_COLUMNS_TO_GET = 128
+#: Seconds between two reserved-throughput changes of one table (rule update_table_frequency).
+THROUGHPUT_CHANGE_INTERVAL = 120.0
+MAX_WRITE_COLUMNS = 1024
+#: Table metadata operations an instance serves per second (rule table_operations_rate).
+MAX_TABLE_OPERATIONS_PER_SECOND = 10
+TABLE_OPERATIONS = frozenset({"CreateTable", "ListTable", "DescribeTable", "UpdateTable", "DeleteTable"})
 
 
 def _now_ms() -> int:
@@ -58,10 +66,22 @@ def _compare(stored: Any, wanted: Any, comparator: int) -> bool:
         return comparator == fpb.CT_NOT_EQUAL
 
 
-def compile_filter(raw: bytes) -> Callable[[StoredRow | None], bool]:
+def count_conditions(raw: bytes) -> int:
+    """Single-column conditions in a filter tree (what the "at most 10 sub-conditions" rule counts)."""
+    flt = fpb.Filter()
+    flt.ParseFromString(raw)
+    if flt.type != fpb.FT_COMPOSITE_COLUMN_VALUE:
+        return 1
+    comp = fpb.CompositeColumnValueFilter()
+    comp.ParseFromString(flt.filter)
+    return sum(count_conditions(sub.SerializeToString()) for sub in comp.sub_filters)
+
+
+def compile_filter(raw: bytes, readable: frozenset[str] | None = None) -> Callable[[StoredRow | None], bool]:
     """A column filter (SingleColumnValueFilter / CompositeColumnValueFilter) as a row predicate.
 
-    Parsed once per request: a GetRange evaluates it on every row of the range.
+    Parsed once per request: a GetRange evaluates it on every row of the range. ``readable``: the columns the
+    read returns (None = all); a column outside it is missing to the filter, as on the service.
     """
     flt = fpb.Filter()
     flt.ParseFromString(raw)
@@ -73,7 +93,7 @@ def compile_filter(raw: bytes) -> Callable[[StoredRow | None], bool]:
 
         def single_passes(row: StoredRow | None) -> bool:
             columns = row.columns if row is not None else {}
-            if name not in columns:
+            if name not in columns or (readable is not None and name not in readable):
                 if comparator == fpb.CT_NOT_EXIST:
                     return True
                 return comparator != fpb.CT_EXIST and not if_missing
@@ -85,7 +105,7 @@ def compile_filter(raw: bytes) -> Callable[[StoredRow | None], bool]:
     if flt.type == fpb.FT_COMPOSITE_COLUMN_VALUE:
         comp = fpb.CompositeColumnValueFilter()
         comp.ParseFromString(flt.filter)
-        subs = [compile_filter(sub.SerializeToString()) for sub in comp.sub_filters]
+        subs = [compile_filter(sub.SerializeToString(), readable) for sub in comp.sub_filters]
         combinator = comp.combinator
 
         def composite_passes(row: StoredRow | None) -> bool:
@@ -109,13 +129,40 @@ class Api:
         #: Rows read per table (benchmarks): (Batch)GetRow rows, GetRange rows scanned, Search rows.
         self.rows_read: Counter[str] = Counter()
         self.handlers: dict[str, Callable[[bytes], bytes]] = {name: getattr(self, name) for name in API_NAMES}
+        self._table_operations: deque[float] = deque()  # monotonic times of the last second's table operations
 
     def dispatch(self, api: str, body: bytes) -> bytes:
         handler = self.handlers.get(api)
         if handler is None:
             raise OTSError("OTSUnsupportOperation", f"API {api} is not supported by the emulator.")
         with self.store.lock:
+            if api in TABLE_OPERATIONS and self._on("table_operations_rate"):
+                self._count_table_operation()
             return handler(body)
+
+    def _count_table_operation(self) -> None:
+        now = time.monotonic()
+        while self._table_operations and now - self._table_operations[0] >= 1.0:
+            self._table_operations.popleft()
+        if len(self._table_operations) >= MAX_TABLE_OPERATIONS_PER_SECOND:
+            raise OTSError("OTSQuotaExhausted", "Too frequent table operations.")
+        self._table_operations.append(now)
+
+    def _on(self, rule: str) -> bool:
+        return self.store.rules.on(rule)
+
+    def _read_filter(self, raw: bytes, columns: list[str]) -> Callable[[StoredRow | None], bool] | None:
+        """A read's filter, under the filter rules: at most 10 conditions, and it sees only the columns read."""
+        if not raw:
+            return None
+        if self._on("filter_conditions") and count_conditions(raw) > MAX_FILTER_CONDITIONS:
+            raise invalid(f"The number of filter conditions exceeds the limit: {MAX_FILTER_CONDITIONS}.")
+        readable = frozenset(columns) if columns and self._on("filter_columns_read") else None
+        return compile_filter(raw, readable)
+
+    def _check_columns_to_get(self, columns: list[str]) -> None:
+        if len(columns) > MAX_COLUMNS_TO_GET and self._on("columns_to_get"):
+            raise invalid(f"The number of columns to get exceeds the limit: {MAX_COLUMNS_TO_GET}.")
 
     @staticmethod
     def _parse(cls: type, body: bytes) -> Any:
@@ -194,6 +241,13 @@ class Api:
             if o.HasField("allow_update"):
                 table.allow_update = o.allow_update
         if req.HasField("reserved_throughput"):
+            now = time.monotonic()
+            last = table.throughput_changed_at
+            if last is not None and now - last < THROUGHPUT_CHANGE_INTERVAL and self._on("update_table_frequency"):
+                raise OTSError(
+                    "OTSTooFrequentReservedThroughputAdjustment", "Reserved throughput adjustment is too frequent."
+                )
+            table.throughput_changed_at = now
             cu = req.reserved_throughput.capacity_unit
             table.read_cu = cu.read if cu.HasField("read") else table.read_cu
             table.write_cu = cu.write if cu.HasField("write") else table.write_cu
@@ -203,12 +257,18 @@ class Api:
 
     # ---- single-row operations --------------------------------------------------------------
     def _check_condition(self, table: Table, key: CKey, cond: Any) -> None:
+        column_condition = cond.column_condition if cond.HasField("column_condition") else b""
+        # "You can specify up to 10 column-based conditions for a conditional update."
+        too_many = column_condition and count_conditions(column_condition) > MAX_FILTER_CONDITIONS
+        if too_many and self._on("filter_conditions"):
+            raise invalid(f"The number of column conditions exceeds the limit: {MAX_FILTER_CONDITIONS}.")
+        if not self._on("conditions"):
+            return
         exists = key in table.rows
         if cond.row_existence == pb.EXPECT_EXIST and not exists:
             raise OTSError("OTSConditionCheckFail", "Condition check failed.")
         if cond.row_existence == pb.EXPECT_NOT_EXIST and exists:
             raise OTSError("OTSConditionCheckFail", "Condition check failed.")
-        column_condition = cond.column_condition if cond.HasField("column_condition") else b""
         if column_condition and not filter_passes(column_condition, table.rows.get(key)):
             raise OTSError("OTSConditionCheckFail", "Condition check failed.")
 
@@ -216,13 +276,14 @@ class Api:
         row = _decode_row(raw)
         pk = self.store.check_pk(table, row.primary_key, allow_auto=True)
         key = cmp_key([v for _, v in pk])
+        self._check_write_columns(len(row.cells))
         self._check_condition(table, key, cond)
         now_ms = _now_ms()
         columns: dict[str, tuple[Any, int]] = {}
         for cell in row.cells:
             if not cell.has_value or cell.op is not None:
                 raise invalid(f"PutRow column '{cell.name}' must carry a value.")
-            check_column(cell.name, cell.value)
+            check_column(cell.name, cell.value, self.store.rules)
             columns[cell.name] = (cell.value, cell.timestamp if cell.timestamp is not None else now_ms)
         stored = StoredRow(key, pk, columns, time.time())
         self.store.commit(table, key, stored, time.monotonic())
@@ -232,12 +293,13 @@ class Api:
         row = _decode_row(raw)
         pk = self.store.check_pk(table, row.primary_key)
         key = cmp_key([v for _, v in pk])
+        self._check_write_columns(len(row.cells))
         self._check_condition(table, key, cond)
         old = table.rows.get(key)
         columns = dict(old.columns) if old is not None else {}
         now_ms = _now_ms()
         for cell in row.cells:
-            check_column(cell.name, cell.value)
+            check_column(cell.name, cell.value, self.store.rules)
             if cell.op is None:
                 if not cell.has_value:
                     raise invalid(f"UpdateRow PUT column '{cell.name}' must carry a value.")
@@ -273,15 +335,18 @@ class Api:
         if req.HasField("return_content") and req.return_content.return_type == pb.RT_PK:
             resp.row = pbuf.HEADER_BYTES + stored.encode_pk_only()
 
-    @staticmethod
-    def _check_write_size(size: int) -> None:
-        if size > MAX_WRITE_BYTES:
+    def _check_write_columns(self, count: int) -> None:
+        if count > MAX_WRITE_COLUMNS and self._on("write_columns"):
+            raise invalid(f"The number of attribute columns in one row write exceeds the limit: {MAX_WRITE_COLUMNS}.")
+
+    def _check_write_size(self, size: int) -> None:
+        if size > MAX_WRITE_BYTES and self._on("write_bytes"):
             raise invalid(f"The total data size of the request exceeds the limit: {MAX_WRITE_BYTES} bytes.")
 
     def PutRow(self, body: bytes) -> bytes:
         req = self._parse(pb.PutRowRequest, body)
         self._check_write_size(len(req.row))
-        stored = self._put(self.store.get_table(req.table_name), req.row, req.condition)
+        stored = self._put(self.store.ready_table(req.table_name), req.row, req.condition)
         resp = pb.PutRowResponse()
         _consumed(resp.consumed, write=1)
         self._returned(resp, stored, req)
@@ -290,7 +355,7 @@ class Api:
     def UpdateRow(self, body: bytes) -> bytes:
         req = self._parse(pb.UpdateRowRequest, body)
         self._check_write_size(len(req.row_change))
-        stored = self._update(self.store.get_table(req.table_name), req.row_change, req.condition)
+        stored = self._update(self.store.ready_table(req.table_name), req.row_change, req.condition)
         resp = pb.UpdateRowResponse()
         _consumed(resp.consumed, write=1)
         self._returned(resp, stored, req)
@@ -298,43 +363,52 @@ class Api:
 
     def DeleteRow(self, body: bytes) -> bytes:
         req = self._parse(pb.DeleteRowRequest, body)
-        stored = self._delete(self.store.get_table(req.table_name), req.primary_key, req.condition)
+        stored = self._delete(self.store.ready_table(req.table_name), req.primary_key, req.condition)
         resp = pb.DeleteRowResponse()
         _consumed(resp.consumed, write=1)
         self._returned(resp, stored, req)
         return resp.SerializeToString()
 
-    def _read_row(self, table: Table, raw_pk: bytes, columns: list[str], flt: bytes | None) -> bytes:
+    def _read_row(
+        self, table: Table, raw_pk: bytes, columns: list[str], passes: Callable[[StoredRow | None], bool] | None
+    ) -> bytes:
         pk = self.store.check_pk(table, _decode_row(raw_pk).primary_key)
         stored = table.rows.get(cmp_key([v for _, v in pk]))
         self.rows_read[table.name] += stored is not None
-        if stored is None or (flt and not filter_passes(flt, stored)):
+        if stored is None or (passes is not None and not passes(stored)):
             return b""
         return pbuf.HEADER_BYTES + stored.encode_body(columns or None)
 
     def GetRow(self, body: bytes) -> bytes:
         req = self._parse(pb.GetRowRequest, body)
-        table = self.store.get_table(req.table_name)
+        table = self.store.ready_table(req.table_name)
+        columns = list(req.columns_to_get)
+        self._check_columns_to_get(columns)
+        passes = self._read_filter(req.filter, columns)
         resp = pb.GetRowResponse()
         _consumed(resp.consumed, read=1)
-        resp.row = self._read_row(table, req.primary_key, list(req.columns_to_get), req.filter or None)
+        resp.row = self._read_row(table, req.primary_key, columns, passes)
         return resp.SerializeToString()
 
     def BatchGetRow(self, body: bytes) -> bytes:
         req = self._parse(pb.BatchGetRowRequest, body)
         total = sum(len(t.primary_key) for t in req.tables)
-        if total > MAX_BATCH_GET_ROWS:
+        if total > MAX_BATCH_GET_ROWS and self._on("batch_get_rows"):
             raise invalid(f"Rows count exceeds the upper limit: {MAX_BATCH_GET_ROWS}.")
         resp = pb.BatchGetRowResponse()
         for treq in req.tables:
             tresp = resp.tables.add(table_name=treq.table_name)
             table = self.store.tables.get(treq.table_name)
+            columns = list(treq.columns_to_get)
+            self._check_columns_to_get(columns)
+            passes = self._read_filter(treq.filter, columns)
             for raw in treq.primary_key:
                 item = tresp.rows.add(is_ok=True)
                 try:
                     if table is None:
                         raise table_not_exist()
-                    item.row = self._read_row(table, raw, list(treq.columns_to_get), treq.filter or None)
+                    self.store.check_ready(table)
+                    item.row = self._read_row(table, raw, columns, passes)
                     _consumed(item.consumed, read=1)
                 except OTSError as exc:
                     item.is_ok = False
@@ -344,7 +418,7 @@ class Api:
     def BatchWriteRow(self, body: bytes) -> bytes:
         req = self._parse(pb.BatchWriteRowRequest, body)
         total = sum(len(t.rows) for t in req.tables)
-        if total > MAX_BATCH_WRITE_ROWS:
+        if total > MAX_BATCH_WRITE_ROWS and self._on("batch_write_rows"):
             raise invalid(f"Rows count exceeds the upper limit: {MAX_BATCH_WRITE_ROWS}.")
         self._check_write_size(sum(len(r.row_change) for t in req.tables for r in t.rows))
         for treq in req.tables:  # duplicated rows fail the whole request, like the service
@@ -362,6 +436,7 @@ class Api:
                 try:
                     if table is None:
                         raise table_not_exist()
+                    self.store.check_ready(table)
                     stored = ops[rreq.type](table, rreq.row_change, rreq.condition)
                     _consumed(item.consumed, write=1)
                     self._returned(item, stored, rreq)
@@ -372,7 +447,7 @@ class Api:
 
     def GetRange(self, body: bytes) -> bytes:
         req = self._parse(pb.GetRangeRequest, body)
-        table = self.store.get_table(req.table_name)
+        table = self.store.ready_table(req.table_name)
         start_pk = self.store.check_pk(table, _decode_row(req.inclusive_start_primary_key).primary_key, allow_inf=True)
         end_pk = self.store.check_pk(table, _decode_row(req.exclusive_end_primary_key).primary_key, allow_inf=True)
         start, end = cmp_key([v for _, v in start_pk]), cmp_key([v for _, v in end_pk])
@@ -387,17 +462,27 @@ class Api:
         limit = min(req.limit if req.HasField("limit") else MAX_RANGE_ROWS, MAX_RANGE_ROWS)
         lo, hi = self.store.range_keys(table, start, end, forward)
         keys = table.keys[lo:hi] if forward else table.keys[lo:hi][::-1]
+        self._check_columns_to_get(list(req.columns_to_get))
         columns = list(req.columns_to_get) or None
-        passes = compile_filter(req.filter) if req.filter else None
+        passes = self._read_filter(req.filter, list(req.columns_to_get))
+        # The service scans at most 5,000 rows / 4 MB per call, whether or not the filter keeps them: a filtered
+        # page can be empty and still carry a next key. Relaxed, only the rows returned count.
+        scan_cap = self._on("get_range_scan")
         bodies: list[bytes] = []
-        size = 0
+        size = scanned = scanned_bytes = 0
         next_key: CKey | None = None
         for key in keys:
             if len(bodies) >= limit or size >= MAX_RANGE_BYTES:
                 next_key = key
                 break
+            if scan_cap and (scanned >= MAX_RANGE_ROWS or scanned_bytes >= MAX_RANGE_BYTES):
+                next_key = key
+                break
             stored = table.rows[key]
             self.rows_read[table.name] += 1
+            scanned += 1
+            if scan_cap:
+                scanned_bytes += stored.size()
             if passes is not None and not passes(stored):
                 continue
             row_body = stored.encode_body(columns)
@@ -428,8 +513,13 @@ class Api:
                 f"[table_name:{req.table_name}, index_name:{req.index_name}] already exists.",
             )
         index = SearchIndex(
-            table.name, req.index_name, req.schema, req.time_to_live if req.HasField("time_to_live") else -1
+            table.name,
+            req.index_name,
+            req.schema,
+            req.time_to_live if req.HasField("time_to_live") else -1,
+            self.store.rules,
         )
+        index.ready_at = time.monotonic() + self.store.index_ready_seconds
         self.store.advance(table, time.monotonic())
         for row in table.visible.values():
             index.upsert(row)
@@ -450,7 +540,7 @@ class Api:
         _, index = self._index(req.table_name, req.index_name)
         resp = spb.DescribeSearchIndexResponse()
         resp.schema.CopyFrom(index.schema)
-        resp.sync_stat.sync_phase = spb.INCR
+        resp.sync_stat.sync_phase = spb.FULL if self._initializing(index) else spb.INCR
         resp.sync_stat.current_sync_timestamp = int(time.time() * 1_000_000)
         resp.create_time = index.create_time
         resp.time_to_live = index.ttl
@@ -469,11 +559,16 @@ class Api:
         del table.indexes[req.index_name]
         return spb.DeleteSearchIndexResponse().SerializeToString()
 
+    def _initializing(self, index: SearchIndex) -> bool:
+        return self._on("index_initializing") and time.monotonic() < index.ready_at
+
     def Search(self, body: bytes) -> bytes:
         req = self._parse(spb.SearchRequest, body)
         table, index = self._index(req.table_name, req.index_name)
         self.store.advance(table, time.monotonic())
         page = run_search(index, req)
+        if self._initializing(index):  # the request is checked, but the index has no rows to give yet
+            page = SearchPage(rows=[], scores=[], total=0 if page.total >= 0 else -1)
         self.rows_read[table.name] += len(page.rows)
         resp = spb.SearchResponse(total_hits=page.total, is_all_succeed=True)
         resp.rows.extend(page.rows)

@@ -18,6 +18,9 @@ STATUS_BY_CODE = {
     "OTSServerUnavailable": 503,
     "OTSPartitionUnavailable": 503,
     "OTSUnsupportOperation": 400,
+    # Not in the error-code pages: the SDKs' retry lists name it; 503 like the other "try again soon" codes.
+    "OTSTableNotReady": 503,
+    "OTSTooFrequentReservedThroughputAdjustment": 403,
 }
 
 DEFAULT_MESSAGES = {
@@ -26,7 +29,11 @@ DEFAULT_MESSAGES = {
     "OTSOperationThrottled": "Operation throttled.",
     "OTSNotEnoughCapacityUnit": "Remaining capacity unit is not enough.",
     "OTSInternalServerError": "Internal server error.",
-    "OTSServerUnavailable": "Server is unavailable.",
+    "OTSServerUnavailable": "Server is not available.",
+    "OTSPartitionUnavailable": "The partition is not available.",
+    # The SDKs retry OTSQuotaExhausted only with exactly this message.
+    "OTSQuotaExhausted": "Too frequent table operations.",
+    "OTSTableNotReady": "The table is not ready.",
 }
 
 

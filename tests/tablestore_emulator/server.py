@@ -12,6 +12,7 @@ import collections
 import datetime
 import hashlib
 import hmac
+import os
 import socket
 import threading
 import uuid
@@ -24,7 +25,13 @@ from tablestore.protobuf import table_store_pb2 as pb
 from .api import Api
 from .errors import DEFAULT_MESSAGES, STATUS_BY_CODE, OTSError
 from .faults import AFTER, FaultInjector
+from .rules import Rules
 from .store import Store
+
+#: Seconds a new table is not ready / a new search index initializes. The service takes "several seconds, in most
+#: cases within one minute"; tests use a short window so the suite stays quick, overridable for a slower check.
+TABLE_READY_SECONDS = float(os.environ.get("TABLESTORE_EMULATOR_TABLE_READY_SECONDS", "1.0"))
+INDEX_READY_SECONDS = float(os.environ.get("TABLESTORE_EMULATOR_INDEX_READY_SECONDS", "1.0"))
 
 V4_PREFIX = "aliyun_v4"
 V4_CONSTANT = "aliyun_v4_request"
@@ -208,12 +215,21 @@ class TablestoreEmulator:
         instance_name: str = "test-instance",
         host: str = "127.0.0.1",
         port: int = 0,
+        *,
+        relax: tuple[str, ...] | list[str] = (),
+        table_ready_seconds: float | None = None,
+        index_ready_seconds: float | None = None,
     ) -> None:
+        """Strict by default: every rule of rules.RULES is enforced unless named in ``relax`` or in
+        $TABLESTORE_EMULATOR_RELAX (diagnosis only)."""
         self.access_key_id = access_key_id
         self.access_key_secret = access_key_secret
         self.instance_name = instance_name
         self.host, self.port = host, port
-        self.store = Store()
+        self.rules = Rules.from_env(relax)
+        self.store = Store(self.rules)
+        self.store.table_ready_seconds = TABLE_READY_SECONDS if table_ready_seconds is None else table_ready_seconds
+        self.store.index_ready_seconds = INDEX_READY_SECONDS if index_ready_seconds is None else index_ready_seconds
         self.api = Api(self.store)
         self.faults = FaultInjector()
         self.counts: collections.Counter[str] = collections.Counter()
@@ -269,6 +285,35 @@ class TablestoreEmulator:
             raise ValueError("index_delay must be >= 0")
         with self.store.lock:
             self.store.index_delay = float(seconds)
+
+    @property
+    def table_ready_seconds(self) -> float:
+        return self.store.table_ready_seconds
+
+    @table_ready_seconds.setter
+    def table_ready_seconds(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("table_ready_seconds must be >= 0")
+        self.store.table_ready_seconds = float(seconds)
+
+    @property
+    def index_ready_seconds(self) -> float:
+        return self.store.index_ready_seconds
+
+    @index_ready_seconds.setter
+    def index_ready_seconds(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError("index_ready_seconds must be >= 0")
+        self.store.index_ready_seconds = float(seconds)
+
+    def ready_now(self) -> None:
+        """End every table's not-ready window and every index's initialization now (test helper for wire-level
+        tests whose subject is something else; the real service has none, and code under test must wait)."""
+        with self.store.lock:
+            for table in self.store.tables.values():
+                table.ready_at = 0.0
+                for index in table.indexes.values():
+                    index.ready_at = 0.0
 
     def _count(self, api: str, body: bytes = b"") -> None:
         tables = tables_of(api, body)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import plainbuffer as pbuf
 from .errors import OTSError, invalid, table_not_exist
+from .rules import Rules
 
 if TYPE_CHECKING:
     from .search import SearchIndex
@@ -113,20 +114,26 @@ class Table:
     pending: deque[tuple[float, CKey, StoredRow | None]] = field(default_factory=deque)
     last_visible_at: float = 0.0
     autoinc: int = 0
+    ready_at: float = 0.0  # monotonic time from which row operations are served (rule table_not_ready)
+    throughput_changed_at: float | None = None  # monotonic time of the last reserved-throughput change
 
 
 class Store:
     """All tables of one emulated instance."""
 
-    def __init__(self) -> None:
+    def __init__(self, rules: Rules | None = None) -> None:
         self.lock = threading.RLock()
         self.tables: dict[str, Table] = {}
         self.index_delay: float = 0.0
+        self.rules = rules if rules is not None else Rules()
+        #: Seconds a new table answers OTSTableNotReady to row operations (rule table_not_ready).
+        self.table_ready_seconds: float = 0.0
+        #: Seconds a new search index stays in its FULL sync phase, answering no rows (rule index_initializing).
+        self.index_ready_seconds: float = 0.0
 
     # ---- tables -------------------------------------------------------------------------
-    @staticmethod
-    def check_name(name: str, what: str = "table") -> None:
-        if not NAME_RE.match(name or ""):
+    def check_name(self, name: str, what: str = "table") -> None:
+        if not name or (self.rules.on("names") and not NAME_RE.match(name)):
             raise invalid(f"Invalid {what} name: '{name}'.")
 
     def get_table(self, name: str) -> Table:
@@ -135,10 +142,21 @@ class Store:
             raise table_not_exist()
         return table
 
+    def ready_table(self, name: str) -> Table:
+        """The table, for a row operation: a table younger than table_ready_seconds is not served yet."""
+        table = self.get_table(name)
+        self.check_ready(table)
+        return table
+
+    def check_ready(self, table: Table) -> None:
+        if self.rules.on("table_not_ready") and time.monotonic() < table.ready_at:
+            raise OTSError("OTSTableNotReady", "The table is not ready.")
+
     def add_table(self, table: Table) -> None:
         self.check_name(table.name)
         if table.name in self.tables:
             raise OTSError("OTSObjectAlreadyExist", "Requested table already exists.")
+        table.ready_at = time.monotonic() + self.table_ready_seconds
         if not 1 <= len(table.pk_schema) <= 4:
             raise invalid("The number of primary key columns must be in range: [1, 4].")
         seen: set[str] = set()
@@ -171,7 +189,7 @@ class Store:
                 value = int(time.time() * 1_000_000) * 1000 + table.autoinc % 1000
             elif not isinstance(value, _PK_PY_TYPES[stype]) or isinstance(value, bool):
                 raise invalid(f"Validate PK type fail. Input: {type(value).__name__}, Meta: {stype}.")
-            elif value_size(value) > MAX_PK_VALUE_BYTES:
+            elif value_size(value) > MAX_PK_VALUE_BYTES and self.rules.on("pk_string_bytes"):
                 raise invalid(f"The length of primary key column: '{name}' exceeds the MaxLength:1024.")
             out.append((name, value))
         return out
@@ -219,10 +237,10 @@ class Store:
         return bisect.bisect_right(table.keys, end), bisect.bisect_right(table.keys, start)
 
 
-def check_column(name: str, value: Any) -> None:
-    if not NAME_RE.match(name or ""):
+def check_column(name: str, value: Any, rules: Rules) -> None:
+    if not name or (rules.on("names") and not NAME_RE.match(name)):
         raise invalid(f"Invalid column name: '{name}'.")
-    if value is not None and value_size(value) > MAX_COLUMN_VALUE_BYTES:
+    if value is not None and value_size(value) > MAX_COLUMN_VALUE_BYTES and rules.on("attribute_bytes"):
         raise invalid(
             f"The length of attribute column: '{name}' exceeds the MaxLength:{MAX_COLUMN_VALUE_BYTES} "
             f"with CurrentLength:{value_size(value)}."

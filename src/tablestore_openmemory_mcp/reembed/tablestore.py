@@ -12,6 +12,7 @@ must be restarted after the switch: what they write goes to the old column only,
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -24,24 +25,25 @@ from typing import Any, Protocol
 from tablestore import (
     INF_MAX,
     INF_MIN,
-    BatchWriteRowRequest,
     ColumnReturnType,
     ColumnsToGet,
     Condition,
-    DefaultRetryPolicy,
     ExistsQuery,
     OTSServiceError,
     Row,
     RowExistenceExpectation,
     SearchQuery,
-    TableInBatchWriteRowItem,
     UpdateRowItem,
 )
+from tablestore.retry import NoRetryPolicy
 
 from tablestore_openmemory_mcp.reembed.summary import ReembedSummary
 from tablestore_openmemory_mcp.settings import Settings
+from tablestore_openmemory_mcp.stores.tablestore import batching
+from tablestore_openmemory_mcp.stores.tablestore.batch import Batches
 from tablestore_openmemory_mcp.stores.tablestore.client import client_from_settings
 from tablestore_openmemory_mcp.stores.tablestore.embedding_meta import EmbeddingMeta, read_meta, write_meta
+from tablestore_openmemory_mcp.stores.tablestore.retry import Retrier, TablestoreUnavailableError
 from tablestore_openmemory_mcp.stores.tablestore.rows import encode_vector
 from tablestore_openmemory_mcp.stores.tablestore.schema import (
     COL_PAYLOAD,
@@ -56,8 +58,7 @@ from tablestore_openmemory_mcp.stores.tablestore.schema import (
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[int, int | None], None]
-_WRITE_ROWS = 100  # rows per BatchWriteRow (Tablestore allows 200; vectors make rows large)
-_WRITE_BYTES = 3_000_000  # per BatchWriteRow (Tablestore's limit is 4 MB)
+_WRITE_ROWS = 100  # rows per GetRange page, so per BatchWriteRow (Tablestore allows 200; vectors make rows large)
 _CATCH_UP_ROUNDS = 3
 _CLOCK_MARGIN = 600.0  # seconds: servers' clocks may lag the one that ran the switch
 
@@ -115,8 +116,12 @@ class TablestoreReembed:
         drop_old: bool = False,
         batch: int = _WRITE_ROWS,
         sync_timeout: float = 900.0,
+        retry: Retrier | None = None,
     ) -> None:
         self.client, self.table, self.default_index = client, table, default_index
+        # every call under the server's retry budget; rows of a batch that fail with a transient error are re-sent
+        self.retry = retry or Retrier(table)
+        self.batches = Batches(client, self.retry)
         self.metric = normalize_metric(metric)
         self.embedder, self.name, self.dimension = embedder, name, dimension
         self.drop_old, self.batch, self.sync_timeout = drop_old, max(1, batch), sync_timeout
@@ -129,15 +134,17 @@ class TablestoreReembed:
     def _current(self) -> EmbeddingMeta | None:
         """The meta row, or one describing a table made before it existed; None: no table yet."""
         try:
-            self.client.describe_table(self.table)
+            self.retry.call("DescribeTable", lambda: self.client.describe_table(self.table))
         except OTSServiceError as exc:
             if "not exist" in str(exc.message):
                 return None
             raise
-        meta = read_meta(self.client, self.table)
+        meta = self.retry.call("GetRow", lambda: read_meta(self.client, self.table))
         if meta is not None:
             return meta
-        index_meta_, _ = self.client.describe_search_index(self.table, self.default_index, False)
+        index_meta_, _ = self.retry.call(
+            "DescribeSearchIndex", lambda: self.client.describe_search_index(self.table, self.default_index, False)
+        )
         fields = {f.field_name: f for f in index_meta_.fields or []}
         options = getattr(fields.get(COL_VECTOR), "vector_options", None)
         dims = int(options.dimension) if options is not None else None
@@ -172,13 +179,13 @@ class TablestoreReembed:
         if pending and not ours and pending.get("index_name") == index:
             self._drop_index(index)  # an unfinished run for another embedder (its vectors fail the digest check)
         meta.next = {"embedder": self.name, "dimension": self.dimension, "index_name": index, "vector_column": column}
-        write_meta(self.client, self.table, meta)
+        self._write_meta(meta)
         self._create_index(index, column)
         expected = self._backfill(column, summary, progress)
         self._wait_synced(index, column, expected)
         old_index = meta.index_name
         switched = EmbeddingMeta(self.name, self.dimension, index, column, switched_at=_now())
-        write_meta(self.client, self.table, switched)
+        self._write_meta(switched)
         logger.info("switched %s to index %s, column %s", self.table, index, column)
         if self.drop_old and old_index != index:
             self._drop_index(old_index)
@@ -187,24 +194,35 @@ class TablestoreReembed:
             summary.note = f"; old index {old_index} kept (drop it with --drop-old-index)"
         return summary
 
+    def _write_meta(self, meta: EmbeddingMeta) -> None:
+        self.retry.call("PutRow", lambda: write_meta(self.client, self.table, meta))
+
     # -- index ----------------------------------------------------------------------------------
     def _create_index(self, index: str, column: str) -> None:
         try:
-            self.client.create_search_index(self.table, index, index_meta(self.dimension, self.metric, column))
+            self.retry.call(
+                "CreateSearchIndex",
+                lambda: self.client.create_search_index(
+                    self.table, index, index_meta(self.dimension, self.metric, column)
+                ),
+            )
         except OTSServiceError as exc:
             if "exist" not in str(exc.message).lower() or "not exist" in str(exc.message).lower():
                 raise
 
     def _drop_index(self, index: str) -> None:
         try:
-            self.client.delete_search_index(self.table, index)
+            self.retry.call("DeleteSearchIndex", lambda: self.client.delete_search_index(self.table, index))
         except OTSServiceError as exc:
             if "not exist" not in str(exc.message):
                 raise
 
     def _indexed(self, index: str, column: str) -> int:
         query = SearchQuery(ExistsQuery(f"{column}_digest"), limit=0, get_total_count=True)
-        response = self.client.search(self.table, index, query, ColumnsToGet(return_type=ColumnReturnType.NONE))
+        response = self.retry.call(
+            "Search",
+            lambda: self.client.search(self.table, index, query, ColumnsToGet(return_type=ColumnReturnType.NONE)),
+        )
         return int(response.total_count or 0)
 
     def _wait_synced(self, index: str, column: str, expected: int) -> None:
@@ -234,9 +252,17 @@ class TablestoreReembed:
         start: Any = [(PK_USER, INF_MIN), (PK_ID, INF_MIN)]
         end = [(PK_USER, INF_MAX), (PK_ID, INF_MAX)]
         while start is not None:
-            _, start, rows, _ = self.client.get_range(
-                self.table, "FORWARD", start, end, [COL_PAYLOAD, f"{column}_digest"], self.batch, max_version=1
+            read = functools.partial(
+                self.client.get_range,
+                self.table,
+                "FORWARD",
+                start,
+                end,
+                [COL_PAYLOAD, f"{column}_digest"],
+                self.batch,
+                max_version=1,
             )
+            _, start, rows, _ = self.retry.call("GetRange", read)
             seen, stale = 0, []
             for row in rows or []:
                 keys = {c[0]: c[1] for c in row.primary_key}
@@ -259,28 +285,26 @@ class TablestoreReembed:
     def _write(self, column: str, stale: list[tuple[str, str, str]]) -> None:
         vectors = self.embedder.embed_batch([text for _, _, text in stale], "add")
         items: list[Any] = []
-        size = 0
         for (user, memory_id, text), vector in zip(stale, vectors, strict=True):
-            encoded = encode_vector(vector, self.dimension)
-            if items and size + len(encoded) > _WRITE_BYTES:
-                self._send(items)
-                items, size = [], 0
-            put = [(column, encoded), (f"{column}_digest", self._digest(text))]
-            row = Row([(PK_USER, user), (PK_ID, memory_id)], {"put": put})
-            # a memory deleted meanwhile fails the condition: nothing to do for it
+            put = [(column, encode_vector(vector, self.dimension)), (f"{column}_digest", self._digest(text))]
+            row = Row([(PK_USER, user), (PK_ID, memory_id)], {"PUT": put})
+            # a memory deleted meanwhile fails the condition: nothing to do for it (also when a retried
+            # write's first try landed: the row exists, so the condition holds and the write repeats itself)
             items.append(UpdateRowItem(row, Condition(RowExistenceExpectation.EXPECT_EXIST)))
-            size += len(encoded)
-        if items:
-            self._send(items)
+        for chunk in batching.chunks(items, batching.item_bytes):  # <= 200 rows and < 4 MB a request
+            self._send(chunk)
 
     def _send(self, items: list[Any]) -> None:
-        request = BatchWriteRowRequest()
-        request.add(TableInBatchWriteRowItem(self.table, items))
-        result = self.client.batch_write_row(request)
-        _, failed = result.get_update()
-        for item in failed:
-            if item.error_code != "OTSConditionCheckFail":
-                raise OSError(f"re-embedding {self.table}: {item.error_code}: {item.error_message}")
+        """One BatchWriteRow; rows failing with transient errors are re-sent within the retry budget."""
+        rejected, pending = self.batches.write(self.table, items, [])
+        for _, code, message in rejected:
+            if code != "OTSConditionCheckFail":
+                raise OSError(f"re-embedding {self.table}: {code}: {message}")
+        if pending:
+            raise TablestoreUnavailableError(
+                f"re-embedding {self.table}: {len(pending)} row(s) kept failing for "
+                f"{self.retry.max_seconds:g} s (TABLESTORE_MAX_RETRY_SECONDS); run reembed again to finish"
+            )
 
     def _catch_up(self, column: str, since: str) -> int:
         """Re-embed rows updated since ``since`` without a fresh vector (written by a server on old settings)."""
@@ -322,13 +346,13 @@ def reembed_tablestore(settings: Settings, embedder: Any, dimension: int, drop_o
     """The re-embedding of the configured table with ``embedder`` (its ``name`` is recorded)."""
     client = client_from_settings(
         settings,
-        retry_policy=DefaultRetryPolicy(),  # the SDK's default: this one-off command may retry its writes
+        retry_policy=NoRetryPolicy(),  # our retrier: every API, transport errors too, for the configured budget
         logger_name=f"{__name__}.sdk",
         what="reembed",
     )
+    retry = Retrier(str(settings.tablestore_endpoint), max_seconds=settings.tablestore_max_retry_seconds)
     table = settings.tablestore_table_name
     index = settings.tablestore_index_name or f"{table}_search_index"
     name = str(getattr(embedder, "name", type(embedder).__name__))
-    return TablestoreReembed(
-        client, table, index, settings.tablestore_vector_metric, embedder, name, dimension, drop_old=drop_old
-    )
+    metric = settings.tablestore_vector_metric
+    return TablestoreReembed(client, table, index, metric, embedder, name, dimension, drop_old=drop_old, retry=retry)

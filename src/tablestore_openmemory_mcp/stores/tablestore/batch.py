@@ -2,14 +2,14 @@
 
 Why a module of its own: both batch APIs succeed as a call while single rows inside them fail, so each
 caller needs the same loop: re-send only the rows that failed with a transient error, raise on a row
-error that is not transient, and give up after the retrier's attempts.
+error that is not transient, and give up when the retrier's time budget is spent (one budget covers the
+call's own retries and its rows').
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -17,7 +17,7 @@ from tablestore import BatchGetRowRequest, BatchWriteRowRequest, TableInBatchGet
 
 from tablestore_openmemory_mcp.errors import StoreError
 
-from .retry import Retrier, TablestoreUnavailableError, row_error_retryable
+from .retry import Retrier, Schedule, TablestoreUnavailableError, row_error_retryable
 
 logger = logging.getLogger(__name__)
 
@@ -48,22 +48,24 @@ class Batches:
         self.client = client
         self.retry = retry
 
-    def _call(self, api: str, fn: Callable[[], T]) -> T:
-        return self.retry.call(api, fn)
+    def _call(self, api: str, fn: Callable[[], T], schedule: Schedule | None = None) -> T:
+        return self.retry.call(api, fn, schedule)
 
     def get(self, table: str, keys: Sequence[PrimaryKey], columns: Sequence[str]) -> list[RawRow | None]:
         """Each key's row (None when missing), in order; ceil(len/100) calls when nothing fails."""
         out: list[RawRow | None] = [None] * len(keys)
         for start in range(0, len(keys), GET_ROWS):
             pending = list(range(start, min(len(keys), start + GET_ROWS)))
-            for attempt in range(self.retry.attempts):
+            plan = self.retry.schedule()  # one budget for the call and its rows' retries
+            code: str | None = None
+            while True:
                 request = BatchGetRowRequest()
                 request.add(
                     TableInBatchGetRowItem(
                         table, [keys[i] for i in pending], columns_to_get=list(columns), max_version=1
                     )
                 )
-                response = self._call("BatchGetRow", functools.partial(self.client.batch_get_row, request))
+                response = self._call("BatchGetRow", functools.partial(self.client.batch_get_row, request), plan)
                 items = response.get_result_by_table(table) or []
                 again = [i for i in pending[len(items) :]]  # unanswered rows (a malformed response)
                 for i, item in zip(pending, items, strict=False):
@@ -73,17 +75,16 @@ class Batches:
                             out[i] = (row.primary_key, row.attribute_columns)
                     elif row_error_retryable(item.error_code, item.error_message):
                         again.append(i)
+                        code = item.error_code
                     else:
                         raise RowRejected("BatchGetRow", item.error_code or "", item.error_message or "")
                 pending = sorted(again)
-                if not pending:
+                if not pending or not plan.backoff(code):
                     break
-                if attempt + 1 < self.retry.attempts:
-                    time.sleep(self.retry.delay(attempt))
             if pending:
                 raise TablestoreUnavailableError(
-                    f"Tablestore is busy: {len(pending)} row(s) of a BatchGetRow kept failing after "
-                    f"{self.retry.attempts} attempts on {self.retry.endpoint}"
+                    f"Tablestore is busy ({code}): {len(pending)} row(s) of a BatchGetRow kept failing after "
+                    f"{plan.spent()} on {self.retry.endpoint} (TABLESTORE_MAX_RETRY_SECONDS={self.retry.max_seconds:g})"
                 )
         return out
 
@@ -91,24 +92,23 @@ class Batches:
         """One BatchWriteRow (<= 200 items), re-sending only rows that failed with transient errors.
 
         Appends written items to ``done`` as they land (so a caller can undo them even when this raises)
-        and returns (rejected as (item, code, message), still failing after every attempt). The call
-        itself is retried by the retrier: use it only for writes whose repetition is harmless.
+        and returns (rejected as (item, code, message), still failing when the retry budget ran out). The
+        call itself is retried by the retrier: use it only for writes whose repetition is harmless.
         """
         assert len(items) <= WRITE_ROWS
         pending = list(items)
         rejected: list[tuple[Any, str, str]] = []
-        for attempt in range(self.retry.attempts):
+        plan = self.retry.schedule()
+        while True:
             request = BatchWriteRowRequest()
             request.add(TableInBatchWriteRowItem(table, pending))
-            response = self._call("BatchWriteRow", functools.partial(self.client.batch_write_row, request))
+            response = self._call("BatchWriteRow", functools.partial(self.client.batch_write_row, request), plan)
             again, landed, refused = split_write_results(response, table, pending)
             done.extend(landed)
             rejected.extend(refused)
             pending = again
-            if not pending:
+            if not pending or not plan.backoff("OTSServerBusy"):
                 break
-            if attempt + 1 < self.retry.attempts:
-                time.sleep(self.retry.delay(attempt))
         return rejected, pending
 
 

@@ -6,6 +6,11 @@ can read primary keys only. Translated: top-level equality, ``eq``/``ne``/``in``
 of columns in ``KEYWORD_COLUMNS``. A missing column behaves like a missing payload key in
 ``filters.matches``: it never equals anything, is ``ne`` anything and ``nin`` any list. Anything else is
 left to the caller's post-filter (``exact`` is then False).
+
+Two documented rules shape it (help/en/tablestore/developer-reference/filter-by-using-python-sdk): a filter
+may have at most :data:`MAX_CONDITIONS` sub-conditions, so clauses past that stay with the post-filter; and
+the columns a filter references must be among the columns read, or the service cannot see their values and
+(with ``pass_if_missing=False``) filters every row out: readers add :attr:`RangeFilter.columns`.
 """
 
 from __future__ import annotations
@@ -18,6 +23,9 @@ from tablestore import ComparatorType, CompositeColumnCondition, LogicalOperator
 
 from .schema import KEYWORD_COLUMNS
 
+#: Tablestore's limit on the sub-conditions of one column filter (leaf conditions, all levels).
+MAX_CONDITIONS = 10
+
 
 @dataclass(frozen=True)
 class RangeFilter:
@@ -27,6 +35,21 @@ class RangeFilter:
     condition: Any
     checks: Mapping[str, Any]
     exact: bool
+
+    @property
+    def columns(self) -> list[str]:
+        """The columns the filter references: a read using it must ask for them too."""
+        return list(self.checks)
+
+
+def leaves(cond: Any) -> int:
+    """How many single-column conditions ``cond`` holds (what the sub-condition limit counts)."""
+    if cond is None:
+        return 0
+    subs = getattr(cond, "sub_conditions", None)
+    if subs is None:
+        return 1
+    return sum(leaves(c) for c in subs)
 
 
 def _all(conds: list[Any], op: LogicalOperator) -> Any:
@@ -74,11 +97,13 @@ def range_filter(scope: Mapping[str, str], filters: Mapping[str, Any] | None) ->
             exact = False
             continue
         merged[key] = value
+    used = 0
     for key, value in merged.items():
         cond = _clause(key, value)
-        if cond is None:
+        if cond is None or used + leaves(cond) > MAX_CONDITIONS:  # the post-filter checks it instead
             exact = False
             continue
+        used += leaves(cond)
         conds.append(cond)
         checks[key] = value
     return RangeFilter(_all(conds, LogicalOperator.AND) if conds else None, checks, exact)

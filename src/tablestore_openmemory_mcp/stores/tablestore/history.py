@@ -10,8 +10,8 @@ answered. Here every replica reads and writes one table, ``<memories table>_hist
   first, and a retried append rewrites the same rows (PutRow semantics, no duplicates);
 * append = ceil(N/200) BatchWriteRow (fewer than 4 MB each), re-sending only rows that failed with a
   transient error; erase = GetRange of the keys + BatchWriteRow deletes;
-* startup = 1 DescribeTable when the table exists, else CreateTable, where "already exists" (another
-  replica won the race) is success.
+* startup = 1 DescribeTable + 1 GetRow (is it usable yet?) when the table exists, else CreateTable, where
+  "already exists" (another replica won the race) is success, then GetRow until the new table is usable.
 
 Every RPC goes through the same bounded :class:`~.retry.Retrier` as the memories store; the SDK's
 own retry is off.
@@ -20,7 +20,6 @@ own retry is off.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any, TypeVar
@@ -47,7 +46,8 @@ from tablestore_openmemory_mcp.memory.ports import HistoryRecord
 
 from ..history_events import check_user, columns_of, event_ids, record_from, unique_ids
 from .client import make_client
-from .retry import Retrier, TablestoreUnavailableError, row_error_retryable
+from .readiness import Readiness
+from .retry import Retrier, Schedule, TablestoreUnavailableError, row_error_retryable
 from .schema import validate_name
 from .tables import close_client, create_table, credentials_rejected, describe_primary_key
 
@@ -88,7 +88,10 @@ class TablestoreHistoryLog:
         table_name: str,
         *,
         endpoint: str = "tablestore",
-        max_retries: int = 4,
+        max_retries: int | None = None,
+        max_retry_seconds: float | None = None,
+        ready_timeout: float | None = None,
+        readiness: Readiness | None = None,
         owns_client: bool = False,
         ensure_table: bool = True,
     ) -> None:
@@ -96,7 +99,8 @@ class TablestoreHistoryLog:
         self.table_name = validate_name("table", table_name)
         self.endpoint = endpoint
         self._owns_client = owns_client
-        self._retry = Retrier(endpoint, attempts=max_retries)
+        self._retry = Retrier(endpoint, max_seconds=max_retry_seconds, attempts=max_retries)
+        self.readiness = readiness or Readiness(endpoint, ready_timeout)  # shared: one wait for every table
         if ensure_table:
             self.ensure_table()
 
@@ -112,7 +116,8 @@ class TablestoreHistoryLog:
         sts_token: str | None = None,
         region: str | None = None,
         timeout: float = 10.0,
-        max_retries: int = 4,
+        max_retries: int | None = None,
+        max_retry_seconds: float | None = None,
         max_connection: int = 32,
     ) -> TablestoreHistoryLog:
         """A log with its own client (closed by :meth:`close`)."""
@@ -129,16 +134,23 @@ class TablestoreHistoryLog:
             max_connection=max_connection,
         )
         try:
-            return cls(client, table_name, endpoint=endpoint.rstrip("/"), max_retries=max_retries, owns_client=True)
+            return cls(
+                client,
+                table_name,
+                endpoint=endpoint.rstrip("/"),
+                max_retries=max_retries,
+                max_retry_seconds=max_retry_seconds,
+                owns_client=True,
+            )
         except BaseException:
             client.connection.pool.clear()
             raise
 
     # ------------------------------------------------------------------ plumbing
 
-    def _call(self, api: str, fn: Callable[[], T]) -> T:
+    def _call(self, api: str, fn: Callable[[], T], schedule: Schedule | None = None) -> T:
         try:
-            return self._retry.call(api, fn)
+            return self._retry.call(api, fn, schedule)
         except OTSServiceError as exc:
             raise self._store_error(api, exc) from exc
         except OTSClientError as exc:
@@ -157,12 +169,15 @@ class TablestoreHistoryLog:
         have = describe_primary_key(self.client, self._retry, self.table_name, self._store_error)
         if have is None:
             self._create_table()
-            return
-        if have != PRIMARY_KEY:
+        elif have != PRIMARY_KEY:
             raise StoreError(
                 f"Tablestore table {self.table_name} exists with primary key {have}, but history needs "
                 f"{PRIMARY_KEY}; drop or rename that table"
             )
+        try:  # new (ours or another replica's): wait until it can be used (1 GetRow when it can)
+            self.readiness.table(self.client, self.table_name, PRIMARY_KEY)
+        except OTSServiceError as exc:
+            raise self._store_error("GetRow", exc) from exc
 
     def _create_table(self) -> None:
         logger.info("Creating Tablestore history table %s", self.table_name)
@@ -256,10 +271,11 @@ class TablestoreHistoryLog:
     def _write(self, items: list[RowItem], what: str) -> None:
         """One BatchWriteRow, re-sending only rows that failed with transient errors; raise if any never land."""
         pending = items
-        for attempt in range(self._retry.attempts):
+        plan = self._retry.schedule()
+        while True:
             request = BatchWriteRowRequest()
             request.add(TableInBatchWriteRowItem(self.table_name, pending))
-            response = self._call("BatchWriteRow", partial(self.client.batch_write_row, request))
+            response = self._call("BatchWriteRow", partial(self.client.batch_write_row, request), plan)
             results = []
             for by_table in (response.table_of_put, response.table_of_update, response.table_of_delete):
                 results.extend(by_table.get(self.table_name, []))
@@ -277,11 +293,11 @@ class TablestoreHistoryLog:
             if not again:
                 return
             pending = again
-            if attempt + 1 < self._retry.attempts:
-                time.sleep(self._retry.delay(attempt))
+            if not plan.backoff("OTSServerBusy"):
+                break
         raise TablestoreUnavailableError(
-            f"Tablestore is busy after {self._retry.attempts} attempts: {len(pending)} history row(s) "
-            f"during {what} on {self.table_name} kept failing"
+            f"Tablestore is busy after {plan.spent()}: {len(pending)} history row(s) during {what} on "
+            f"{self.table_name} kept failing (TABLESTORE_MAX_RETRY_SECONDS={self._retry.max_seconds:g})"
         )
 
 

@@ -7,7 +7,7 @@ every part is exact (a partial ``OR``/``NOT`` would wrongly narrow the result).
 
 Pushable: string equality/``ne``/``in``/``nin``/ranges and ``"*"`` (exists) on the KEYWORD fields
 (user_id, memory_id, agent_id, run_id, hash, actor_id, role, created_at, updated_at), and
-``contains`` on those fields via a wildcard query when the needle is plain text of <= 30 characters.
+``contains`` on those fields via a wildcard query when the needle is plain text of <= 30 UTF-8 bytes.
 Not pushable (post-filtered): arbitrary metadata keys, non-string values, ``icontains``, and
 ``contains`` on ``data`` (the TEXT field is tokenized, so a substring test cannot be exact).
 """
@@ -32,7 +32,8 @@ from .schema import KEYWORD_FIELDS
 
 _LOGICAL = {"AND": "AND", "OR": "OR", "NOT": "NOT", "$and": "AND", "$or": "OR", "$not": "NOT"}
 _RANGE_OPS = {"gt", "gte", "lt", "lte"}
-#: Tablestore limits wildcard query strings to 32 characters (we add two ``*``).
+#: Tablestore limits a wildcard pattern to 32 (characters on one page, bytes on another: search-index-limits);
+#: measured in UTF-8 bytes to be safe (a Chinese character is 3), two of them the ``*`` we add.
 _MAX_WILDCARD = 30
 
 
@@ -144,7 +145,7 @@ def _operator(field: str, op: str, arg: Any) -> Pushdown:
     if (
         op == "contains"
         and isinstance(arg, str)
-        and 0 < len(arg) <= _MAX_WILDCARD
+        and 0 < len(arg.encode("utf-8")) <= _MAX_WILDCARD
         and not any(c in arg for c in "*?\\")
     ):
         return Pushdown(WildcardQuery(field, f"*{arg}*"), True)

@@ -5,6 +5,10 @@ The search index syncs a few seconds behind the table (p99 3 s). Rows this proce
 the index's candidates, and the one BatchGetRow that checks every candidate against the table drops the
 ones deleted since. Writes made by other processes show up in search once the index has synced.
 Bounded: at most ``max_rows`` rows (the newest), each expiring after ``window`` seconds.
+
+A new search index answers nothing until it has initialized, which can take a minute: longer than the
+window. While the store knows its index is still initializing it holds the rows (:meth:`hold`: none expires);
+after :meth:`release` each row expires ``window`` seconds after the later of its write and the release.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ import numpy as np
 #: How long a write is kept: well above the index's documented 3 s sync latency.
 WINDOW = 30.0
 MAX_ROWS = 2048
+#: Seconds between checks of an initializing index (one DescribeSearchIndex, from a search).
+RECHECK = 5.0
 
 
 class RecentWrites:
@@ -31,6 +37,33 @@ class RecentWrites:
         self._rows: OrderedDict[tuple[str, str], tuple[np.ndarray | None, float]] = OrderedDict()
         #: Rows this process deleted lately: the index may still count them (``touched``).
         self._removed: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._held = False
+        self._released_at = float("-inf")
+        self._next_check = 0.0
+
+    def hold(self) -> None:
+        """Keep every row (still bounded by ``max_rows``) until :meth:`release`: the index is initializing."""
+        with self._lock:
+            self._held = True
+            self._next_check = time.monotonic() + RECHECK
+
+    def release(self) -> None:
+        """The index has initialized: rows expire ``window`` seconds from now at the earliest."""
+        with self._lock:
+            self._held = False
+            self._released_at = time.monotonic()
+
+    def held(self) -> bool:
+        return self._held
+
+    def recheck_due(self) -> bool:
+        """True at most once per :data:`RECHECK` seconds while held (when to ask the index again)."""
+        with self._lock:
+            now = time.monotonic()
+            if now < self._next_check:
+                return False
+            self._next_check = now + RECHECK
+            return True
 
     def note(self, user: str, ids: Sequence[str], vectors: Sequence[Sequence[float] | None]) -> None:
         """Remember rows just written (a None vector keeps the one already known, if any)."""
@@ -103,6 +136,8 @@ class RecentWrites:
 
     def _expire(self) -> None:
         cutoff = time.monotonic() - self.window
+        if self._held or self._released_at >= cutoff:
+            return
         while self._rows:
             _, (_, written) = next(iter(self._rows.items()))
             if written >= cutoff:

@@ -1,10 +1,15 @@
-"""Our own bounded retry around every Tablestore call.
+"""Our own bounded retry around every Tablestore call: a time budget, exponential backoff with jitter.
 
-Why not the SDK's retry policy: it never retries Search or UpdateRow (a typo, 'UpdatRow'), never
-retries connection errors, and retries reads for up to 20 attempts. All our writes are idempotent
-(same primary key, same content), so one policy for every API is safe: retry throttling, busy,
-5xx, timeouts and transport failures with exponential backoff and jitter; raise at once on anything
-else (bad parameters, auth, condition checks) so callers see the real error.
+Why not the SDK's retry policy: it never retries Search or UpdateRow (a typo, 'UpdatRow') nor connection
+errors. Its guidance is ours though: throttling and partition-split 5xx are normal on the service (support/
+why-do-5xx-related-errors-occur-when-i-use-tablestore), so they are retried for a while, not a few tries:
+its default retries about 20 times, waiting up to 3 s. We retry for a *time* (``TABLESTORE_MAX_RETRY_SECONDS``,
+default :data:`DEFAULT_MAX_SECONDS`), waiting 0.5 s x 2^n after throttling and 0.2 s x 2^n after other
+transient errors (the SDK's factors), each capped at 3 s and jittered to [d/2, d]; the last wait is cut to
+the budget and one more attempt follows, so a transient error is retried for the whole budget.
+Writes are safe to repeat (same primary key, same content), or conditional and settled by their callers
+(OTSConditionCheckFail on a retry whose first try landed). Anything else (bad parameters, auth, condition
+checks) is raised at once so callers see the real error.
 """
 
 from __future__ import annotations
@@ -84,52 +89,108 @@ def row_error_retryable(code: str | None, message: str | None = None) -> bool:
     return code == "OTSQuotaExhausted" and "Too frequent" in (message or "")
 
 
-class Retrier:
-    """Call a function up to ``attempts`` times, backing off ``base * 2**n`` (capped) with jitter."""
+#: Seconds an operation keeps retrying transient errors by default (the SDK's default policy retries ~20
+#: times with waits up to 3 s; an add must survive a throttling burst or a partition split).
+DEFAULT_MAX_SECONDS = 20.0
+#: First waits after throttling and after other transient errors, the growth factor and the cap (the SDK's).
+THROTTLED_DELAY = 0.5
+TRANSIENT_DELAY = 0.2
+MAX_DELAY = 3.0
 
-    def __init__(self, endpoint: str, attempts: int = 4, base_delay: float = 0.1, max_delay: float = 2.0) -> None:
+_THROTTLING = frozenset({"OTSServerBusy", "OTSNotEnoughCapacityUnit", "OTSOperationThrottled", "OTSQuotaExhausted"})
+
+
+def throttled(exc: BaseException | str | None) -> bool:
+    """True when an error (or a per-row error code) means "too much load": wait longer before retrying."""
+    code = exc if isinstance(exc, str) else exc.code if isinstance(exc, OTSServiceError) else None
+    return code in _THROTTLING
+
+
+class Schedule:
+    """The retries of one operation: waits until its deadline (shared by the calls the operation makes)."""
+
+    def __init__(self, retrier: Retrier) -> None:
+        self.retrier = retrier
+        self.started = time.monotonic()
+        self.deadline = self.started + retrier.max_seconds
+        self.failures = 0
+
+    @property
+    def attempts(self) -> int:
+        """Attempts made so far that failed (for messages)."""
+        return self.failures
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def backoff(self, why: BaseException | str | None = None) -> bool:
+        """After a failed attempt: wait, then True; False when the budget (or attempt cap) is spent."""
+        self.failures += 1
+        cap = self.retrier.max_attempts
+        remaining = self.left()
+        if remaining <= 0 or (cap is not None and self.failures >= cap):
+            return False
+        time.sleep(min(self.retrier.delay(self.failures - 1, throttled(why)), remaining))
+        return True
+
+    def spent(self) -> str:
+        """ "N attempts in S s" for messages."""
+        plural = "" if self.failures == 1 else "s"
+        return f"{self.failures} attempt{plural} in {time.monotonic() - self.started:.1f} s"
+
+
+class Retrier:
+    """Retry transient failures for ``max_seconds`` (optionally at most ``attempts`` tries) with backoff."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        max_seconds: float | None = None,
+        attempts: int | None = None,
+        base_delay: float = TRANSIENT_DELAY,
+        max_delay: float = MAX_DELAY,
+    ) -> None:
         self.endpoint = endpoint
-        self.attempts = max(1, int(attempts))
+        self.max_seconds = DEFAULT_MAX_SECONDS if max_seconds is None else max(0.0, float(max_seconds))
+        self.max_attempts = None if attempts is None else max(1, int(attempts))
         self.base_delay = base_delay
         self.max_delay = max_delay
 
-    def delay(self, attempt: int) -> float:
-        """Backoff before attempt ``attempt + 1`` (0-based): full range jitter in [d/2, d]."""
-        d = min(self.max_delay, self.base_delay * (2.0**attempt))
+    def schedule(self) -> Schedule:
+        """A new operation's retry budget."""
+        return Schedule(self)
+
+    def delay(self, attempt: int, slow: bool = False) -> float:
+        """Wait before attempt ``attempt + 1`` (0-based): jittered to [d/2, d]; longer after throttling."""
+        base = max(self.base_delay, THROTTLED_DELAY) if slow else self.base_delay
+        d = min(self.max_delay, base * (2.0 ** min(attempt, 30)))
         return d * (0.5 + random.random() / 2)
 
-    def call(self, api: str, fn: Callable[[], T]) -> T:
-        """Run ``fn``; retry transient failures; raise a message a user can act on when they persist."""
-        last: BaseException | None = None
-        for attempt in range(self.attempts):
+    def call(self, api: str, fn: Callable[[], T], schedule: Schedule | None = None) -> T:
+        """Run ``fn``; retry transient failures within the budget (``schedule``'s when given); then raise
+        one line naming the operation."""
+        plan = schedule or self.schedule()
+        while True:
             try:
                 return fn()
             except Exception as exc:
                 if not is_retryable(exc):
                     raise
-                last = exc
-                if attempt + 1 < self.attempts:
-                    pause = self.delay(attempt)
-                    logger.info(
-                        "Tablestore %s failed (%s), retrying in %.2fs (attempt %d/%d)",
-                        api,
-                        describe(exc),
-                        pause,
-                        attempt + 1,
-                        self.attempts,
-                    )
-                    time.sleep(pause)
-        assert last is not None
-        raise self.exhausted(api, last) from last
+                if not plan.backoff(exc):
+                    raise self.exhausted(api, exc, plan) from exc
+                logger.info("Tablestore %s failed (%s), retrying (%s)", api, describe(exc), plan.spent())
 
-    def exhausted(self, api: str, exc: BaseException) -> TablestoreUnavailableError:
-        """The error raised when every attempt failed."""
+    def exhausted(self, api: str, exc: BaseException, plan: Schedule | None = None) -> TablestoreUnavailableError:
+        """The error raised when the budget is spent."""
         label = describe(exc)
+        spent = plan.spent() if plan is not None else "every attempt"
         if isinstance(exc, OTSServiceError | OTSClientError):
-            kind = "busy" if "Busy" in label or "Throttl" in label or "Capacity" in label else "unavailable"
+            kind = "busy" if throttled(exc) or "Busy" in label else "unavailable"
             return TablestoreUnavailableError(
-                f"Tablestore is {kind} ({label}) after {self.attempts} attempts: {api} on {self.endpoint}: {exc}"
+                f"Tablestore is {kind} ({label}) after {spent}: {api} on {self.endpoint} gave up "
+                f"(TABLESTORE_MAX_RETRY_SECONDS={self.max_seconds:g}): {exc}"
             )
         return TablestoreUnavailableError(
-            f"Cannot reach Tablestore at {self.endpoint} ({label}) after {self.attempts} attempts during {api}: {exc}"
+            f"Cannot reach Tablestore at {self.endpoint} ({label}) after {spent} during {api} "
+            f"(TABLESTORE_MAX_RETRY_SECONDS={self.max_seconds:g}): {exc}"
         )

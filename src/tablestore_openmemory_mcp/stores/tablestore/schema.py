@@ -64,8 +64,11 @@ _METRIC_ALIASES = {
     "inner_product": "dot_product",
     "l2": "euclidean",
 }
-#: Tablestore's documented maximum vector dimension.
-MAX_DIMENSION = 2048
+#: Tablestore's maximum vector dimension: 4,096 on the current VectorOptions page
+#: (https://www.alibabacloud.com/help/en/tablestore/developer-reference/vectoroptions, "Maximum value: 4096",
+#: updated 2025-06); an older search-index limits page (Nov 2024) says 2,048. We follow the newer, more specific
+#: page (the emulator does too); a service that still refuses more than 2,048 says so at index creation.
+MAX_DIMENSION = 4096
 
 
 def validate_name(kind: str, name: Any) -> str:

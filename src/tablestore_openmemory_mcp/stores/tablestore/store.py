@@ -36,7 +36,6 @@ import functools
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
@@ -73,6 +72,7 @@ from tablestore_openmemory_mcp.errors import ConflictError, MemoryNotFound, Stor
 from ..base import MemoryStore, OutputData, RowUpdate, in_active_scope, require_scope
 from ..filters import matches, split_identity
 from ..tokenize import tokens
+from . import batching
 from . import query as qb
 from .batch import GET_ROWS, WRITE_ROWS, Batches, PrimaryKey, RawRow, RowRejected, split_write_results
 from .client import make_client
@@ -82,6 +82,7 @@ from .dedup_sweep import drop_if_stale, sweep
 from .embedding_meta import EmbeddingMeta, read_meta, write_meta
 from .index_reads import IndexReads
 from .keyword import CandidateStash, bm25, filters_key
+from .readiness import Readiness, index_initialized
 from .recent import WINDOW, RecentWrites
 from .retry import Retrier, TablestoreUnavailableError, is_retryable
 from .rows import (
@@ -184,10 +185,12 @@ class TablestoreStore(MemoryStore):
         metric: str = "cosine",
         region: str | None = None,
         timeout: float = 10.0,
-        max_retries: int = 4,
+        max_retries: int | None = None,
         max_connection: int = 32,
         recent_window: float = WINDOW,
         embedder_name: str | None = None,
+        max_retry_seconds: float | None = None,
+        ready_timeout: float | None = None,
         **_ignored: Any,
     ) -> None:
         self.collection_name = validate_name("table", collection_name)
@@ -208,10 +211,11 @@ class TablestoreStore(MemoryStore):
         assert endpoint is not None
         self.endpoint = endpoint.rstrip("/")
         self.instance_name = instance_name
-        self._retry = Retrier(self.endpoint, attempts=max_retries)
+        self._retry = Retrier(self.endpoint, max_seconds=max_retry_seconds, attempts=max_retries)
         self._batches = Batches(self.client, self._retry)
         self._dedup = DedupKeys(self.client, self.collection_name, self._retry, self._batches)
         self._recent = RecentWrites(window=recent_window)
+        self.readiness = Readiness(self.endpoint, ready_timeout)
         self._stash = CandidateStash()
         self._local = threading.local()  # per thread: the count of the last whole-range list_page
         self._indexed = KEYWORD_FIELDS  # narrowed by _check_index when an older index lacks fields
@@ -280,30 +284,36 @@ class TablestoreStore(MemoryStore):
     # ------------------------------------------------------------------ startup / collections
 
     def _ensure(self) -> None:
-        """Create the table and index if needed; 3 RPCs when both exist (table, meta row, index)."""
+        """Create the table and index if needed and wait until they can be used (``readiness``);
+        3 RPCs when both exist and are ready (table, meta row, index)."""
+        self.readiness.begin()
         have = describe_primary_key(self.client, self._retry, self.collection_name, self._table_error)
         if have is None:
             self._create_table()
-            self._record_embedder()
-            self._create_index()
-            return
-        check_primary_key(self.collection_name, have)
-        meta = self._call("GetRow", lambda: read_meta(self.client, self.collection_name))
+        else:
+            check_primary_key(self.collection_name, have)
+        # the first read of a new table (ours, or another replica's) waits until the table is usable
+        what = f"table {self.collection_name}"
+        meta = self.readiness.call(what, "GetRow", lambda: read_meta(self.client, self.collection_name))
         if meta is None:
             self._record_embedder()
         else:
             self._follow(meta)
         try:
-            meta, _ = self._call(
+            meta, sync = self._call(
                 "DescribeSearchIndex",
-                lambda: self.client.describe_search_index(self.collection_name, self.index_name, False),
+                lambda: self.client.describe_search_index(self.collection_name, self.index_name, True),
             )
         except OTSServiceError as exc:
             if not not_found(exc):
                 raise self._friendly(exc) from exc
             self._create_index()
-            return
-        self._check_index(meta)
+            initialized = False
+        else:
+            self._check_index(meta)
+            initialized = index_initialized(sync)
+        if not initialized and not self.readiness.index(self.client, self.collection_name, self.index_name)[1]:
+            self._recent.hold()  # searches miss what this process writes until the index has initialized
 
     def _record_embedder(self) -> None:
         """Record which embedder fills this table (a table without the meta row: new, or made before it)."""
@@ -544,8 +554,8 @@ class TablestoreStore(MemoryStore):
             _, code, message = rejected[0]
             return RowRejected("BatchWriteRow", code, f"{message} ({len(rejected)} row(s) during {what})")
         return TablestoreUnavailableError(
-            f"Tablestore is busy after {self._retry.attempts} attempts: {len(pending)} row(s) of a "
-            f"BatchWriteRow during {what} on {self.endpoint} kept failing; nothing was kept"
+            f"Tablestore is busy: {len(pending)} row(s) of a BatchWriteRow during {what} on {self.endpoint} kept "
+            f"failing for {self._retry.max_seconds:g} s (TABLESTORE_MAX_RETRY_SECONDS); nothing was kept"
         )
 
     def _remove(self, rows: Sequence[EncodedRow]) -> bool:
@@ -610,7 +620,7 @@ class TablestoreStore(MemoryStore):
         self._recent.note(user, [memory_id], [vector])
 
     def update_many(self, changes: Sequence[RowUpdate]) -> builtins.list[str]:
-        """Several conditional updates in BatchWriteRow calls (<= 200 rows); return the ids updated.
+        """Several conditional updates in BatchWriteRow calls (<= 200 rows, < 4 MB); return the ids updated.
 
         Each change is applied only if its row exists, is in scope and (if given) still has
         ``expected_updated_at``; the others are left out of the answer (nothing raised). Exact under
@@ -627,15 +637,16 @@ class TablestoreStore(MemoryStore):
         plans = {c.id: self._plan(c, holders) for c in changes}
         effects = {mid: (put, clear) for mid, (put, clear, _) in plans.items()}
         updated: builtins.list[str] = []
-        for chunk in _chunks([c.id for c in changes], WRITE_ROWS):
 
-            def item_for(mid: str) -> Any:
-                put, clear, condition = plans[mid]
-                columns: dict[str, builtins.list[Any]] = {"PUT": put} if put else {}
-                if clear:
-                    columns["DELETE_ALL"] = clear
-                return UpdateRowItem(Row(self._pk(user, mid), columns), condition)
+        def item_for(mid: str) -> Any:
+            put, clear, condition = plans[mid]
+            columns: dict[str, builtins.list[Any]] = {"PUT": put} if put else {}
+            if clear:
+                columns["DELETE_ALL"] = clear
+            return UpdateRowItem(Row(self._pk(user, mid), columns), condition)
 
+        # <= 200 rows and < 4 MB a request: rows of long memories are large (200 of 16k characters are 6 MB)
+        for chunk in batching.chunks([c.id for c in changes], lambda mid: batching.item_bytes(item_for(mid))):
             updated += self._write_exact(
                 chunk, item_for, lambda pending: self._applied(user, {m: effects[m] for m in pending})
             )
@@ -766,16 +777,15 @@ class TablestoreStore(MemoryStore):
         changed: builtins.list[str] = []
         uncertain = False
         last: BaseException | None = None
-        for attempt in range(self._retry.attempts + 1):
+        plan = self._retry.schedule()
+        while True:
             if uncertain:  # the last call may have applied without telling us: re-read what is left
                 done = landed(pending)
                 changed += [i for i in pending if i in done]
                 pending = [i for i in pending if i not in done]
                 uncertain = False
-            if not pending or attempt == self._retry.attempts:
+            if not pending:
                 break
-            if attempt:
-                time.sleep(self._retry.delay(attempt - 1))
             items = [item_for(i) for i in pending]
             by_item = {id(item): mid for item, mid in zip(items, pending, strict=True)}
             try:
@@ -784,6 +794,11 @@ class TablestoreStore(MemoryStore):
                 if not is_retryable(exc):
                     raise
                 last, uncertain = exc, True
+                if not plan.backoff(exc):
+                    done = landed(pending)  # settle the last attempt before reporting
+                    changed += [i for i in pending if i in done]
+                    pending = [i for i in pending if i not in done]
+                    break
                 continue
             again, ok, refused = split_write_results(response, self.collection_name, items)
             changed += [by_item[id(item)] for item in ok]
@@ -791,8 +806,11 @@ class TablestoreStore(MemoryStore):
                 if code != CONDITION_FAILED:
                     raise RowRejected("BatchWriteRow", code, message)
             pending = [by_item[id(item)] for item in again]
+            if pending and not plan.backoff("OTSServerBusy"):
+                break
         if pending:
-            raise self._retry.exhausted("BatchWriteRow", last or StoreError(f"{len(pending)} row(s) kept failing"))
+            cause = last or StoreError(f"{len(pending)} row(s) kept failing")
+            raise self._retry.exhausted("BatchWriteRow", cause, plan)
         return changed
 
     def _write_request(self, items: builtins.list[Any]) -> Any:
@@ -943,9 +961,9 @@ class TablestoreStore(MemoryStore):
             return []
         out: builtins.list[OutputData] = []
         start: Any = INF_MIN
-        column_filter = range_filter(scope, filters).condition
-        while start is not None:
-            rows, start = self._get_range(user, start, None, column_filter)
+        rf = range_filter(scope, filters)
+        while start is not None:  # the filter's columns are read too, or the service filters every row out
+            rows, start = self._get_range(user, start, None, rf.condition, [*_ROW_COLUMNS, *rf.columns])
             for row in rows:
                 found = self._output(_row_parts(row))
                 if found is not None and (not filters or matches(dict(filters), found.payload)):
@@ -968,10 +986,11 @@ class TablestoreStore(MemoryStore):
         start: Any = _decode_cursor(cursor) if cursor else INF_MIN
         if user is None:
             return [], None
-        column_filter = range_filter(scope, filters).condition
+        rf = range_filter(scope, filters)
+        columns = [*_ROW_COLUMNS, *rf.columns]  # the filter's columns too, or the service filters every row out
         page: builtins.list[OutputData] = []
         while start is not None:
-            rows, start = self._get_range(user, start, limit - len(page) + 1, column_filter)
+            rows, start = self._get_range(user, start, limit - len(page) + 1, rf.condition, columns)
             for row in rows:
                 found = self._output(_row_parts(row))
                 if found is None or (filters and not matches(dict(filters), found.payload)):
@@ -984,6 +1003,23 @@ class TablestoreStore(MemoryStore):
         return page, None
 
     # ------------------------------------------------------------------ search
+
+    def _index_settled(self) -> None:
+        """While the index is still initializing (startup stopped waiting), ask at most every few seconds
+        whether it is done; then this process's writes expire from ``recent`` as usual."""
+        if not self._recent.held() or not self._recent.recheck_due():
+            return
+        try:
+            _, sync = self._call(
+                "DescribeSearchIndex",
+                lambda: self.client.describe_search_index(self.collection_name, self.index_name, True),
+            )
+        except Exception:  # the search itself reports a real outage
+            logger.debug("index state check failed", exc_info=True)
+            return
+        if index_initialized(sync):
+            logger.info("Tablestore search index %s has initialized", self.index_name)
+            self._recent.release()
 
     def _search_hits(
         self, query: Query, want: int, sort: Sort | None = _SCORE_DESC
@@ -1043,6 +1079,7 @@ class TablestoreStore(MemoryStore):
     ) -> builtins.list[OutputData]:
         """KNN: 1 Search (scope and filters pushed down) + 1 BatchGetRow checking the hits."""
         scope, user = self._user()
+        self._index_settled()
         self._switch.check()  # a reembed switch is followed, or refused in one line (switch_watch)
         k = min(5 if top_k is None else int(top_k), MAX_TOP_K)  # KNN's top_k limit; more is never useful
         if k < 1:

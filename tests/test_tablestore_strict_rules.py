@@ -1,0 +1,286 @@
+"""TablestoreStore (and the history log, reembed) against the strict emulator: the defects the documented rules
+exposed (issue 20), each with the rule that caught it.
+
+Each test fails on the code before its fix: lists read only ``payload`` while filtering on ``agent_id`` and
+``state`` (rule filter_columns_read); a ``nin`` of 12 states made a filter of 12 conditions (filter_conditions);
+update_many split by rows only (write_bytes); the retry gave up after ~0.7 s; startup wrote its meta row into a
+table that was not ready yet (table_not_ready); own writes expired from search after 30 s while a new index still
+initialized (index_initializing); a Chinese ``contains`` needle was measured in characters (wildcard_pattern);
+dimensions above 2,048 were refused although the vector options page allows 4,096.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+
+from tablestore_openmemory_mcp.stores.base import ACTIVE_SCOPE
+from tablestore_openmemory_mcp.stores.tablestore import RowUpdate, TablestoreStore, TablestoreUnavailableError
+from tablestore_openmemory_mcp.stores.tablestore.batching import MAX_BYTES, item_bytes
+from tablestore_openmemory_mcp.stores.tablestore.history import TablestoreHistoryLog
+from tablestore_openmemory_mcp.stores.tablestore.recent import RecentWrites
+from tablestore_openmemory_mcp.stores.tablestore.retry import Retrier
+from tablestore_openmemory_mcp.stores.tablestore.schema import PRIMARY_KEY
+from tests.tablestore_emulator import TablestoreEmulator
+
+AK, SK, INSTANCE = "test-ak", "test-secret", "strictinst"
+DIMS = 8
+STATES = ["paused", "archived", "deleted"]
+ACTIVE = {"state": {"nin": STATES}}
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[TablestoreEmulator]:
+    """One strict emulator for the module (every test uses tables of its own)."""
+    em = TablestoreEmulator(access_key_id=AK, access_key_secret=SK, instance_name=INSTANCE).start()
+    yield em
+    em.stop()
+
+
+@pytest.fixture
+def em(emulator: TablestoreEmulator) -> Iterator[TablestoreEmulator]:
+    emulator.clear_faults()
+    emulator.reset_counts()
+    table_ready, index_ready = emulator.table_ready_seconds, emulator.index_ready_seconds
+    yield emulator
+    emulator.clear_faults()
+    emulator.table_ready_seconds, emulator.index_ready_seconds = table_ready, index_ready
+    assert not emulator.rules.relaxed  # strict throughout
+    if emulator.last_internal_error is not None:
+        raise AssertionError(f"tablestore emulator bug: {emulator.last_internal_error!r}")
+
+
+def make(em: TablestoreEmulator, table: str | None = None, **kw: Any) -> TablestoreStore:
+    args: dict[str, Any] = {
+        "collection_name": table or f"s_{uuid.uuid4().hex[:10]}",
+        "endpoint": em.endpoint,
+        "instance_name": INSTANCE,
+        "access_key_id": AK,
+        "access_key_secret": SK,
+        "embedding_model_dims": DIMS,
+        **kw,
+    }
+    return TablestoreStore(**args)
+
+
+@contextmanager
+def scope(**ids: str) -> Iterator[None]:
+    token = ACTIVE_SCOPE.set(dict(ids))
+    try:
+        yield
+    finally:
+        ACTIVE_SCOPE.reset(token)
+
+
+def vec(i: int) -> list[float]:
+    v = [0.01] * DIMS
+    v[i % DIMS] = 1.0
+    return v
+
+
+def payload(text: str, n: int = 0, **extra: Any) -> dict[str, Any]:
+    created = f"2024-01-01T00:00:{n:02d}+00:00"
+    return {"data": text, "user_id": "u1", "hash": uuid.uuid4().hex, "created_at": created, **extra}
+
+
+# ------------------------------------------------------------------------------ reads: filter columns
+
+
+def test_lists_counts_and_scans_read_the_columns_their_filters_use(em: TablestoreEmulator) -> None:
+    """Before: list_page and list read only `payload` and filtered on agent_id/state: every row filtered out."""
+    store = make(em)
+    with scope(user_id="u1", agent_id="cline"):
+        ids = [f"m{i}" for i in range(8)]
+        store.insert([vec(i) for i in range(8)], [payload(f"t{i}", i, agent_id="cline") for i in range(8)], ids)
+        store.update_many([RowUpdate(m, payload=payload(m, agent_id="cline", state="archived")) for m in ids[:3]])
+        flt = {"user_id": "u1", "agent_id": "cline", **ACTIVE}
+        page, cursor = store.list_page(flt, 3)
+        assert [r.id for r in page] == ["m3", "m4", "m5"] and cursor is not None
+        assert [r.id for r in store.list_page(flt, 3, cursor)[0]] == ["m6", "m7"]
+        assert store.count(flt) == 5
+        assert [r.id for r in store.list(flt)[0]] == ids[3:]
+        archived = {"state": {"in": ["archived"]}}
+        assert [r.id for r in store.list_page(archived, 10)[0]] == ids[:3]
+    with scope(user_id="u1", agent_id="other"):  # the scope's own condition: another client sees none of them
+        assert store.list_page(ACTIVE, 10) == ([], None) and store.count(ACTIVE) == 0
+
+
+def test_a_filter_past_ten_conditions_falls_back_to_the_post_filter(em: TablestoreEmulator) -> None:
+    """Before: `nin` of 12 states became 12 column conditions (+ the scope's): OTSParameterInvalid."""
+    store = make(em)
+    many = {"state": {"nin": [f"s{i}" for i in range(12)]}}
+    with scope(user_id="u1", agent_id="cline"):
+        store.insert([vec(0), vec(1)], [payload("a", agent_id="cline"), payload("b", agent_id="cline", state="s3")],
+                     ["a", "b"])  # fmt: skip
+        assert [r.id for r in store.list_page(many, 10)[0]] == ["a"]
+        assert store.count(many) == 1 and [r.id for r in store.list(many)[0]] == ["a"]
+
+
+# ------------------------------------------------------------------------------ writes: bytes per batch
+
+
+def test_bulk_state_change_of_200_long_memories_is_split_by_bytes(em: TablestoreEmulator) -> None:
+    """Before: update_many sent 200 rows of ~96 KB (the text as a column and in the JSON) in one request."""
+    store = make(em)
+    text = "长" * 16_000  # 16,000 characters, 48,000 bytes of UTF-8
+    ids = [f"big{i:03d}" for i in range(200)]
+    with scope(user_id="u1"):
+        for start in range(0, 200, 50):  # inserts are split by bytes already
+            chunk = ids[start : start + 50]
+            store.insert([vec(i) for i in range(len(chunk))], [payload(f"{text}{m}") for m in chunk], chunk)
+        em.reset_counts()
+        changed = store.update_many([RowUpdate(m, payload=payload(f"{text}{m}", state="archived")) for m in ids])
+        assert sorted(changed) == ids
+        writes = em.calls_on(store.collection_name)["BatchWriteRow"]
+        assert writes >= 6  # ~19 MB of rows in requests of at most 3.5 MB
+        assert store.count({"state": "archived"}) == 200
+
+
+def test_batch_size_estimate_covers_the_encoded_request() -> None:
+    """The estimate is on the high side of the plain-buffer encoding the emulator (and the service) measures."""
+    from tablestore import Condition, PutRowItem, Row, RowExistenceExpectation
+    from tablestore.plainbuffer.plain_buffer_builder import PlainBufferBuilder
+
+    row = Row([("user_id", "u1"), ("memory_id", "m1")], [("data", "长" * 1000), ("payload", "{}"), ("state", "x")])
+    item = PutRowItem(row, Condition(RowExistenceExpectation.IGNORE))
+    encoded = len(PlainBufferBuilder.serialize_for_put_row(row.primary_key, row.attribute_columns))
+    assert encoded <= item_bytes(item) < encoded + 200
+    assert MAX_BYTES < 4 * 1024 * 1024 - 512 * 1024  # half a megabyte left for the request's own framing
+
+
+# ------------------------------------------------------------------------------ retries
+
+
+def test_a_throttling_burst_longer_than_the_old_retry_is_ridden_out(em: TablestoreEmulator) -> None:
+    """Before: 4 attempts in ~0.7 s. Now retried for TABLESTORE_MAX_RETRY_SECONDS (default 20 s)."""
+    store = make(em)
+    with scope(user_id="u1"):
+        store.insert([vec(0)], [payload("kept")], ["k"])
+        em.inject("GetRow", "OTSServerBusy", times=2)
+        em.inject("GetRow", "http503", times=2)
+        em.inject("GetRow", "OTSPartitionUnavailable", times=1)
+        em.reset_counts()
+        got = store.get("k")
+        assert got is not None and got.payload["data"] == "kept"
+        assert em.counts["GetRow"] == 6
+
+
+def test_an_exhausted_budget_fails_in_one_line_naming_the_operation(em: TablestoreEmulator) -> None:
+    store = make(em, max_retry_seconds=0.5)
+    with scope(user_id="u1"):
+        em.inject("BatchWriteRow", "OTSOperationThrottled", rate=1.0, seed=1)
+        with pytest.raises(TablestoreUnavailableError) as info:
+            store.insert([vec(0), vec(1)], [payload("a"), payload("b")], ["a", "b"])
+        em.clear_faults()
+        message = str(info.value)
+        assert "\n" not in message and "BatchWriteRow" in message and "TABLESTORE_MAX_RETRY_SECONDS" in message
+        assert store.get_many(["a", "b"]) == {}  # nothing half-done
+
+
+def test_retry_waits_grow_with_jitter_and_longer_after_throttling() -> None:
+    retry = Retrier("x")
+    assert retry.max_seconds == 20.0
+    for attempt in range(8):
+        plain, slow = retry.delay(attempt), retry.delay(attempt, slow=True)
+        cap_plain, cap_slow = min(3.0, 0.2 * 2**attempt), min(3.0, 0.5 * 2**attempt)
+        assert cap_plain / 2 <= plain <= cap_plain and cap_slow / 2 <= slow <= cap_slow
+
+
+def test_a_conditional_update_whose_first_try_landed_is_settled(em: TablestoreEmulator) -> None:
+    """The answer is lost after the write applied: the retry's OTSConditionCheckFail is not a conflict."""
+    store = make(em)
+    with scope(user_id="u1"):
+        store.insert([vec(i) for i in range(3)], [payload(f"c{i}") for i in range(3)], ["c0", "c1", "c2"])
+        em.inject("BatchWriteRow", "http503_after", times=1)
+        changed = store.update_many([RowUpdate(f"c{i}", payload=payload(f"c{i}", state="paused")) for i in range(3)])
+        assert sorted(changed) == ["c0", "c1", "c2"]
+
+
+# ------------------------------------------------------------------------------ readiness
+
+
+def test_a_new_table_and_index_are_waited_for_with_one_progress_line(
+    em: TablestoreEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before: the meta row's PutRow met OTSTableNotReady and startup gave up after ~0.7 s."""
+    em.table_ready_seconds, em.index_ready_seconds = 2.0, 2.0
+    caplog.set_level(logging.WARNING, logger="tablestore_openmemory_mcp.stores.tablestore.readiness")
+    store = make(em)
+    lines = [r.getMessage() for r in caplog.records if "Waiting up to" in r.getMessage()]
+    assert len(lines) == 1 and store.collection_name in lines[0] and "TABLESTORE_READY_TIMEOUT" in lines[0]
+    assert store.readiness.waited > 0
+    with scope(user_id="u1"):  # the first add and search right after startup work
+        store.insert([vec(3)], [payload("first")], ["f"])
+        assert [r.id for r in store.search("first", vec(3), 1)] == ["f"]
+
+
+def test_a_second_replica_waits_for_tables_another_one_just_created(em: TablestoreEmulator) -> None:
+    """Before: DescribeTable found the table, then its GetRow met OTSTableNotReady and startup failed."""
+    em.table_ready_seconds = 2.0
+    table = f"s_{uuid.uuid4().hex[:10]}"
+    from tablestore import CapacityUnit, ReservedThroughput, TableMeta, TableOptions
+
+    client = make(em).client  # another replica's client: it creates the tables, then this one starts
+    for name, pk in ((table, PRIMARY_KEY), (f"{table}_history", [(n, "STRING") for n in ("user_id", "memory_id",
+                                                                                          "event_id")])):  # fmt: skip
+        client.create_table(TableMeta(name, pk), TableOptions(-1, 1), ReservedThroughput(CapacityUnit(0, 0)))
+    store = make(em, table)
+    history = TablestoreHistoryLog(store.client, f"{table}_history", readiness=store.readiness)
+    with scope(user_id="u1"):
+        store.insert([vec(0)], [payload("second")], ["s"])
+    assert history.for_memory("u1", "s") == []
+
+
+def test_startup_that_stops_waiting_fails_in_one_line(em: TablestoreEmulator) -> None:
+    em.table_ready_seconds = 30.0
+    with pytest.raises(TablestoreUnavailableError) as info:
+        make(em, ready_timeout=0.3)
+    assert "\n" not in str(info.value) and "TABLESTORE_READY_TIMEOUT" in str(info.value)
+
+
+def test_own_writes_stay_searchable_while_a_new_index_initializes(em: TablestoreEmulator) -> None:
+    """Before: a process kept its own writes for 30 s, a new index may need a minute. With a tiny window the
+    old code lost the row from search at once; now the rows are held until the index reports it has initialized."""
+    em.table_ready_seconds, em.index_ready_seconds = 0.0, 5.0
+    store = make(em, ready_timeout=0.2, recent_window=0.001)  # startup stops waiting for the index
+    with scope(user_id="u1"):
+        store.insert([vec(5)], [payload("held")], ["h"])
+        assert [r.id for r in store.search("held", vec(5), 1)] == ["h"]
+        assert store._recent.held()
+    em.ready_now()
+
+
+def test_recent_rows_are_held_then_expire_a_window_after_release() -> None:
+    recent = RecentWrites(window=1e-6)
+    recent.hold()
+    recent.note("u", ["a"], [[1.0, 0.0]])
+    assert recent.ids("u") == ["a"]
+    recent.release()
+    unheld = RecentWrites(window=1e-6)
+    unheld.note("u", ["a"], [[1.0, 0.0]])
+    assert unheld.ids("u") == []  # no hold: gone after its window
+
+
+# ------------------------------------------------------------------------------ index queries and schema
+
+
+def test_a_long_chinese_contains_needle_is_not_pushed_as_a_wildcard(em: TablestoreEmulator) -> None:
+    """Before: 11 characters (33 bytes) passed the 30-character check; the 35-byte pattern was refused."""
+    store = make(em)
+    needle = "长篇中文角色名字不能推下"  # 12 characters, 36 bytes
+    with scope(user_id="u1"):
+        store.insert([vec(0), vec(1)], [payload("x", role=f"a{needle}b"), payload("y", role="other")], ["x", "y"])
+        em.flush_index()
+        assert [r.id for r in store.search("x", vec(0), 2, {"role": {"contains": needle}})] == ["x"]
+
+
+def test_the_vector_dimension_cap_is_4096(em: TablestoreEmulator) -> None:
+    store = make(em, embedding_model_dims=3000)
+    assert store.embedding_model_dims == 3000
+    with pytest.raises(ValueError, match="4096"):
+        make(em, embedding_model_dims=4097)
