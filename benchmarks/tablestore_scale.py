@@ -253,6 +253,7 @@ def main() -> None:
             access_key_id=emulator.access_key_id,
             access_key_secret=emulator.access_key_secret,
             embedding_model_dims=DIMS,
+            timeout=120.0,  # the emulator sorts and groups 100k rows in Python: seconds on a busy machine
         )
         history = TablestoreHistoryLog(store.client, history_table_name(TABLE), endpoint=emulator.endpoint)
         repo = StoreRepository(store, history)
