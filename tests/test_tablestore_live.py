@@ -52,7 +52,7 @@ async def eventually(check: Callable[[], Awaitable[Any]], what: str, timeout: fl
 #: Until the server waits for a new table to be ready (issue 20, item 2: branch i20-store), its first start on a new
 #: instance fails with OTSTableNotReady, on the strict emulator as on the service. Strict xfail: once the fix is
 #: merged this XPASSes and fails, so the mark is removed in the same merge.
-STARTUP_WAITS_FOR_NEW_TABLES = False
+STARTUP_WAITS_FOR_NEW_TABLES = True  # i20-store: readiness.py
 
 
 @pytest.mark.anyio

@@ -284,3 +284,32 @@ def test_the_vector_dimension_cap_is_4096(em: TablestoreEmulator) -> None:
     assert store.embedding_model_dims == 3000
     with pytest.raises(ValueError, match="4096"):
         make(em, embedding_model_dims=4097)
+
+
+# ------------------------------------------------------------------------------ reembed
+
+
+class _Embedder:
+    name = "embed-next"
+
+    def embed_batch(self, texts: list[str], memory_action: str = "add") -> list[list[float]]:
+        return [vec(len(t)) for t in texts]
+
+
+def test_reembed_rides_out_throttling_and_5xx_bursts_in_every_call(em: TablestoreEmulator) -> None:
+    """Before: reembed's SDK policy retried no 5xx on writes and no transport error at all."""
+    from tablestore_openmemory_mcp.reembed.tablestore import TablestoreReembed
+
+    store = make(em)
+    with scope(user_id="u1"):
+        store.insert([vec(i) for i in range(30)], [payload(f"r{i}") for i in range(30)], [f"r{i}" for i in range(30)])
+    job = TablestoreReembed(
+        store.client, store.collection_name, store.index_name, "cosine", _Embedder(), "embed-next", DIMS,
+        retry=Retrier(em.endpoint, max_seconds=15),
+    )  # fmt: skip
+    for api, kind in (("GetRange", "http503"), ("BatchWriteRow", "OTSInternalServerError"), ("Search", "drop"),
+                      ("PutRow", "OTSServerBusy"), ("CreateSearchIndex", "http502")):  # fmt: skip
+        em.inject(api, kind, times=2)
+    summary = job.run()
+    assert (summary.total, summary.embedded) == (30, 30)
+    assert store.client.describe_search_index(store.collection_name, f"{store.index_name}_v2")[0] is not None

@@ -61,6 +61,8 @@ GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
             ("tablestore_region", "use V4 request signing for this region"),
             ("tablestore_table_name", "table"),
             ("tablestore_timeout", "seconds per request before it is retried"),
+            ("tablestore_max_retry_seconds", "seconds an operation retries throttling/busy/5xx (default 20)"),
+            ("tablestore_ready_timeout", "seconds startup waits for new tables and indexes (default 90)"),
             ("tablestore_index_name", "search index (default: <table>_search_index)"),
             ("tablestore_vector_metric", "cosine | dot_product | euclidean"),
             ("vector_dimension", "vector dimension (default: 1536 remote, 384 offline)"),
