@@ -258,14 +258,21 @@ class StoreRepository:
         return {key: to_memory(row) for key, row in rows.items()}
 
     def list_page(
-        self, scope: Scope, *, limit: int, cursor: str | None = None, states: Collection[State] = ACTIVE
+        self,
+        scope: Scope,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        states: Collection[State] = ACTIVE,
+        with_total: bool = True,
     ) -> Page:
+        """One page and (``with_total``) how many memories there are in all; without, ``total`` is the page's."""
         filters = self._filters(scope, states)
         if set(states) == ACTIVE and not scope.shared and self.app_paused(scope):
             return Page(items=[], total=0, next_cursor=None)  # a paused app's memories are hidden from it
         with scoped(scope.filters()):
             rows, next_cursor = self.store.list_page(filters, limit, cursor)
-            total = self.store.total(filters)
+            total = self.store.total(filters) if with_total else len(rows)
         items = self._visible(scope, states, [to_memory(row) for row in rows])
         return Page(items=items, total=total, next_cursor=next_cursor)
 
@@ -495,7 +502,7 @@ class StoreRepository:
         total = 0
         stalled = 0
         while True:
-            page = self.list_page(scope, limit=DELETE_BATCH)
+            page = self.list_page(scope, limit=DELETE_BATCH, with_total=False)
             if not page.items:
                 return total
             deleted = self.set_state(scope, [m.id for m in page.items], "deleted", origin, eligible=ACTIVE)
