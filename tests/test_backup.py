@@ -430,3 +430,37 @@ def test_cli_export_and_import_on_the_embedded_default(tmp_path: Path):
     assert record["embedding_model"] and len(record["vector"]) > 0
     bad = subprocess.run([SCRIPT, "import", str(tmp_path / "missing.zip")], env=env, capture_output=True, text=True)
     assert bad.returncode == 1 and "missing.zip" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_export_from_tablestore_carries_vectors_and_reads_history_by_range(
+    tmp_path: Path,
+    tablestore_emulator: TablestoreEmulator,  # noqa: F811
+):
+    """A Tablestore export carries every vector (get_vectors) and reads history per page, not per memory; an
+    import with the same embedder, into a fresh embedded store and into a fresh Tablestore, embeds nothing."""
+    cloud = tablestore_repo(tablestore_emulator, "export_source")
+    try:
+        texts = seed(cloud)
+        tablestore_emulator.reset_counts()
+        summary = export_backup(cloud, "alice", tmp_path / "cloud.jsonl", embedding_model="fake-embedder")
+        history_reads = tablestore_emulator.calls_on("export_source_history").get("GetRange", 0)
+        assert summary.memories == 6 and summary.vectors == 6 and summary.history_events == 7
+        assert history_reads == 1  # one range for the page of 6 memories (it was one GetRange per memory)
+        source = everything(cloud, "alice")
+    finally:
+        cloud.close()
+    for name, target in (
+        ("embedded", embedded_repo(tmp_path / "fresh")),
+        ("tablestore", tablestore_repo(tablestore_emulator, "export_target")),
+    ):
+        try:
+            embedder = FakeEmbedder()
+            result = import_file(target, embedder, summary.path, None, "skip")
+            assert result.imported == 6 and result.reembedded == 0 and embedder.calls == 0, (name, result.line())
+            assert everything(target, "alice") == source, name
+            revised = next(i for i, t in texts.items() if t.endswith("revised"))
+            assert [e.event for e in target.history(Scope("cline", "alice"), revised)] == ["ADD", "UPDATE"], name
+            with_vectors = target.vectors(Scope("x", "alice", shared=True), [revised])
+            assert with_vectors[revised] == pytest.approx(unit("cline fact 0, revised"), abs=1e-6), name
+        finally:
+            target.close()

@@ -224,7 +224,10 @@ def test_tablestore_reembed_builds_a_new_index_and_switches(
 
     use_env(monkeypatch, env_a)
     old_server = build_components(load_settings())  # still running on A through the switch
+    old_server.service.repository.store._switch.interval = 0  # re-read the meta row at each vector call (10 s)
+    flow, alice = old_server.service.flow, Scope("cline", "alice")
     try:
+        before = flow.embedder.embed("embedded just before the switch", "add")  # by A, in this thread
         use_env(monkeypatch, env_b)
         code, out, _ = run(["reembed", "--dry-run"], capsys)
         assert code == 0 and out.startswith("dry run") and f"{len(TEXTS)} memories, 0 embedded now, {done} from" in out
@@ -233,9 +236,15 @@ def test_tablestore_reembed_builds_a_new_index_and_switches(
         assert f"{len(TEXTS)} memories, {len(TEXTS) - done} embedded now, {done} from an earlier run" in out, out
         assert "switched" in out and "dropped the old index mem_reembed_search_index" in out
 
-        late = "the user's cat is called Miso"  # written by the old server after the switch: old vector only
-        vector = embed_text(late, 32).tolist()
-        old_server.service.repository.add(Scope("cline", "alice"), [NewMemory(text=late, vector=vector)], Origin())
+        # The running server picks the switch up (no restart): A's vector from before it is refused, ...
+        with pytest.raises(StoreError, match="switched embedders"):
+            old_server.service.repository.add(alice, [NewMemory(text="too late", vector=before)], Origin())
+        assert flow.embedder.name == "openai:embed-b"
+        late = "the user's cat is called Miso"  # ... and what it writes now is embedded by B, in the new index
+        assert flow.add(alice, late, infer=False).events[0].event == "ADD"
+        assert flow.search(alice, "green tea", 3).results[0].memory == TEXTS[-1]
+        tablestore_emulator.flush_index()
+        assert flow.search(alice, "cat called Miso", 3).results[0].memory == late
     finally:
         old_server.service.close()
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -142,6 +143,45 @@ def _embedder(settings: Settings, check_store: bool = True) -> tuple[Any, int]:
     return remote, dimension
 
 
+def follow_switches(store: Any, embedder: Any, settings: Settings, renamed: Callable[[str], None]) -> Any:
+    """Wrap ``embedder`` so a reembed switch can replace it, and let the Tablestore ``store`` ask for that:
+    the new embedder is built from these settings with the model the table's meta row names (an offline
+    model, or a model of the configured OpenAI-compatible service)."""
+    from tablestore_openmemory_mcp.embedders.switchable import SwitchableEmbedder
+
+    switchable = SwitchableEmbedder(embedder)
+
+    def on_switch(meta: Any) -> bool:
+        built = embedder_named(settings, str(meta.embedder or ""), meta.dimension)
+        if built is None:
+            return False
+        switchable.swap(built)
+        renamed(switchable.name)
+        logger.warning("switched the embedder to %s (reembed)", meta.embedder)
+        return True
+
+    store.follow_switches(on_switch, switchable.fresh)
+    return switchable
+
+
+def embedder_named(settings: Settings, name: str, dimension: int | None) -> Any | None:
+    """The embedder called ``name`` built from ``settings`` (None when these settings cannot make it)."""
+    from tablestore_openmemory_mcp.embedders import OFFLINE_MODELS
+
+    for model in OFFLINE_MODELS.values():
+        if model.name == name and dimension in (None, model.dimension):
+            offline = settings.model_copy(update={"embedder_offline": model.key, "vector_dimension": None})
+            if offline.uses_remote_embedder:
+                return None  # the settings select a remote service; an offline model was not configured here
+            return _embedder(offline, check_store=False)[0]
+    if name.startswith("openai:") and settings.uses_remote_embedder and dimension:
+        remote = settings.model_copy(
+            update={"embedder_model": name.removeprefix("openai:"), "vector_dimension": int(dimension)}
+        )
+        return _embedder(remote, check_store=False)[0]
+    return None
+
+
 def _store(
     settings: Settings, dimension: int, embedder_name: str | None = None
 ) -> tuple[MemoryStore, HistoryLog, HistoryLog, str]:
@@ -238,12 +278,21 @@ def open_repository(settings: Settings, upgrade: UpgradePlan | None, *, audit: b
     embedder, dimension = _embedder(settings)
     embedder_name = str(getattr(embedder, "name", type(embedder).__name__))
     store, history, access_log, store_name = _store(settings, dimension, embedder_name)
+    followers: list[StoreRepository] = []  # told the new embedder's name (its search score calibration)
+
+    def renamed(name: str) -> None:
+        for follower in followers:
+            follower.embedder_name = name
+
+    if settings.uses_tablestore:  # a reembed switch is followed while running (stores/tablestore/switch_watch)
+        embedder = follow_switches(store, embedder, settings, renamed)
     if audit:
         apps, access = AppDirectory(history), AccessLog(access_log, retention_days=settings.access_log_retention_days)
         repository = StoreRepository(store, history, embedder_name=embedder_name, apps=apps, access=access)
     else:
         access_log.close()
         repository = StoreRepository(store, history, embedder_name=embedder_name)
+    followers.append(repository)
     return OpenedStore(repository, embedder, dimension, embedder_name, store_name, settings)
 
 

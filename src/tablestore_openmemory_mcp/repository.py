@@ -258,14 +258,21 @@ class StoreRepository:
         return {key: to_memory(row) for key, row in rows.items()}
 
     def list_page(
-        self, scope: Scope, *, limit: int, cursor: str | None = None, states: Collection[State] = ACTIVE
+        self,
+        scope: Scope,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        states: Collection[State] = ACTIVE,
+        with_total: bool = True,
     ) -> Page:
+        """One page and (``with_total``) how many memories there are in all; without, ``total`` is the page's."""
         filters = self._filters(scope, states)
         if set(states) == ACTIVE and not scope.shared and self.app_paused(scope):
             return Page(items=[], total=0, next_cursor=None)  # a paused app's memories are hidden from it
         with scoped(scope.filters()):
             rows, next_cursor = self.store.list_page(filters, limit, cursor)
-            total = self.store.count(filters)
+            total = self.store.total(filters) if with_total else len(rows)
         items = self._visible(scope, states, [to_memory(row) for row in rows])
         return Page(items=items, total=total, next_cursor=next_cursor)
 
@@ -504,7 +511,7 @@ class StoreRepository:
         total = 0
         stalled = 0
         while True:
-            page = self.list_page(scope, limit=DELETE_BATCH)
+            page = self.list_page(scope, limit=DELETE_BATCH, with_total=False)
             if not page.items:
                 return total
             deleted = self.set_state(scope, [m.id for m in page.items], "deleted", origin, eligible=ACTIVE)
@@ -524,6 +531,15 @@ class StoreRepository:
         events = self.history_log.erase(scope.user_id, erased) if erased else 0
         accesses = self.access.erase(scope.user_id, erased) if erased and self.access is not None else 0
         return Purged(list(erased), events, accesses)
+
+    def histories(self, scope: Scope, memory_ids: Sequence[str]) -> dict[str, list[HistoryRecord]]:
+        """:meth:`history` of several memories; for the owner (a shared scope, as export reads) one range
+        read of the log when it can (``for_memories``) instead of one read per memory."""
+        many = getattr(self.history_log, "for_memories", None)
+        if many is None or not scope.shared:
+            return {memory_id: self.history(scope, memory_id) for memory_id in memory_ids}
+        found: dict[str, list[HistoryRecord]] = many(scope.user_id, list(memory_ids))
+        return found
 
     def history(self, scope: Scope, memory_id: str) -> list[HistoryRecord]:
         records = self.history_log.for_memory(scope.user_id, memory_id)

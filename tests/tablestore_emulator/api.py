@@ -7,7 +7,7 @@ service errors. proto2 `required` response fields are always filled (the SDK's p
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
@@ -126,6 +126,8 @@ def filter_passes(raw: bytes, row: StoredRow | None) -> bool:
 class Api:
     def __init__(self, store: Store) -> None:
         self.store = store
+        #: Rows read per table (benchmarks): (Batch)GetRow rows, GetRange rows scanned, Search rows.
+        self.rows_read: Counter[str] = Counter()
         self.handlers: dict[str, Callable[[bytes], bytes]] = {name: getattr(self, name) for name in API_NAMES}
         self._table_operations: deque[float] = deque()  # monotonic times of the last second's table operations
 
@@ -372,6 +374,7 @@ class Api:
     ) -> bytes:
         pk = self.store.check_pk(table, _decode_row(raw_pk).primary_key)
         stored = table.rows.get(cmp_key([v for _, v in pk]))
+        self.rows_read[table.name] += stored is not None
         if stored is None or (passes is not None and not passes(stored)):
             return b""
         return pbuf.HEADER_BYTES + stored.encode_body(columns or None)
@@ -476,6 +479,7 @@ class Api:
                 next_key = key
                 break
             stored = table.rows[key]
+            self.rows_read[table.name] += 1
             scanned += 1
             if scan_cap:
                 scanned_bytes += stored.size()
@@ -565,12 +569,15 @@ class Api:
         page = run_search(index, req)
         if self._initializing(index):  # the request is checked, but the index has no rows to give yet
             page = SearchPage(rows=[], scores=[], total=0 if page.total >= 0 else -1)
+        self.rows_read[table.name] += len(page.rows)
         resp = spb.SearchResponse(total_hits=page.total, is_all_succeed=True)
         resp.rows.extend(page.rows)
         for score in page.scores:
             resp.search_hits.add(score=score)
         if page.next_token:
             resp.next_token = page.next_token
+        for name, data in page.extra.items():  # aggregations (aggregations.py)
+            setattr(resp, name, data)
         return resp.SerializeToString()
 
 

@@ -22,6 +22,7 @@ import numpy as np
 from tablestore.protobuf import search_pb2 as spb
 
 from . import plainbuffer as pbuf
+from .aggregations import aggregate
 from .errors import invalid
 from .rules import Rules
 from .store import CKey, StoredRow
@@ -642,6 +643,7 @@ def run_search(index: SearchIndex, request: spb.SearchRequest) -> SearchPage:
         rows.append(pbuf.HEADER_BYTES + body)
     more = offset + len(page) < len(hits) and limit > 0
     return SearchPage(
+        extra=aggregate(index, sq, set(scored)),
         rows=rows,
         scores=[s for _, s in page],
         total=len(hits) if sq.get_total_count else -1,

@@ -58,8 +58,9 @@ def export_backup(
                 except NotImplementedError as exc:
                     logger.info("exporting without vectors: %s", exc)
                     vectors_ok = False
+            histories = _histories(repository, scope, [m.id for m in memories]) if include_history else {}
             for memory in memories:
-                history = repository.history(scope, memory.id) if include_history else []
+                history = histories.get(memory.id, [])
                 vector = vectors.get(memory.id)
                 n_vectors += vector is not None
                 n_events += len(history)
@@ -71,6 +72,15 @@ def export_backup(
         writer.abort()
         raise
     return ExportSummary(written, writer.count, n_vectors, n_events)
+
+
+def _histories(repository: Any, scope: Scope, ids: list[str]) -> dict[str, list[Any]]:
+    """A page's history: one range read per page where the repository offers it, else one per memory."""
+    many = getattr(repository, "histories", None)
+    if many is not None:
+        found: dict[str, list[Any]] = many(scope, ids)
+        return found
+    return {memory_id: repository.history(scope, memory_id) for memory_id in ids}
 
 
 def export_zip(repository: Any, user_id: str, path: Path | str | None = None, **kwargs: Any) -> Path:

@@ -177,6 +177,12 @@ class MemoryStore(ABC):
     @abstractmethod
     def count(self, filters: Mapping[str, Any] | None = None) -> int: ...
 
+    def total(self, filters: Mapping[str, Any] | None = None) -> int:
+        """The total shown with a page of :meth:`list_page`: :meth:`count` unless the store has a cheaper
+        answer (Tablestore: the search index's count, this process's own recent writes reconciled, so
+        other processes' writes of the last seconds may be missing)."""
+        return self.count(filters)
+
     def created_page(
         self,
         filters: Mapping[str, Any] | None,
@@ -204,8 +210,13 @@ class MemoryStore(ABC):
         """How many rows in scope there are per (client, state, day created): the owner's app list and
         statistics. A row without a state is active. This default reads every row; a store with the
         columns at hand overrides it."""
+        return self.tally_rows(self._every_row(filters))
+
+    @staticmethod
+    def tally_rows(rows: Iterable[OutputData]) -> dict[tuple[str | None, str, str], int]:
+        """:meth:`tally` of the given rows."""
         counts: Counter[tuple[str | None, str, str]] = Counter()
-        for row in self._every_row(filters):
+        for row in rows:
             payload = row.payload or {}
             client = payload.get("agent_id")
             state = str(payload.get("state") or "active")

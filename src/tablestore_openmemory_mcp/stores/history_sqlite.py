@@ -121,6 +121,23 @@ class SqliteHistoryLog:
             rows = db.execute(_SELECT, (user, memory)).fetchall()
         return [record_from(memory, dict(zip(COLUMNS, row, strict=True))) for row in rows]
 
+    def for_memories(self, user_id: str, memory_ids: Sequence[str]) -> dict[str, list[HistoryRecord]]:
+        """The user's events for several memories (export), oldest first each, in one query per 500 ids."""
+        user = check_user(user_id)
+        wanted = unique_ids(memory_ids)
+        out: dict[str, list[HistoryRecord]] = {m: [] for m in wanted}
+        with self._connection() as db:
+            for start in range(0, len(wanted), _CHUNK):
+                chunk = wanted[start : start + _CHUNK]
+                marks = ", ".join("?" for _ in chunk)
+                sql = (
+                    f"SELECT memory_id, {_COLS} FROM {TABLE} WHERE user_id = ? AND memory_id IN ({marks}) "
+                    "ORDER BY memory_id, event_id, seq"
+                )
+                for memory, *values in db.execute(sql, (user, *chunk)):
+                    out[memory].append(record_from(memory, dict(zip(COLUMNS, values, strict=True))))
+        return out
+
     def erase(self, user_id: str, memory_ids: Sequence[str]) -> int:
         """Delete the user's events of these memories; returns how many events were deleted."""
         user = check_user(user_id)

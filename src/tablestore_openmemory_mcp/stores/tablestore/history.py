@@ -214,6 +214,26 @@ class TablestoreHistoryLog:
             out.append(record_from(memory, {c[0]: c[1] for c in columns}))
         return out
 
+    def for_memories(self, user_id: str, memory_ids: Sequence[str]) -> dict[str, list[HistoryRecord]]:
+        """The user's events for several memories (export): one range from the lowest id to the highest,
+        1 GetRange per 5000 events or 4 MB, instead of one GetRange per memory. Ids listed in key order
+        (the memories table's own order) make that range hold little else."""
+        user = check_user(user_id)
+        wanted = unique_ids(memory_ids)
+        out: dict[str, list[HistoryRecord]] = {m: [] for m in wanted}
+        if not wanted:
+            return out
+        start: Any = [(PK_USER, user), (PK_MEMORY, min(wanted)), (PK_EVENT, INF_MIN)]
+        end = [(PK_USER, user), (PK_MEMORY, max(wanted)), (PK_EVENT, INF_MAX)]
+        while start:
+            call = partial(self.client.get_range, self.table_name, "FORWARD", start, end, None, None, max_version=1)
+            _, start, page, _ = self._call("GetRange", call)
+            for row in page or []:
+                memory = str(dict((c[0], c[1]) for c in row.primary_key).get(PK_MEMORY))
+                if memory in out:
+                    out[memory].append(record_from(memory, {c[0]: c[1] for c in row.attribute_columns or []}))
+        return out
+
     def erase(self, user_id: str, memory_ids: Sequence[str]) -> int:
         """Delete the user's events of these memories: a GetRange of keys each, then batched deletes."""
         user = check_user(user_id)

@@ -35,6 +35,8 @@ class RecentWrites:
         self.max_rows = max_rows
         self._lock = threading.Lock()
         self._rows: OrderedDict[tuple[str, str], tuple[np.ndarray | None, float]] = OrderedDict()
+        #: Rows this process deleted lately: the index may still count them (``touched``).
+        self._removed: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._held = False
         self._released_at = float("-inf")
         self._next_check = 0.0
@@ -84,9 +86,25 @@ class RecentWrites:
                 self._rows.popitem(last=False)
 
     def forget(self, user: str, ids: Iterable[str]) -> None:
+        """Drop deleted rows (they are still listed by :meth:`touched` for ``window`` seconds)."""
+        now = time.monotonic()
         with self._lock:
             for memory_id in ids:
                 self._rows.pop((user, memory_id), None)
+                if self.window > 0:
+                    self._removed.pop((user, memory_id), None)
+                    self._removed[(user, memory_id)] = now
+            while len(self._removed) > self.max_rows:
+                self._removed.popitem(last=False)
+
+    def touched(self, user: str, limit: int) -> list[str]:
+        """Up to ``limit`` ids of ``user``'s rows this process wrote or deleted lately, newest first: where
+        the lagging index may disagree with the table (totals and counts reconcile them)."""
+        with self._lock:
+            self._expire()
+            written = [mid for (u, mid) in reversed(self._rows) if u == user]
+            removed = [mid for (u, mid) in reversed(self._removed) if u == user]
+        return list(dict.fromkeys([*written, *removed]))[:limit]
 
     def ids(self, user: str) -> list[str]:
         """Ids of ``user``'s recent writes, newest first."""
@@ -114,6 +132,7 @@ class RecentWrites:
     def clear(self) -> None:
         with self._lock:
             self._rows.clear()
+            self._removed.clear()
 
     def _expire(self) -> None:
         cutoff = time.monotonic() - self.window
@@ -124,3 +143,5 @@ class RecentWrites:
             if written >= cutoff:
                 break
             self._rows.popitem(last=False)
+        while self._removed and next(iter(self._removed.values())) < cutoff:
+            self._removed.popitem(last=False)

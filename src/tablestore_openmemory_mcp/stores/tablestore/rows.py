@@ -20,7 +20,7 @@ from typing import Any
 
 from tablestore_openmemory_mcp.errors import UserInputError
 
-from .schema import COL_DATA, COL_PAYLOAD, COL_VECTOR, KEYWORD_COLUMNS, PK_ID, PK_USER
+from .schema import COL_DATA, COL_DAY, COL_PAYLOAD, COL_VECTOR, KEYWORD_COLUMNS, PK_ID, PK_USER
 
 MAX_DATA_BYTES = 64 * 1024
 MAX_ROW_BYTES = 1024 * 1024
@@ -96,6 +96,9 @@ def payload_columns(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
         # KEYWORD values above 4 KB are rejected by the index; such values stay only in the JSON.
         if isinstance(value, str) and value and len(value.encode("utf-8")) <= 4096:
             cols.append((name, value))
+    created = payload.get("created_at")
+    if isinstance(created, str) and len(created) >= 10:  # the statistics' day (see schema.COL_DAY)
+        cols.append((COL_DAY, created[:10]))
     cols.append((COL_PAYLOAD, blob))
     return cols
 

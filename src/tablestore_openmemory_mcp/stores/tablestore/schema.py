@@ -45,8 +45,11 @@ COL_TARGET = "memory"
 DEDUP_SUFFIX = "#dedup"
 #: Payload keys copied into their own KEYWORD-indexed columns so filters can be pushed down.
 KEYWORD_COLUMNS = ("agent_id", "run_id", "hash", "actor_id", "role", "created_at", "updated_at", "state")
+#: The day a memory was created (the first 10 characters of ``created_at``), indexed so the owner's
+#: statistics count per day with a group-by (``aggregations``) instead of reading every row.
+COL_DAY = "created_day"
 #: Every attribute column we write; UpdateRow clears the ones a new payload no longer has.
-ATTRIBUTE_COLUMNS = (COL_DATA, *KEYWORD_COLUMNS, COL_PAYLOAD, COL_VECTOR)
+ATTRIBUTE_COLUMNS = (COL_DATA, *KEYWORD_COLUMNS, COL_DAY, COL_PAYLOAD, COL_VECTOR)
 #: Fields that exist in the index and can take Term/Terms/Range/Exists/Wildcard queries.
 KEYWORD_FIELDS = frozenset({PK_USER, PK_ID, *KEYWORD_COLUMNS})
 
@@ -110,6 +113,7 @@ def index_meta(dimension: int, metric: str, vector_column: str = COL_VECTOR) -> 
             analyzer_parameter=SingleWordAnalyzerParameter(case_sensitive=False, delimit_word=True),
         ),
         *[FieldSchema(c, FieldType.KEYWORD, index=True, enable_sort_and_agg=True) for c in KEYWORD_COLUMNS],
+        FieldSchema(COL_DAY, FieldType.KEYWORD, index=True, enable_sort_and_agg=True),
         FieldSchema(
             vector_column,
             FieldType.VECTOR,

@@ -79,7 +79,9 @@ from .batch import GET_ROWS, WRITE_ROWS, Batches, PrimaryKey, RawRow, RowRejecte
 from .client import make_client
 from .colfilter import range_filter
 from .dedup import CONDITION_FAILED, Claims, DedupKeys, check_key
+from .dedup_sweep import drop_if_stale, sweep
 from .embedding_meta import EmbeddingMeta, read_meta, write_meta
+from .index_reads import IndexReads
 from .keyword import CandidateStash, bm25, filters_key
 from .readiness import Readiness, index_initialized
 from .recent import WINDOW, RecentWrites
@@ -113,7 +115,9 @@ from .schema import (
     validate_dimension,
     validate_name,
 )
+from .switch_watch import OnSwitch, SwitchWatch
 from .tables import already_exists, close_client, create_table, credentials_rejected, describe_primary_key, not_found
+from .vectors import read_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -220,6 +224,8 @@ class TablestoreStore(MemoryStore):
         self._indexed = KEYWORD_FIELDS  # narrowed by _check_index when an older index lacks fields
         self.embedder_name = embedder_name  # recorded in the meta row; another one is refused (see reembed)
         self.vector_column = COL_VECTOR  # the meta row may name another (after a reembed)
+        self._index_reads = IndexReads(self)  # totals, pages by time and counts from the index
+        self._switch = SwitchWatch(self)  # a reembed switch is picked up while running
         self._ensure()
 
     # ------------------------------------------------------------------ plumbing
@@ -458,6 +464,7 @@ class TablestoreStore(MemoryStore):
         written for an orphan claim stays: it is that claim's memory, possibly rewritten by its own writer).
         """
         scope, user = self._user()
+        self._switch.check()
         self._local.count = None
         ids = [str(i) for i in ids]
         keys = list(dedup_keys) if dedup_keys is not None else [None] * len(ids)
@@ -595,6 +602,8 @@ class TablestoreStore(MemoryStore):
         whose first attempt landed unseen is recognised (the row already is what we wrote): success.
         """
         _, user = self._user()
+        if vector is not None:
+            self._switch.check()
         self._local.count = None
         change = RowUpdate(str(vector_id), vector, payload, expected_updated_at, dedup_key)
         holders = self._claim_for([change], user)
@@ -629,6 +638,8 @@ class TablestoreStore(MemoryStore):
         faults like :meth:`delete_many`: a lost answer is settled by re-reading the rows.
         """
         _, user = self._user()
+        if any(c.vector is not None for c in changes):
+            self._switch.check()
         self._local.count = None
         by_id = {c.id: c for c in changes}
         if len(by_id) != len(changes):
@@ -876,9 +887,30 @@ class TablestoreStore(MemoryStore):
                 self.collection_name, self._pk(user, target), columns_to_get=[COL_PAYLOAD, COL_DEDUP], max_version=1
             ),
         )
-        if row is None or not row.primary_key or attr_dict(row.attribute_columns).get(COL_DEDUP) != key:
-            return None  # a stale claim: the memory was deleted or no longer has this text
+        if row is None or not row.primary_key:
+            return None  # an orphan claim (its writer died, or is between its writes): the add completes it
+        if attr_dict(row.attribute_columns).get(COL_DEDUP) != key:
+            self._drop_stale(user, key, target)  # the memory no longer has this text
+            return None
         return self._output((row.primary_key, row.attribute_columns))
+
+    def _drop_stale(self, user: str, key: str, target: str) -> None:
+        """Remove a stale claim found on the way (``dedup_sweep``); best effort: a failure only leaves it."""
+        try:
+            drop_if_stale(self, user, key, target)
+        except Exception:
+            logger.warning("could not remove a stale dedup row; the next sweep will", exc_info=True)
+
+    def follow_switches(self, on_switch: OnSwitch, fresh: Callable[[], bool] | None = None) -> None:
+        """Let a running server adopt a ``reembed`` switch (``switch_watch``): ``on_switch(meta)`` makes its
+        embedder the one the meta row names (True when done); ``fresh()`` fences vectors embedded before."""
+        self._switch.on_switch = on_switch
+        self._switch.fresh = fresh
+
+    def sweep_dedup(self) -> int:
+        """Remove the scope user's stale dedup rows (maintenance; see ``dedup_sweep``); returns how many."""
+        _, user = self._user()
+        return sweep(self, user)
 
     # ------------------------------------------------------------------ scans
 
@@ -1064,6 +1096,7 @@ class TablestoreStore(MemoryStore):
         """KNN: 1 Search (scope and filters pushed down) + 1 BatchGetRow checking the hits."""
         scope, user = self._user()
         self._index_settled()
+        self._switch.check()  # a reembed switch is followed, or refused in one line (switch_watch)
         k = min(5 if top_k is None else int(top_k), MAX_TOP_K)  # KNN's top_k limit; more is never useful
         if k < 1:
             raise UserInputError("top_k must be at least 1")
@@ -1129,6 +1162,47 @@ class TablestoreStore(MemoryStore):
         hits.update(dict.fromkeys(self._recent.ids(user)[:GET_ROWS]))
         rows = self._verified([(mid, None) for mid in hits], len(hits), filters)
         return bm25(query, rows, k)
+
+    # ------------------------------------------------------------------ owner's views and export (index_reads)
+
+    def total(self, filters: Mapping[str, Any] | None = None) -> int:
+        """A page's total: the index's count with this process's recent writes reconciled (``index_reads``);
+        :meth:`count` when the index cannot answer exactly, or right after a page that read the whole range."""
+        memo = getattr(self._local, "count", None)
+        if memo is None or memo[0] != self._memo_key(filters):
+            found = self._index_reads.total(filters)
+            if found is not None:
+                return found
+        return self.count(filters)
+
+    def created_page(
+        self,
+        filters: Mapping[str, Any] | None,
+        *,
+        newest_first: bool,
+        offset: int,
+        limit: int,
+        since: str | None = None,
+        until: str | None = None,
+    ) -> tuple[builtins.list[OutputData], int]:
+        """The owner's page by creation time from the index (``index_reads``); else every row is read."""
+        found = self._index_reads.created_page(
+            filters, newest_first=newest_first, offset=offset, limit=limit, since=since, until=until
+        )
+        if found is not None:
+            return found
+        return super().created_page(
+            filters, newest_first=newest_first, offset=offset, limit=limit, since=since, until=until
+        )
+
+    def tally(self, filters: Mapping[str, Any] | None) -> dict[tuple[str | None, str, str], int]:
+        """Counts per (client, state, day) from the index's group-bys (``aggregations``); else every row is read."""
+        found = self._index_reads.tally(filters)
+        return found if found is not None else super().tally(filters)
+
+    def get_vectors(self, ids: Sequence[str]) -> dict[str, builtins.list[float]]:
+        """Stored vectors by id (export): one BatchGetRow per 100 ids, rows outside the scope absent."""
+        return read_vectors(self, ids)
 
 
 __all__ = ["RowUpdate", "TablestoreStore", "TablestoreUnavailableError"]

@@ -1,0 +1,314 @@
+"""Totals, the owner's pages by creation time and the owner's counts, answered by the search index.
+
+Why: on Tablestore these read every row of the user (``list_memories``' total: a keys-only scan of the
+scope on every page; REST browse, apps and stats: every payload), so their cost grew with the user. The
+index answers each with one Search whatever the size: a total count (limit 0), a page sorted by
+``(created_at, memory_id)`` with primary keys only, or nested group-bys (``aggregations``).
+
+Correctness, in this order:
+
+* **Lag.** The index trails the table by seconds. This process's own recent writes and deletes
+  (``recent.touched``, kept ``WINDOW`` seconds) are reconciled: their current rows are read from the table
+  (one BatchGetRow per 100) and the index's view of just those ids (one Search) is replaced by the table's.
+  So a client sees its own adds, edits and deletes at once; other processes' writes show up once the index
+  has them (99% within 3 s per the documentation).
+* **Pages are checked against the table.** The page's ids are read back (BatchGetRow): a deleted row
+  never comes back, an edited one comes back current.
+* **Exact or nothing.** When a filter cannot be evaluated exactly by the index, the index is still
+  initializing (a new index can need a minute; ``DescribeSearchIndex`` says when it is in its FULL phase),
+  or it lacks a field (an index made by an older version has no ``created_day``), the caller's strongly
+  consistent path answers instead (the store's ``count`` or the base class's read of every row).
+
+RPCs: total = 1 Search (+ 1 Search + 1 BatchGetRow when this process wrote to the user in the last
+``WINDOW`` seconds); page = 1 Search + 1 BatchGetRow per 100 rows (+ the same reconciliation); counts = 1
+Search (+ the same reconciliation). Plus one DescribeSearchIndex per index until it reports INCR.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from tablestore import (
+    ColumnReturnType,
+    ColumnsToGet,
+    FieldSort,
+    Query,
+    RangeQuery,
+    SearchQuery,
+    Sort,
+    SortOrder,
+    TermsQuery,
+)
+
+from ..base import MemoryStore, OutputData
+from ..filters import matches
+from . import aggregations as agg
+from . import query as qb
+from .rows import attr_dict
+from .schema import COL_DAY, PK_ID
+
+if TYPE_CHECKING:
+    from .store import TablestoreStore
+
+logger = logging.getLogger(__name__)
+
+#: Search's documented bounds: offset + limit <= 10,000; up to 1,000 rows when only keys come back.
+MAX_OFFSET = 10_000
+MAX_KEYS = 1000
+#: Recent writes reconciled per call (a TermsQuery of their ids; BatchGetRow of 100 a call).
+MAX_TOUCHED = 500
+#: How often an index still initializing is asked again.
+RECHECK_SECONDS = 5.0
+_PK_ONLY = ColumnsToGet(return_type=ColumnReturnType.NONE)
+_FROM_INDEX = ColumnsToGet(return_type=ColumnReturnType.ALL_FROM_INDEX)
+
+
+class IndexReads:
+    """The search-index answers of one :class:`TablestoreStore` (see the module docstring)."""
+
+    def __init__(self, store: TablestoreStore) -> None:
+        self.store = store
+        self._lock = threading.Lock()
+        self._ready: dict[str, tuple[bool, frozenset[str], float]] = {}  # index -> (ready, fields, checked at)
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _state(self) -> tuple[bool, frozenset[str]]:
+        """(the current index has left its initial full sync, the fields it has); cached once ready."""
+        name = self.store.index_name
+        with self._lock:
+            known = self._ready.get(name)
+        if known is not None and (known[0] or time.monotonic() - known[2] < RECHECK_SECONDS):
+            return known[0], known[1]
+        meta, sync = self.store._call(
+            "DescribeSearchIndex",
+            lambda: self.store.client.describe_search_index(self.store.collection_name, name, True),
+        )
+        phase = getattr(getattr(sync, "sync_phase", None), "name", None)
+        fields = frozenset(f.field_name for f in (getattr(meta, "fields", None) or []))
+        ready = phase != "FULL"
+        if not ready:
+            logger.info("search index %s is still initializing; totals and counts read the table", name)
+        with self._lock:
+            self._ready[name] = (ready, fields, time.monotonic())
+        return ready, fields
+
+    def _search(self, search_query: SearchQuery, columns: ColumnsToGet = _PK_ONLY) -> Any:
+        store = self.store
+        return store._call(
+            "Search",
+            functools.partial(store.client.search, store.collection_name, store.index_name, search_query, columns),
+        )
+
+    def _query(self, filters: Mapping[str, Any] | None, extra: Sequence[Query] = ()) -> Query | None:
+        """The index query for the scope + ``filters`` (+ ``extra``), or None when it would not be exact."""
+        ready, _ = self._state()
+        if not ready:
+            return None
+        scope = self.store._user()[0]
+        push = qb.build(filters, self.store._indexed)
+        if not push.exact:
+            return None
+        return qb.combine(qb.scope_query(scope), push.query, *extra)
+
+    @staticmethod
+    def _ids(response: Any) -> list[str]:
+        out = []
+        for row in response.rows or []:
+            pk = row.primary_key if hasattr(row, "primary_key") else row[0]
+            memory_id = attr_dict(pk).get(PK_ID)
+            if isinstance(memory_id, str) and memory_id:
+                out.append(memory_id)
+        return out
+
+    def _touched(self, query: Query) -> tuple[set[str], dict[str, OutputData]]:
+        """For this process's recent writes: (the ids the index matches, their rows in the table now)."""
+        store = self.store
+        _, user = store._user()
+        touched = store._recent.touched(user, MAX_TOUCHED)
+        if not touched:
+            return set(), {}
+        within = qb.combine(query, TermsQuery(PK_ID, touched))
+        indexed = set(self._ids(self._search(SearchQuery(within, limit=len(touched), get_total_count=False))))
+        return indexed, store.get_many(touched)
+
+    # ------------------------------------------------------------------ totals
+
+    def total(self, filters: Mapping[str, Any] | None) -> int | None:
+        """How many rows in scope match ``filters`` (lag reconciled), or None: ask the table."""
+        query = self._query(filters)
+        if query is None:
+            return None
+        response = self._search(SearchQuery(query, limit=0, get_total_count=True))
+        indexed, rows = self._touched(query)
+        keep = _matcher(filters)
+        return max(0, int(response.total_count or 0) - len(indexed) + sum(keep(r) for r in rows.values()))
+
+    # ------------------------------------------------------------------ pages by creation time
+
+    def created_page(
+        self,
+        filters: Mapping[str, Any] | None,
+        *,
+        newest_first: bool,
+        offset: int,
+        limit: int,
+        since: str | None,
+        until: str | None,
+    ) -> tuple[list[OutputData], int] | None:
+        """One page in (created_at, id) order and the total, or None: ask the table."""
+        if offset < 0 or limit < 1:
+            return [], 0
+        bounds: list[Query] = []
+        if since is not None or until is not None:
+            bounds.append(
+                RangeQuery("created_at", range_from=since, range_to=until, include_lower=True, include_upper=False)
+            )
+        query = self._query(filters, bounds)
+        if query is None:
+            return None
+        order = SortOrder.DESC if newest_first else SortOrder.ASC
+        sort = Sort([FieldSort("created_at", order), FieldSort(PK_ID, order)])
+        keep = _matcher(filters, since, until)
+        indexed, touched = self._touched(query)
+        added = [r for r in touched.values() if keep(r)]
+        # The index's order without the rows it has of ours (``indexed``), plus our rows as they are now
+        # (``added``): a page of that view lies within this window of the index's order.
+        start = max(0, offset - len(added))
+        ids, total = self._page_ids(query, sort, start, offset + limit + len(indexed) - start)
+        rows = self.store.get_many([i for i in ids if i not in touched])
+        window = [(rows.get(i) or touched.get(i), i in indexed or i in touched) for i in ids]
+        removed = [_key(touched[i]) for i in indexed if i in touched] + self._index_keys(query, indexed - set(touched))
+        page = _view_page(window, added, removed, start, offset, limit, newest_first, keep)
+        return page, max(0, total - len(indexed) + len(added))
+
+    def _page_ids(self, query: Query, sort: Sort, offset: int, limit: int) -> tuple[list[str], int]:
+        """Ids at [offset, offset + limit) and the total: one Search, or token pages past 10,000."""
+        if offset + limit <= MAX_OFFSET and limit <= MAX_KEYS:
+            response = self._search(SearchQuery(query, sort=sort, offset=offset, limit=limit, get_total_count=True))
+            return self._ids(response), int(response.total_count or 0)
+        ids: list[str] = []  # deep pages: keys only, 1,000 a call, the sort repeated with each token
+        token: bytes | None = None
+        total = 0
+        while len(ids) < offset + limit:
+            search_query = SearchQuery(
+                query, sort=sort, limit=MAX_KEYS, next_token=token, get_total_count=token is None
+            )
+            response = self._search(search_query)
+            if token is None:
+                total = int(response.total_count or 0)
+            ids += self._ids(response)
+            token = response.next_token or None
+            if not token:
+                break
+        return ids[offset : offset + limit], total
+
+    def _index_keys(self, query: Query, ids: set[str]) -> list[tuple[str, str]]:
+        """(created_at, id) of rows the index still has but the table no longer does (deleted by us lately),
+        from the index's own copy of the columns (one Search; only after deletes)."""
+        if not ids:
+            return []
+        within = qb.combine(query, TermsQuery(PK_ID, sorted(ids)))
+        response = self._search(SearchQuery(within, limit=len(ids)), _FROM_INDEX)
+        out = []
+        for row in response.rows or []:
+            pk, attrs = (row.primary_key, row.attribute_columns) if hasattr(row, "primary_key") else (row[0], row[1])
+            memory_id = attr_dict(pk).get(PK_ID)
+            if isinstance(memory_id, str):
+                out.append((str(attr_dict(attrs).get("created_at") or ""), memory_id))
+        return out
+
+    # ------------------------------------------------------------------ counts
+
+    def tally(self, filters: Mapping[str, Any] | None) -> agg.Tally | None:
+        """Rows in scope per (client, state, day created), lag reconciled, or None: ask the table."""
+        query = self._query(filters)
+        if query is None or COL_DAY not in self._state()[1]:
+            return None
+        counted = agg.read_tally(self._search(agg.tally_query(query)))
+        if counted is None:
+            return None
+        _, user = self.store._user()
+        touched = self.store._recent.touched(user, MAX_TOUCHED)
+        if not touched:
+            return counted
+        within = qb.combine(query, TermsQuery(PK_ID, touched))
+        assert within is not None
+        stale = agg.read_tally(self._search(agg.tally_query(within)))
+        if stale is None:
+            return None
+        keep = _matcher(filters)
+        current = [row for row in self.store.get_many(touched).values() if keep(row)]
+        return agg.add(agg.subtract(counted, stale), MemoryStore.tally_rows(current))
+
+
+def _created(row: OutputData) -> str:
+    return str((row.payload or {}).get("created_at") or "")
+
+
+def _matcher(
+    filters: Mapping[str, Any] | None, since: str | None = None, until: str | None = None
+) -> Callable[[OutputData], bool]:
+    wanted = dict(filters or {})
+
+    def keep(row: OutputData) -> bool:
+        created = _created(row)
+        if since is not None and created < since:
+            return False
+        if until is not None and created >= until:
+            return False
+        return not wanted or matches(wanted, row.payload)
+
+    return keep
+
+
+def _key(row: OutputData) -> tuple[str, str]:
+    return _created(row), row.id
+
+
+def _view_page(
+    window: list[tuple[OutputData | None, bool]],
+    added: list[OutputData],
+    removed: list[tuple[str, str]],
+    start: int,
+    offset: int,
+    limit: int,
+    newest_first: bool,
+    keep: Callable[[OutputData], bool],
+) -> list[OutputData]:
+    """The rows at [offset, offset + limit) of (the index's order - ``removed`` + ``added``).
+
+    ``window`` is the index's order from position ``start`` (each row as the table has it now, None when
+    gone, and whether it is one of ours the index still has). A row's position in the view is its position
+    in the index, minus the removed rows before it, plus the added rows before it; an added row's position
+    is the number of index rows before it (counted in the window), minus removed, plus added rows before it.
+    The window spans ``len(added)`` rows before the page and ``len(removed)`` after, so every row that can
+    land on the page is in it, and every row outside it lands outside the page."""
+
+    def before(a: tuple[str, str], b: tuple[str, str]) -> bool:
+        return a > b if newest_first else a < b
+
+    def shift(k: tuple[str, str]) -> int:
+        return sum(before(a, k) for a in added_keys) - sum(before(r, k) for r in removed)
+
+    added_keys = [_key(r) for r in added]
+    placed: list[tuple[int, OutputData]] = []
+    known: list[tuple[int, tuple[str, str]]] = []  # (index position, key) of the window rows still there
+    for j, (row, ours) in enumerate(window):
+        if row is None:  # deleted by another process since the index saw it
+            continue
+        k = _key(row)
+        known.append((start + j, k))
+        if not ours and keep(row):
+            placed.append((start + j + shift(k), row))
+    for row in added:
+        k = _key(row)
+        index_before = next((pos for pos, w in known if not before(w, k)), start + len(window))
+        placed.append((index_before + shift(k), row))
+    placed.sort(key=lambda p: p[0])
+    return [row for pos, row in placed if offset <= pos < offset + limit]
