@@ -28,7 +28,7 @@ class Limits:
     records: int = 2_000_000
     blank_lines: int = 10_000
     unpacked_bytes: int = 16 * 1024 * MiB
-    ratio: int = 100  # unpacked / packed, once past ratio_slack (JSON with vectors packs ~3x, text ~6x)
+    ratio: int = 50  # unpacked / packed, once past ratio_slack (JSON with vectors packs ~3x, text ~6x)
     ratio_slack: int = 64 * MiB
     json_bytes: int = 8 * MiB
     json_containers: int = 200_000
