@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import httpx
 import pytest
@@ -87,3 +88,37 @@ def test_a_refused_token_setting_never_shows_the_tokens(monkeypatch: pytest.Monk
         message = str(refused.value)
         assert "at least 8 characters" in message
         assert "short1" not in message and "another-secret-value" not in message
+
+
+class _Source:
+    async def get(self) -> Any:
+        raise AssertionError("no request in this test reaches the service")
+
+    def in_flight(self) -> int:
+        return 0
+
+
+async def test_bearer_tokens_on_the_api_share_the_login_table() -> None:
+    """A wrong bearer token is the same guess as a wrong login: 401s count, then 429 on any route with a token;
+    requests without a token (an MCP client finding out it needs one) are never counted."""
+    from mcp.server.mcpserver import MCPServer
+
+    from tablestore_openmemory_mcp.transports.http_app import HttpApp
+
+    clock = Clock()
+    app = HttpApp(MCPServer(name="t"), Settings(_env_file=None, auth_tokens=f"{GOOD}:alice"), _Source())  # type: ignore[arg-type]
+    app.throttle.clock = clock
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.9", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+        for _ in range(30):
+            assert (await http.get("/api/v1/stats")).status_code == 401, "no token: never throttled"
+        for n in range(5):
+            wrong = await http.get("/api/v1/stats", headers={"Authorization": f"Bearer wrong-bearer-{n:04d}"})
+            assert wrong.status_code == 401
+        for n in range(5):
+            assert (await login(http, f"wrong-login-{n:04d}")).status_code == 401
+        locked = await http.post("/mcp/cline/http/alice", headers={"Authorization": f"Bearer {GOOD}"}, json={})
+        assert locked.status_code == 429 and locked.headers["Retry-After"] == "60"
+        assert (await login(http, GOOD)).status_code == 429
+        clock.now += 61
+        assert (await login(http, GOOD)).status_code == 200

@@ -26,7 +26,7 @@ from tablestore_openmemory_mcp.web.session import (
     has_csrf_header,
     set_login_cookie,
 )
-from tablestore_openmemory_mcp.web.throttle import LoginThrottle, address_key
+from tablestore_openmemory_mcp.web.throttle import LoginThrottle, address_key, too_many
 
 logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
@@ -93,7 +93,7 @@ class WebPage:
         host = request.client.host if request.client is not None else None
         wait = self.throttle.retry_after(host)
         if wait is not None:
-            return _too_many(wait)
+            return too_many(wait)
         token = await _token_from(request)
         known, user = await self._user_of(token)
         if not known or token is None:
@@ -114,15 +114,6 @@ class WebPage:
         return response
 
 
-def _too_many(wait: int) -> Response:
-    return error_response(
-        429,
-        "too_many_attempts",
-        f"too many failed sign-ins from this address; try again in {wait} seconds",
-        {"Retry-After": str(wait)},
-    )
-
-
 async def _token_from(request: Request) -> str | None:
     raw = await request.body()
     if len(raw) > MAX_TOKEN_CHARS + 64:
@@ -135,6 +126,6 @@ async def _token_from(request: Request) -> str | None:
     return token.strip() if isinstance(token, str) and token.strip() else None
 
 
-def web_routes(settings: Settings) -> list[BaseRoute]:
-    """The page's routes for the HTTP app (``routes += web_routes(settings)``)."""
-    return WebPage(settings).routes()
+def web_routes(settings: Settings, throttle: LoginThrottle | None = None) -> list[BaseRoute]:
+    """The page's routes for the HTTP app (``routes += web_routes(settings, throttle)``)."""
+    return WebPage(settings, throttle).routes()

@@ -4,7 +4,8 @@ Why: ``/auth/login`` answers whether a token is known, so without a limit it is 
 hundreds of times a second. After :attr:`LoginThrottle.max_failures` failures within
 :attr:`LoginThrottle.window` seconds an address is refused (429 with ``Retry-After``) for
 :attr:`LoginThrottle.base` seconds, doubling with each further lockout up to :attr:`LoginThrottle.cap`;
-a correct token after the wait signs in and clears the record.
+a correct token after the wait signs in and clears the record. :class:`ThrottleFailedTokens` applies the same
+table to bearer tokens on every other route (a wrong token there is the same guess).
 
 The address is the ASGI client address. uvicorn sets it from ``X-Forwarded-For`` only when the connection
 comes from ``FORWARDED_ALLOW_IPS`` (default: loopback, where this project's nginx kit runs), so a client
@@ -16,11 +17,19 @@ seen dropped first, so a flood of addresses cannot grow memory. Each server proc
 from __future__ import annotations
 
 import ipaddress
+import logging
 import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tablestore_openmemory_mcp.security import error_response
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -103,4 +112,45 @@ class LoginThrottle:
         self._entries.pop(address_key(host), None)
 
 
-__all__ = ["LoginThrottle", "address_key"]
+def too_many(wait: int) -> JSONResponse:
+    """The 429 a locked address gets (no hint whether the token it sent was right)."""
+    return error_response(
+        429,
+        "too_many_attempts",
+        f"too many failed tokens from this address; try again in {wait} seconds",
+        {"Retry-After": str(wait)},
+    )
+
+
+class ThrottleFailedTokens:
+    """Pure ASGI, inside the login cookie's translation and outside the token check: a bearer token is as much an
+    oracle as the login form, so every 401 answered to a request that presented one counts as a failed sign-in,
+    and while an address is locked its requests that present a token get 429. Requests without a token (an MCP
+    client discovering that it needs one) are never counted."""
+
+    def __init__(self, app: ASGIApp, throttle: LoginThrottle) -> None:
+        self.app = app
+        self.throttle = throttle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not any(key.lower() == b"authorization" for key, _ in scope.get("headers", ())):
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        host = str(client[0]) if client else None
+        wait = self.throttle.retry_after(host)
+        if wait is not None:
+            await too_many(wait)(scope, receive, send)
+            return
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start" and message["status"] == 401:
+                locked = self.throttle.failed(host)
+                if locked is not None:
+                    logger.warning("too many failed tokens from %s; refused for %d s", address_key(host), locked)
+            await send(message)
+
+        await self.app(scope, receive, watch)
+
+
+__all__ = ["LoginThrottle", "ThrottleFailedTokens", "address_key", "too_many"]
