@@ -122,3 +122,16 @@ async def test_bearer_tokens_on_the_api_share_the_login_table() -> None:
         assert (await login(http, GOOD)).status_code == 429
         clock.now += 61
         assert (await login(http, GOOD)).status_code == 200
+
+
+async def test_a_guessed_login_cookie_counts_too() -> None:
+    clock = Clock()
+    page = WebPage(Settings(transport="stdio", auth_tokens=GOOD), LoginThrottle(clock=clock))
+    async with client(page, "203.0.113.10") as http:
+        for n in range(10):
+            http.cookies.set("openmemory_token", f"guess-{n:04d}-token")
+            assert (await http.get("/auth/session")).json()["authenticated"] is False
+        http.cookies.set("openmemory_token", GOOD)
+        assert (await http.get("/auth/session")).status_code == 429
+        http.cookies.clear()
+        assert (await http.get("/auth/session")).json()["auth_required"] is True, "no cookie: the page still loads"

@@ -77,7 +77,15 @@ class WebPage:
     async def session(self, request: Request) -> Response:
         """What the page needs before it shows anything: is a token needed, is this browser signed in, as whom."""
         auth = self.verifier is not None
-        known, user = await self._user_of(cookie_token(request.scope))
+        token = cookie_token(request.scope)
+        host = request.client.host if request.client is not None else None
+        if auth and token:  # a cookie is a token too: the same oracle as the login form, the same limit
+            wait = self.throttle.retry_after(host)
+            if wait is not None:
+                return too_many(wait)
+        known, user = await self._user_of(token)
+        if auth and token and not known:
+            self.throttle.failed(host)
         return JSONResponse(
             {"auth_required": auth, "authenticated": known or not auth, "user": user, "version": __version__},
             headers={"Cache-Control": "no-store"},
