@@ -151,6 +151,7 @@ async def test_empty_lines_are_refused_after_a_bounded_read(stack: Stack, files:
     assert answer.status_code == 413, answer.text
     message = answer.json()["message"]
     assert "more than 10000 empty lines" in message
+    assert message.startswith("'blank.jsonl.gz' has") and "memories_import_" not in message, "the upload's name"
     assert refused_after(message) <= 64 * 1024, "refused within the first 64 KiB of 200 MiB"
     assert texts(stack.repo, "alice") == [], "nothing is written before the whole file passed its checks"
 

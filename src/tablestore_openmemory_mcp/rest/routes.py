@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from tablestore_openmemory_mcp.backup.fileformat import BackupTooLarge
+from tablestore_openmemory_mcp.backup.fileformat import BackupFormatError, BackupTooLarge
 from tablestore_openmemory_mcp.errors import (
     AppPaused,
     ConflictError,
@@ -336,7 +336,11 @@ class RestApi:
                             raise BackupTooLarge(f"the upload is larger than {limit} bytes (MEMORY_MAX_IMPORT_BYTES)")
                         out.write(chunk)
                 service = await self.get_service()
-                summary = await anyio.to_thread.run_sync(lambda: service.import_backup(path, user, mode))
+                try:
+                    summary = await anyio.to_thread.run_sync(lambda: service.import_backup(path, user, mode))
+                except BackupFormatError as exc:  # name the upload, not the server's temporary file
+                    exc.args = (str(exc).replace(path, repr(upload.filename or "the upload")),)
+                    raise
             finally:
                 with contextlib.suppress(OSError):
                     os.unlink(path)
