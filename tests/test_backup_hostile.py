@@ -160,8 +160,25 @@ async def test_a_record_nested_100000_deep_is_skipped_and_the_rest_imported(stac
     answer = await stack.upload(files["deep"])
     assert answer.status_code == 200, answer.text
     summary = answer.json()
-    assert summary["imported"] == 2 and summary["skipped"] == {"nested deeper than 32 levels": 1}
+    assert summary["imported"] == 2 and sum(summary["skipped"].values()) == 1
+    # 100,000 brackets trip the object count before any parse; a shallower pile trips the depth check
+    assert set(summary["skipped"]) <= {"more than 100000 objects and arrays", "nested deeper than 32 levels"}
     assert texts(stack.repo, "alice") == ["after", "before the deep one"]
+    summary = (await stack.upload(deep_jsonl(files["deep"].with_name("deep-900.jsonl"), depth=900))).json()
+    assert summary["skipped"] == {"nested deeper than 32 levels": 1}
+
+
+async def test_a_line_of_a_million_empty_objects_is_skipped_before_parsing(stack: Stack, tmp_path: Path) -> None:
+    path = tmp_path / "dicts.jsonl"
+    path.write_bytes(b'{"content": "dicts", "metadata": {"a": [' + b"{}," * 1_000_000 + b'{}]}}\n{"content": "ok"}\n')
+    tracemalloc.start()
+    try:
+        summary = (await stack.upload(path)).json()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert summary["imported"] == 1 and summary["skipped"] == {"more than 100000 objects and arrays": 1}
+    assert peak < 16 * MiB, f"parsed, the line would take ~70 MiB; peak was {peak // MiB} MiB"
 
 
 async def test_imported_odd_ids_get_memory_ids_that_rest_and_mcp_accept(stack: Stack, files: dict[str, Path]):

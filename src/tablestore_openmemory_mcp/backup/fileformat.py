@@ -27,7 +27,7 @@ import tempfile
 import zipfile
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
@@ -126,6 +126,8 @@ def _member(names: list[str], filename: str) -> str | None:
 
 def _parse(text: bytes, limits: Limits) -> tuple[Any, str | None]:
     """One record's JSON, or why not; nesting deeper than ``limits.depth`` is refused, never a RecursionError."""
+    if text.count(b"{") + text.count(b"[") > limits.line_containers:  # counted in C before any parse
+        return None, f"more than {limits.line_containers} objects and arrays"
     try:
         data = json.loads(text)
     except RecursionError:
@@ -220,7 +222,7 @@ def read_relational(zf: zipfile.ZipFile, member: str, where: str, limits: Limits
         raise BackupTooLarge(too_big)
     if raw.count(b"{") + raw.count(b"[") > limits.json_containers:
         raise BackupTooLarge(f"{where}: {member} holds more than {limits.json_containers} objects and arrays")
-    dump, error = _parse(raw, limits)
+    dump, error = _parse(raw, replace(limits, line_containers=limits.json_containers))
     if error is not None:
         raise BackupFormatError(f"{where}: {member} is {'not valid JSON' if error == 'not valid JSON' else error}")
     if not isinstance(dump, dict):

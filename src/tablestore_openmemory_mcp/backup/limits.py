@@ -7,7 +7,8 @@ or ``{},{},...``). Every limit here is checked while the data streams, never aft
   after :attr:`Limits.ratio_slack` bytes, long before the absolute cap);
 * records (non-empty lines) and empty lines (which cost a loop turn each but hold nothing);
 * one line's length (a longer line is a per-record skip, read in bounded chunks, never held);
-* nesting depth of a record (deeper is a per-record skip, never a ``RecursionError``);
+* nesting depth of a record and its number of objects and arrays (a per-record skip, never a
+  ``RecursionError`` nor a 4 MiB line parsed into a hundred MB of empty dicts);
 * ``memories.json``: parsed only when there are no JSON Lines, and only when it is at most
   :attr:`Limits.json_bytes` with at most :attr:`Limits.json_containers` objects and arrays.
 """
@@ -33,6 +34,7 @@ class Limits:
     json_bytes: int = 8 * MiB
     json_containers: int = 200_000
     depth: int = 32
+    line_containers: int = 100_000  # objects and arrays in one record (a 4 MiB '[{},{},...]' would be 1.4 million)
 
 
 DEFAULT_LIMITS = Limits()
