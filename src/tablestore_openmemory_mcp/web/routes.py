@@ -79,10 +79,9 @@ class WebPage:
         auth = self.verifier is not None
         token = cookie_token(request.scope)
         host = request.client.host if request.client is not None else None
-        if auth and token:  # a cookie is a token too: the same oracle as the login form, the same limit
-            wait = self.throttle.retry_after(host)
-            if wait is not None:
-                return too_many(wait)
+        if auth and token and self.throttle.retry_after(host) is not None:
+            token = None  # a cookie is a token too (the same oracle as the login form): while locked, not checked,
+            # and the page shows its sign-in form, whose 429 says how long to wait
         known, user = await self._user_of(token)
         if auth and token and not known:
             self.throttle.failed(host)
