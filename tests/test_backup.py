@@ -326,7 +326,8 @@ def test_bad_records_are_skipped_and_counted(repo: StoreRepository, tmp_path: Pa
         "unknown state 'exploded'": 1,
         "id repeated in the file": 1,
     }
-    assert repo.get(Scope("openmemory", "dave"), "bad-app") is not None
+    assert summary.renamed == 4 and set(summary.renamed_ids) == {"good-1", "short-vector", "bad-app"}
+    assert repo.get(Scope("openmemory", "dave"), summary.renamed_ids["bad-app"]) is not None
     again = import_file(repo, embedder, path, "dave", "skip")
     assert again.imported == 0 and again.existing == 3
 

@@ -118,3 +118,26 @@ async def test_stdio_snippet_runs_with_uvx_from_this_checkout(tmp_path):
     args = [str(ROOT) if arg == PLACEHOLDER else arg for arg in entry["args"]]
     assert UV is not None
     await _round_trip(UV, ["tool", "run", *args], env)
+
+
+TOKEN_EXAMPLES = re.findall(r"MCP_AUTH_TOKENS=([^\s`|'\"]+)", README)
+
+
+async def test_readme_token_examples_start_and_sign_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each ``MCP_AUTH_TOKENS=...`` README shows is accepted as written, and each of its tokens signs in."""
+    import httpx
+    from starlette.applications import Starlette
+
+    from tablestore_openmemory_mcp.settings import load_settings
+    from tablestore_openmemory_mcp.web.routes import WebPage
+
+    assert TOKEN_EXAMPLES, "README shows how to set tokens"
+    for example in TOKEN_EXAMPLES:
+        monkeypatch.setenv("MCP_AUTH_TOKENS", example)
+        settings = load_settings()
+        app = Starlette(routes=WebPage(settings).routes())
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            for entry in example.split(","):
+                token, _, user = entry.partition(":")
+                answer = await http.post("/auth/login", json={"token": token}, headers={"X-Requested-With": "t"})
+                assert answer.status_code == 200 and answer.json()["user"] == (user or None), example

@@ -75,7 +75,7 @@ async def test_lifecycle_through_rest_and_mcp_agree(server: HttpServer) -> None:
 
         # pause: MCP no longer lists or finds it; REST still shows it as paused
         changed = rest.post("/memories/state", json={"user_id": "alice", "memory_ids": [tea], "state": "paused"})
-        assert changed.json() == {"changed": [tea], "unchanged": []}
+        assert changed.json() == {"changed": [tea], "unchanged": [], "invalid": []}
         assert await mcp_list(server, "cline", "alice") == ["Writes Go at work"]
         paused = rest.get("/memories", params={"user_id": "alice", "state": "paused"}).json()
         assert [m["id"] for m in paused["items"]] == [tea]
@@ -98,7 +98,7 @@ async def test_lifecycle_through_rest_and_mcp_agree(server: HttpServer) -> None:
 
         # soft delete: gone for MCP, its history (with the DELETE) stays readable
         deleted = rest.request("DELETE", "/memories", json={"user_id": "alice", "memory_ids": [go]}).json()
-        assert deleted == {"deleted": [go], "not_found": []}
+        assert deleted == {"deleted": [go], "not_found": [], "invalid": []}
         assert await mcp_list(server, "cline", "alice") == ["Likes green tea"]
         async with mcp(server, "cline", "alice", "alice-token") as session:
             history = structured(await session.call_tool("memory_history", {"memory_id": go}))["history"]
@@ -149,7 +149,7 @@ async def test_tokens_scope_the_rest_api(server: HttpServer) -> None:
             response = bob.request(method, path, json=body)
             assert response.status_code == 404, (method, path, response.text)
         state = bob.post("/memories/state", json={"memory_ids": [alice_memory], "state": "deleted"}).json()
-        assert state == {"changed": [], "unchanged": [alice_memory]}
+        assert state == {"changed": [], "unchanged": [alice_memory], "invalid": []}
         purge = bob.request("DELETE", "/memories", params={"purge": "1"}, json={"memory_ids": [alice_memory]})
         assert purge.json()["purged"] == []
     with api(server, "admin-token") as admin:

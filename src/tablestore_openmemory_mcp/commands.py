@@ -167,6 +167,8 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
         bar.close()
         repository.close()
     print(summary.line())
+    for old_id, new_id in summary.renamed_ids.items():  # ids that were not memory ids: where the memories are now
+        print(f"renamed {old_id!r} -> {new_id}")
     return 0
 
 

@@ -27,12 +27,13 @@ class InvalidIdentity(UserInputError):
 
 
 class AppPaused(UserInputError):
-    """The caller's app (client) is paused for this user: its MCP writes are refused."""
+    """The caller's app (client) is paused for this user: its MCP writes and history reads are refused, and so is a
+    REST write naming it as the client."""
 
     def __init__(self, client: str, user_id: str) -> None:
         super().__init__(
-            f"the app {client!r} is paused for user {user_id!r}, so it cannot change memories; resume it in the "
-            f"memory browser or with PUT /api/v1/apps/{client}"
+            f"the app {client!r} is paused for user {user_id!r}, so it cannot read or change memories; resume it in "
+            f"the memory browser or with PUT /api/v1/apps/{client}"
         )
 
 

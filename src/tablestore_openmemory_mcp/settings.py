@@ -417,5 +417,7 @@ def load_settings(env_file: str | Path | None = None, **overrides: Any) -> Setti
         if not field:  # a rule across settings: its message names the variables itself
             raise SettingsError(message) from None
         value = error.get("input")
-        shown = f" (got {value!r})" if isinstance(value, (str, int, float)) and len(str(value)) < 200 else ""
+        secret = any(word in field.lower() for word in ("token", "secret", "key", "password"))  # never echoed
+        plain = not secret and isinstance(value, (str, int, float)) and len(str(value)) < 200
+        shown = f" (got {value!r})" if plain else ""
         raise SettingsError(f"Invalid setting {name}: {message}{shown}") from None

@@ -31,12 +31,12 @@ from tablestore_openmemory_mcp.results import (
     StateResult,
     UpdateResult,
 )
+from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.settings import Settings
 from tablestore_openmemory_mcp.validation import (
     clean_cursor,
     clean_limit,
     clean_memory_id,
-    clean_memory_ids,
     clean_text,
 )
 
@@ -48,6 +48,15 @@ def _result(model: BaseModel) -> CallToolResult:
         content=[TextContent(type="text", text=model.text())],  # type: ignore[attr-defined]
         structured_content=model.model_dump(mode="json"),
     )
+
+
+async def _stored_ids(service: MemoryService, scope: Scope, values: object) -> list[str]:
+    """Memory ids, and odd ids naming a memory stored under them in ``scope`` (so they stay erasable); any
+    other id fails the call by name."""
+    ids, refused = await service.resolve_ids(scope, values)
+    if refused:
+        raise UserInputError(refused[0][1])
+    return ids
 
 
 def _error(message: str) -> CallToolResult:
@@ -156,7 +165,8 @@ def register_tools(
         user_id: UserIdArg = None,
     ) -> Annotated[CallToolResult, DeleteResult]:
         scope = identity.resolve(ctx, user_id)
-        return _result(await (await get_service()).delete(scope, clean_memory_ids(memory_ids)))
+        service = await get_service()
+        return _result(await service.delete(scope, await _stored_ids(service, scope, memory_ids)))
 
     async def update_memory(
         memory_id: Annotated[str, Field(description="Id of the memory to change")],
@@ -186,8 +196,9 @@ def register_tools(
         user_id: UserIdArg = None,
     ) -> Annotated[CallToolResult, StateResult]:
         scope = identity.resolve(ctx, user_id)
-        ids = clean_memory_ids(memory_ids)
-        changed = await (await get_service()).set_scope_state(scope, ids, state)
+        service = await get_service()
+        ids = await _stored_ids(service, scope, memory_ids)
+        changed = await service.set_scope_state(scope, ids, state)
         return _result(StateResult(state=state, changed=changed, unchanged=[i for i in ids if i not in set(changed)]))
 
     read_only = ToolAnnotations(

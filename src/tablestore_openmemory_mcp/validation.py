@@ -9,9 +9,20 @@ from tablestore_openmemory_mcp.errors import UserInputError
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
 MAX_IDS_PER_CALL = 1000
+#: Earlier versions imported ids as given (``x``, ``12345``, paths); such a stored id may still be named to erase it.
+MAX_ODD_ID_CHARS = 1024
 
 
-__all__ = ["MAX_IDS_PER_CALL", "UserInputError", "clean_limit", "clean_memory_id", "clean_memory_ids", "clean_text"]
+__all__ = [
+    "MAX_IDS_PER_CALL",
+    "UserInputError",
+    "clean_limit",
+    "clean_memory_id",
+    "clean_memory_ids",
+    "clean_text",
+    "not_a_memory_id",
+    "split_memory_ids",
+]
 
 
 def clean_text(value: object, what: str, max_chars: int) -> str:
@@ -62,6 +73,39 @@ def clean_memory_ids(values: object) -> list[str]:
     if len(values) > MAX_IDS_PER_CALL:
         raise UserInputError(f"at most {MAX_IDS_PER_CALL} memory ids per call")
     return list(dict.fromkeys(clean_memory_id(value) for value in values))
+
+
+def split_memory_ids(values: object) -> tuple[list[str], list[str], list[tuple[str, str]]]:
+    """``(memory ids, odd ids, refused)``: odd ids are strings that are not memory ids but may name a memory an
+    earlier version stored under them (the caller looks them up); refused are ``(shown id, why)``."""
+    if isinstance(values, str):
+        values = [values]
+    if not isinstance(values, list) or not values:
+        raise UserInputError("memory_ids must be a non-empty list of memory ids")
+    if len(values) > MAX_IDS_PER_CALL:
+        raise UserInputError(f"at most {MAX_IDS_PER_CALL} memory ids per call")
+    ids: list[str] = []
+    odd: list[str] = []
+    refused: list[tuple[str, str]] = []
+    for value in values:
+        try:
+            ids.append(clean_memory_id(value))
+        except UserInputError as exc:
+            if isinstance(value, str) and value.strip() and len(value) <= MAX_ODD_ID_CHARS:
+                odd.append(value)
+            else:
+                shown = value[:60] if isinstance(value, str) else repr(value)[:60]
+                refused.append((shown, str(exc)))
+    return list(dict.fromkeys(ids)), list(dict.fromkeys(odd)), refused
+
+
+def not_a_memory_id(value: str) -> str:
+    """The message for an id that is neither a memory id nor the id of a stored memory."""
+    try:
+        _bad_id(value)
+    except UserInputError as exc:
+        return str(exc)
+    return ""  # pragma: no cover  (_bad_id always raises)
 
 
 def clean_limit(value: object, maximum: int) -> int:

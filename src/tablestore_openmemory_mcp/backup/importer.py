@@ -10,6 +10,11 @@ Safety rules, so a bad file never leaves a state a re-run cannot finish:
   (``skip``) or has its text replaced (``overwrite``, recorded in the history as an import). An id
   held by *another* user's memory gets a new id instead (as OpenMemory does); exact duplicate texts
   in a scope are not stored twice. So re-running an import, complete or interrupted, finishes it.
+* **Ids that are not memory ids** (``x``, ``../../etc/passwd``, ``12345``...) get a new one, derived from the
+  user and the old id (so a re-run finds it again); ``renamed_ids`` in the summary maps old to new (the
+  first :data:`MAX_RENAMES_SHOWN`), so every imported memory can be read, changed and erased by its id.
+* **Limits** (:mod:`.limits`): a file that unpacks too far, holds too many records or too many empty lines is
+  refused before anything is written; a record too long or nested too deep is skipped.
 * **Vectors** are reused when the record's ``embedding_model`` is the server's embedder and the
   dimension matches; other records are re-embedded, one batch at a time.
 """
@@ -17,6 +22,7 @@ Safety rules, so a bad file never leaves a state a re-run cannot finish:
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -24,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from tablestore_openmemory_mcp.backup.fileformat import BackupReader
+from tablestore_openmemory_mcp.backup.limits import DEFAULT_LIMITS, Limits
 from tablestore_openmemory_mcp.backup.records import BackupRecord, BadRecord, from_record
 from tablestore_openmemory_mcp.errors import InvalidIdentity, UserInputError
 from tablestore_openmemory_mcp.memory.ports import HistoryRecord, NewMemory, Origin
@@ -38,6 +45,9 @@ ORIGIN = Origin(source="import")
 #: OpenMemory's app for imported memories; ours too when a record names no (usable) app.
 DEFAULT_APP = "openmemory"
 BATCH = 1000
+MAX_RENAMES_SHOWN = 1000
+MAX_SKIP_REASONS = 50
+_RENAME_NAMESPACE = uuid.UUID("6f0d3c1e-5b0a-4e47-9c52-8a1f2f3b7d10")
 
 
 @dataclass
@@ -51,6 +61,8 @@ class ImportSummary:
     unchanged: int = 0  # overwrite mode, same text
     duplicates: int = 0  # same text already stored in the scope under another id
     new_ids: int = 0  # the id belonged to another user's memory
+    renamed: int = 0  # the id was not a memory id (a UUID): given one
+    renamed_ids: dict[str, str] = field(default_factory=dict)  # old (cut to 100 characters) -> new, the first 1000
     reembedded: int = 0
     history_events: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
@@ -61,14 +73,16 @@ class ImportSummary:
         return (
             f"read {self.read} records: {self.imported} imported, {self.existing} already present, "
             f"{self.overwritten} overwritten, {self.unchanged} unchanged, {self.duplicates} duplicate texts, "
-            f"{self.new_ids} given new ids, {skipped} skipped{f' ({reasons})' if reasons else ''}; "
+            f"{self.new_ids} given new ids, {self.renamed} renamed (not memory ids), "
+            f"{skipped} skipped{f' ({reasons})' if reasons else ''}; "
             f"{self.reembedded} re-embedded, {self.history_events} history events"
         )
 
     def as_dict(self) -> dict[str, Any]:
         return {
             **{k: getattr(self, k) for k in ("read", "imported", "existing", "overwritten", "unchanged")},
-            **{k: getattr(self, k) for k in ("duplicates", "new_ids", "reembedded", "history_events")},
+            **{k: getattr(self, k) for k in ("duplicates", "new_ids", "renamed", "reembedded", "history_events")},
+            "renamed_ids": dict(self.renamed_ids),
             "skipped": dict(self.skipped),
         }
 
@@ -88,6 +102,7 @@ class Importer:
         mode: Mode = "skip",
         dimension: int | None = None,
         max_text_chars: int = 16000,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         if mode not in ("skip", "overwrite"):
             raise UserInputError(f"import mode must be 'skip' or 'overwrite', not {mode!r}")
@@ -96,28 +111,29 @@ class Importer:
         self.mode = mode
         self.dimension = dimension or getattr(embedder, "dimension", None)
         self.max_text_chars = max_text_chars
+        self.limits = limits
         self.embedder_name = str(getattr(embedder, "name", ""))
         self.summary = ImportSummary()
         self._seen: set[str] = set()
+
+    def _skip(self, reason: str) -> None:
+        """Count a skipped record; distinct reasons are capped (a hostile file could make each one unique)."""
+        skipped = self.summary.skipped
+        skipped[reason if reason in skipped or len(skipped) < MAX_SKIP_REASONS else "other reasons"] += 1
 
     # --- records -> scoped items ------------------------------------------------------------------
     def _item(self, raw: Any, user_id: str | None, fallback_user: str | None) -> _Item | None:
         try:
             record = from_record(raw)
         except BadRecord as exc:
-            self.summary.skipped[str(exc)] += 1
+            self._skip(str(exc))
             return None
         if len(record.content) > self.max_text_chars:
-            self.summary.skipped["content too long"] += 1
+            self._skip("content too long")
             return None
-        if record.id is not None:
-            if record.id in self._seen:
-                self.summary.skipped["id repeated in the file"] += 1
-                return None
-            self._seen.add(record.id)
         user = user_id or record.user_id or fallback_user
         if not user:
-            self.summary.skipped["no user_id (pass --user-id)"] += 1
+            self._skip("no user_id (pass --user-id)")
             return None
         try:
             scope = Scope(client_name=record.app or DEFAULT_APP, user_id=user)
@@ -125,9 +141,33 @@ class Importer:
             try:
                 scope = Scope(client_name=DEFAULT_APP, user_id=user)
             except InvalidIdentity:
-                self.summary.skipped["unusable user_id"] += 1
+                self._skip("unusable user_id")
                 return None
+        if record.id is not None:
+            record = self._memory_id(record, user)
+            memory_id = str(record.id)
+            if memory_id in self._seen:
+                self._skip("id repeated in the file")
+                return None
+            self._seen.add(memory_id)
         return _Item(scope, record)
+
+    def _memory_id(self, record: BackupRecord, user: str) -> BackupRecord:
+        """A UUID as our ids are written; any other id is replaced by one derived from (user, old id)."""
+        assert record.id is not None
+        try:
+            canonical = str(uuid.UUID(record.id)) if len(record.id) <= 45 else None
+        except ValueError:
+            canonical = None
+        if canonical is None:
+            canonical = str(uuid.uuid5(_RENAME_NAMESPACE, f"{user}\x00{record.id}"))
+            self.summary.renamed += 1
+            if len(self.summary.renamed_ids) < MAX_RENAMES_SHOWN:
+                self.summary.renamed_ids[record.id[:100]] = canonical
+        if canonical == record.id:
+            return record
+        history = tuple(replace(h, memory_id=canonical) for h in record.history)
+        return replace(record, id=canonical, history=history)
 
     # --- writing -----------------------------------------------------------------------------------
     def _vectors(self, records: Sequence[BackupRecord]) -> list[list[float]]:
@@ -207,7 +247,7 @@ class Importer:
             return
         except (ValueError, UserInputError) as exc:
             if item.id is None:
-                self.summary.skipped[_reason(exc)] += 1
+                self._skip(_reason(exc))
                 return
         # The store refused the id: it holds another user's memory (the embedded store keys rows by id
         # alone). Import under a new id, as OpenMemory does; a row that fails again is skipped.
@@ -215,7 +255,7 @@ class Importer:
         try:
             outcome = writer.add(scope, [fresh], ORIGIN)
         except (ValueError, UserInputError) as exc:
-            self.summary.skipped[_reason(exc)] += 1
+            self._skip(_reason(exc))
             return
         self.summary.new_ids += sum(1 for a in outcome if a.created)
         self._count(scope, [record], [fresh], outcome)  # its history moves to the new id
@@ -246,7 +286,7 @@ class Importer:
                 self.repository.history_log.append(scope.user_id, history)
                 self.summary.history_events += len(history)
             except UserInputError as exc:
-                self.summary.skipped[f"history: {exc}"] += 1
+                self._skip(f"history: {exc}")
 
     # --- the run -----------------------------------------------------------------------------------
     def run(
@@ -259,13 +299,13 @@ class Importer:
     ) -> ImportSummary:
         if user_id is not None:
             Scope(client_name=DEFAULT_APP, user_id=user_id)  # a bad --user-id is an error, not a skip count
-        reader = BackupReader(path)
+        reader = BackupReader(path, self.limits)
         total = reader.check()  # the whole file once: damage raises before any write
         pending: list[_Item] = []
         for line in reader.lines():
             self.summary.read += 1
             if line.error is not None:
-                self.summary.skipped[line.error] += 1
+                self._skip(line.error)
             else:
                 item = self._item(line.data, user_id, reader.user_id)
                 if item is not None:

@@ -115,7 +115,8 @@ class ClassicFlow:
 
     # --- add -----------------------------------------------------------------------------------------
     def add(self, scope: Scope, text: str, infer: bool = True, source: Source = "mcp") -> AddResult:
-        if source == "mcp" and self.repository.app_paused(scope):
+        """Refused for a paused app whoever asks: MCP through the app, or REST naming it as the client."""
+        if self.repository.app_paused(scope):
             raise AppPaused(scope.client_name, scope.user_id)
         if not infer:
             return self._store_verbatim(scope, text, None, source)
@@ -260,6 +261,9 @@ class ClassicFlow:
         )
 
     def history(self, scope: Scope, memory_id: str) -> HistoryResult:
+        """The app's own reads: refused while it is paused (the owner reads history through REST)."""
+        if not scope.shared and self.repository.app_paused(scope):
+            raise AppPaused(scope.client_name, scope.user_id)
         records = self.repository.history(scope, memory_id)
         if not records:
             raise MemoryNotFound(f"No memory with id {memory_id} exists among your memories")

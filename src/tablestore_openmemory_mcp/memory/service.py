@@ -33,6 +33,7 @@ from tablestore_openmemory_mcp.results import (
     UpdateResult,
 )
 from tablestore_openmemory_mcp.scope import Scope
+from tablestore_openmemory_mcp.validation import not_a_memory_id, split_memory_ids
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -120,6 +121,16 @@ class MemoryService:
 
     async def stats(self, user_id: str) -> dict[str, object]:
         return await self._run(self.admin.stats, user_id)
+
+    async def resolve_ids(self, scope: Scope, values: object) -> tuple[list[str], list[tuple[str, str]]]:
+        """``(ids to act on, refused (id, why))``: memory ids, plus odd ids only where a memory is stored under
+        one in ``scope`` (earlier versions imported ids as given; those memories must stay erasable)."""
+        ids, odd, refused = split_memory_ids(values)
+        if odd:
+            stored = await self._run(self.repository.get_many, scope, odd)
+            ids += [i for i in odd if i in stored]
+            refused += [(i[:60], not_a_memory_id(i)) for i in odd if i not in stored]
+        return ids, refused
 
     async def set_scope_state(self, scope: Scope, memory_ids: Sequence[str], state: State) -> list[str]:
         """The MCP tool's state change: within the caller's (client, user) scope; refused for a paused app."""

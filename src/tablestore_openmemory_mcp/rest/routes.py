@@ -24,6 +24,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from tablestore_openmemory_mcp.backup.fileformat import BackupFormatError, BackupTooLarge
 from tablestore_openmemory_mcp.errors import (
     AppPaused,
     ConflictError,
@@ -31,7 +32,7 @@ from tablestore_openmemory_mcp.errors import (
     NotFoundError,
     UserInputError,
 )
-from tablestore_openmemory_mcp.memory.admin import SORTS, BrowseRequest
+from tablestore_openmemory_mcp.memory.admin import SORTS, BrowseRequest, user_scope
 from tablestore_openmemory_mcp.memory.ports import ALL_STATES, VISIBLE_STATES, State
 from tablestore_openmemory_mcp.memory.service import MemoryService
 from tablestore_openmemory_mcp.rest.schemas import (
@@ -45,6 +46,7 @@ from tablestore_openmemory_mcp.rest.schemas import (
     EditMemory,
     EventOut,
     ExportRequest,
+    InvalidId,
     MemoryDetailOut,
     MemoryOut,
     MemoryPage,
@@ -54,7 +56,7 @@ from tablestore_openmemory_mcp.rest.schemas import (
 from tablestore_openmemory_mcp.scope import Scope, validate_identity_part
 from tablestore_openmemory_mcp.security import bound_user
 from tablestore_openmemory_mcp.settings import Settings
-from tablestore_openmemory_mcp.validation import clean_memory_id, clean_memory_ids, clean_text
+from tablestore_openmemory_mcp.validation import clean_memory_id, clean_text
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +171,8 @@ class RestApi:
                 return _error(404, "not_found", str(exc))
             except AppPaused as exc:
                 return _error(409, "app_paused", str(exc))
+            except BackupTooLarge as exc:
+                return _error(413, "too_large", str(exc))
             except UserInputError as exc:
                 return _error(400, "bad_request", str(exc))
             except ConflictError as exc:
@@ -256,17 +260,26 @@ class RestApi:
         """Pause, archive, resume (active) or delete memories; each transition is recorded."""
         body = await _body(request, ChangeState)
         user = resolve_user(request, body.user_id)
-        ids = clean_memory_ids(body.memory_ids)
-        changed = await (await self.get_service()).set_state(user, ids, body.state)
-        return _json(StateChanged(changed=changed, unchanged=[i for i in ids if i not in set(changed)]))
+        service = await self.get_service()
+        ids, refused = await service.resolve_ids(user_scope(user), body.memory_ids)
+        changed = await service.set_state(user, ids, body.state) if ids else []
+        return _json(
+            StateChanged(
+                changed=changed,
+                unchanged=[i for i in ids if i not in set(changed)],
+                invalid=[InvalidId(id=i, error=why) for i, why in refused],
+            )
+        )
 
     async def delete_memories(self, request: Request) -> Response:
         """Soft delete (history stays readable); ?purge=true erases memories, history and access log."""
         body = await _body(request, DeleteMemories)
         user = resolve_user(request, body.user_id)
-        ids = clean_memory_ids(body.memory_ids)
+        service = await self.get_service()
+        ids, refused = await service.resolve_ids(user_scope(user), body.memory_ids)
         purge = request.query_params.get("purge", "").lower() in ("1", "true", "yes")
-        result = await (await self.get_service()).remove(user, ids, purge)
+        result = await service.remove(user, ids, purge)
+        result["invalid"] = [{"id": i, "error": why} for i, why in refused]
         return JSONResponse(result)
 
     # --- apps and statistics -----------------------------------------------------------------------
@@ -303,7 +316,7 @@ class RestApi:
         limit = self.settings.max_import_bytes
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limit + 1024 * 1024:
-            raise UserInputError(f"the upload is larger than {limit} bytes (MEMORY_MAX_IMPORT_BYTES)")
+            raise BackupTooLarge(f"the upload is larger than {limit} bytes (MEMORY_MAX_IMPORT_BYTES)")
         async with request.form(max_files=1, max_fields=10, max_part_size=64 * 1024) as form:
             upload = form.get("file")
             if not isinstance(upload, UploadFile):
@@ -320,10 +333,14 @@ class RestApi:
                     while chunk := await upload.read(1024 * 1024):
                         size += len(chunk)
                         if size > limit:
-                            raise UserInputError(f"the upload is larger than {limit} bytes (MEMORY_MAX_IMPORT_BYTES)")
+                            raise BackupTooLarge(f"the upload is larger than {limit} bytes (MEMORY_MAX_IMPORT_BYTES)")
                         out.write(chunk)
                 service = await self.get_service()
-                summary = await anyio.to_thread.run_sync(lambda: service.import_backup(path, user, mode))
+                try:
+                    summary = await anyio.to_thread.run_sync(lambda: service.import_backup(path, user, mode))
+                except BackupFormatError as exc:  # name the upload, not the server's temporary file
+                    exc.args = (str(exc).replace(path, repr(upload.filename or "the upload")),)
+                    raise
             finally:
                 with contextlib.suppress(OSError):
                     os.unlink(path)

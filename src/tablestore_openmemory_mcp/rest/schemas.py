@@ -113,9 +113,17 @@ class ChangeState(_Body):
     state: StateName
 
 
+class InvalidId(BaseModel):
+    id: str
+    error: str
+
+
 class StateChanged(BaseModel):
     changed: list[str]
     unchanged: list[str] = Field(description="Ids not found, or already in that state")
+    invalid: list[InvalidId] = Field(
+        default_factory=list, description="Ids that are not memory ids (the others were still changed)"
+    )
 
 
 class ExportRequest(_Body):

@@ -58,6 +58,7 @@ from tablestore_openmemory_mcp.transports.errors import JsonRpcErrors
 from tablestore_openmemory_mcp.transports.listen import is_loopback
 from tablestore_openmemory_mcp.transports.sse import SSE_MESSAGE_PATH, SseSessions
 from tablestore_openmemory_mcp.web import CookieSession, web_routes
+from tablestore_openmemory_mcp.web.throttle import LoginThrottle, ThrottleFailedTokens
 
 logger = logging.getLogger(__name__)
 
@@ -138,6 +139,7 @@ class HttpApp:
         self.info: dict[str, Any] = {"transport": settings.transport}
         # SSE streams end via close(), after the answers in flight, not when uvicorn starts exiting
         AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
+        self.throttle = LoginThrottle()  # failed tokens per address: the login form and bearer tokens alike
         self.app = self._build()
 
     async def __call__(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
@@ -250,7 +252,7 @@ class HttpApp:
             Route("/mcp/{client_name}/http/{user_id}", _Endpoint(self._streamable), methods=["GET", "POST", "DELETE"]),
         ]
         routes += api_routes(self.service.get, settings)  # REST API and its OpenAPI document
-        routes += web_routes(settings)  # the memory browser at / (on the REST API)
+        routes += web_routes(settings, self.throttle)  # the memory browser at / (on the REST API)
         middleware = [
             Middleware(JsonRpcErrors, max_body=DEFAULT_MAX_REQUEST_BODY_SIZE),
             Middleware(ConnectionCap, connections=self.connections),
@@ -260,6 +262,7 @@ class HttpApp:
             backend = BearerAuthBackend(StaticTokenVerifier(settings.auth_tokens))
             middleware += [
                 Middleware(CookieSession),  # the web page's login cookie stands in for the token on /api/*
+                Middleware(ThrottleFailedTokens, throttle=self.throttle),  # shares the login form's table
                 Middleware(AuthenticationMiddleware, backend=backend),
                 Middleware(RequireToken),
             ]

@@ -8,6 +8,7 @@ they reveal nothing but whether tokens are configured and, after login, which us
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,9 @@ from tablestore_openmemory_mcp.web.session import (
     has_csrf_header,
     set_login_cookie,
 )
+from tablestore_openmemory_mcp.web.throttle import LoginThrottle, address_key, too_many
 
+logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / "static"
 MAX_TOKEN_CHARS = 4096
 #: Scripts and styles only from this server: an injected <script> or inline handler does not run.
@@ -44,9 +47,10 @@ PAGE_HEADERS = {
 class WebPage:
     """The page, the login endpoints and the static assets, configured from settings."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, throttle: LoginThrottle | None = None) -> None:
         self.settings = settings
         self.verifier = StaticTokenVerifier(settings.auth_tokens) if settings.auth_tokens else None
+        self.throttle = throttle if throttle is not None else LoginThrottle()
         self._html: str | None = None
 
     def routes(self) -> list[BaseRoute]:
@@ -73,22 +77,38 @@ class WebPage:
     async def session(self, request: Request) -> Response:
         """What the page needs before it shows anything: is a token needed, is this browser signed in, as whom."""
         auth = self.verifier is not None
-        known, user = await self._user_of(cookie_token(request.scope))
+        token = cookie_token(request.scope)
+        host = request.client.host if request.client is not None else None
+        if auth and token and self.throttle.retry_after(host) is not None:
+            token = None  # a cookie is a token too (the same oracle as the login form): while locked, not checked,
+            # and the page shows its sign-in form, whose 429 says how long to wait
+        known, user = await self._user_of(token)
+        if auth and token and not known:
+            self.throttle.failed(host)
         return JSONResponse(
             {"auth_required": auth, "authenticated": known or not auth, "user": user, "version": __version__},
             headers={"Cache-Control": "no-store"},
         )
 
     async def login(self, request: Request) -> Response:
-        """Check a token and keep it in the HttpOnly cookie; 401 for an unknown token."""
+        """Check a token and keep it in the HttpOnly cookie; 401 for an unknown token, 429 after too many
+        (see :mod:`.throttle`). Neither the answer nor the log ever repeats the token."""
         if not has_csrf_header(request.scope):
             return error_response(403, "csrf", "sign in from the page (the X-Requested-With header is missing)")
         if self.verifier is None:
             return error_response(400, "no_tokens", "this server has no MCP_AUTH_TOKENS: no sign-in is needed")
+        host = request.client.host if request.client is not None else None
+        wait = self.throttle.retry_after(host)
+        if wait is not None:
+            return too_many(wait)
         token = await _token_from(request)
         known, user = await self._user_of(token)
         if not known or token is None:
+            locked = self.throttle.failed(host)
+            if locked is not None:
+                logger.warning("sign-in: too many failed tokens from %s; refused for %d s", address_key(host), locked)
             return error_response(401, "unauthorized", "unknown token: use one of the server's MCP_AUTH_TOKENS")
+        self.throttle.succeeded(host)
         response = JSONResponse({"authenticated": True, "user": user})
         set_login_cookie(response, token, secure=request.url.scheme == "https")
         return response
@@ -113,6 +133,6 @@ async def _token_from(request: Request) -> str | None:
     return token.strip() if isinstance(token, str) and token.strip() else None
 
 
-def web_routes(settings: Settings) -> list[BaseRoute]:
-    """The page's routes for the HTTP app (``routes += web_routes(settings)``)."""
-    return WebPage(settings).routes()
+def web_routes(settings: Settings, throttle: LoginThrottle | None = None) -> list[BaseRoute]:
+    """The page's routes for the HTTP app (``routes += web_routes(settings, throttle)``)."""
+    return WebPage(settings, throttle).routes()
