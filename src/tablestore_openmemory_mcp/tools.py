@@ -17,6 +17,7 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
+from tablestore_openmemory_mcp.auth.gate import tool_refusal
 from tablestore_openmemory_mcp.errors import ConflictError, DependencyError, NotFoundError, UserInputError
 from tablestore_openmemory_mcp.identity import IdentityResolver
 from tablestore_openmemory_mcp.memory.ports import State
@@ -63,6 +64,9 @@ def _guard(
 
     @functools.wraps(fn)
     async def guarded(*args: Any, **kwargs: Any) -> CallToolResult:
+        refusal = tool_refusal(kwargs.get("ctx"), writes)  # OAuth: write tools need the write scope
+        if refusal is not None:
+            return _error(refusal)
         try:
             return await fn(*args, **kwargs)
         except ToolError as exc:

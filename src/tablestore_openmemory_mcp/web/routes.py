@@ -17,7 +17,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from tablestore_openmemory_mcp import __version__
-from tablestore_openmemory_mcp.security import StaticTokenVerifier, error_response
+from tablestore_openmemory_mcp.auth.verifier import Verifier
+from tablestore_openmemory_mcp.security import error_response
 from tablestore_openmemory_mcp.settings import Settings
 from tablestore_openmemory_mcp.web.session import (
     clear_login_cookie,
@@ -44,9 +45,10 @@ PAGE_HEADERS = {
 class WebPage:
     """The page, the login endpoints and the static assets, configured from settings."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, verifier: Verifier | None = None, oauth_login: str | None = None) -> None:
         self.settings = settings
-        self.verifier = StaticTokenVerifier(settings.auth_tokens) if settings.auth_tokens else None
+        self.verifier = verifier  # static tokens and/or OAuth (auth.setup); None: no sign-in
+        self.oauth_login = oauth_login  # the "sign in with the provider" URL, or None
         self._html: str | None = None
 
     def routes(self) -> list[BaseRoute]:
@@ -75,7 +77,13 @@ class WebPage:
         auth = self.verifier is not None
         known, user = await self._user_of(cookie_token(request.scope))
         return JSONResponse(
-            {"auth_required": auth, "authenticated": known or not auth, "user": user, "version": __version__},
+            {
+                "auth_required": auth,
+                "authenticated": known or not auth,
+                "user": user,
+                "oauth_login": self.oauth_login,
+                "version": __version__,
+            },
             headers={"Cache-Control": "no-store"},
         )
 
@@ -113,6 +121,6 @@ async def _token_from(request: Request) -> str | None:
     return token.strip() if isinstance(token, str) and token.strip() else None
 
 
-def web_routes(settings: Settings) -> list[BaseRoute]:
-    """The page's routes for the HTTP app (``routes += web_routes(settings)``)."""
-    return WebPage(settings).routes()
+def web_routes(settings: Settings, verifier: Verifier | None = None, oauth_login: str | None = None) -> list[BaseRoute]:
+    """The page's routes for the HTTP app (``routes += web_routes(settings, verifier, oauth_login)``)."""
+    return WebPage(settings, verifier, oauth_login).routes()
