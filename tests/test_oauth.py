@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Iterator
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, urlencode, urlparse
 
 import httpx
 import httpx2
@@ -22,6 +22,11 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 
+from tablestore_openmemory_mcp.auth.browser import pkce_pair
+from tablestore_openmemory_mcp.auth.claims import Refused
+from tablestore_openmemory_mcp.auth.config import OAuthConfig
+from tablestore_openmemory_mcp.auth.verifier import IntrospectionVerifier
+from tablestore_openmemory_mcp.settings import Settings
 from tests.oauth_server import READ, WRITE, AuthorizationServer, authorize, code_of, node_missing
 from tests.server_process import HttpServer, error_text, free_port, server_env, structured
 
@@ -254,3 +259,56 @@ async def test_page_signs_in_through_the_provider(stack: Stack) -> None:
         assert browser.get(f"{stack.url}/api/v1/memories").status_code == 200
         # the code was single use: replaying the callback fails
         assert browser.get(callback, follow_redirects=False).status_code == 400
+
+
+async def test_introspection_of_opaque_tokens(stack: Stack) -> None:
+    """RFC 7662 against the provider's introspection endpoint, for an opaque token from a real code flow."""
+    audience = f"{stack.url}/introspected"
+    issuer = stack.provider.issuer
+    verifier_code, challenge = pkce_pair()
+    params = {
+        "response_type": "code",
+        "client_id": "test-agent",
+        "redirect_uri": "http://127.0.0.1/callback",
+        "scope": f"openid {READ}",
+        "state": "s1",
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        "resource": audience,
+    }
+    redirect = authorize(f"{issuer}/auth?{urlencode(params)}", "frank", "http://127.0.0.1/callback")
+    code, _ = code_of(redirect)
+    token_response = httpx.post(
+        f"{issuer}/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": "http://127.0.0.1/callback",
+            "client_id": "test-agent",
+            "code_verifier": verifier_code,
+            "resource": audience,
+        },
+        timeout=10.0,
+    )
+    token = token_response.json()["access_token"]
+    assert token.count(".") != 2  # opaque
+    settings = Settings(
+        MCP_OAUTH_ISSUER=issuer,
+        MCP_PUBLIC_URL=stack.url,
+        MCP_OAUTH_AUDIENCE=audience,
+        MCP_OAUTH_INTROSPECTION_URL=f"{issuer}/token/introspection",
+        MCP_OAUTH_CLIENT_ID="openmemory-server",
+        MCP_OAUTH_CLIENT_SECRET="introspection-secret-123",
+    )
+    config = OAuthConfig.from_settings(settings)
+    assert config is not None
+    async with httpx.AsyncClient() as client:
+        verifier = IntrospectionVerifier(config, client)
+        principal = await verifier.validate(token)
+        assert principal.subject == "frank" and principal.scopes == [READ]
+        await verifier.validate(token)
+        assert verifier.requests == 1  # cached
+        with pytest.raises(Refused, match="not active"):
+            await verifier.validate("not-a-token-the-provider-issued")
+        # a token for another audience (the JWT one) is refused: the provider does not introspect JWTs
+        assert await verifier.verify_token(stack.token("frank")) is None

@@ -22,6 +22,7 @@ from tablestore_openmemory_mcp.errors import ConflictError, DependencyError, Not
 from tablestore_openmemory_mcp.identity import IdentityResolver
 from tablestore_openmemory_mcp.memory.ports import State
 from tablestore_openmemory_mcp.memory.service import MemoryService
+from tablestore_openmemory_mcp.progress import ADD_STEPS, tool_reporter
 from tablestore_openmemory_mcp.results import (
     AddResult,
     DeleteAllResult,
@@ -123,7 +124,11 @@ def register_tools(
         user_id: UserIdArg = None,
     ) -> Annotated[CallToolResult, AddResult]:
         scope = identity.resolve(ctx, user_id)
-        return _result(await (await get_service()).add(scope, clean_text(text, "text", max_chars), infer))
+        text = clean_text(text, "text", max_chars)
+        result = await (await get_service()).add(scope, text, infer, progress=tool_reporter(ctx))
+        if result.inferred:
+            await ctx.report_progress(ADD_STEPS, ADD_STEPS, "done")  # a no-op unless the client sent a token
+        return _result(result)
 
     async def search_memories(
         query: Annotated[str, Field(description="What to look for")],

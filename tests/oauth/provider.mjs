@@ -4,6 +4,8 @@
 // - Access tokens for <resource URL> are JWTs (RFC 9068) with aud = the resource and the scopes granted.
 // - Clients: "openmemory-page" (the memory browser, public, PKCE) with redirect <resource>/auth/oauth/callback;
 //   "test-agent" (public, PKCE, redirect http://127.0.0.1/callback); dynamic registration is on (MCP clients use it).
+// - "openmemory-server" (secret introspection-secret-123) may call the introspection endpoint; tokens for the
+//   resource <resource>/introspected are opaque (the introspection tests use them).
 // - Dev interactions: any login name is accepted (it becomes `sub`), consent by form POST.
 // - POST /test/mint {claims, key?: "other"}: signs arbitrary claims with the provider's own key (or an unknown one)
 //   so the tests can present expired / wrong-issuer / wrong-audience tokens that only the claim checks refuse.
@@ -44,6 +46,13 @@ const provider = new Provider(issuer, {
       grant_types: ['authorization_code'],
       response_types: ['code'],
     },
+    {
+      client_id: 'openmemory-server', // the resource server itself, for RFC 7662 introspection
+      client_secret: 'introspection-secret-123',
+      grant_types: [],
+      response_types: [],
+      redirect_uris: [],
+    },
   ],
   findAccount: async (ctx, id) => ({ accountId: id, claims: async () => ({ sub: id }) }),
   features: {
@@ -58,7 +67,8 @@ const provider = new Provider(issuer, {
         scope: SCOPES,
         audience: indicator,
         accessTokenTTL: 600,
-        accessTokenFormat: 'jwt',
+        // <resource>/introspected gets opaque tokens: the introspection tests use them (JWTs are not introspectable)
+        accessTokenFormat: indicator.endsWith('/introspected') ? 'opaque' : 'jwt',
         jwt: { sign: { alg: 'RS256' } },
       }),
     },

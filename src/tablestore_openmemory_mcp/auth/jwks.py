@@ -17,7 +17,7 @@ import anyio
 import httpx
 from jwt import PyJWK, PyJWKError
 
-from tablestore_openmemory_mcp.auth.discovery import fetch_json
+from tablestore_openmemory_mcp.auth.discovery import DiscoveryError, fetch_json
 
 logger = logging.getLogger(__name__)
 
@@ -58,8 +58,14 @@ class JwksCache:
             if found is not None and not self._stale():
                 return found
             if self._fetched_at is None or self._clock() - self._fetched_at >= MIN_REFRESH_SECONDS:
-                await self._refresh()
-                found = self._lookup(kid)
+                try:
+                    await self._refresh()
+                except DiscoveryError as exc:
+                    if found is None:
+                        raise
+                    logger.warning("keeping the cached signing keys: %s", exc)  # an old key beats no key
+                    self._fetched_at = self._clock()
+                found = self._lookup(kid) or found
         if found is None:
             raise KeyNotFound(f"no signing key {kid!r} in the authorization server's JWKS")
         return found

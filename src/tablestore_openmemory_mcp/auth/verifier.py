@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import httpx
@@ -53,10 +54,16 @@ class _RefusalLog:
 class JwtVerifier:
     """Validates JWT access tokens: signature (JWKS), ``iss``, ``aud``, ``exp``/``nbf``, the user claim."""
 
-    def __init__(self, config: OAuthConfig, metadata: ServerMetadata, client: httpx.AsyncClient) -> None:
+    def __init__(
+        self,
+        config: OAuthConfig,
+        metadata: ServerMetadata,
+        client: httpx.AsyncClient,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.config = config
         self.metadata = metadata
-        self.jwks = JwksCache(self._jwks_url, client)
+        self.jwks = JwksCache(self._jwks_url, client, clock)
         self._log = _RefusalLog()
 
     async def _jwks_url(self) -> str:

@@ -23,6 +23,7 @@ from tablestore_openmemory_mcp.memory.admin import (
 )
 from tablestore_openmemory_mcp.memory.flow import ClassicFlow
 from tablestore_openmemory_mcp.memory.ports import HistoryRecord, MemoryRepository, Origin, Source, State
+from tablestore_openmemory_mcp.progress import Report
 from tablestore_openmemory_mcp.results import (
     AddResult,
     DeleteAllResult,
@@ -60,8 +61,10 @@ class MemoryService:
             self.categorizer.close()
         self.repository.close()
 
-    async def add(self, scope: Scope, text: str, infer: bool = True, source: Source = "mcp") -> AddResult:
-        result = await self._run(self.flow.add, scope, text, infer, source)
+    async def add(
+        self, scope: Scope, text: str, infer: bool = True, source: Source = "mcp", progress: Report | None = None
+    ) -> AddResult:
+        result = await self._run(self.flow.add, scope, text, infer, source, progress)
         self._categorize(scope, [e.id for e in result.events if e.id and e.event in ("ADD", "UPDATE")])
         return result
 
