@@ -10,6 +10,8 @@ import httpx
 import pytest
 from mcp import Client
 from mcp.client.sse import sse_client
+from mcp.shared.exceptions import MCPError
+from mcp.types import INVALID_PARAMS, METHOD_NOT_FOUND
 
 from tests.fakes.memory_llm import classic_memory_llm
 from tests.fakes.openai_server import FakeOpenAI
@@ -72,3 +74,17 @@ async def test_inspector_url_forms_reach_the_same_memories(server: HttpServer) -
     # without a token there is no user for /mcp: a 400 that names the URLs to use
     response = httpx.post(f"{server.url}/mcp", json={}, timeout=10.0)
     assert response.status_code == 400 and "/mcp/<client_name>/http/<user_id>" in response.json()["message"]
+
+
+async def test_capabilities_declare_only_tools_and_unknown_tools_are_jsonrpc_errors(server: HttpServer) -> None:
+    async with server.http("caps", "alice") as client:
+        capabilities = client.server_capabilities
+        assert capabilities.prompts is None and capabilities.resources is None
+        assert capabilities.tools is not None and not capabilities.tools.list_changed
+        with pytest.raises(MCPError) as caught:
+            await client.list_prompts()
+        assert caught.value.code == METHOD_NOT_FOUND
+        for name in ("no_such_tool", "delete_all_memories"):  # the second is hidden by TOOL_BLACK_LIST's default
+            with pytest.raises(MCPError) as caught:
+                await client.call_tool(name, {})
+            assert caught.value.code == INVALID_PARAMS and name in caught.value.error.message
