@@ -302,7 +302,7 @@ async def test_introspection_of_opaque_tokens(stack: Stack) -> None:
     )
     config = OAuthConfig.from_settings(settings)
     assert config is not None
-    async with httpx.AsyncClient() as client:
+    async with httpx2.AsyncClient() as client:
         verifier = IntrospectionVerifier(config, client)
         principal = await verifier.validate(token)
         assert principal.subject == "frank" and principal.scopes == [READ]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import time
 
-import httpx
+import httpx2 as httpx  # the server's auth modules use mcp's HTTP client
 import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa

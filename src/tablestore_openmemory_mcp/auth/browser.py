@@ -18,7 +18,7 @@ import time
 from collections import OrderedDict
 from urllib.parse import urlencode
 
-import httpx
+import httpx2 as httpx  # the HTTP client mcp itself depends on (no extra dependency)
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import anyio
-import httpx
+import httpx2 as httpx  # the HTTP client mcp itself depends on (no extra dependency)
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
-import httpx
+import httpx2 as httpx  # the HTTP client mcp itself depends on (no extra dependency)
 from jwt import PyJWK, PyJWKError
 
 from tablestore_openmemory_mcp.auth.discovery import DiscoveryError, fetch_json

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import httpx
+import httpx2 as httpx  # the HTTP client mcp itself depends on (no extra dependency)
 from starlette.routing import BaseRoute
 
 from tablestore_openmemory_mcp.auth.browser import START_PATH, PageLogin

@@ -76,16 +76,10 @@ class WebPage:
         """What the page needs before it shows anything: is a token needed, is this browser signed in, as whom."""
         auth = self.verifier is not None
         known, user = await self._user_of(cookie_token(request.scope))
-        return JSONResponse(
-            {
-                "auth_required": auth,
-                "authenticated": known or not auth,
-                "user": user,
-                "oauth_login": self.oauth_login,
-                "version": __version__,
-            },
-            headers={"Cache-Control": "no-store"},
-        )
+        answer = {"auth_required": auth, "authenticated": known or not auth, "user": user, "version": __version__}
+        if self.oauth_login:  # the page offers "sign in with your identity provider"
+            answer["oauth_login"] = self.oauth_login
+        return JSONResponse(answer, headers={"Cache-Control": "no-store"})
 
     async def login(self, request: Request) -> Response:
         """Check a token and keep it in the HttpOnly cookie; 401 for an unknown token."""

@@ -202,6 +202,10 @@
       error,
       h("button", { type: "submit", class: "primary" }, t("login.submit"))
     );
+    if (app.session && app.session.oauth_login) {
+      // OAuth: the provider's sign-in (authorization code + PKCE on the server), above the token form
+      form.prepend(h("p", {}, h("a", { class: "button primary", id: "oauth-login", href: app.session.oauth_login }, t("login.oauth"))));
+    }
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       error.textContent = "";
