@@ -88,3 +88,12 @@ async def test_capabilities_declare_only_tools_and_unknown_tools_are_jsonrpc_err
             with pytest.raises(MCPError) as caught:
                 await client.call_tool(name, {})
             assert caught.value.code == INVALID_PARAMS and name in caught.value.error.message
+
+
+async def test_rest_export_leaves_a_progress_line_in_the_log(server: HttpServer) -> None:
+    async with server.http("export", "yara") as client:
+        for index in range(3):
+            structured(await client.call_tool("add_memories", {"text": f"yara fact {index}", "infer": False}))
+    response = httpx.post(f"{server.url}/api/v1/backup/export", json={"user_id": "yara"}, timeout=60.0)
+    assert response.status_code == 200, response.text
+    assert "export for yara: finished, 3" in server.log()

@@ -30,3 +30,46 @@ def tool_reporter(ctx: Any) -> Report:
             logger.debug("progress not sent: %s", exc)
 
     return report
+
+
+#: Seconds between two progress lines of a long job in the log.
+LOG_INTERVAL = 10.0
+
+
+class LogProgress:
+    """Progress of a long job (import, export, reembed, migrate) as log lines: ``label: done/total (pct%)`` at
+    most once per :data:`LOG_INTERVAL`, and one closing line with the final count. For servers and for commands
+    whose stderr is not a terminal (where a redrawn bar would be noise)."""
+
+    def __init__(
+        self,
+        label: str,
+        write: Callable[[str], None] | None = None,
+        interval: float = LOG_INTERVAL,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        import time
+
+        self.label = label
+        self.write = write or logger.info
+        self.interval = interval
+        self.clock = clock or time.monotonic
+        self.total: int | None = None
+        self.done = 0
+        self._last = self.clock()
+
+    def __call__(self, done: int, total: int | None = None) -> None:
+        self.done = done
+        self.total = total if total is not None else self.total
+        now = self.clock()
+        if now - self._last >= self.interval:
+            self._last = now
+            self.write(f"{self.label}: {self._count()}")
+
+    def close(self) -> None:
+        self.write(f"{self.label}: finished, {self._count()}")
+
+    def _count(self) -> str:
+        if self.total:
+            return f"{self.done}/{self.total} ({100 * self.done // max(self.total, 1)}%)"
+        return str(self.done)
