@@ -39,7 +39,7 @@ def declare_only_tools(server: MCPServer) -> None:
 
     async def known_tools_only(ctx: Any, params: CallToolRequestParams) -> Any:
         if params.name not in {tool.name for tool in await server.list_tools()}:
-            raise MCPError(code=INVALID_PARAMS, message=f"Unknown tool: {params.name}")
+            raise MCPError(code=INVALID_PARAMS, message=f"Unknown tool: {params.name[:200]}")
         return await call_tool(ctx, params)
 
     lowlevel.add_request_handler("tools/call", entry.params_type, known_tools_only)

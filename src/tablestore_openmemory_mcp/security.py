@@ -31,7 +31,7 @@ LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "[::1]", "127.0.0.1:*", "localhost:*
 LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*",
                     "http://127.0.0.1", "http://localhost", "http://[::1]"]  # fmt: skip
 # the web page, its assets and its login must load without a token (its data comes from /api, which needs one)
-PUBLIC_PATHS = ("/health", "/ready", "/", "/auth/session", "/auth/login", "/auth/logout")
+PUBLIC_PATHS = ("/health", "/ready", "/", "/auth/session", "/auth/login", "/auth/logout", "/auth/connect")
 PUBLIC_PREFIXES = ("/.well-known/", "/static/", "/auth/oauth/")  # /auth/oauth/: the page's OAuth sign-in
 WWW_AUTHENTICATE = 'Bearer realm="tablestore-openmemory-mcp"'
 

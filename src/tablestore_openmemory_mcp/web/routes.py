@@ -55,6 +55,7 @@ class WebPage:
         return [
             Route("/", self.page, methods=["GET"]),
             Route("/auth/session", self.session, methods=["GET"]),
+            Route("/auth/connect", self.connect, methods=["GET"]),
             Route("/auth/login", self.login, methods=["POST"]),
             Route("/auth/logout", self.logout, methods=["POST"]),
             Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
@@ -80,6 +81,21 @@ class WebPage:
         if self.oauth_login:  # the page offers "sign in with your identity provider"
             answer["oauth_login"] = self.oauth_login
         return JSONResponse(answer, headers={"Cache-Control": "no-store"})
+
+    async def connect(self, request: Request) -> Response:
+        """What the dashboard's client snippets need from the server (signed-in browsers only): whether memories
+        are shared across clients, and the store settings a stdio client must repeat to write where this page
+        reads (never a secret: a Tablestore configuration is left to the user)."""
+        known, _ = await self._user_of(cookie_token(request.scope))
+        if self.verifier is not None and not known:
+            return error_response(401, "unauthorized", "sign in first")
+        env: dict[str, str] = {}
+        if not self.settings.uses_tablestore:
+            env["MEMORY_DATA_DIR"] = str(self.settings.resolved_data_dir)
+        if self.settings.share_across_clients:
+            env["MEMORY_SHARE_ACROSS_CLIENTS"] = "true"
+        shared = self.settings.share_across_clients
+        return JSONResponse({"shared": shared, "stdio_env": env}, headers={"Cache-Control": "no-store"})
 
     async def login(self, request: Request) -> Response:
         """Check a token and keep it in the HttpOnly cookie; 401 for an unknown token."""
