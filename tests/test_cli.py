@@ -29,6 +29,7 @@ pytestmark = pytest.mark.anyio
         ({}, ["--port", "99999"], "--port"),
         ({}, ["--env-file", "/nonexistent/.env"], "--env-file"),
         ({"LOG_LEVEL": "loud"}, [], "LOG_LEVEL"),
+        ({"MCP_OAUTH_ISSUER": "https://login.example.com"}, [], "MCP_PUBLIC_URL"),
         (
             {
                 "TABLESTORE_ENDPOINT": "https://inst.cn-hangzhou.ots.aliyuncs.com",

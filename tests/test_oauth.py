@@ -163,6 +163,8 @@ async def test_one_users_token_never_reaches_another_user(stack: Stack) -> None:
         f"{stack.url}/mcp/cline/http/bob", headers={"Authorization": f"Bearer {alice}"}, json={}, timeout=10.0
     )
     assert response.status_code == 403
+    sse = httpx.get(f"{stack.url}/mcp/cline/sse/bob", headers={"Authorization": f"Bearer {alice}"}, timeout=10.0)
+    assert sse.status_code == 403
     async with Client(
         streamable_http_client(
             f"{stack.url}/mcp", http_client=httpx2.AsyncClient(headers={"Authorization": f"Bearer {alice}"})
@@ -234,6 +236,11 @@ async def test_scopes_map_to_tools_and_routes(stack: Stack) -> None:
 async def test_static_tokens_work_beside_oauth(stack: Stack) -> None:
     assert stack.api(STATIC).status_code == 200
     assert stack.api(STATIC, params={"user_id": "alice"}).status_code == 403  # bound to carol
+    # a user-bound static token on /mcp: its user, client "remote" (a static token names no OAuth client)
+    headers = {"Authorization": f"Bearer {STATIC}"}
+    async with Client(streamable_http_client(f"{stack.url}/mcp", http_client=httpx2.AsyncClient(headers=headers))) as c:
+        structured(await c.call_tool("add_memories", {"text": "carol sings", "infer": False}))
+    assert [(m["memory"], m["client"]) for m in stack.api(STATIC).json()["items"]] == [("carol sings", "remote")]
 
 
 async def test_page_signs_in_through_the_provider(stack: Stack) -> None:
@@ -248,6 +255,9 @@ async def test_page_signs_in_through_the_provider(stack: Stack) -> None:
         query = parse_qs(urlparse(location).query)
         assert query["code_challenge_method"] == ["S256"] and query["client_id"] == ["openmemory-page"]
         callback = authorize(location, "erin", f"{stack.url}/auth/oauth/callback", client=browser)
+        # an answer naming another issuer (RFC 9207 mix-up) is refused, and does not use up the state
+        mixed = browser.get(callback.replace("iss=", "iss=https%3A%2F%2Fevil.example.com&x="), follow_redirects=False)
+        assert mixed.status_code == 400 and mixed.json()["error"] == "oauth_issuer"
         # a callback whose state was not started by this browser is refused
         stranger = httpx.get(callback, timeout=10.0, follow_redirects=False)
         assert stranger.status_code == 400

@@ -14,7 +14,7 @@ from jwt.algorithms import RSAAlgorithm
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from mcp.server.auth.provider import AccessToken
 
-from tablestore_openmemory_mcp.auth.claims import Refused
+from tablestore_openmemory_mcp.auth.claims import Refused, access_token
 from tablestore_openmemory_mcp.auth.config import OAuthConfig
 from tablestore_openmemory_mcp.auth.discovery import ServerMetadata, metadata_urls
 from tablestore_openmemory_mcp.auth.gate import Grant, challenge, grant_of, needs_write
@@ -186,3 +186,14 @@ async def test_hs256_signed_with_the_public_key_is_refused():
         forged = jwt.encode(claims, "secret-of-32-bytes-or-more-for-hs256", "HS256", {"kid": "k1"})
         with pytest.raises(Refused, match="algorithm"):
             await verifier.validate(forged)
+
+
+def test_user_claim_is_configurable_and_must_be_a_valid_user_id():
+    config = _config(user_claim="email")
+    claims = {"sub": "opaque-123", "email": "alice@example.com", "exp": 2**31, "azp": "claude"}
+    principal = access_token(claims, config)
+    assert principal.subject == "alice@example.com" and principal.client_id == "oauth:claude"
+    with pytest.raises(Refused, match="email"):
+        access_token({"sub": "x", "exp": 2**31}, config)
+    with pytest.raises(Refused):
+        access_token({"email": "../bob", "exp": 2**31}, config)

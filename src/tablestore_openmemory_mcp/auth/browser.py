@@ -112,6 +112,9 @@ class PageLogin:
         if query.get("error"):
             description = query.get("error_description") or query["error"]
             return error_response(401, "oauth_denied", f"the authorization server refused: {description[:200]}")
+        issuer = query.get("iss")  # RFC 9207: a response from another server (mix-up attack) is refused
+        if issuer is not None and issuer.rstrip("/") != self.config.issuer.rstrip("/"):
+            return error_response(400, "oauth_issuer", "this sign-in answer came from another authorization server")
         state, code = query.get("state", ""), query.get("code", "")
         bound = request.cookies.get(STATE_COOKIE, "")
         if not state or not code or not bound or not hmac.compare_digest(state, bound):

@@ -183,11 +183,12 @@ class HttpApp:
                 "this URL takes the user from the token (OAuth, or an MCP_AUTH_TOKENS entry token:user_id); "
                 "otherwise connect to /mcp/<client_name>/http/<user_id> or /mcp/<client_name>/sse/<user_id>",
             )
-        claims = scope["user"].access_token.claims or {}
-        client = claims.get("client")
+        client = (scope["user"].access_token.claims or {}).get("client")
         try:
-            return Scope(str(client), user, self.settings.share_across_clients)
-        except InvalidIdentity:
+            return Scope(
+                client if isinstance(client, str) and client else "remote", user, self.settings.share_across_clients
+            )
+        except InvalidIdentity:  # a client id with characters an identity may not have
             return Scope("remote", user, self.settings.share_across_clients)
 
     async def _sse_stream(self, scope: ASGIScope, receive: Receive, send: Send) -> None:

@@ -2,7 +2,8 @@
 
 The page is plain HTML, CSS and JavaScript shipped inside the package (no build step, no CDN, works offline); all
 data comes from the REST API (``/api/v1``). These routes are public (the login form must load without a token);
-they reveal nothing but whether tokens are configured and, after login, which user a token is bound to.
+they reveal nothing but whether tokens are configured and, after login, which user a token is bound to and
+(``/auth/connect``) where the embedded store lives and whether clients share memories.
 """
 
 from __future__ import annotations
