@@ -322,3 +322,23 @@ async def test_introspection_of_opaque_tokens(stack: Stack) -> None:
             await verifier.validate("not-a-token-the-provider-issued")
         # a token for another audience (the JWT one) is refused: the provider does not introspect JWTs
         assert await verifier.verify_token(stack.token("frank")) is None
+
+
+async def test_page_sign_in_button_in_chromium(stack: Stack) -> None:
+    """The same sign-in as a person does it: the page's button, the provider's forms, back to the page, signed in."""
+    from tests.browser import UI_TIMEOUT_MS, launch
+
+    async with launch() as browser:
+        context = await browser.new_context(locale="en-GB")
+        context.set_default_timeout(UI_TIMEOUT_MS)
+        page = await context.new_page()
+        await page.goto(stack.url + "/")
+        await page.get_by_role("link", name="Sign in with your identity provider").click()
+        await page.locator('input[name="login"]').fill("hana")
+        await page.locator('input[name="password"]').fill("any")
+        await page.get_by_role("button", name="Sign-in").click()
+        await page.get_by_role("button", name="Continue").click()
+        await page.wait_for_url(stack.url + "/")
+        session = await page.evaluate("fetch('/auth/session').then((r) => r.json())")
+        assert session["authenticated"] and session["user"] == "hana"
+        await context.close()
