@@ -46,7 +46,11 @@ async def test_inferred_add_reports_progress_to_a_client_that_asks(server: HttpS
         )
         assert result["inferred"]
         structured(await client.call_tool("add_memories", {"text": "no progress asked", "infer": True}))
-    assert [step for step, _, _ in seen] == [1, 2, 3, 4]
+    async with server.sse("progress", "alice") as client:  # the same over SSE
+        sail = {"text": "I sail on weekends"}
+        structured(await client.call_tool("add_memories", sail, progress_callback=on_progress))
+    assert [step for step, _, _ in seen] == [1, 2, 3, 4, 1, 2, 3, 4]
+    seen[4:] = []
     assert {total for _, total, _ in seen} == {4}
     messages = [message or "" for _, _, message in seen]
     assert messages[0] == "extracting facts" and messages[-1] == "done"
