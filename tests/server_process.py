@@ -79,8 +79,10 @@ def stdio_client(env: dict[str, str], *args: str) -> Client:
 class HttpServer:
     """The server in HTTP mode on a free port; stderr goes to a file for post-mortems."""
 
-    def __init__(self, env: dict[str, str], tmp_path: Path, *args: str, transport: str = "sse") -> None:
-        self.port = free_port()
+    def __init__(
+        self, env: dict[str, str], tmp_path: Path, *args: str, transport: str = "sse", port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp_path / f"server-{self.port}.log"
         self._log = self.log_path.open("wb")

@@ -131,7 +131,6 @@ async def test_refused_bodies_store_nothing(server, transport):
 async def test_tool_level_bad_input_gets_tool_errors(server, transport):
     async with raw_session(server, transport, f"tool-errors-{transport}") as raw:
         cases = [
-            ("nope_tool", {}, "Unknown tool: nope_tool"),
             ("search_memories", {"query": 5}, "Input should be a valid string"),
             ("search_memories", {"query": "tea", "limit": "ten"}, "Input should be a valid integer"),
             ("search_memories", {"query": "tea", "limit": 2.5}, "fractional part"),
@@ -149,6 +148,8 @@ async def test_tool_level_bad_input_gets_tool_errors(server, transport):
         for tool, args, expected in cases:
             message = tool_error(await raw.tool(tool, args))
             assert expected in message and "Traceback" not in message, (tool, args, message)
+        unknown = await raw.tool("nope_tool", {})  # a protocol error (JSON-RPC -32602), not a tool result
+        assert unknown["error"] == {"code": -32602, "message": "Unknown tool: nope_tool"}, unknown
         for token in ("NaN", "Infinity", "-Infinity", "1e999"):
             _, answer, _ = await raw.post(with_limit(token))
             assert "Input should be a finite number" in tool_error(answer), token

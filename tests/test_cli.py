@@ -9,6 +9,7 @@ import time
 import anyio
 import pytest
 from mcp import Client
+from mcp.shared.exceptions import MCPError
 
 from tests.server_process import SCRIPT, server_env, stdio_client, structured
 
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.anyio
         ({}, ["--port", "99999"], "--port"),
         ({}, ["--env-file", "/nonexistent/.env"], "--env-file"),
         ({"LOG_LEVEL": "loud"}, [], "LOG_LEVEL"),
+        ({"MCP_OAUTH_ISSUER": "https://login.example.com"}, [], "MCP_PUBLIC_URL"),
         (
             {
                 "TABLESTORE_ENDPOINT": "https://inst.cn-hangzhou.ots.aliyuncs.com",
@@ -208,8 +210,9 @@ async def test_black_list_and_custom_descriptions(tmp_path):
         }
         assert tools["add_memories"].description == "Remember what matters."
         assert tools["search_memories"].description == "Look it up first."
-        hidden = await client.call_tool("delete_memories", {"memory_ids": ["00000000-0000-4000-8000-000000000000"]})
-        assert hidden.is_error
+        with pytest.raises(MCPError) as hidden:  # a hidden tool is an unknown tool: JSON-RPC -32602
+            await client.call_tool("delete_memories", {"memory_ids": ["00000000-0000-4000-8000-000000000000"]})
+        assert hidden.value.code == -32602
     async with stdio_client(server_env(tmp_path)) as client:
         names = {tool.name for tool in (await client.list_tools()).tools}
         assert "memory_history" in names

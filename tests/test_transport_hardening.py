@@ -197,12 +197,18 @@ def test_get_on_the_streamable_endpoint_is_405_naming_the_sse_url(server):
     assert "POST" in response.headers["allow"]
 
 
-@pytest.mark.parametrize(
-    "path", ["/mcp", "/sse", "/index.html", "/mcp/cline/alice", "/.well-known/oauth-authorization-server"]
-)
+@pytest.mark.parametrize("path", ["/index.html", "/mcp/cline/alice", "/.well-known/oauth-authorization-server"])
 def test_unknown_paths_get_404_json_with_a_hint(server, path):
     response = httpx.get(f"{server.url}{path}", timeout=30)
     assert response.status_code == 404
+    assert "/mcp/<client_name>/sse/<user_id>" in response.json()["message"]
+
+
+@pytest.mark.parametrize("path", ["/mcp", "/sse"])
+def test_token_identity_urls_without_a_token_user_get_400_with_a_hint(server, path):
+    """/mcp and /sse take the user from the token (OAuth or token:user_id); without one they name the other URLs."""
+    response = httpx.get(f"{server.url}{path}", timeout=30)
+    assert response.status_code == 400
     assert "/mcp/<client_name>/sse/<user_id>" in response.json()["message"]
 
 

@@ -342,6 +342,7 @@ def build_server(settings: Settings, handle: ServiceHandle) -> Any:
     """The MCP server with every enabled tool; tools reach the service through ``handle``."""
     from mcp.server.mcpserver import MCPServer
 
+    from tablestore_openmemory_mcp.capabilities import declare_only_tools
     from tablestore_openmemory_mcp.identity import IdentityResolver
     from tablestore_openmemory_mcp.tools import register_tools
 
@@ -352,4 +353,5 @@ def build_server(settings: Settings, handle: ServiceHandle) -> Any:
         log_level=settings.log_level,
     )
     register_tools(server, handle.get, settings, IdentityResolver(settings))
+    declare_only_tools(server)  # no empty prompts/resources, no listChanged; unknown tools are JSON-RPC errors
     return server

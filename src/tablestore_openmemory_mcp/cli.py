@@ -25,6 +25,14 @@ if TYPE_CHECKING:
 logger = logging.getLogger(APP_NAME)
 
 
+SUBCOMMANDS = """\
+maintenance commands (each has its own --help):
+  tablestore-openmemory-mcp export --user-id U [FILE]   write one user's memories to a backup (.zip, .jsonl[.gz])
+  tablestore-openmemory-mcp import FILE                 import a backup (this server's, OpenMemory's, .jsonl)
+  tablestore-openmemory-mcp migrate [--dry-run]         copy the reference deployment's memories into this table
+  tablestore-openmemory-mcp reembed [--dry-run]         rebuild every vector with the embedder now configured"""
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: {message}\n")
@@ -35,7 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     parser = _Parser(
         prog=APP_NAME,
-        description="Long-term memory server for MCP clients.",
+        description="Long-term memory server for MCP clients.\n\n" + SUBCOMMANDS,
         epilog=epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -72,11 +80,13 @@ def main(argv: list[str] | None = None) -> None:
         settings.transport != "stdio"
         and not transports.is_loopback(settings.host)
         and not settings.auth_tokens
+        and not settings.oauth_issuer
         and not settings.allow_unauthenticated
     ):
         print(
-            f"{APP_NAME}: refusing to listen on {settings.host} without authentication: set MCP_AUTH_TOKENS, "
-            "or MCP_ALLOW_UNAUTHENTICATED=true if a proxy in front of the server authenticates callers",
+            f"{APP_NAME}: refusing to listen on {settings.host} without authentication: set MCP_AUTH_TOKENS or "
+            "MCP_OAUTH_ISSUER, or MCP_ALLOW_UNAUTHENTICATED=true if a proxy in front of the server authenticates "
+            "callers",
             file=sys.stderr,
         )
         sys.exit(2)
@@ -170,12 +180,13 @@ def _log_startup(settings: Settings, components: Components) -> None:
     from tablestore_openmemory_mcp.probe import base_url
 
     address = "stdin/stdout" if settings.transport == "stdio" else f"http://{settings.host}:{settings.port}"
+    browser = "" if settings.transport == "stdio" else f" browser={browser_url(settings)}"
     llm = f"openai:{settings.llm_model}@{base_url(settings, 'LLM')}" if settings.uses_llm else components.llm_name
     embedder = components.embedder_name
     if settings.uses_remote_embedder:
         embedder = f"{embedder}@{base_url(settings, 'EMBEDDER')}"
     logger.info(
-        "%s %s: transport=%s address=%s store=%s llm=%s embedder=%s data_dir=%s",
+        "%s %s: transport=%s address=%s store=%s llm=%s embedder=%s data_dir=%s%s",
         APP_NAME,
         __version__,
         settings.transport,
@@ -184,7 +195,18 @@ def _log_startup(settings: Settings, components: Components) -> None:
         llm,
         embedder,
         settings.resolved_data_dir,
+        browser,
     )
+
+
+def browser_url(settings: Settings) -> str:
+    """The memory browser's URL: MCP_PUBLIC_URL, else the bound address (a wildcard bind shown as localhost)."""
+    if settings.public_url:
+        return settings.public_url.rstrip("/") + "/"
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "") else "[::1]" if settings.host == "::" else settings.host
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{settings.port}/"
 
 
 if __name__ == "__main__":

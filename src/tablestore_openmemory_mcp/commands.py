@@ -27,16 +27,25 @@ class _Parser(argparse.ArgumentParser):
 
 
 class ProgressBar:
-    """``[#####.....] n/total`` on stderr, redrawn at most 10 times a second; silent when not a terminal."""
+    """``[#####.....] n/total`` on stderr, redrawn at most 10 times a second, when stderr is a terminal;
+    otherwise (a pipe, a log file, cron) a plain progress line every 10 s (:class:`~.progress.LogProgress`)."""
 
-    def __init__(self, label: str, total: int | None = None, stream: Any = None) -> None:
+    def __init__(self, label: str, total: int | None = None, stream: Any = None, clock: Any = None) -> None:
+        from tablestore_openmemory_mcp.progress import LogProgress
+
         self.label, self.total = label, total
         self.stream = stream or sys.stderr
         self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
         self._last = 0.0
+        self._lines = None if self.enabled else LogProgress(label, self._line, clock=clock)
+
+    def _line(self, text: str) -> None:
+        self.stream.write(text + "\n")
+        self.stream.flush()
 
     def __call__(self, done: int, total: int | None = None) -> None:
-        if not self.enabled:
+        if self._lines is not None:
+            self._lines(done, total if total is not None else self.total)
             return
         self.total = total if total is not None else self.total
         now = time.monotonic()

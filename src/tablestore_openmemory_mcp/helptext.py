@@ -41,6 +41,21 @@ GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
         ],
     ),
     (
+        "OAuth 2.1 (the server as a protected resource; off unless MCP_OAUTH_ISSUER is set)",
+        [
+            ("oauth_issuer", "the authorization server's issuer URL (its metadata names the JWKS)"),
+            ("oauth_jwks_url", "signing keys URL (overrides discovery)"),
+            ("oauth_audience", "the audience tokens must carry (default: MCP_PUBLIC_URL)"),
+            ("oauth_user_claim", "the claim that names the user"),
+            ("oauth_read_scope", "scope needed to read (unset: not checked)"),
+            ("oauth_write_scope", "scope needed to change memories (unset: not checked)"),
+            ("oauth_introspection_url", "RFC 7662 endpoint: introspect tokens instead of checking JWTs"),
+            ("oauth_client_id", "this server's client id (introspection; the browser's sign-in)"),
+            ("oauth_client_secret", "its secret (introspection; confidential browser sign-in)"),
+            ("public_url", "the URL clients use for this server (metadata, audience, sign-in redirect)"),
+        ],
+    ),
+    (
         "identity and scope",
         [
             ("stdio_user_id", "user in stdio mode"),
@@ -119,8 +134,11 @@ GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
 
 CLIENT_URLS = """\
 clients (HTTP modes serve all routes at once; <client> and <user> name the caller):
-  SSE (CherryStudio, the reference's route)   http://127.0.0.1:8765/mcp/<client>/sse/<user>
+  SSE (CherryStudio, the reference's route)    http://127.0.0.1:8765/mcp/<client>/sse/<user>
   streamable HTTP                              http://127.0.0.1:8765/mcp/<client>/http/<user>
+  OAuth or a user-bound token                  http://127.0.0.1:8765/mcp (streamable HTTP), /sse (SSE)
+  MCP Inspector (URLs ending /mcp or /sse)     http://127.0.0.1:8765/mcp/<client>/<user>/mcp (or .../sse)
+  memory browser                               http://127.0.0.1:8765/
   health                                       http://127.0.0.1:8765/health
   stdio (Cline, Claude Desktop, Cursor)        tablestore-openmemory-mcp --transport stdio
                                                (identity: MCP_STDIO_CLIENT_NAME, MCP_STDIO_USER_ID)"""

@@ -14,7 +14,16 @@ def configure(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     quieter = max(logging.WARNING, logging.getLevelName(level))
-    for noisy in ("httpx", "httpcore", "urllib3", "mcp.server.lowlevel.server", "sse_starlette", "tablestore"):
+    # httpx2: the HTTP client of mcp 2.x and openai 3.x (one INFO line per LLM or embedding request)
+    for noisy in (
+        "httpx",
+        "httpx2",
+        "httpcore",
+        "urllib3",
+        "mcp.server.lowlevel.server",
+        "sse_starlette",
+        "tablestore",
+    ):
         logging.getLogger(noisy).setLevel(quieter)
     # mem0 logs memory texts at INFO (private data) and warns on every start that spaCy is absent.
     logging.getLogger("mem0").setLevel(quieter)

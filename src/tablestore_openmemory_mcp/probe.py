@@ -118,7 +118,7 @@ def probe(settings: Settings, fetch: Callable[[Endpoint], Answer] = fetch_models
     for endpoint in endpoints(settings):
         line = problem(endpoint, fetch(endpoint))
         if line:
-            lines.append(f"{line}; the server runs, but adds and searches will fail until this is fixed")
+            lines.append(f"{line}; adds and searches that need it fail until this is fixed")
     return lines
 
 

@@ -160,7 +160,10 @@ class HistoryResult(BaseModel):
             return f"No history for memory {self.id}."
         lines = [f"History of memory {self.id}:"]
         for entry in self.history:
-            change = entry.new_memory if entry.event == "ADD" else f"{entry.old_memory} -> {entry.new_memory}"
+            if entry.event == "UPDATE" and entry.old_memory is not None and entry.new_memory is not None:
+                change = f"{entry.old_memory} -> {entry.new_memory}"
+            else:  # ADD shows the text added, DELETE the text deleted (never "-> None")
+                change = entry.new_memory if entry.new_memory is not None else entry.old_memory or ""
             lines.append(f"- {entry.updated_at or entry.created_at} {entry.event}: {change}")
         return "\n".join(lines)
 

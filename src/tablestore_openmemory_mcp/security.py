@@ -31,8 +31,8 @@ LOOPBACK_HOSTS = ["127.0.0.1", "localhost", "[::1]", "127.0.0.1:*", "localhost:*
 LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*",
                     "http://127.0.0.1", "http://localhost", "http://[::1]"]  # fmt: skip
 # the web page, its assets and its login must load without a token (its data comes from /api, which needs one)
-PUBLIC_PATHS = ("/health", "/ready", "/", "/auth/session", "/auth/login", "/auth/logout")
-PUBLIC_PREFIXES = ("/.well-known/", "/static/")
+PUBLIC_PATHS = ("/health", "/ready", "/", "/auth/session", "/auth/login", "/auth/logout", "/auth/connect")
+PUBLIC_PREFIXES = ("/.well-known/", "/static/", "/auth/oauth/")  # /auth/oauth/: the page's OAuth sign-in
 WWW_AUTHENTICATE = 'Bearer realm="tablestore-openmemory-mcp"'
 
 
@@ -117,8 +117,9 @@ class RequireToken:
     preflights.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, challenge: str = WWW_AUTHENTICATE) -> None:
         self.app = app
+        self.challenge = challenge  # with OAuth it names the resource metadata (auth.gate.challenge)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -131,7 +132,7 @@ class RequireToken:
                 401,
                 "unauthorized",
                 "A valid bearer token is required (Authorization: Bearer <token>)",
-                {"WWW-Authenticate": WWW_AUTHENTICATE},
+                {"WWW-Authenticate": self.challenge},
             )
             await response(scope, receive, send)
             return

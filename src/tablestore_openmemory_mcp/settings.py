@@ -110,6 +110,17 @@ class Settings(BaseSettings):
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias=_env("MCP_CORS_ORIGINS")
     )
+    # --- OAuth 2.1 resource server (auth/; off unless MCP_OAUTH_ISSUER is set) -----------------------
+    oauth_issuer: str | None = Field(None, validation_alias=_env("MCP_OAUTH_ISSUER"))
+    oauth_jwks_url: str | None = Field(None, validation_alias=_env("MCP_OAUTH_JWKS_URL"))
+    oauth_audience: str | None = Field(None, validation_alias=_env("MCP_OAUTH_AUDIENCE"))
+    oauth_user_claim: str = Field("sub", min_length=1, validation_alias=_env("MCP_OAUTH_USER_CLAIM"))
+    oauth_read_scope: str | None = Field(None, validation_alias=_env("MCP_OAUTH_READ_SCOPE"))
+    oauth_write_scope: str | None = Field(None, validation_alias=_env("MCP_OAUTH_WRITE_SCOPE"))
+    oauth_introspection_url: str | None = Field(None, validation_alias=_env("MCP_OAUTH_INTROSPECTION_URL"))
+    oauth_client_id: str | None = Field(None, validation_alias=_env("MCP_OAUTH_CLIENT_ID"))
+    oauth_client_secret: str | None = Field(None, validation_alias=_env("MCP_OAUTH_CLIENT_SECRET"))
+    public_url: str | None = Field(None, validation_alias=_env("MCP_PUBLIC_URL"))
     # --- HTTP resource bounds (transports/) -------------------------------------------------------------
     max_connections: int = Field(500, ge=1, le=100_000, validation_alias=_env("MCP_MAX_CONNECTIONS"))
     header_timeout: float = Field(10.0, gt=0, le=600, validation_alias=_env("MCP_HEADER_TIMEOUT"))
@@ -318,6 +329,13 @@ class Settings(BaseSettings):
                 "TABLESTORE_INSTANCE_NAME, TABLESTORE_ACCESS_KEY_ID and TABLESTORE_ACCESS_KEY_SECRET (set it, or "
                 "unset the TABLESTORE_* variables / set MEMORY_STORE=embedded for the local store)"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _oauth_consistent(self) -> Settings:
+        from tablestore_openmemory_mcp.auth.config import check_oauth_settings
+
+        check_oauth_settings(self)  # raises ValueError with one line naming the variable
         return self
 
     def missing_tablestore_settings(self) -> list[str]:

@@ -17,10 +17,12 @@ from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
+from tablestore_openmemory_mcp.auth.gate import tool_refusal
 from tablestore_openmemory_mcp.errors import ConflictError, DependencyError, NotFoundError, UserInputError
 from tablestore_openmemory_mcp.identity import IdentityResolver
 from tablestore_openmemory_mcp.memory.ports import State
 from tablestore_openmemory_mcp.memory.service import MemoryService
+from tablestore_openmemory_mcp.progress import ADD_STEPS, tool_reporter
 from tablestore_openmemory_mcp.results import (
     AddResult,
     DeleteAllResult,
@@ -72,6 +74,9 @@ def _guard(
 
     @functools.wraps(fn)
     async def guarded(*args: Any, **kwargs: Any) -> CallToolResult:
+        refusal = tool_refusal(kwargs.get("ctx"), writes)  # OAuth: write tools need the write scope
+        if refusal is not None:
+            return _error(refusal)
         try:
             return await fn(*args, **kwargs)
         except ToolError as exc:
@@ -128,7 +133,11 @@ def register_tools(
         user_id: UserIdArg = None,
     ) -> Annotated[CallToolResult, AddResult]:
         scope = identity.resolve(ctx, user_id)
-        return _result(await (await get_service()).add(scope, clean_text(text, "text", max_chars), infer))
+        text = clean_text(text, "text", max_chars)
+        result = await (await get_service()).add(scope, text, infer, progress=tool_reporter(ctx))
+        if result.inferred:
+            await ctx.report_progress(ADD_STEPS, ADD_STEPS, "done")  # a no-op unless the client sent a token
+        return _result(result)
 
     async def search_memories(
         query: Annotated[str, Field(description="What to look for")],

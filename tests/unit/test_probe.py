@@ -72,6 +72,15 @@ def test_shared_endpoint_is_probed_once_with_the_key(stub):
 def test_rejected_key_names_the_key_setting(stub):
     [line] = probe.probe(settings(openai_api_key="sk-bad", openai_base_url=stub.url))
     assert "rejected the API key (HTTP 401)" in line and "check OPENAI_API_KEY" in line and stub.url in line
+    assert "the server runs" not in line  # it may be about to stop (e.g. a store written by another embedder)
+
+
+def test_a_key_can_keep_the_offline_embedder():
+    """README: setting OPENAI_API_KEY later switches the embedder unless EMBEDDER_PROVIDER=offline keeps it."""
+    kept = settings(openai_api_key="sk", embedder_provider="offline")
+    assert kept.uses_llm and not kept.uses_remote_embedder
+    assert [endpoint.role for endpoint in probe.endpoints(kept)] == ["LLM"]
+    assert settings(openai_api_key="sk").uses_remote_embedder
 
 
 @pytest.mark.parametrize("stub", [(401,)], indirect=True)

@@ -59,3 +59,22 @@ def test_deletes_and_history():
     assert DeleteAllResult(deleted_count=2).text() == "Deleted all your memories (2 memories)."
     assert DeleteAllResult(deleted_count=0).text() == "Nothing to delete: you have no memories."
     assert HistoryResult(id="a", history=[]).text() == "No history for memory a."
+
+
+def test_history_text_shows_what_each_event_did_never_none():
+    from tablestore_openmemory_mcp.results import HistoryEntry
+
+    history = HistoryResult(
+        id="a",
+        history=[
+            HistoryEntry(event="ADD", new_memory="likes tea", updated_at="t1"),
+            HistoryEntry(event="UPDATE", old_memory="likes tea", new_memory="likes green tea", updated_at="t2"),
+            HistoryEntry(event="DELETE", old_memory="likes green tea", new_memory=None, updated_at="t3"),
+        ],
+    )
+    assert history.text().splitlines()[1:] == [
+        "- t1 ADD: likes tea",
+        "- t2 UPDATE: likes tea -> likes green tea",
+        "- t3 DELETE: likes green tea",
+    ]
+    assert "None" not in history.text()

@@ -42,6 +42,7 @@ from tablestore_openmemory_mcp.memory.ports import (
     State,
     StoredMemory,
 )
+from tablestore_openmemory_mcp.progress import Report
 from tablestore_openmemory_mcp.prompts import fact_extraction_messages, update_decision_messages
 from tablestore_openmemory_mcp.results import (
     AddResult,
@@ -114,8 +115,12 @@ class ClassicFlow:
         self._deciding = ScopeLocks()
 
     # --- add -----------------------------------------------------------------------------------------
-    def add(self, scope: Scope, text: str, infer: bool = True, source: Source = "mcp") -> AddResult:
-        """Refused for a paused app whoever asks: MCP through the app, or REST naming it as the client."""
+    def add(
+        self, scope: Scope, text: str, infer: bool = True, source: Source = "mcp", progress: Report | None = None
+    ) -> AddResult:
+        """Refused for a paused app whoever asks: MCP through the app, or REST naming it as the client.
+        ``progress`` (optional) hears each step of an inferred add: extraction, decision, writes."""
+        report = progress or _silent
         if self.repository.app_paused(scope):
             raise AppPaused(scope.client_name, scope.user_id)
         if not infer:
@@ -123,6 +128,7 @@ class ClassicFlow:
         if self.llm is None:
             return self._store_verbatim(scope, text, "No LLM is configured, so the text was stored as given.", source)
         try:
+            report(1, "extracting facts")
             facts = self._extract_facts(text)
         except DependencyError as exc:
             logger.warning("fact extraction failed: %s", exc)
@@ -135,15 +141,18 @@ class ClassicFlow:
         with self._deciding.get(scope):
             for attempt in range(CONFLICT_RETRIES):
                 try:
-                    return self._reconcile(scope, facts, vectors, source)
+                    return self._reconcile(scope, facts, vectors, source, report)
                 except ConflictError:
                     if attempt == CONFLICT_RETRIES - 1:
                         raise
                     logger.info("a memory changed while deciding; deciding again")
         raise AssertionError("unreachable")
 
-    def _reconcile(self, scope: Scope, facts: list[str], vectors: dict[str, list[float]], source: Source) -> AddResult:
+    def _reconcile(
+        self, scope: Scope, facts: list[str], vectors: dict[str, list[float]], source: Source, report: Report
+    ) -> AddResult:
         assert self.llm is not None
+        report(2, f"comparing {len(facts)} fact(s) with your memories")
         existing = self._similar(scope, facts, vectors)
         note = None
         plan: list[PlannedEvent] | None = None
@@ -165,6 +174,7 @@ class ClassicFlow:
         if not plan:
             plan = fallback_plan(facts, existing)
         origin = Origin(source=source, model=getattr(self.llm, "model", None))
+        report(3, f"writing {len(plan)} change(s)")
         return AddResult(events=self._apply(scope, plan, vectors, origin), inferred=True, note=note)
 
     def _extract_facts(self, text: str) -> list[str]:
@@ -297,6 +307,10 @@ class ClassicFlow:
         if source == "mcp" and self.repository.app_paused(scope):
             raise AppPaused(scope.client_name, scope.user_id)
         return DeleteAllResult(deleted_count=self.repository.delete_all(scope, Origin(source=source)))
+
+
+def _silent(step: int, message: str) -> None:
+    """The reporter when nobody listens."""
 
 
 def _with_reason(origin: Origin, event: PlannedEvent) -> Origin:

@@ -23,6 +23,7 @@ from tablestore_openmemory_mcp.memory.admin import (
 )
 from tablestore_openmemory_mcp.memory.flow import ClassicFlow
 from tablestore_openmemory_mcp.memory.ports import HistoryRecord, MemoryRepository, Origin, Source, State
+from tablestore_openmemory_mcp.progress import LogProgress, Report
 from tablestore_openmemory_mcp.results import (
     AddResult,
     DeleteAllResult,
@@ -61,8 +62,10 @@ class MemoryService:
             self.categorizer.close()
         self.repository.close()
 
-    async def add(self, scope: Scope, text: str, infer: bool = True, source: Source = "mcp") -> AddResult:
-        result = await self._run(self.flow.add, scope, text, infer, source)
+    async def add(
+        self, scope: Scope, text: str, infer: bool = True, source: Source = "mcp", progress: Report | None = None
+    ) -> AddResult:
+        result = await self._run(self.flow.add, scope, text, infer, source, progress)
         self._categorize(scope, [e.id for e in result.events if e.id and e.event in ("ADD", "UPDATE")])
         return result
 
@@ -148,13 +151,22 @@ class MemoryService:
         from tablestore_openmemory_mcp.backup.exporter import export_zip
 
         name = str(getattr(self.flow.embedder, "name", ""))
-        return str(export_zip(self.repository, user_id, embedding_model=name))
+        progress = LogProgress(f"export for {user_id}")  # a line every 10 s in the server log, and one at the end
+        try:
+            return str(export_zip(self.repository, user_id, embedding_model=name, progress=progress))
+        finally:
+            progress.close()
 
     def import_backup(self, path: str, user_id: str, mode: str) -> dict[str, object]:
         """Blocking: import a backup file for ``user_id``; returns the summary (counts and skip reasons)."""
         from tablestore_openmemory_mcp.backup.importer import import_file
 
-        summary = import_file(self.repository, self.flow.embedder, path, user_id, mode)  # type: ignore[arg-type]
+        progress = LogProgress(f"import for {user_id}")
+        try:
+            repository: Any = self.repository  # a StoreRepository at run time (import_file needs its writer)
+            summary = import_file(repository, self.flow.embedder, path, user_id, mode, progress=progress)  # type: ignore[arg-type]
+        finally:
+            progress.close()
         return dict(summary.as_dict())
 
     async def readiness(self) -> dict[str, str]:

@@ -11,11 +11,18 @@ Routes:
   memory service is built.
 * ``GET /ready`` (and ``/health?deep=1``): asks the service which dependency is down; 503 with JSON if any is.
 * ``GET /`` (with ``/static/*`` and ``/auth/*``): the memory browser, a web page on the REST API (see ``web``).
-* Anything else: 404 JSON with a hint to the right URLs (``/.well-known/*`` included: there is no OAuth here).
+* ``POST /mcp`` (streamable HTTP) and ``GET /sse`` (SSE): the user comes from the token (OAuth, or a user-bound
+  ``MCP_AUTH_TOKENS`` entry), the client name from the OAuth client (else ``remote``): the URL remote connectors
+  such as claude.ai use. ``/mcp/{client_name}/{user_id}/mcp`` and ``/mcp/{client_name}/{user_id}/sse`` are the
+  same endpoints as the ``/http/`` and ``/sse/`` forms, for MCP Inspector (which rewrites URLs not ending in
+  ``/mcp`` or ``/sse``); where both forms could match (a user named ``sse`` or ``http``) the older one wins.
+* ``/.well-known/oauth-protected-resource[/<path>]`` and ``/auth/oauth/*``: with ``MCP_OAUTH_ISSUER`` (see ``auth``).
+* Anything else: 404 JSON with a hint to the right URLs.
 
 Middleware, outermost first: CORS (only when ``MCP_CORS_ORIGINS`` is set), JSON-RPC error bodies, connection
-cap, Host/Origin, and with tokens Starlette's ``AuthenticationMiddleware`` (the SDK's bearer backend) plus
-:class:`~tablestore_openmemory_mcp.security.RequireToken`.
+cap, Host/Origin, and with tokens or OAuth Starlette's ``AuthenticationMiddleware`` (the SDK's bearer backend on
+:class:`~tablestore_openmemory_mcp.auth.verifier.ChainVerifier`), then
+:class:`~tablestore_openmemory_mcp.security.RequireToken` and :class:`~tablestore_openmemory_mcp.auth.gate.ScopeGate`.
 """
 
 from __future__ import annotations
@@ -43,16 +50,12 @@ from starlette.types import ASGIApp, Receive, Send
 from starlette.types import Scope as ASGIScope
 
 from tablestore_openmemory_mcp import __version__
+from tablestore_openmemory_mcp.auth.gate import ScopeGate
+from tablestore_openmemory_mcp.auth.setup import build_http_auth
 from tablestore_openmemory_mcp.identity import IDENTITY_KEY
 from tablestore_openmemory_mcp.rest.app import api_routes
 from tablestore_openmemory_mcp.scope import InvalidIdentity, Scope
-from tablestore_openmemory_mcp.security import (
-    HostOriginMiddleware,
-    RequireToken,
-    StaticTokenVerifier,
-    bound_user,
-    error_response,
-)
+from tablestore_openmemory_mcp.security import HostOriginMiddleware, RequireToken, bound_user, error_response
 from tablestore_openmemory_mcp.settings import Settings
 from tablestore_openmemory_mcp.transports.errors import JsonRpcErrors
 from tablestore_openmemory_mcp.transports.listen import is_loopback
@@ -137,6 +140,7 @@ class HttpApp:
         self.ready = False
         self.connections = Connections(settings.max_connections)
         self.info: dict[str, Any] = {"transport": settings.transport}
+        self.auth = build_http_auth(settings)
         # SSE streams end via close(), after the answers in flight, not when uvicorn starts exiting
         AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
         self.throttle = LoginThrottle()  # failed tokens per address: the login form and bearer tokens alike
@@ -158,6 +162,8 @@ class HttpApp:
 
     def _identity(self, scope: ASGIScope) -> Scope | Response:
         params = scope.get("path_params", {})
+        if "user_id" not in params:
+            return self._token_identity(scope)
         try:
             identity = Scope(
                 params.get("client_name", ""), params.get("user_id", ""), self.settings.share_across_clients
@@ -168,6 +174,24 @@ class HttpApp:
         if bound is not None and identity.user_id != bound:
             return error_response(403, "forbidden", "This token may only access its own user's memories")
         return identity
+
+    def _token_identity(self, scope: ASGIScope) -> Scope | Response:
+        """``/mcp`` and ``/sse``: the user of the token, the client of the OAuth token (or ``remote``)."""
+        user = bound_user(scope)
+        if user is None:
+            return error_response(
+                400,
+                "no_identity",
+                "this URL takes the user from the token (OAuth, or an MCP_AUTH_TOKENS entry token:user_id); "
+                "otherwise connect to /mcp/<client_name>/http/<user_id> or /mcp/<client_name>/sse/<user_id>",
+            )
+        client = (scope["user"].access_token.claims or {}).get("client")
+        try:
+            return Scope(
+                client if isinstance(client, str) and client else "remote", user, self.settings.share_across_clients
+            )
+        except InvalidIdentity:  # a client id with characters an identity may not have
+            return Scope("remote", user, self.settings.share_across_clients)
 
     async def _sse_stream(self, scope: ASGIScope, receive: Receive, send: Send) -> None:
         identity = self._identity(scope)
@@ -239,8 +263,11 @@ class HttpApp:
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
-        async with self.streamable.run():
-            yield
+        try:
+            async with self.streamable.run():
+                yield
+        finally:
+            await self.auth.aclose()
 
     def _build(self) -> ASGIApp:
         settings = self.settings
@@ -250,21 +277,28 @@ class HttpApp:
             Route("/mcp/{client_name}/sse/{user_id}", _Endpoint(self._sse_stream), methods=["GET"]),
             Route(SSE_MESSAGE_PATH, _Endpoint(self.sse.post), methods=["POST"]),
             Route("/mcp/{client_name}/http/{user_id}", _Endpoint(self._streamable), methods=["GET", "POST", "DELETE"]),
+            Route("/mcp", _Endpoint(self._streamable), methods=["GET", "POST", "DELETE"]),
+            Route("/sse", _Endpoint(self._sse_stream), methods=["GET"]),
+            Route("/mcp/{client_name}/{user_id}/mcp", _Endpoint(self._streamable), methods=["GET", "POST", "DELETE"]),
+            Route("/mcp/{client_name}/{user_id}/sse", _Endpoint(self._sse_stream), methods=["GET"]),
         ]
+        routes += self.auth.routes  # OAuth: resource metadata, the page's sign-in
         routes += api_routes(self.service.get, settings)  # REST API and its OpenAPI document
-        routes += web_routes(settings, self.throttle)  # the memory browser at / (on the REST API)
+        # the memory browser at / (on the REST API); its sign-in shares the failed-token table
+        routes += web_routes(settings, self.throttle, self.auth.verifier, self.auth.page_login)
         middleware = [
             Middleware(JsonRpcErrors, max_body=DEFAULT_MAX_REQUEST_BODY_SIZE),
             Middleware(ConnectionCap, connections=self.connections),
             Middleware(HostOriginMiddleware, settings=settings, loopback=is_loopback(settings.host)),
         ]
-        if settings.auth_tokens:
-            backend = BearerAuthBackend(StaticTokenVerifier(settings.auth_tokens))
+        if self.auth.verifier is not None:
+            backend = BearerAuthBackend(self.auth.verifier)
             middleware += [
                 Middleware(CookieSession),  # the web page's login cookie stands in for the token on /api/*
                 Middleware(ThrottleFailedTokens, throttle=self.throttle),  # shares the login form's table
                 Middleware(AuthenticationMiddleware, backend=backend),
-                Middleware(RequireToken),
+                Middleware(RequireToken, challenge=self.auth.www_authenticate),
+                Middleware(ScopeGate, config=self.auth.config),  # OAuth read/write scopes
             ]
         if settings.cors_origins:  # off by default; outermost so preflight requests get CORS headers
             cors = Middleware(

@@ -2,7 +2,8 @@
 
 The page is plain HTML, CSS and JavaScript shipped inside the package (no build step, no CDN, works offline); all
 data comes from the REST API (``/api/v1``). These routes are public (the login form must load without a token);
-they reveal nothing but whether tokens are configured and, after login, which user a token is bound to.
+they reveal nothing but whether tokens are configured and, after login, which user a token is bound to and
+(``/auth/connect``) where the embedded store lives and whether clients share memories.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from tablestore_openmemory_mcp import __version__
-from tablestore_openmemory_mcp.security import StaticTokenVerifier, error_response
+from tablestore_openmemory_mcp.auth.verifier import Verifier
+from tablestore_openmemory_mcp.security import error_response
 from tablestore_openmemory_mcp.settings import Settings
 from tablestore_openmemory_mcp.web.session import (
     clear_login_cookie,
@@ -47,9 +49,19 @@ PAGE_HEADERS = {
 class WebPage:
     """The page, the login endpoints and the static assets, configured from settings."""
 
-    def __init__(self, settings: Settings, throttle: LoginThrottle | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        throttle: LoginThrottle | None = None,
+        verifier: Verifier | None = None,
+        oauth_login: str | None = None,
+    ) -> None:
         self.settings = settings
-        self.verifier = StaticTokenVerifier(settings.auth_tokens) if settings.auth_tokens else None
+        # static tokens and/or OAuth (auth.setup); without one, the static tokens of the settings; None: no sign-in
+        if verifier is None and settings.auth_tokens:
+            verifier = StaticTokenVerifier(settings.auth_tokens)
+        self.verifier = verifier
+        self.oauth_login = oauth_login  # the "sign in with the provider" URL, or None
         self.throttle = throttle if throttle is not None else LoginThrottle()
         self._html: str | None = None
 
@@ -57,6 +69,7 @@ class WebPage:
         return [
             Route("/", self.page, methods=["GET"]),
             Route("/auth/session", self.session, methods=["GET"]),
+            Route("/auth/connect", self.connect, methods=["GET"]),
             Route("/auth/login", self.login, methods=["POST"]),
             Route("/auth/logout", self.logout, methods=["POST"]),
             Mount("/static", app=StaticFiles(directory=STATIC_DIR), name="static"),
@@ -85,10 +98,25 @@ class WebPage:
         known, user = await self._user_of(token)
         if auth and token and not known:
             self.throttle.failed(host)
-        return JSONResponse(
-            {"auth_required": auth, "authenticated": known or not auth, "user": user, "version": __version__},
-            headers={"Cache-Control": "no-store"},
-        )
+        answer = {"auth_required": auth, "authenticated": known or not auth, "user": user, "version": __version__}
+        if self.oauth_login:  # the page offers "sign in with your identity provider"
+            answer["oauth_login"] = self.oauth_login
+        return JSONResponse(answer, headers={"Cache-Control": "no-store"})
+
+    async def connect(self, request: Request) -> Response:
+        """What the dashboard's client snippets need from the server (signed-in browsers only): whether memories
+        are shared across clients, and the store settings a stdio client must repeat to write where this page
+        reads (never a secret: a Tablestore configuration is left to the user)."""
+        known, _ = await self._user_of(cookie_token(request.scope))
+        if self.verifier is not None and not known:
+            return error_response(401, "unauthorized", "sign in first")
+        env: dict[str, str] = {}
+        if not self.settings.uses_tablestore:
+            env["MEMORY_DATA_DIR"] = str(self.settings.resolved_data_dir)
+        if self.settings.share_across_clients:
+            env["MEMORY_SHARE_ACROSS_CLIENTS"] = "true"
+        shared = self.settings.share_across_clients
+        return JSONResponse({"shared": shared, "stdio_env": env}, headers={"Cache-Control": "no-store"})
 
     async def login(self, request: Request) -> Response:
         """Check a token and keep it in the HttpOnly cookie; 401 for an unknown token, 429 after too many
@@ -133,6 +161,11 @@ async def _token_from(request: Request) -> str | None:
     return token.strip() if isinstance(token, str) and token.strip() else None
 
 
-def web_routes(settings: Settings, throttle: LoginThrottle | None = None) -> list[BaseRoute]:
-    """The page's routes for the HTTP app (``routes += web_routes(settings, throttle)``)."""
-    return WebPage(settings, throttle).routes()
+def web_routes(
+    settings: Settings,
+    throttle: LoginThrottle | None = None,
+    verifier: Verifier | None = None,
+    oauth_login: str | None = None,
+) -> list[BaseRoute]:
+    """The page's routes for the HTTP app (``routes += web_routes(settings, throttle, verifier, oauth_login)``)."""
+    return WebPage(settings, throttle, verifier, oauth_login).routes()

@@ -202,6 +202,10 @@
       error,
       h("button", { type: "submit", class: "primary" }, t("login.submit"))
     );
+    if (app.session && app.session.oauth_login) {
+      // OAuth: the provider's sign-in (authorization code + PKCE on the server), above the token form
+      form.prepend(h("p", {}, h("a", { class: "button primary", id: "oauth-login", href: app.session.oauth_login }, t("login.oauth"))));
+    }
     form.addEventListener("submit", async (event) => {
       event.preventDefault();
       error.textContent = "";
@@ -693,8 +697,10 @@
         }).then(() => undefined)
       );
       const counts = Object.entries(item.by_state || {})
-        .filter(([, n]) => n > 0)
+        .filter(([st, n]) => n > 0 && st !== "deleted") // the count beside them is live memories: they add up to it
         .map(([st, n]) => h("span", { class: "chip state-" + st }, t("state." + st) + " " + n));
+      const deleted = (item.by_state || {}).deleted || 0;
+      if (deleted) counts.push(h("span", { class: "muted" }, t("apps.deletedToo", { n: deleted })));
       return h(
         "tr",
         { "data-app": item.name },
@@ -735,7 +741,7 @@
       h("h2", {}, t("dashboard.chart")),
       chart(stats.added_per_day || []),
       h("h2", {}, t("dashboard.connect")),
-      connectSnippets()
+      connectSnippets(await call("GET", "/auth/connect").catch(() => ({})))
     );
   }
 
@@ -775,16 +781,18 @@
     return h("figure", { class: "card chart-box" }, svg, legend);
   }
 
-  function connectSnippets() {
+  function connectSnippets(server) {
     const origin = location.origin;
     const user = app.user;
     const auth = app.session.auth_required;
     const headers = auth ? { headers: { Authorization: "Bearer <" + t("connect.yourToken") + ">" } } : {};
+    // the server's own store settings, so a stdio client writes where this page reads (and shares as it does)
+    const serverEnv = server.stdio_env || {};
     const stdio = (client) => JSON.stringify({
       mcpServers: { memory: {
         command: "uvx",
         args: ["--from", "/path/to/tablestore-openmemory-mcp", "tablestore-openmemory-mcp", "--transport=stdio"],
-        env: { MCP_STDIO_CLIENT_NAME: client, MCP_STDIO_USER_ID: user },
+        env: { MCP_STDIO_CLIENT_NAME: client, MCP_STDIO_USER_ID: user, ...serverEnv },
       } },
     }, null, 2);
     const http = (client) => JSON.stringify({
@@ -826,7 +834,8 @@
       }
     });
     select(0, false);
-    return h("section", { class: "card connect" }, list, panels);
+    const sharing = h("p", { class: "muted", id: "sharing" }, t(server.shared ? "connect.shared" : "connect.perClient"));
+    return h("section", { class: "card connect" }, sharing, list, panels);
   }
 
   function snippet(key, text) {
@@ -874,7 +883,7 @@
     const file = h("input", { type: "file", id: "import-file", accept: ".zip,application/zip", required: true });
     const mode = options(h("select", { id: "import-mode" }),
       [["skip", t("backup.modeSkip")], ["overwrite", t("backup.modeOverwrite")]], "skip");
-    const result = h("pre", { id: "import-result", class: "result", hidden: true });
+    const result = h("table", { id: "import-result", class: "result", hidden: true });
     const importForm = h("form", { class: "card", id: "import-form" },
       h("h2", {}, t("backup.importTitle")),
       h("p", { class: "muted" }, t("backup.importIntro")),
@@ -892,7 +901,7 @@
         form.append("mode", mode.value);
         const summary = await call("POST", API + "/backup/import", { form });
         result.hidden = false;
-        result.textContent = JSON.stringify(summary, null, 2);
+        result.replaceChildren(...importRows(summary));
         say(t("backup.imported"));
       });
     });
@@ -901,6 +910,19 @@
         t("backup.exportIntro")), exportButton, exportStatus),
       importForm);
     heading.focus();
+  }
+
+  const IMPORT_COUNTS = [
+    ["read", "import.read"], ["imported", "import.imported"], ["existing", "import.existing"],
+    ["overwritten", "import.overwritten"], ["unchanged", "import.unchanged"], ["duplicates", "import.duplicates"],
+    ["new_ids", "import.newIds"], ["reembedded", "import.reembedded"], ["history_events", "import.historyEvents"],
+  ];
+
+  function importRows(summary) {
+    const row = (key, label, value) => h("tr", { "data-key": key }, h("th", { scope: "row" }, label), h("td", {}, String(value)));
+    const rows = IMPORT_COUNTS.filter(([key]) => key in summary).map(([key, label]) => row(key, t(label), summary[key]));
+    for (const [reason, n] of Object.entries(summary.skipped || {})) rows.push(row("skipped", t("import.skipped", { reason }), n));
+    return rows;
   }
 
   document.addEventListener("DOMContentLoaded", boot);
