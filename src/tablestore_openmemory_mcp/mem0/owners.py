@@ -13,6 +13,7 @@ written.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -92,7 +93,8 @@ class SqliteOwners:
         with self._lock, self._conn:
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute(
-                f"CREATE TABLE IF NOT EXISTS {self._table} (id TEXT PRIMARY KEY, user_id TEXT NOT NULL, row_id TEXT NOT NULL)"
+                f"CREATE TABLE IF NOT EXISTS {self._table} "
+                "(id TEXT PRIMARY KEY, user_id TEXT NOT NULL, row_id TEXT NOT NULL)"
             )
 
     def put(self, entries: Mapping[str, tuple[str, str]]) -> None:
@@ -142,8 +144,8 @@ class TablestoreOwners:
         for start in range(0, len(items), 200):
             request = BatchWriteRowRequest()
             request.add(TableInBatchWriteRowItem(self.table, items[start : start + 200]))
-            result = self._retry.call("BatchWriteRow", lambda r=request: self._client.batch_write_row(r))
-            failed = [item for item in result.get_failed_of_put() + result.get_failed_of_delete()]
+            result = self._retry.call("BatchWriteRow", functools.partial(self._client.batch_write_row, request))
+            failed = [*result.get_failed_of_put(), *result.get_failed_of_delete()]
             if failed:
                 raise RuntimeError(f"Tablestore BatchWriteRow on {self.table} failed for {len(failed)} row(s)")
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from tablestore_openmemory_mcp.errors import UserInputError
 from tablestore_openmemory_mcp.stores.base import ACTIVE_SCOPE, MemoryStore, OutputData, scoped
-from tablestore_openmemory_mcp.stores.filters import split_identity
+from tablestore_openmemory_mcp.stores.filters import OPERATORS, split_identity
 
 from .owners import CachedOwners
 
@@ -42,6 +42,7 @@ HIDDEN = {"state": {"nin": ["paused", "archived", "deleted"]}}
 #: ``list()`` without ``top_k`` returns at most this many rows (mem0 always passes one).
 DEFAULT_LIST = 1000
 _PAGE = 500
+_LOGICAL = frozenset({"AND", "OR", "NOT", "$and", "$or", "$not"})
 
 
 @dataclass
@@ -82,6 +83,21 @@ def standalone_dedup_key(payload: Mapping[str, Any], digest: str) -> str:
     if payload.get("run_id"):
         parts = f"{parts}\x00run={payload['run_id']}"
     return hashlib.sha256(parts.encode()).hexdigest()[:40]
+
+
+def check_filters(filters: Mapping[str, Any] | None) -> None:
+    """Refuse operators our stores do not evaluate (mem0 passes unknown ones through, which would match nothing)."""
+    for key, cond in (filters or {}).items():
+        if key in _LOGICAL:
+            for sub in cond if isinstance(cond, list | tuple) else [cond]:
+                check_filters(sub if isinstance(sub, Mapping) else None)
+        elif isinstance(cond, Mapping):
+            unknown = sorted(set(cond) - OPERATORS)
+            if unknown:
+                raise UserInputError(
+                    f"unsupported filter operator(s) {unknown} on {key!r}; supported: {', '.join(sorted(OPERATORS))}, "
+                    "AND, OR, NOT and '*'"
+                )
 
 
 def _unit(vector: Sequence[float] | None) -> list[float] | None:
@@ -163,6 +179,7 @@ class StoreVectorStore:
 
     @staticmethod
     def _visible(filters: Mapping[str, Any] | None) -> dict[str, Any]:
+        check_filters(filters)
         merged = dict(filters or {})
         if "state" not in merged:
             merged.update(HIDDEN)
@@ -177,7 +194,8 @@ class StoreVectorStore:
         return [self.collection_name]
 
     def col_info(self) -> dict[str, Any]:
-        return {"name": self.collection_name, "dimension": self.embedding_model_dims, "store": type(self.store).__name__}
+        store = type(self.store).__name__
+        return {"name": self.collection_name, "dimension": self.embedding_model_dims, "store": store}
 
     def delete_col(self) -> None:
         raise NotImplementedError(
@@ -206,7 +224,8 @@ class StoreVectorStore:
                 raise Mem0ScopeError(NO_USER)
             by_user.setdefault(str(user), []).append(index)
         for user, indexes in by_user.items():
-            self._insert_for(user, [vectors[i] for i in indexes], [rows[i] for i in indexes], [keys[i] for i in indexes])
+            chosen = [vectors[i] for i in indexes]
+            self._insert_for(user, chosen, [rows[i] for i in indexes], [keys[i] for i in indexes])
 
     def _insert_for(
         self, user: str, vectors: Sequence[Sequence[float]], payloads: list[dict[str, Any]], ids: list[str]
