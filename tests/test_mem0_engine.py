@@ -14,6 +14,7 @@ from tests.fakes.openai_server import Fault
 from tests.server_process import error_text, llm_env, server_env, stdio_client, structured, tablestore_env
 
 pytestmark = pytest.mark.anyio
+TEA = "Likes green tea"
 
 
 def extracted(*texts: str) -> str:
@@ -56,7 +57,10 @@ async def test_switching_engines_back_and_forth_loses_nothing(tmp_path, fake_ope
         # mem0 changes a classic memory; its history shows both engines' events
         structured(await client.call_tool("update_memory", {"memory_id": tea, "text": "Likes oolong tea"}))
         history = structured(await client.call_tool("memory_history", {"memory_id": tea}))["history"]
-        assert [(h["event"], h["new_memory"]) for h in history] == [("ADD", "Likes green tea"), ("UPDATE", "Likes oolong tea")]
+        assert [(h["event"], h["new_memory"]) for h in history] == [
+            ("ADD", "Likes green tea"),
+            ("UPDATE", "Likes oolong tea"),
+        ]
         verbatim = structured(await client.call_tool("add_memories", {"text": "My cat is Mochi", "infer": False}))
         assert [e["event"] for e in verbatim["events"]] == ["ADD"]
         again = structured(await client.call_tool("add_memories", {"text": "My cat is Mochi", "infer": False}))
@@ -69,9 +73,58 @@ async def test_switching_engines_back_and_forth_loses_nothing(tmp_path, fake_ope
     async with stdio_client(engine_env(tmp_path, fake_openai, "classic")) as client:
         assert await texts(client) == ["Likes oolong tea", "My cat is Mochi"]
         history = structured(await client.call_tool("memory_history", {"memory_id": tea}))["history"]
-        assert [(h["event"], h["new_memory"]) for h in history] == [("ADD", "Likes green tea"), ("UPDATE", "Likes oolong tea")]
+        assert [(h["event"], h["new_memory"]) for h in history] == [
+            ("ADD", "Likes green tea"),
+            ("UPDATE", "Likes oolong tea"),
+        ]
         history = structured(await client.call_tool("memory_history", {"memory_id": city}))["history"]
         assert [h["event"] for h in history] == ["ADD", "DELETE"]
         fake_openai.script_chat(facts("Lives in Hangzhou"))  # mem0 deleted it softly: the text may come back
         again = structured(await client.call_tool("add_memories", {"text": "I live in Hangzhou"}))
         assert [e["event"] for e in again["events"]] == ["ADD"] and again["events"][0]["id"] != city
+
+
+async def test_mem0_engine_faults_end_like_the_classic_engine(tmp_path, fake_openai, tablestore_emulator):
+    env = engine_env(tmp_path, fake_openai, "mem0", **tablestore_env(tablestore_emulator))
+    async with stdio_client(env) as client:
+        # index lag: what was just added is found at once (the store joins this process's recent writes)
+        fake_openai.script_chat(extracted("Plays the cello"))
+        added = structured(await client.call_tool("add_memories", {"text": "I play the cello"}))
+        found = structured(await client.call_tool("search_memories", {"query": "cello"}))
+        assert [r["id"] for r in found["results"]] == [added["events"][0]["id"]]
+
+        # the LLM fails or answers prose: the text is stored as given, and the result says so
+        for fault in (Fault.http(500), Fault.nonjson()):
+            fake_openai.script_chat(fault)
+            result = structured(await client.call_tool("add_memories", {"text": f"My cat is Mochi ({fault.kind})"}))
+            assert result["inferred"] is False and "stored as given" in result["note"], result
+            assert [e["event"] for e in result["events"]] == ["ADD"]
+
+        # the embedder fails: one line naming it, and nothing stored
+        before = await texts(client)
+        fake_openai.script_embeddings(Fault.http(500))
+        fake_openai.script_chat(extracted("Lives in Paris"))
+        failed = await client.call_tool("add_memories", {"text": "I live in Paris"})
+        message = error_text(failed)
+        assert (
+            failed.is_error and "\n" not in message and "embed" in message.lower() and "Nothing was changed" in message
+        )
+        assert await texts(client) == before
+
+        # Tablestore throttles: retried, the add lands; throttled for good: one line, nothing half-written
+        tablestore_emulator.inject("*", "OTSServerBusy", times=2)
+        ok = structured(await client.call_tool("add_memories", {"text": "Drinks coffee", "infer": False}))
+        assert [e["event"] for e in ok["events"]] == ["ADD"]
+        tablestore_emulator.inject("*", "OTSServerBusy", times=1000)
+        failed = await client.call_tool("add_memories", {"text": "Drinks water", "infer": False})
+        message = error_text(failed)
+        tablestore_emulator.clear_faults()
+        assert failed.is_error and "\n" not in message and "Tablestore" in message, message
+        assert "Drinks water" not in await texts(client)
+        assert "Drinks coffee" in await texts(client)
+
+        # bad input: an id that is not the caller's
+        missing = await client.call_tool(
+            "update_memory", {"memory_id": "0190a0b0-0000-7000-8000-000000000000", "text": "x"}
+        )
+        assert missing.is_error and "No memory with id" in error_text(missing)
