@@ -337,17 +337,21 @@ class Mem0Flow(ClassicFlow):
                 note = f"The LLM could not extract facts ({turn.llm_error}); the text was stored as given."
                 return self._verbatim(scope, text, note, source)
             events = self._events(scope, reply, turn)
+            call = CALL.get()
+            searched = call.searched if call is not None else None
         if turn.embed_errors and not any(e.event == "ADD" for e in events):
             raise self._cause(turn.embed_errors[0], turn)
-        if not turn.extracted:
+        if not turn.extracted and not searched:
             note = "The LLM found no separate facts, so the text was stored as given."
             return self._verbatim(scope, text, note, source)
-        for fact in turn.extracted:  # facts mem0 skipped as already stored (its md5 rule)
+        # mem0 2.x lists only what is new: nothing, after it was shown the similar memories, means already known
+        for fact in turn.extracted or ():  # facts mem0 skipped as already stored (its md5 rule)
             if fact not in {e.memory for e in events}:
                 known = self.repository.find_exact(scope, fact)
                 if known is not None:
                     events.append(MemoryEvent(id=known.id, memory=known.text, event="NONE"))
-        return AddResult(events=events, inferred=True, note=None if events else "Nothing new to remember.")
+        nothing = None if events else "The LLM found nothing new to remember in it; nothing was stored."
+        return AddResult(events=events, inferred=True, note=nothing)
 
     def _mem0_add(self, scope: Scope, text: str, *, infer: bool) -> dict[str, Any]:
         agent = None if scope.shared else scope.client_name  # shared: mem0 looks across the user's clients

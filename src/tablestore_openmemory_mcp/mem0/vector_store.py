@@ -58,6 +58,7 @@ class EngineCall:
     dedup_key: Callable[[str], str]
     aliases: dict[str, str] = field(default_factory=dict)
     store_errors: list[BaseException] = field(default_factory=list)
+    searched: int | None = None  # rows the call's first search found (mem0 shows them to its LLM)
 
 
 CALL: ContextVar[EngineCall | None] = ContextVar("MEM0_ENGINE_CALL", default=None)
@@ -262,6 +263,9 @@ class StoreVectorStore:
         with self._scope(self._user_of(filters)):
             rows = self.store.search(query, _unit(vectors) or [], top_k=top_k, filters=self._visible(filters))
         self._remember(rows)
+        call = CALL.get()
+        if call is not None and call.searched is None:
+            call.searched = len(rows)
         self._last_search.value = (json.dumps(filters or {}, sort_keys=True, default=str), [r.id for r in rows])
         return [OutputData(id=r.id, score=max(0.0, float(r.score or 0.0)), payload=r.payload) for r in rows]
 
