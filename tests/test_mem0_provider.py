@@ -4,7 +4,12 @@ at the fake OpenAI server) on the strict Tablestore emulator and on the embedded
 from __future__ import annotations
 
 import json
+import os
+import re
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -166,3 +171,33 @@ def test_entities_collection_through_mem0(memory_config, fake_openai, monkeypatc
     assert hits[0]["id"] == city
     m.delete(city)  # the entity loses its only link and goes
     assert store.list(filters={"user_id": "alice"})[0] == []
+
+
+def test_readme_mem0_snippet_runs(tmp_path, tablestore_emulator, fake_dashscope):
+    """README's mem0 snippet, run as written (addresses and keys swapped for the emulator and a DashScope-strict
+    fake), in a fresh interpreter whose HOME is empty: nothing is written outside the data directory."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## mem0: an engine option") :]
+    snippet = re.search(r"^```python\n(.*?)^```", section, flags=re.M | re.S)
+    assert snippet is not None
+    emu = tablestore_emulator
+    code = snippet.group(1)
+    for old, new in {
+        "https://my-instance.cn-hangzhou.ots.aliyuncs.com": emu.endpoint,
+        '"my-instance"': repr(emu.instance_name),
+        "my-access-key-id": emu.access_key_id,
+        "my-access-key-secret": emu.access_key_secret,
+        "sk-my-dashscope-key": fake_dashscope.api_key,
+        "https://dashscope.aliyuncs.com/compatible-mode/v1": fake_dashscope.base_url,
+    }.items():
+        assert old in code, old
+        code = code.replace(old, new)
+    fake_dashscope.script_chat(extracted("Likes green tea"))
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MEM0_", "TABLESTORE_", "OPENAI_"))}
+    env.update(HOME=str(home), XDG_DATA_HOME=str(home / "data"), PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=180, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Likes green tea" in done.stdout
+    assert not (home / ".mem0").exists(), "mem0's files stay in our data directory"
