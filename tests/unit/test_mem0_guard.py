@@ -82,3 +82,22 @@ def test_serving_never_imports_the_mem0_package() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     has_spacy = importlib.util.find_spec("spacy") is not None
     assert has_spacy or result.stdout.strip() == "[]", result.stdout
+
+
+def test_a_missing_mem0_extra_is_one_actionable_line(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    import pytest
+
+    import tablestore_openmemory_mcp.mem0 as ours
+    from tablestore_openmemory_mcp.bootstrap import StartupError, _mem0_flow
+    from tablestore_openmemory_mcp.settings import Settings
+
+    monkeypatch.setattr(ours, "importlib", SimpleNamespace(util=SimpleNamespace(find_spec=lambda name: None)))
+    with pytest.raises(ours.Mem0Missing):
+        ours.register()
+    with pytest.raises(StartupError) as refused:
+        _mem0_flow(Settings(_env_file=None, memory_engine="mem0"), None, None)  # type: ignore[arg-type]
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith("MEMORY_ENGINE=mem0: mem0 is not installed")
+    assert "pip install 'tablestore-openmemory-mcp[mem0]'" in message
