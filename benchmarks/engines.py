@@ -173,7 +173,9 @@ def decisions_table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def run_recall(data: Path, conversations: int | None, src: str | None) -> list[tuple[str, dict[str, Any]]]:
+def run_recall(
+    data: Path, conversations: int | None, src: str | None, min_score: str | None = None
+) -> list[tuple[str, dict[str, Any]]]:
     """LoCoMo recall per engine through ``benchmarks.locomo_recall`` (same data, same offline embedder)."""
     try:
         from benchmarks import locomo_recall
@@ -183,6 +185,8 @@ def run_recall(data: Path, conversations: int | None, src: str | None) -> list[t
 
     convs = locomo_recall.load(data, conversations)
     base = {"LLM_PROVIDER": "none", "LOG_LEVEL": "WARNING", "EMBEDDER_PROVIDER": "offline"}
+    if min_score is not None:  # classic: its relevance cutoff; mem0: its threshold (default 0.1)
+        base["TABLESTORE_SEARCH_MEMORY_MIN_SCORE"] = min_score
     runner: Callable[[dict[str, str]], dict[str, Any]] = lambda env: anyio.run(  # noqa: E731
         locomo_recall.run_mcp, convs, env, src
     )
@@ -195,6 +199,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", type=Path, help="recall: locomo10.json or the locomo10_v2 directory")
     parser.add_argument("--conversations", type=int, help="recall: only the first N conversations")
     parser.add_argument("--src", help="recall: run this checkout's src directory instead of the installed package")
+    parser.add_argument("--min-score", help="recall: TABLESTORE_SEARCH_MEMORY_MIN_SCORE for both (0: no cutoff)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     args = parser.parse_args(argv)
     if args.what == "decisions":
@@ -203,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         if args.data is None:
             sys.exit("recall needs --data (locomo10.json from https://github.com/snap-research/locomo)")
-        results = run_recall(args.data, args.conversations, args.src)
+        results = run_recall(args.data, args.conversations, args.src, args.min_score)
         from benchmarks import locomo_recall
 
         print(locomo_recall.table(results))
