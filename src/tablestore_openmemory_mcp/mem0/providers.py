@@ -72,11 +72,6 @@ def lend(opener: Callable[[str], StoreVectorStore]) -> str:
     return token
 
 
-def give_back(token: str) -> None:
-    with _LOCK:
-        _INSTANCES.pop(token, None)
-
-
 class InstanceVectorStore(StoreVectorStore):
     """Provider ``openmemory_instance`` (internal): the store the server already opened, shared with the
     classic engine so both see one table, one dedup rule and one recent-writes window."""
@@ -94,5 +89,5 @@ class InstanceVectorStore(StoreVectorStore):
             dimension=inner.embedding_model_dims,
             owners=inner.owners,
             soft_delete=inner.soft_delete,
-            close_store=inner._close_store,
+            close_store=inner.close_store,
         )

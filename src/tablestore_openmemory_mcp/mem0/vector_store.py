@@ -25,7 +25,7 @@ import math
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -135,7 +135,7 @@ class StoreVectorStore:
         self.embedding_model_dims = dimension
         self.owners = owners
         self.soft_delete = soft_delete
-        self._close_store = close_store
+        self.close_store = close_store
         self._last_search = threading.local()
 
     # ------------------------------------------------------------------ scope
@@ -149,8 +149,7 @@ class StoreVectorStore:
     def _scope(self, user: str | None) -> Iterator[None]:
         """The caller's scope: the engine's (already open), else the user named by the call."""
         if ACTIVE_SCOPE.get():
-            with nullcontext():
-                yield
+            yield
             return
         if not user:
             raise Mem0ScopeError(NO_USER)
@@ -353,7 +352,7 @@ class StoreVectorStore:
         return [out[:limit]]
 
     def close(self) -> None:
-        if self._close_store:
+        if self.close_store:
             self.store.close()
         if self.owners is not None:
             self.owners.close()
