@@ -124,8 +124,8 @@ def _settings(data_dir: Path, fake: Any, engine: str) -> Any:
     )
 
 
-def run_decisions() -> dict[str, dict[str, Any]]:
-    """Every scenario on both engines (a fresh embedded store each); returns the figures."""
+def run_decisions(names: list[str] | None = None) -> dict[str, dict[str, Any]]:
+    """The scenarios (all by default) on both engines, a fresh embedded store each; returns the figures."""
     from tests.fakes.openai_server import FakeOpenAI
 
     from tablestore_openmemory_mcp.bootstrap import build_components
@@ -133,6 +133,8 @@ def run_decisions() -> dict[str, dict[str, Any]]:
 
     out: dict[str, dict[str, Any]] = {}
     for name, turns in SCENARIOS.items():
+        if names is not None and name not in names:
+            continue
         for engine in ENGINES:
             llm = ScriptedLLM()
             with FakeOpenAI() as fake, tempfile.TemporaryDirectory(prefix="engines-") as tmp:
