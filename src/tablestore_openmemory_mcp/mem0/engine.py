@@ -18,19 +18,16 @@ own one-line error, and nothing is reported stored that was not.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tablestore_openmemory_mcp.errors import AppPaused, DependencyError, MemoryNotFound
 from tablestore_openmemory_mcp.memory.flow import ClassicFlow
-from tablestore_openmemory_mcp.memory.ports import ChatModel, Embedder, HistoryRecord, Origin, Source, StoredMemory
-from tablestore_openmemory_mcp.repository import ACTIVE, StoreRepository, dedup_key, now_iso, state_filter
+from tablestore_openmemory_mcp.memory.ports import ChatModel, Embedder, Origin, Source, StoredMemory
+from tablestore_openmemory_mcp.repository import ACTIVE, StoreRepository, dedup_key, state_filter
 from tablestore_openmemory_mcp.results import (
     AddResult,
     DeleteResult,
@@ -44,254 +41,11 @@ from tablestore_openmemory_mcp.results import (
 from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.stores.base import MemoryStore, scoped
 
+from . import adapters
+from .adapters import OBJECTS, PROVIDER, TURN, Turn
 from .vector_store import CALL, EngineCall, StoreVectorStore
 
 logger = logging.getLogger(__name__)
-
-PROVIDER = "openmemory"  # the LLM and embedder providers that hand mem0 the server's own
-
-
-@dataclass
-class _Turn:
-    """What happened inside one mem0 call, for the result and the error."""
-
-    scope: Scope
-    origin: Origin
-    extracted: list[str] | None = None  # texts the LLM returned (None: no extraction call)
-    llm_error: DependencyError | None = None
-    embed_errors: list[BaseException] = field(default_factory=list)
-
-
-_TURN: ContextVar[_Turn | None] = ContextVar("MEM0_ENGINE_TURN", default=None)
-_OBJECTS: dict[str, Any] = {}
-
-
-# --- what mem0 calls --------------------------------------------------------------------------------------
-
-
-class LlmAdapter:
-    """mem0's LLM interface (``generate_response``) on the server's :class:`~..llm.ChatClient`."""
-
-    def __init__(self, config: Any) -> None:
-        self.config = config
-        self.chat: ChatModel | None = _OBJECTS[str(config.model)]["llm"]
-
-    def generate_response(self, messages: list[dict[str, str]], response_format: Any = None, **_: Any) -> str:
-        from tablestore_openmemory_mcp.jsonparse import NoJSONFound, parse_json_object
-        from tablestore_openmemory_mcp.llm import LLMError, LLMReplyError
-
-        turn = _TURN.get()
-        try:
-            if self.chat is None:
-                raise LLMError("no LLM is configured")
-            json_mode = isinstance(response_format, dict) and response_format.get("type") == "json_object"
-            text = self.chat.complete(messages, json_mode=json_mode)  # type: ignore[attr-defined]
-            if not json_mode:
-                return str(text)
-            try:
-                reply = parse_json_object(text)
-            except NoJSONFound as exc:
-                raise LLMReplyError(f"the LLM answered without JSON ({exc})") from None
-        except DependencyError as exc:
-            if turn is not None:
-                turn.llm_error = exc
-            raise
-        if turn is not None:
-            items = reply.get("memory")
-            turn.extracted = (
-                [str(i["text"]) for i in items if isinstance(i, dict) and i.get("text")]
-                if isinstance(items, list)
-                else []
-            )
-        return json.dumps(reply, ensure_ascii=False)
-
-
-class EmbedderAdapter:
-    """mem0's embedder interface on the server's embedder; failures are noted (mem0 swallows some)."""
-
-    def __init__(self, config: Any) -> None:
-        self.config = config
-        self.embedder: Embedder = _OBJECTS[str(config.model)]["embedder"]
-
-    def embed(self, text: str, memory_action: Any = None) -> list[float]:
-        try:
-            return self.embedder.embed(text, memory_action)
-        except Exception as exc:
-            self._note(exc)
-            raise
-
-    def embed_batch(self, texts: list[str], memory_action: str = "add") -> list[list[float]]:
-        try:
-            return self.embedder.embed_batch(list(texts), memory_action)
-        except Exception as exc:
-            self._note(exc)
-            raise
-
-    @staticmethod
-    def _note(exc: BaseException) -> None:
-        turn = _TURN.get()
-        if turn is not None:
-            turn.embed_errors.append(exc)
-
-
-class HistoryBridge:
-    """mem0's ``db`` with its history in the server's history log; conversation snippets stay in mem0's file."""
-
-    def __init__(self, inner: Any, repository: StoreRepository) -> None:
-        self.inner = inner
-        self.repository = repository
-
-    def add_history(
-        self,
-        memory_id: str,
-        old_memory: str | None,
-        new_memory: str | None,
-        event: str,
-        *,
-        created_at: str | None = None,
-        updated_at: str | None = None,
-        is_deleted: int = 0,
-        **_: Any,
-    ) -> None:
-        self.batch_add_history(
-            [
-                {
-                    "memory_id": memory_id,
-                    "old_memory": old_memory,
-                    "new_memory": new_memory,
-                    "event": event,
-                    "created_at": created_at,
-                    "updated_at": updated_at,
-                }
-            ]
-        )
-
-    def batch_add_history(self, records: Sequence[dict[str, Any]]) -> None:
-        turn, call = _TURN.get(), CALL.get()
-        if turn is None:
-            return
-        aliases = call.aliases if call is not None else {}
-        out = []
-        for rec in records:
-            event = str(rec.get("event", "")).upper()
-            if event == "ADD" and rec["memory_id"] in aliases:
-                continue  # the text was already stored: that memory keeps its own history
-            out.append(
-                HistoryRecord(
-                    memory_id=str(rec["memory_id"]),
-                    event=event,
-                    old_memory=rec.get("old_memory"),
-                    new_memory=rec.get("new_memory"),
-                    at=str(rec.get("updated_at") or rec.get("created_at") or now_iso()),
-                    client=turn.scope.client_name,
-                    source=turn.origin.source,
-                    model=turn.origin.model if event != "DELETE" else None,
-                    old_state="active" if event == "DELETE" else None,
-                    new_state="deleted" if event == "DELETE" else None,
-                )
-            )
-        if out:
-            try:
-                self.repository.history_log.append(turn.scope.user_id, out)
-            except Exception:  # history follows the write; a failure must not turn a stored write into an error
-                logger.exception("could not record %d history event(s) for user %s", len(out), turn.scope.user_id)
-
-    def get_history(self, memory_id: str) -> list[dict[str, Any]]:
-        turn = _TURN.get()
-        if turn is None:
-            return []
-        return [
-            {
-                "id": f"{memory_id}:{index}",
-                "memory_id": memory_id,
-                "old_memory": r.old_memory,
-                "new_memory": r.new_memory,
-                "event": r.event,
-                "created_at": r.at,
-                "updated_at": r.at,
-                "is_deleted": r.event == "DELETE",
-                "record": r,
-            }
-            for index, r in enumerate(self.repository.history(turn.scope, memory_id))
-        ]
-
-    def save_messages(self, *args: Any, **kwargs: Any) -> Any:
-        return self.inner.save_messages(*args, **kwargs)
-
-    def get_last_messages(self, *args: Any, **kwargs: Any) -> Any:
-        return self.inner.get_last_messages(*args, **kwargs)
-
-    def reset(self) -> None:
-        raise NotImplementedError("the server's history is reset per memory (purge), not at once")
-
-    def close(self) -> None:
-        self.inner.close()
-
-
-# --- building it ------------------------------------------------------------------------------------------
-
-
-def build_memory(
-    repository: StoreRepository,
-    embedder: Embedder,
-    llm: ChatModel | None,
-    *,
-    collection_name: str,
-    dimension: int,
-    data_dir: Path,
-    open_sibling: Callable[[str], MemoryStore],
-    custom_instructions: str | None = None,
-) -> Any:
-    """A mem0 ``Memory`` on the server's store, LLM, embedder and history log."""
-    from tablestore_openmemory_mcp.mem0 import register
-
-    register(data_dir)
-    from mem0 import Memory
-    from mem0.configs.base import MemoryConfig
-    from mem0.configs.llms.base import BaseLlmConfig
-    from mem0.embeddings.configs import EmbedderConfig
-    from mem0.llms.configs import LlmConfig
-    from mem0.utils.factory import EmbedderFactory, LlmFactory
-    from mem0.vector_stores.configs import VectorStoreConfig
-
-    from .configs import InstanceConfig
-    from .providers import lend
-
-    LlmFactory.register_provider(PROVIDER, f"{__name__}.LlmAdapter", BaseLlmConfig)
-    EmbedderFactory.provider_to_class[PROVIDER] = f"{__name__}.EmbedderAdapter"
-
-    def opener(name: str) -> StoreVectorStore:
-        if name == collection_name:
-            return StoreVectorStore(
-                repository.store,
-                collection_name=name,
-                dimension=dimension,
-                owners=None,
-                soft_delete=True,
-                close_store=False,
-            )
-        return StoreVectorStore(open_sibling(name), collection_name=name, dimension=dimension, owners=None)
-
-    token = lend(opener)
-    _OBJECTS[token] = {"llm": llm, "embedder": embedder}
-    config = MemoryConfig.model_construct(
-        vector_store=VectorStoreConfig.model_construct(
-            provider="openmemory_instance", config=InstanceConfig(token=token, collection_name=collection_name)
-        ),
-        llm=LlmConfig.model_construct(provider=PROVIDER, config={"model": token}),
-        embedder=EmbedderConfig.model_construct(provider=PROVIDER, config={"model": token}),
-        history_db_path=str(data_dir / "mem0" / "history.db"),
-        reranker=None,
-        version="v1.1",
-        custom_instructions=custom_instructions,
-    )
-    (data_dir / "mem0").mkdir(parents=True, exist_ok=True)
-    memory = Memory(config)
-    memory.db = HistoryBridge(memory.db, repository)
-    return memory
-
-
-# --- the engine -------------------------------------------------------------------------------------------
 
 
 class Mem0Flow(ClassicFlow):
@@ -308,16 +62,16 @@ class Mem0Flow(ClassicFlow):
         self.memory = memory
 
     @contextmanager
-    def _turn(self, scope: Scope, source: Source) -> Iterator[_Turn]:
-        turn = _Turn(scope, Origin(source=source, model=getattr(self.llm, "model", None)))
+    def _turn(self, scope: Scope, source: Source) -> Iterator[Turn]:
+        turn = Turn(scope, Origin(source=source, model=getattr(self.llm, "model", None)))
         call = EngineCall(scope.user_id, scope.client_name, lambda digest: dedup_key(scope, digest))
-        turn_token, call_token = _TURN.set(turn), CALL.set(call)
+        turn_token, call_token = TURN.set(turn), CALL.set(call)
         try:
             with scoped(scope.filters()):
                 yield turn
         finally:
             CALL.reset(call_token)
-            _TURN.reset(turn_token)
+            TURN.reset(turn_token)
 
     # --- add --------------------------------------------------------------------------------------------
     def add(self, scope: Scope, text: str, infer: bool = True, source: Source = "mcp") -> AddResult:
@@ -357,7 +111,7 @@ class Mem0Flow(ClassicFlow):
         agent = None if scope.shared else scope.client_name  # shared: mem0 looks across the user's clients
         return dict(self.memory.add(text, user_id=scope.user_id, agent_id=agent, infer=infer))
 
-    def _events(self, scope: Scope, reply: dict[str, Any], turn: _Turn) -> list[MemoryEvent]:
+    def _events(self, scope: Scope, reply: dict[str, Any], turn: Turn) -> list[MemoryEvent]:
         call = CALL.get()
         aliases = call.aliases if call is not None else {}
         events = []
@@ -384,7 +138,7 @@ class Mem0Flow(ClassicFlow):
         return AddResult(events=events, inferred=False, note=note)
 
     @staticmethod
-    def _cause(exc: BaseException, turn: _Turn) -> BaseException:
+    def _cause(exc: BaseException, turn: Turn) -> BaseException:
         """Our own one-line error behind what mem0 raised (it wraps store failures in its own)."""
         call = CALL.get()
         if isinstance(exc, DependencyError):
@@ -479,6 +233,69 @@ class Mem0Flow(ClassicFlow):
                     raise self._cause(exc, turn) from exc
             deleted.append(memory_id)
         return DeleteResult(deleted=deleted, not_found=[i for i in memory_ids if i not in deleted])
+
+
+# --- building it ------------------------------------------------------------------------------------------
+
+
+def build_memory(
+    repository: StoreRepository,
+    embedder: Embedder,
+    llm: ChatModel | None,
+    *,
+    collection_name: str,
+    dimension: int,
+    data_dir: Path,
+    open_sibling: Callable[[str], MemoryStore],
+    custom_instructions: str | None = None,
+) -> Any:
+    """A mem0 ``Memory`` on the server's store, LLM, embedder and history log."""
+    from tablestore_openmemory_mcp.mem0 import register
+
+    register(data_dir)
+    from mem0 import Memory
+    from mem0.configs.base import MemoryConfig
+    from mem0.configs.llms.base import BaseLlmConfig
+    from mem0.embeddings.configs import EmbedderConfig
+    from mem0.llms.configs import LlmConfig
+    from mem0.utils.factory import EmbedderFactory, LlmFactory
+    from mem0.vector_stores.configs import VectorStoreConfig
+
+    from .configs import InstanceConfig
+    from .providers import lend
+
+    LlmFactory.register_provider(PROVIDER, f"{adapters.__name__}.LlmAdapter", BaseLlmConfig)
+    EmbedderFactory.provider_to_class[PROVIDER] = f"{adapters.__name__}.EmbedderAdapter"
+
+    def opener(name: str) -> StoreVectorStore:
+        if name == collection_name:
+            return StoreVectorStore(
+                repository.store,
+                collection_name=name,
+                dimension=dimension,
+                owners=None,
+                soft_delete=True,
+                close_store=False,
+            )
+        return StoreVectorStore(open_sibling(name), collection_name=name, dimension=dimension, owners=None)
+
+    token = lend(opener)
+    OBJECTS[token] = {"llm": llm, "embedder": embedder}
+    config = MemoryConfig.model_construct(
+        vector_store=VectorStoreConfig.model_construct(
+            provider="openmemory_instance", config=InstanceConfig(token=token, collection_name=collection_name)
+        ),
+        llm=LlmConfig.model_construct(provider=PROVIDER, config={"model": token}),
+        embedder=EmbedderConfig.model_construct(provider=PROVIDER, config={"model": token}),
+        history_db_path=str(data_dir / "mem0" / "history.db"),
+        reranker=None,
+        version="v1.1",
+        custom_instructions=custom_instructions,
+    )
+    (data_dir / "mem0").mkdir(parents=True, exist_ok=True)
+    memory = Memory(config)
+    memory.db = adapters.HistoryBridge(memory.db, repository)
+    return memory
 
 
 def mem0_flow(settings: Any, opened: Any, llm: ChatModel | None) -> Mem0Flow:
