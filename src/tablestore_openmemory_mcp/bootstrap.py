@@ -14,6 +14,7 @@ from tablestore_openmemory_mcp import __version__
 from tablestore_openmemory_mcp.settings import APP_NAME, Settings
 
 if TYPE_CHECKING:
+    from tablestore_openmemory_mcp.memory.flow import ClassicFlow
     from tablestore_openmemory_mcp.memory.ports import HistoryLog
     from tablestore_openmemory_mcp.memory.service import MemoryService
     from tablestore_openmemory_mcp.migrate.upgrade import UpgradePlan
@@ -279,10 +280,12 @@ def build_components(settings: Settings) -> Components:
 
         service.categorizer = Categorizer(llm, repository)
     llm_name = f"openai:{settings.llm_model}@{settings.llm_url}" if llm else "none (memories stored as given)"
+    if settings.memory_engine == "mem0":  # the startup line names the engine when it is not the default
+        llm_name += " engine=mem0"
     return Components(service, store_name, llm_name, embedder_name)
 
 
-def _mem0_flow(settings: Settings, opened: OpenedStore, llm: Any) -> Any:
+def _mem0_flow(settings: Settings, opened: OpenedStore, llm: Any) -> ClassicFlow:
     from tablestore_openmemory_mcp.mem0 import Mem0Changed, Mem0Missing
     from tablestore_openmemory_mcp.mem0.engine import mem0_flow
 
