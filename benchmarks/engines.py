@@ -110,7 +110,7 @@ class ScriptedLLM:
         return json.dumps({"memory": [{"id": str(i), "text": t} for i, t in enumerate(new)]})
 
 
-def _settings(data_dir: Path, fake: Any, engine: str) -> Any:
+def engine_settings(data_dir: Path, fake: Any, engine: str) -> Any:
     from tablestore_openmemory_mcp.settings import Settings
 
     return Settings(
@@ -139,7 +139,7 @@ def run_decisions(names: list[str] | None = None) -> dict[str, dict[str, Any]]:
             llm = ScriptedLLM()
             with FakeOpenAI() as fake, tempfile.TemporaryDirectory(prefix="engines-") as tmp:
                 fake.chat_handler = llm
-                components = build_components(_settings(Path(tmp), fake, engine))
+                components = build_components(engine_settings(Path(tmp), fake, engine))
                 flow, scope = components.service.flow, Scope("bench", "alice")
                 events: list[str] = []
                 embeds = fake.counts["embeddings"]

@@ -147,3 +147,29 @@ async def test_rest_page_lifecycle_and_paused_apps_work_with_the_mem0_engine(tmp
     env = server_env(tmp_path / "embedded", **extra)
     with HttpServer(env, tmp_path / "embedded", transport="streamable-http") as server:
         await test_paused_app_cannot_write_and_is_hidden_for_that_user_only(server)
+
+
+def test_mem0_written_memories_export_and_import_into_a_classic_server(tmp_path, fake_openai):
+    """Backups are engine-neutral: what the mem0 engine stored moves to a classic server."""
+    from benchmarks.engines import engine_settings
+
+    from tablestore_openmemory_mcp.bootstrap import build_components
+    from tablestore_openmemory_mcp.scope import Scope
+
+    scope = Scope("cline", "alice")
+    source = build_components(engine_settings(tmp_path / "a", fake_openai, "mem0"))
+    try:
+        fake_openai.script_chat(extracted("Likes green tea", "Lives in Hangzhou"))
+        added = source.service.flow.add(scope, "I like green tea and live in Hangzhou", True, "mcp")
+        assert [e.event for e in added.events] == ["ADD", "ADD"]
+        backup = source.service.export_backup("alice")
+    finally:
+        source.service.close()
+    target = build_components(engine_settings(tmp_path / "b", fake_openai, "classic"))
+    try:
+        summary = target.service.import_backup(backup, "alice", "skip")
+        assert summary["imported"] == 2, summary
+        listed = target.service.flow.list_memories(scope, 10)
+        assert sorted(m.memory for m in listed.memories) == ["Likes green tea", "Lives in Hangzhou"]
+    finally:
+        target.service.close()
