@@ -79,6 +79,7 @@ async def test_switching_engines_back_and_forth_loses_nothing(tmp_path, fake_ope
         ]
         history = structured(await client.call_tool("memory_history", {"memory_id": city}))["history"]
         assert [h["event"] for h in history] == ["ADD", "DELETE"]
+        assert not (tmp_path / "data" / "mem0" / "history.db").exists(), "mem0 kept no file of its own"
         fake_openai.script_chat(facts("Lives in Hangzhou"))  # mem0 deleted it softly: the text may come back
         again = structured(await client.call_tool("add_memories", {"text": "I live in Hangzhou"}))
         assert [e["event"] for e in again["events"]] == ["ADD"] and again["events"][0]["id"] != city

@@ -101,3 +101,15 @@ def test_a_missing_mem0_extra_is_one_actionable_line(monkeypatch) -> None:
     message = str(refused.value)
     assert "\n" not in message and message.startswith("MEMORY_ENGINE=mem0: mem0 is not installed")
     assert "pip install 'tablestore-openmemory-mcp[mem0]'" in message
+
+
+def test_recent_messages_are_bounded_per_scope_and_in_scopes() -> None:
+    from tablestore_openmemory_mcp.mem0.adapters import RecentMessages
+
+    recent = RecentMessages(per_scope=3, scopes=2)
+    recent.save([{"role": "user", "content": str(i)} for i in range(5)], "user_id=a")
+    assert [m["content"] for m in recent.last("user_id=a")] == ["2", "3", "4"]
+    assert [m["content"] for m in recent.last("user_id=a", 2)] == ["3", "4"]
+    recent.save([{"role": "user", "content": "b"}], "user_id=b")
+    recent.save([{"role": "user", "content": "c"}], "user_id=c")
+    assert recent.last("user_id=a") == [] and recent.last("user_id=x") == []  # the oldest scope went first

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -108,12 +110,42 @@ class EmbedderAdapter:
             turn.embed_errors.append(exc)
 
 
+class RecentMessages:
+    """The last messages per conversation scope that mem0 shows its LLM as context, in this process only.
+
+    Why not mem0's SQLite table: it would keep users' raw messages on disk outside the memory store, where
+    purge cannot reach them. Bounded: 10 messages per scope, 10,000 scopes."""
+
+    def __init__(self, per_scope: int = 10, scopes: int = 10_000) -> None:
+        self._per_scope, self._scopes = per_scope, scopes
+        self._by_scope: OrderedDict[str, deque[dict[str, Any]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def save(self, messages: Sequence[dict[str, Any]], session_scope: str) -> None:
+        now = now_iso()
+        with self._lock:
+            kept = self._by_scope.setdefault(session_scope, deque(maxlen=self._per_scope))
+            self._by_scope.move_to_end(session_scope)
+            for m in messages:
+                kept.append(
+                    {"role": m.get("role"), "content": m.get("content"), "name": m.get("name"), "created_at": now}
+                )
+            while len(self._by_scope) > self._scopes:
+                self._by_scope.popitem(last=False)
+
+    def last(self, session_scope: str, limit: int = 10) -> list[dict[str, Any]]:
+        with self._lock:
+            kept = list(self._by_scope.get(session_scope, ()))
+        return kept[-limit:] if limit > 0 else []
+
+
 class HistoryBridge:
-    """mem0's ``db`` with its history in the server's history log; conversation snippets stay in mem0's file."""
+    """mem0's ``db``: history in the server's history log, conversation context in :class:`RecentMessages`."""
 
     def __init__(self, inner: Any, repository: StoreRepository) -> None:
-        self.inner = inner
+        self.inner = inner  # mem0's own SQLiteManager on ":memory:" (closed with the Memory)
         self.repository = repository
+        self.messages = RecentMessages()
 
     def add_history(
         self,
@@ -189,11 +221,11 @@ class HistoryBridge:
             for index, r in enumerate(self.repository.history(turn.scope, memory_id))
         ]
 
-    def save_messages(self, *args: Any, **kwargs: Any) -> Any:
-        return self.inner.save_messages(*args, **kwargs)
+    def save_messages(self, messages: Sequence[dict[str, Any]], session_scope: str) -> None:
+        self.messages.save(messages, session_scope)
 
-    def get_last_messages(self, *args: Any, **kwargs: Any) -> Any:
-        return self.inner.get_last_messages(*args, **kwargs)
+    def get_last_messages(self, session_scope: str, limit: int = 10) -> list[dict[str, Any]]:
+        return self.messages.last(session_scope, limit)
 
     def reset(self) -> None:
         raise NotImplementedError("the server's history is reset per memory (purge), not at once")

@@ -6,8 +6,9 @@ scores semantic + BM25 + entity matches. Here it runs on the rows the classic en
 * the vector store is the server's own store (provider ``openmemory_instance``): one table, one dedup
   rule, one recent-writes window, so memories written by either engine are read by the other;
 * the LLM and the embedder are the server's (the same DashScope hardening, timeouts, retries and errors);
-* mem0's history goes to the server's history log (its ``db`` is bridged; its conversation snippets stay
-  in ``<data dir>/mem0/history.db``), so the page and the ``memory_history`` tool show one history;
+* mem0's history goes to the server's history log (its ``db`` is bridged), so the page and the
+  ``memory_history`` tool show one history; the last messages mem0 shows its LLM as context stay in this
+  process's memory (never on disk, where purge could not reach them);
 * delete is the server's soft delete (state ``deleted``): restore, purge and export keep working.
 
 Scope, paused apps, states, REST, the page, export/import and replicas are the classic engine's: this
@@ -287,12 +288,11 @@ def build_memory(
         ),
         llm=LlmConfig.model_construct(provider=PROVIDER, config={"model": token}),
         embedder=EmbedderConfig.model_construct(provider=PROVIDER, config={"model": token}),
-        history_db_path=str(data_dir / "mem0" / "history.db"),
+        history_db_path=":memory:",  # history goes to our log, context to RecentMessages: no file of mem0's
         reranker=None,
         version="v1.1",
         custom_instructions=custom_instructions,
     )
-    (data_dir / "mem0").mkdir(parents=True, exist_ok=True)
     memory = Memory(config)
     memory.db = adapters.HistoryBridge(memory.db, repository)
     return memory
