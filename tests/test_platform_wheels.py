@@ -35,13 +35,18 @@ pytestmark = [pytest.mark.network, pytest.mark.slow, pytest.mark.skipif(UV is No
 PYTHONS = ("3.11", "3.12", "3.13")
 
 
-def _compile(target: str, python: str, out: Path) -> subprocess.CompletedProcess[str]:
+#: What mem0ai (the [mem0] extra) brings that the default install must not download.
+MEM0_ONLY = {"mem0ai", "qdrant-client", "grpcio", "sqlalchemy", "posthog"}
+
+
+def _compile(target: str, python: str, out: Path, *extras: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             str(UV),
             "pip",
             "compile",
             str(ROOT / "pyproject.toml"),
+            *(f"--extra={extra}" for extra in extras),
             "--python-platform",
             target,
             "--python-version",
@@ -62,32 +67,38 @@ def _compile(target: str, python: str, out: Path) -> subprocess.CompletedProcess
 
 
 @pytest.fixture(scope="module")
-def resolved(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], tuple[str, str]]:
+def resolved(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str, str], tuple[str, str]]:
     """Every (platform, python) resolved at once (uv mostly waits on the index): stderr and the pins."""
     from concurrent.futures import ThreadPoolExecutor
 
     folder = tmp_path_factory.mktemp("wheels")
-    cases = [(platform, python) for platform in PLATFORMS for python in PYTHONS]
+    cases = [(platform, python, extra) for platform in PLATFORMS for python in PYTHONS for extra in ("", "mem0")]
 
-    def one(case: tuple[str, str]) -> tuple[str, str]:
-        out = folder / f"{case[0]}-{case[1]}.txt"
-        proc = _compile(PLATFORMS[case[0]][0], case[1], out)
+    def one(case: tuple[str, str, str]) -> tuple[str, str]:
+        out = folder / f"{case[0]}-{case[1]}-{case[2]}.txt"
+        proc = _compile(PLATFORMS[case[0]][0], case[1], out, *filter(None, [case[2]]))
         return (proc.stderr if proc.returncode else ""), (out.read_text() if proc.returncode == 0 else "")
 
     with ThreadPoolExecutor(max_workers=5) as pool:
         return dict(zip(cases, pool.map(one, cases), strict=True))
 
 
+@pytest.mark.parametrize("extra", ["", "mem0"])
 @pytest.mark.parametrize("python", PYTHONS)
 @pytest.mark.parametrize("platform", list(PLATFORMS))
-def test_dependencies_resolve_to_binary_wheels(platform: str, python: str, resolved) -> None:
-    error, requirements = resolved[(platform, python)]
-    assert not error, f"{platform} / Python {python}: {error[-3000:]}"
+def test_dependencies_resolve_to_binary_wheels(platform: str, python: str, extra: str, resolved) -> None:
+    error, requirements = resolved[(platform, python, extra)]
+    assert not error, f"{platform} / Python {python} [{extra}]: {error[-3000:]}"
     embedder = PLATFORMS[platform][1]
     pins = dict(re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", requirements, flags=re.M))
     names = {name.lower().replace("_", "-") for name in pins}
-    assert {"mcp", "mem0ai", "tablestore", "numpy", "openai"} <= names
+    assert {"mcp", "tablestore", "numpy", "openai"} <= names
     assert names & OFFLINE == {embedder}, f"{platform}: offline embedders {names & OFFLINE}"
+    if extra:  # the [mem0] extra brings mem0 and its own dependencies, on the same protobuf
+        assert names >= MEM0_ONLY, f"{platform}: {MEM0_ONLY - names} missing"
+    else:  # the default install downloads none of them
+        assert not names & MEM0_ONLY, f"{platform}: {names & MEM0_ONLY} in the default install"
+    assert pins.get("protobuf") == "5.29.6"
 
 
 def _proxy_env() -> dict[str, str]:

@@ -53,3 +53,28 @@ async def test_uvx_from_checkout_and_from_wheel(tmp_path):
     )
     [wheel] = dist.glob("*.whl")
     await _round_trip([*uvx, "--from", str(wheel), "tablestore-openmemory-mcp", "--transport=stdio"], env)
+
+
+@pytest.mark.skipif(UV is None, reason="uv is installed by the test extra")
+async def test_uvx_default_install_has_no_mem0_and_the_extra_runs_the_mem0_engine(tmp_path):
+    """The default install downloads no mem0 (nor grpcio, sqlalchemy, posthog); MEMORY_ENGINE=mem0 then says
+    in one line what to install, and ``[mem0]`` runs it."""
+    env = _uv_env(tmp_path)
+    uvx = [UV, "tool", "run"]
+    check = (
+        "import importlib.util as u; print([m for m in ('mem0', 'grpc', 'sqlalchemy', 'posthog') if u.find_spec(m)])"
+    )
+    plain = subprocess.run(
+        [*uvx, "--from", str(ROOT), "python", "-c", check], env=env, capture_output=True, text=True, timeout=600
+    )
+    assert plain.stdout.strip() == "[]", plain.stderr[-2000:]
+    refused = subprocess.run(
+        [*uvx, "--from", str(ROOT), "tablestore-openmemory-mcp", "--transport=sse", "--port=0"],
+        env={**env, "MEMORY_ENGINE": "mem0"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert refused.returncode != 0 and "tablestore-openmemory-mcp[mem0]" in refused.stderr, refused.stderr[-2000:]
+    mem0_env = {**env, "MEMORY_ENGINE": "mem0"}
+    await _round_trip([*uvx, "--from", f"{ROOT}[mem0]", "tablestore-openmemory-mcp", "--transport=stdio"], mem0_env)

@@ -15,6 +15,7 @@ from tablestore_openmemory_mcp import __version__
 from tablestore_openmemory_mcp.settings import APP_NAME, Settings
 
 if TYPE_CHECKING:
+    from tablestore_openmemory_mcp.memory.flow import ClassicFlow
     from tablestore_openmemory_mcp.memory.ports import HistoryLog
     from tablestore_openmemory_mcp.memory.service import MemoryService
     from tablestore_openmemory_mcp.migrate.upgrade import UpgradePlan
@@ -319,14 +320,17 @@ def build_components(settings: Settings) -> Components:
             max_retries=settings.llm_max_retries,
             stream=settings.llm_stream,
         )
-    flow = ClassicFlow(
-        repository,
-        embedder,
-        llm,
-        fact_prompt=settings.fact_extraction_prompt,
-        update_prompt=settings.update_memory_prompt,
-        min_score=settings.search_min_score,
-    )
+    if settings.memory_engine == "mem0":  # mem0 2.x's engine on the same rows (tablestore_openmemory_mcp.mem0)
+        flow: ClassicFlow = _mem0_flow(settings, opened, llm)
+    else:
+        flow = ClassicFlow(
+            repository,
+            embedder,
+            llm,
+            fact_prompt=settings.fact_extraction_prompt,
+            update_prompt=settings.update_memory_prompt,
+            min_score=settings.search_min_score,
+        )
     service = MemoryService(flow, repository, worker_threads=settings.worker_threads)
     if copy is not None:  # the reference's memories are copied in the background; tools work meanwhile
         service.background.append(copy)
@@ -335,7 +339,19 @@ def build_components(settings: Settings) -> Components:
 
         service.categorizer = Categorizer(llm, repository)
     llm_name = f"openai:{settings.llm_model}@{settings.llm_url}" if llm else "none (memories stored as given)"
+    if settings.memory_engine == "mem0":  # the startup line names the engine when it is not the default
+        llm_name += " engine=mem0"
     return Components(service, store_name, llm_name, embedder_name)
+
+
+def _mem0_flow(settings: Settings, opened: OpenedStore, llm: Any) -> ClassicFlow:
+    from tablestore_openmemory_mcp.mem0 import Mem0Changed, Mem0Missing
+    from tablestore_openmemory_mcp.mem0.engine import mem0_flow
+
+    try:
+        return mem0_flow(settings, opened, llm)
+    except (Mem0Missing, Mem0Changed) as exc:
+        raise StartupError(f"MEMORY_ENGINE=mem0: {exc}") from None
 
 
 def build_server(settings: Settings, handle: ServiceHandle) -> Any:

@@ -107,6 +107,7 @@ GROUPS: list[tuple[str, list[tuple[str, str]]]] = [
             ("fact_extraction_prompt", "replaces the fact extraction prompt"),
             ("update_memory_prompt", "replaces the ADD/UPDATE/DELETE/NONE prompt"),
             ("mem0_telemetry", "mem0's telemetry"),
+            ("memory_engine", "classic | mem0: mem0 2.x's additive engine (needs the [mem0] extra)"),
         ],
     ),
     (

@@ -71,7 +71,8 @@ def prepare_mem0_environment(data_dir: Path, telemetry: bool) -> None:
 
 @functools.cache
 def _has_spacy() -> bool:
-    return importlib.util.find_spec("spacy") is not None
+    """spaCy and mem0 (the optional ``[mem0]`` extra) both installed: only then is there a lemmatizer."""
+    return importlib.util.find_spec("spacy") is not None and importlib.util.find_spec("mem0") is not None
 
 
 def lemmatize(text: str) -> str:

@@ -179,6 +179,8 @@ class Settings(BaseSettings):
     fact_extraction_prompt: str | None = Field(None, validation_alias=_env("MEM0_FACT_EXTRACTION_PROMPT"))
     update_memory_prompt: str | None = Field(None, validation_alias=_env("MEM0_UPDATE_MEMORY_PROMPT"))
     mem0_telemetry: bool = Field(False, validation_alias=_env("MEM0_TELEMETRY"))
+    # classic: extract -> similar memories -> ADD/UPDATE/DELETE/NONE; mem0: mem0 2.x's additive engine ([mem0] extra)
+    memory_engine: Literal["classic", "mem0"] = Field("classic", validation_alias=_env("MEMORY_ENGINE"))
 
     # --- limits -----------------------------------------------------------------------------------
     max_text_chars: int = Field(16000, ge=100, le=1_000_000, validation_alias=_env("MEMORY_MAX_TEXT_CHARS"))
