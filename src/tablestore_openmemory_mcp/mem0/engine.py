@@ -28,6 +28,7 @@ from typing import Any
 from tablestore_openmemory_mcp.errors import AppPaused, DependencyError, MemoryNotFound
 from tablestore_openmemory_mcp.memory.flow import ClassicFlow
 from tablestore_openmemory_mcp.memory.ports import ChatModel, Embedder, Origin, Source, StoredMemory
+from tablestore_openmemory_mcp.progress import Report
 from tablestore_openmemory_mcp.repository import ACTIVE, StoreRepository, dedup_key, state_filter
 from tablestore_openmemory_mcp.results import (
     AddResult,
@@ -75,16 +76,23 @@ class Mem0Flow(ClassicFlow):
             TURN.reset(turn_token)
 
     # --- add --------------------------------------------------------------------------------------------
-    def add(self, scope: Scope, text: str, infer: bool = True, source: Source = "mcp") -> AddResult:
-        if source == "mcp" and self.repository.app_paused(scope):
+    def add(
+        self, scope: Scope, text: str, infer: bool = True, source: Source = "mcp", progress: Report | None = None
+    ) -> AddResult:
+        """As the classic flow: a paused app is refused whoever asks; ``progress`` hears extraction and writes
+        (mem0 extracts, compares and writes in one call, so step 2 is reported with step 1)."""
+        if self.repository.app_paused(scope):
             raise AppPaused(scope.client_name, scope.user_id)
         if infer and self.llm is None:
             return self._verbatim(scope, text, "No LLM is configured, so the text was stored as given.", source)
         if not infer:
             return self._verbatim(scope, text, None, source)
+        report: Report = progress or (lambda step, message: None)
         with self._turn(scope, source) as turn:
             try:
+                report(1, "extracting facts and comparing them with your memories (mem0)")
                 reply = self._mem0_add(scope, text, infer=True)
+                report(3, "written")
             except Exception as exc:
                 if turn.llm_error is None:
                     raise self._cause(exc, turn) from exc
