@@ -269,6 +269,7 @@ def test_unreachable_tablestore_at_startup_exits_with_one_line(tmp_path, fake_op
         TABLESTORE_INSTANCE_NAME="inst",
         TABLESTORE_ACCESS_KEY_ID="ak",
         TABLESTORE_ACCESS_KEY_SECRET="sk",
+        TABLESTORE_MAX_RETRY_SECONDS="2",  # an unreachable endpoint is retried for the budget, then one line
     )
     processes = [_start_and_wait(env, transport) for transport in ("sse", "stdio")]
     for process in processes:
