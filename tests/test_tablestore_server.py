@@ -297,7 +297,7 @@ async def test_transient_faults_are_retried_and_exhausted_retries_write_nothing(
     tmp_path, fake_openai, tablestore_emulator
 ):
     emulator = tablestore_emulator
-    env = ts_env(tmp_path, emulator, fake_openai)
+    env = ts_env(tmp_path, emulator, fake_openai, TABLESTORE_MAX_RETRY_SECONDS=5)  # >= 5 attempts; exhausts fast
     async with stdio_client(env) as client:
         assert structured(await client.call_tool("list_memories", {}))["count"] == 0  # startup done
         emulator.reset_counts()

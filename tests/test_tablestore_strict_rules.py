@@ -182,6 +182,17 @@ def test_an_exhausted_budget_fails_in_one_line_naming_the_operation(em: Tablesto
         assert store.get_many(["a", "b"]) == {}  # nothing half-done
 
 
+def test_a_readiness_probe_gives_up_after_two_seconds_not_the_budget(em: TablestoreEmulator) -> None:
+    store = make(em)  # 20 s for operations; /ready must answer sooner
+    store.probe()
+    em.inject("GetRow", "OTSServerUnavailable", rate=1.0, seed=2)
+    try:
+        with pytest.raises(TablestoreUnavailableError, match="readiness probe retries 2 s"):
+            store.probe()
+    finally:
+        em.clear_faults()
+
+
 def test_retry_waits_grow_with_jitter_and_longer_after_throttling() -> None:
     retry = Retrier("x")
     assert retry.max_seconds == 20.0
@@ -199,6 +210,52 @@ def test_a_conditional_update_whose_first_try_landed_is_settled(em: TablestoreEm
         em.inject("BatchWriteRow", "http503_after", times=1)
         changed = store.update_many([RowUpdate(f"c{i}", payload=payload(f"c{i}", state="paused")) for i in range(3)])
         assert sorted(changed) == ["c0", "c1", "c2"]
+
+
+def test_a_bulk_change_cut_by_the_budget_records_what_it_did_change(em: TablestoreEmulator) -> None:
+    """The first request lands, then a storm outlasts the budget: the failure is reported in one line, and the
+    rows that did change have their history (the store names them: PartiallyApplied), the others stay as they were."""
+    from tablestore_openmemory_mcp.memory.ports import NewMemory, Origin
+    from tablestore_openmemory_mcp.repository import StoreRepository
+    from tablestore_openmemory_mcp.scope import Scope
+    from tablestore_openmemory_mcp.stores.tablestore.retry import PartiallyApplied
+
+    store = make(em, max_retry_seconds=0.5)
+    history = TablestoreHistoryLog(store.client, f"{store.collection_name}_history", readiness=store.readiness)
+    repo = Scope("cline", "u1"), StoreRepository(store, history)
+    scope_, repository = repo
+    added = repository.add(scope_, [NewMemory(text=f"{i:03d} " + "a" * 16_000, vector=vec(i)) for i in range(150)],
+                           Origin())  # fmt: skip
+    ids = [a.memory.id for a in added]
+    sdk_write = store.client.batch_write_row
+    calls: list[int] = []
+
+    def first_lands_then_storm(request: Any) -> Any:
+        """The SDK call, unchanged; after the first write of memory rows, the emulator throttles every later
+        one (the history table stays reachable, so the history of what changed can be checked)."""
+        if store.collection_name in request.items:
+            if calls:
+                em.inject("BatchWriteRow", "OTSServerBusy", times=1)
+            calls.append(1)
+        return sdk_write(request)
+
+    store.client.batch_write_row = first_lands_then_storm  # type: ignore[method-assign]
+    try:
+        with pytest.raises(PartiallyApplied) as info:
+            repository.set_state(scope_, ids, "archived", Origin())
+    finally:
+        em.clear_faults()
+        store.client.batch_write_row = sdk_write  # type: ignore[method-assign]
+    applied = set(info.value.applied)
+    assert 0 < len(applied) < 150 and "\n" not in str(info.value)
+    for memory_id in ids:
+        events = [h.event for h in history.for_memory("u1", memory_id)]
+        state = repository.get(Scope("cline", "u1"), memory_id)
+        assert state is not None
+        if memory_id in applied:
+            assert (state.state, events) == ("archived", ["ADD", "STATE"])
+        else:
+            assert (state.state, events) == ("active", ["ADD"])
 
 
 # ------------------------------------------------------------------------------ readiness
@@ -313,3 +370,28 @@ def test_reembed_rides_out_throttling_and_5xx_bursts_in_every_call(em: Tablestor
     summary = job.run()
     assert (summary.total, summary.embedded) == (30, 30)
     assert store.client.describe_search_index(store.collection_name, f"{store.index_name}_v2")[0] is not None
+
+
+def test_reembed_re_sends_rows_that_fail_with_a_transient_error(em: TablestoreEmulator) -> None:
+    """Per-row errors inside a BatchWriteRow that succeeds as a call: each row answers OTSTableNotReady (the
+    emulator's not-ready window reopened by the embedder, right before the write). Before: OSError at once."""
+    import time
+
+    from tablestore_openmemory_mcp.reembed.tablestore import TablestoreReembed
+
+    store = make(em)
+    with scope(user_id="u1"):
+        store.insert([vec(i) for i in range(10)], [payload(f"w{i}") for i in range(10)], [f"w{i}" for i in range(10)])
+    table = em.store.tables[store.collection_name]
+
+    class Reopening(_Embedder):
+        def embed_batch(self, texts: list[str], memory_action: str = "add") -> list[list[float]]:
+            table.ready_at = time.monotonic() + 1.0  # the rows of the next write fail one by one for a second
+            return super().embed_batch(texts, memory_action)
+
+    job = TablestoreReembed(store.client, store.collection_name, store.index_name, "cosine", Reopening(), "embed-next",
+                            DIMS, retry=Retrier(em.endpoint, max_seconds=15))  # fmt: skip
+    em.reset_counts()
+    summary = job.run()
+    assert (summary.total, summary.embedded) == (10, 10)
+    assert em.calls_on(store.collection_name)["BatchWriteRow"] >= 2  # the rows were re-sent

@@ -475,7 +475,14 @@ class StoreRepository:
                 )
                 for memory_id, memory in moved.items()
             ]
-            done = set(self.store.update_many(changes)) if changes else set()
+            failure: StoreError | None = None
+            try:
+                done = set(self.store.update_many(changes)) if changes else set()
+            except StoreError as exc:  # some rows may have changed before it gave up: record those, then raise
+                applied = getattr(exc, "applied", None)
+                if not applied:
+                    raise
+                done, failure = set(applied), exc
         changed = [memory for memory_id, memory in moved.items() if memory_id in done]
         event, kept = ("DELETE", False) if state == "deleted" else ("STATE", True)
         records = [
@@ -489,6 +496,8 @@ class StoreRepository:
             for m in changed
         ]
         self._append_history(scope, records)
+        if failure is not None:
+            raise failure
         return changed
 
     def delete(
@@ -542,6 +551,10 @@ class StoreRepository:
 
     def check(self) -> None:
         """Readiness: one cheap, scoped store read (raises what the store raises)."""
+        probe = getattr(self.store, "probe", None)
+        if callable(probe):  # a store whose calls retry for long answers a probe quickly instead
+            probe()
+            return
         with scoped({"user_id": _READY_USER}):
             self.store.list_page({"user_id": _READY_USER}, 1, None)
 

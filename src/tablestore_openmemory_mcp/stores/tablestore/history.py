@@ -306,7 +306,8 @@ __all__ = ["PRIMARY_KEY", "TablestoreHistoryLog", "history_table_name"]
 
 def set_retention(client: OTSClient, table_name: str, days: int) -> None:
     """Let Tablestore expire rows after ``days`` (the access log's retention; the service deletes them)."""
-    try:
-        client.update_table(table_name, TableOptions(time_to_live=days * 86400, max_version=1))
+    options = TableOptions(time_to_live=days * 86400, max_version=1)
+    try:  # retried: replicas starting together meet "Too frequent table operations" (OTSQuotaExhausted)
+        Retrier(table_name).call("UpdateTable", lambda: client.update_table(table_name, options))
     except Exception as exc:  # retention is housekeeping: never a reason not to start
         logger.warning("could not set a %d-day retention on %s: %s", days, table_name, exc)

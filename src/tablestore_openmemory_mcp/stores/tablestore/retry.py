@@ -58,6 +58,15 @@ class TablestoreUnavailableError(StoreError, ConnectionError):
     """Tablestore stayed busy, throttled or unreachable for every attempt."""
 
 
+class PartiallyApplied(TablestoreUnavailableError):
+    """The budget ran out after some rows of a multi-row write had been applied; ``applied`` names them, so the
+    caller can record what did happen (history) before it reports the failure."""
+
+    def __init__(self, message: str, applied: list[str]) -> None:
+        super().__init__(message)
+        self.applied = list(applied)
+
+
 def is_retryable(exc: BaseException) -> bool:
     """True for errors a later attempt may not hit: throttling, busy, 5xx, timeouts, transport."""
     if isinstance(exc, OTSServiceError):
@@ -149,9 +158,12 @@ class Retrier:
         attempts: int | None = None,
         base_delay: float = TRANSIENT_DELAY,
         max_delay: float = MAX_DELAY,
+        note: str | None = None,
     ) -> None:
         self.endpoint = endpoint
         self.max_seconds = DEFAULT_MAX_SECONDS if max_seconds is None else max(0.0, float(max_seconds))
+        #: What set the budget, for messages.
+        self.note = note or f"TABLESTORE_MAX_RETRY_SECONDS={self.max_seconds:g}"
         self.max_attempts = None if attempts is None else max(1, int(attempts))
         self.base_delay = base_delay
         self.max_delay = max_delay
@@ -187,10 +199,8 @@ class Retrier:
         if isinstance(exc, OTSServiceError | OTSClientError):
             kind = "busy" if throttled(exc) or "Busy" in label else "unavailable"
             return TablestoreUnavailableError(
-                f"Tablestore is {kind} ({label}) after {spent}: {api} on {self.endpoint} gave up "
-                f"(TABLESTORE_MAX_RETRY_SECONDS={self.max_seconds:g}): {exc}"
+                f"Tablestore is {kind} ({label}) after {spent}: {api} on {self.endpoint} gave up ({self.note}): {exc}"
             )
         return TablestoreUnavailableError(
-            f"Cannot reach Tablestore at {self.endpoint} ({label}) after {spent} during {api} "
-            f"(TABLESTORE_MAX_RETRY_SECONDS={self.max_seconds:g}): {exc}"
+            f"Cannot reach Tablestore at {self.endpoint} ({label}) after {spent} during {api} ({self.note}): {exc}"
         )

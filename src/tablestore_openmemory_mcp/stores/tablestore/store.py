@@ -13,7 +13,7 @@ RPCs per operation (nothing failing):
   no row; a claim whose writer died before its row (orphan) costs the same and gets that row written.
 * ``get`` = GetRow; ``get_many`` = BatchGetRow per 100 ids; ``find_by_dedup_key`` = 2 GetRow.
 * ``update`` = UpdateRow with a row condition (exists, in scope, ``updated_at`` unchanged), +1 PutRow
-  when it claims a new dedup key; ``update_many`` = the same as BatchWriteRow per 200 rows.
+  when it claims a new dedup key; ``update_many`` = the same as BatchWriteRow per 200 rows or 3.5 MB.
 * ``delete_many`` = per 200 ids, BatchGetRow per 100 (which exist, their dedup keys) + BatchWriteRow of
   the existing rows + BatchWriteRow releasing their keys (when any held one); exact under faults
   (``_write_exact``). Unknown ids cost the reads only.
@@ -24,7 +24,8 @@ RPCs per operation (nothing failing):
   returned. This process's own writes of the last seconds (``recent``) join the candidates, so a search
   right after an add finds it. ``keyword_search`` on the search's hits costs no RPC (``keyword``).
 
-Every RPC goes through our own bounded retry (see ``retry``); the SDK's retry is disabled.
+Every RPC goes through our own time-bounded retry (see ``retry``); the SDK's retry is disabled. Startup waits
+until a new table and index can be used (see ``readiness``).
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ from .index_reads import IndexReads
 from .keyword import CandidateStash, bm25, filters_key
 from .readiness import Readiness, index_initialized
 from .recent import WINDOW, RecentWrites
-from .retry import Retrier, TablestoreUnavailableError, is_retryable
+from .retry import PartiallyApplied, Retrier, TablestoreUnavailableError, is_retryable
 from .rows import (
     MAX_ROW_BYTES,
     EncodedRow,
@@ -122,6 +123,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: Seconds a readiness probe retries at most.
+PROBE_SECONDS = 2.0
 #: KnnVectorQuery's documented top_k maximum, and Search's limit when only primary keys are returned.
 MAX_TOP_K = 1000
 _PK_ONLY = ColumnsToGet(return_type=ColumnReturnType.NONE)
@@ -435,6 +438,14 @@ class TablestoreStore(MemoryStore):
         """Release pooled connections."""
         close_client(self.client)
 
+    def probe(self) -> None:
+        """One GetRow outside every user's range, retried for at most 2 s: a readiness probe (``/ready``) must
+        answer within seconds, not after the full retry budget of an operation."""
+        seconds = min(PROBE_SECONDS, self._retry.max_seconds)
+        quick = Retrier(self.endpoint, max_seconds=seconds, note=f"a readiness probe retries {seconds:g} s")
+        key = [(PK_USER, "#ready"), (PK_ID, "probe")]
+        quick.call("GetRow", lambda: self.client.get_row(self.collection_name, key, [COL_PAYLOAD], None, 1))
+
     # ------------------------------------------------------------------ writes
 
     def insert(
@@ -645,11 +656,16 @@ class TablestoreStore(MemoryStore):
                 columns["DELETE_ALL"] = clear
             return UpdateRowItem(Row(self._pk(user, mid), columns), condition)
 
-        # <= 200 rows and < 4 MB a request: rows of long memories are large (200 of 16k characters are 6 MB)
-        for chunk in batching.chunks([c.id for c in changes], lambda mid: batching.item_bytes(item_for(mid))):
-            updated += self._write_exact(
-                chunk, item_for, lambda pending: self._applied(user, {m: effects[m] for m in pending})
-            )
+        try:  # <= 200 rows and < 4 MB a request: rows of long memories are large (200 of 16k characters: 6 MB)
+            for chunk in batching.chunks([c.id for c in changes], lambda mid: batching.item_bytes(item_for(mid))):
+                updated += self._write_exact(
+                    chunk, item_for, lambda pending: self._applied(user, {m: effects[m] for m in pending})
+                )
+        except PartiallyApplied as exc:  # earlier chunks landed: say which, so the caller records them
+            done = [*updated, *exc.applied]
+            self._stash.forget(set(done))
+            self._recent.note(user, done, [by_id[m].vector for m in done])
+            raise PartiallyApplied(str(exc), done) from exc
         claimed_for = {mid for mid in holders.values() if mid in by_id and mid not in updated}
         if claimed_for:  # a key claimed for a row that is missing must not stay behind as an orphan claim
             check = sorted(claimed_for)
@@ -810,7 +826,7 @@ class TablestoreStore(MemoryStore):
                 break
         if pending:
             cause = last or StoreError(f"{len(pending)} row(s) kept failing")
-            raise self._retry.exhausted("BatchWriteRow", cause, plan)
+            raise PartiallyApplied(str(self._retry.exhausted("BatchWriteRow", cause, plan)), changed) from last
         return changed
 
     def _write_request(self, items: builtins.list[Any]) -> Any:
