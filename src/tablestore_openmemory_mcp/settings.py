@@ -16,6 +16,8 @@ from urllib.parse import urlparse
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from tablestore_openmemory_mcp.memory.scoring import DEFAULT_MIN_SCORE
+
 APP_NAME = "tablestore-openmemory-mcp"
 
 TOOL_NAMES = (
@@ -138,7 +140,9 @@ class Settings(BaseSettings):
     )
     vector_dimension: int | None = Field(None, ge=1, le=4096, validation_alias=_env("TABLESTORE_VECTOR_DIMENSION"))
     search_limit: int = Field(10, ge=1, le=1000, validation_alias=_env("TABLESTORE_SEARCH_MEMORY_LIMIT"))
-    search_min_score: float | None = Field(None, validation_alias=_env("TABLESTORE_SEARCH_MEMORY_MIN_SCORE"))
+    search_min_score: float | None = Field(
+        DEFAULT_MIN_SCORE, validation_alias=_env("TABLESTORE_SEARCH_MEMORY_MIN_SCORE")
+    )
 
     # --- LLM and embedder -------------------------------------------------------------------------
     openai_api_key: str | None = Field(None, validation_alias=_env("OPENAI_API_KEY"))
@@ -292,8 +296,8 @@ class Settings(BaseSettings):
     @field_validator("search_min_score")
     @classmethod
     def _finite_score(cls, value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError("must be a finite number")
+        if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
+            raise ValueError("must be a number from 0 (no cutoff) to 1")
         return value
 
     @field_validator("stdio_user_id", "stdio_client_name")

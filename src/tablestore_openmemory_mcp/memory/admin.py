@@ -71,6 +71,7 @@ class BrowseRequest:
     sort: str = "-created_at"
     page: int = 1
     size: int = 20
+    min_score: float | None = None  # a search's relevance cutoff; None: the server's (0 shows weaker matches)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,7 +141,12 @@ class Admin:
         if request.query:
             vector = self.flow.embedder.embed(request.query, "search")
             found = self.repository.search(
-                scope, request.query, vector, MAX_SEARCH_HITS, self.flow.min_score, states=request.states
+                scope,
+                request.query,
+                vector,
+                MAX_SEARCH_HITS,
+                self.flow.min_score if request.min_score is None else request.min_score,
+                states=request.states,
             )
             sort = request.sort if request.sort != "-created_at" else "score"
         else:

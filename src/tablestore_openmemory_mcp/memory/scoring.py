@@ -65,6 +65,12 @@ KEYWORD_HALF = 6.0
 #: The most a keyword match adds by default, as a share of the distance left to 1.
 KEYWORD_WEIGHT = 0.2
 
+#: The default relevance cutoff of every search (``TABLESTORE_SEARCH_MEMORY_MIN_SCORE``; 0 turns it off).
+#: Chosen by measurement (issue 23): on the labelled sets of ``benchmarks.ranking`` the best hit of every
+#: unrelated query scores at most 0.50 with each measured embedder, so none is returned; on LoCoMo
+#: (``benchmarks.locomo_recall``, offline embedder) R@5 drops by 0.004 (0.447 -> 0.443); 0.60 would cost 0.024.
+DEFAULT_MIN_SCORE = 0.55
+
 #: Relevance each anchor cosine maps to (unrelated, threshold, paraphrase, exact).
 ANCHOR_SCORES = (0.0, 0.5, 0.8, 0.95)
 

@@ -37,6 +37,7 @@ OPERATIONS: list[tuple[str, str, str, list[dict[str, Any]], Model, tuple[int, Mo
             _q("client", "string", "Only this app"),
             _q("state", "string", "active, paused, archived, deleted, a comma list, or all (default: all but deleted)"),
             _q("q", "string", "Hybrid (vector + keyword) search"),
+            _q("min_score", "number", "With q: drop hits scoring below this (0-1; default: the server's cutoff)"),
             _q("category", "string", "Only this category"),
             _q("since", "string", "created_at >= this ISO date/time"),
             _q("until", "string", "created_at before this date ends"),

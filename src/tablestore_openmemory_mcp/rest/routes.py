@@ -96,6 +96,20 @@ def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
     return value
 
 
+def _score(request: Request, name: str) -> float | None:
+    """A relevance from 0 to 1, or None when not given."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UserInputError(f"{name} must be a number from 0 to 1") from None
+    if not 0.0 <= value <= 1.0:
+        raise UserInputError(f"{name} must be a number from 0 to 1")
+    return value
+
+
 async def _body(request: Request, model: type[M]) -> M:
     try:
         raw = await request.body()
@@ -208,6 +222,7 @@ class RestApi:
             sort=sort,
             page=_int(request, "page", 1, 1, 1_000_000),
             size=_int(request, "size", 20, 1, 200),
+            min_score=_score(request, "min_score"),
         )
         page = await (await self.get_service()).browse(browse)
         return _json(
