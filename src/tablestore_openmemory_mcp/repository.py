@@ -24,7 +24,7 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -258,9 +258,15 @@ class StoreRepository:
         return {key: to_memory(row) for key, row in rows.items()}
 
     def list_page(
-        self, scope: Scope, *, limit: int, cursor: str | None = None, states: Collection[State] = ACTIVE
+        self,
+        scope: Scope,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        states: Collection[State] = ACTIVE,
+        where: Mapping[str, Any] | None = None,
     ) -> Page:
-        filters = self._filters(scope, states)
+        filters = {**self._filters(scope, states), **(where or {})}
         if set(states) == ACTIVE and not scope.shared and self.app_paused(scope):
             return Page(items=[], total=0, next_cursor=None)  # a paused app's memories are hidden from it
         with scoped(scope.filters()):
@@ -314,8 +320,9 @@ class StoreRepository:
         limit: int,
         min_score: float | None,
         states: Collection[State] = ACTIVE,
+        where: Mapping[str, Any] | None = None,
     ) -> list[StoredMemory]:
-        filters = self._filters(scope, states)
+        filters = {**self._filters(scope, states), **(where or {})}
         pool = max(limit * 4, 60)
         lemmatized = lemmatize(query)
         with scoped(scope.filters()):
