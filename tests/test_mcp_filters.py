@@ -181,3 +181,30 @@ async def test_tags_and_event_time_survive_export_and_import(session: tuple[Clie
     back = await ok(client, "list_memories", metadata={"project": "apollo"}, until="2026-02-02")
     assert [m["memory"] for m in back["memories"]] == ["Shipped apollo v1"]
     assert back["memories"][0]["event_time"].startswith("2026-02-01T08:00:00")
+
+
+async def test_rest_takes_the_same_tags(session: tuple[Client, _Identity]) -> None:
+    from starlette.requests import Request
+
+    from tablestore_openmemory_mcp.errors import UserInputError
+    from tablestore_openmemory_mcp.memory.admin import BrowseRequest
+    from tablestore_openmemory_mcp.rest.routes import _metadata
+
+    client, _ = session
+    service = _SERVICES[0]
+    await ok(client, "add_memories", text="Apollo launch plan", infer=False, metadata={"project": "apollo"})
+    await ok(client, "add_memories", text="Hermes launch plan", infer=False, metadata={"project": "hermes"})
+    page = await service.browse(BrowseRequest(user_id="alice", metadata={"project": "apollo"}))
+    assert [m.text for m in page.items] == ["Apollo launch plan"] and page.total == 1
+    either = await service.browse(
+        BrowseRequest(user_id="alice", metadata={"project": "apollo", "x": 1}, match_any=True, query="launch plan")
+    )
+    assert [m.text for m in either.items] == ["Apollo launch plan"]
+
+    def request(query: bytes) -> Request:
+        return Request({"type": "http", "method": "GET", "path": "/", "headers": [], "query_string": query})
+
+    assert _metadata(request(b'metadata={"project":"apollo"}'), "metadata") == {"project": "apollo"}
+    for bad in (b"metadata=apollo", b"metadata=[1]", b'metadata={"a":{"b":1}}'):
+        with pytest.raises(UserInputError, match="metadata"):
+            _metadata(request(bad), "metadata")

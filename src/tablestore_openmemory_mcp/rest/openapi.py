@@ -39,6 +39,8 @@ OPERATIONS: list[tuple[str, str, str, list[dict[str, Any]], Model, tuple[int, Mo
             _q("q", "string", "Hybrid (vector + keyword) search"),
             _q("min_score", "number", "With q: drop hits scoring below this (0-1; default: the server's cutoff)"),
             _q("category", "string", "Only this category"),
+            _q("metadata", "string", 'Only memories with these tags, a JSON object, e.g. {"project":"apollo"}'),
+            _q("match_any", "boolean", "true: a memory with any one of the tags is enough"),
             _q("since", "string", "created_at >= this ISO date/time"),
             _q("until", "string", "created_at before this date ends"),
             _q("sort", "string", "created_at, -created_at, updated_at, -updated_at, memory, -memory, score"),

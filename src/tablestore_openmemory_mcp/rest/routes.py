@@ -14,7 +14,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio.to_thread
 from pydantic import BaseModel, ValidationError
@@ -33,6 +33,7 @@ from tablestore_openmemory_mcp.errors import (
 )
 from tablestore_openmemory_mcp.memory.admin import SORTS, BrowseRequest
 from tablestore_openmemory_mcp.memory.ports import ALL_STATES, VISIBLE_STATES, State
+from tablestore_openmemory_mcp.memory.query_filters import clean_metadata
 from tablestore_openmemory_mcp.memory.service import MemoryService
 from tablestore_openmemory_mcp.rest.schemas import (
     AccessOut,
@@ -94,6 +95,18 @@ def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
     if not low <= value <= high:
         raise UserInputError(f"{name} must be between {low} and {high}")
     return value
+
+
+def _metadata(request: Request, name: str) -> dict[str, Any]:
+    """Tags as a JSON object in the query string, e.g. ``metadata={"project":"apollo"}``."""
+    raw = request.query_params.get(name)
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise UserInputError(f'{name} must be a JSON object, e.g. {{"project": "apollo"}}') from None
+    return clean_metadata(value, name)
 
 
 def _score(request: Request, name: str) -> float | None:
@@ -223,6 +236,8 @@ class RestApi:
             page=_int(request, "page", 1, 1, 1_000_000),
             size=_int(request, "size", 20, 1, 200),
             min_score=_score(request, "min_score"),
+            metadata=_metadata(request, "metadata") or None,
+            match_any=params.get("match_any", "").lower() in ("1", "true", "yes"),
         )
         page = await (await self.get_service()).browse(browse)
         return _json(
