@@ -30,11 +30,18 @@ class _Identity:
 _SERVICES: list[Any] = []
 
 
-@pytest.fixture
-async def session(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Client, _Identity]]:
+@pytest.fixture(params=["embedded", "tablestore"])
+async def session(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[Client, _Identity]]:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.setenv("MEMORY_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("LLM_PROVIDER", "none")
+    if request.param == "tablestore":  # the real SDK against the emulator
+        from tests.server_process import tablestore_env
+
+        for key, value in tablestore_env(request.getfixturevalue("tablestore_emulator")).items():
+            monkeypatch.setenv(key, value)
     settings = Settings(transport="stdio")
     service = build_components(settings).service
     identity = _Identity()
