@@ -215,3 +215,36 @@ async def test_rest_takes_the_same_tags(session: tuple[Client, _Identity]) -> No
     for bad in (b"metadata=apollo", b"metadata=[1]", b'metadata={"a":{"b":1}}'):
         with pytest.raises(UserInputError, match="metadata"):
             _metadata(request(bad), "metadata")
+
+
+async def test_as_of_answers_from_the_history(session: tuple[Client, _Identity]) -> None:
+    """Issue 23 item 3: lists and searches as the memories were, updated and deleted ones included."""
+    from datetime import UTC, datetime
+
+    client, _ = session
+    home = (await ok(client, "add_memories", text="I live in Beijing", infer=False))["events"][0]["id"]
+    before_move = datetime.now(UTC).isoformat()
+    await ok(client, "update_memory", memory_id=home, text="I live in Hangzhou")
+    cat = (await ok(client, "add_memories", text="I have a cat called Mochi", infer=False))["events"][0]["id"]
+    with_cat = datetime.now(UTC).isoformat()
+    await ok(client, "delete_memories", memory_ids=[cat])
+
+    def texts(result: dict[str, Any]) -> list[str]:
+        return [m["memory"] for m in result["memories"]]
+
+    assert texts(await ok(client, "list_memories", as_of=before_move)) == ["I live in Beijing"]
+    assert texts(await ok(client, "list_memories", as_of=with_cat)) == [
+        "I live in Hangzhou",
+        "I have a cat called Mochi",
+    ]
+    assert texts(await ok(client, "list_memories")) == ["I live in Hangzhou"]
+    paged = await ok(client, "list_memories", as_of=with_cat, limit=1)
+    assert texts(paged) == ["I live in Hangzhou"] and paged["total"] == 2
+    rest = await ok(client, "list_memories", as_of=with_cat, limit=1, cursor=paged["next_cursor"])
+    assert texts(rest) == ["I have a cat called Mochi"] and rest["next_cursor"] is None
+    then = await ok(client, "search_memories", query="which city do I live in", as_of=before_move)
+    assert [m["memory"] for m in then["results"]] == ["I live in Beijing"]
+    cats = await ok(client, "search_memories", query="my cat Mochi", as_of=with_cat)
+    assert [m["memory"] for m in cats["results"]][:1] == ["I have a cat called Mochi"]
+    assert "as_of" in await error(client, "list_memories", as_of="2999-01-01")
+    assert "as_of" in await error(client, "search_memories", query="x", as_of="yesterday")

@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field
 
 from tablestore_openmemory_mcp.errors import ConflictError, DependencyError, NotFoundError, UserInputError
 from tablestore_openmemory_mcp.identity import IdentityResolver
+from tablestore_openmemory_mcp.memory.as_of import clean_as_of
 from tablestore_openmemory_mcp.memory.ports import State
 from tablestore_openmemory_mcp.memory.query_filters import add_fields, build_query
 from tablestore_openmemory_mcp.memory.service import MemoryService
@@ -118,6 +119,7 @@ def register_tools(
         dict[str, str | int | float | bool] | None, Field(description="Only memories with these tags (all must match)")
     ]
     MatchAnyArg = Annotated[bool, Field(description="true: a memory matching any one tag is enough")]
+    AsOfArg = Annotated[str | None, Field(description="ISO 8601: answer as your memories were at that time")]
 
     async def add_memories(
         text: Annotated[str, Field(description="What to remember, in the user's own words and language")],
@@ -145,6 +147,7 @@ def register_tools(
         until: UntilArg = None,
         metadata: MetadataArg = None,
         match_any: MatchAnyArg = False,
+        as_of: AsOfArg = None,
         user_id: UserIdArg = None,
     ) -> Annotated[CallToolResult, SearchResult]:
         scope = identity.resolve(ctx, user_id)
@@ -152,7 +155,8 @@ def register_tools(
         where = build_query(
             client=client, category=category, since=since, until=until, metadata=metadata, match_any=match_any
         )
-        return _result(await (await get_service()).search(scope, query, clean_limit(limit, max_limit), where))
+        service, at = await get_service(), clean_as_of(as_of)
+        return _result(await service.search(scope, query, clean_limit(limit, max_limit), where, at))
 
     async def list_memories(
         ctx: Context,
@@ -168,6 +172,7 @@ def register_tools(
         until: UntilArg = None,
         metadata: MetadataArg = None,
         match_any: MatchAnyArg = False,
+        as_of: AsOfArg = None,
         user_id: UserIdArg = None,
     ) -> Annotated[CallToolResult, ListResult]:
         scope = identity.resolve(ctx, user_id)
@@ -175,7 +180,8 @@ def register_tools(
             client=client, category=category, since=since, until=until, metadata=metadata, match_any=match_any
         )
         service = await get_service()
-        page = await service.list_memories(scope, clean_limit(limit, max_list), clean_cursor(cursor), where)
+        at = clean_as_of(as_of)
+        page = await service.list_memories(scope, clean_limit(limit, max_list), clean_cursor(cursor), where, at)
         return _result(page)
 
     async def delete_all_memories(

@@ -32,6 +32,7 @@ from typing import Any
 from weakref import WeakValueDictionary
 
 from tablestore_openmemory_mcp.errors import AppPaused, ConflictError, DependencyError, MemoryNotFound
+from tablestore_openmemory_mcp.memory.as_of import memories_at, search_at
 from tablestore_openmemory_mcp.memory.ports import (
     ChatModel,
     Embedder,
@@ -271,8 +272,15 @@ class ClassicFlow:
         return done
 
     # --- read ----------------------------------------------------------------------------------------
-    def search(self, scope: Scope, query: str, limit: int, where: MemoryQuery | None = None) -> SearchResult:
+    def search(
+        self, scope: Scope, query: str, limit: int, where: MemoryQuery | None = None, as_of: str | None = None
+    ) -> SearchResult:
         vector = self.embedder.embed(query, "search")
+        if as_of:  # from the memory history (memory/as_of.py); not recorded as an access of today's rows
+            name = str(getattr(self.embedder, "name", ""))
+            repo: Any = self.repository
+            then = search_at(repo, self.embedder, name, scope, query, vector, as_of, limit, self.min_score, where)
+            return SearchResult(query=query, results=[_hit(memory) for memory in then])
         if where:
             found = self.repository.search(scope, query, vector, limit, self.min_score, where=where.store_filter())
         else:
@@ -281,8 +289,20 @@ class ClassicFlow:
         return SearchResult(query=query, results=[_hit(memory) for memory in found])
 
     def list_memories(
-        self, scope: Scope, limit: int, cursor: str | None = None, where: MemoryQuery | None = None
+        self,
+        scope: Scope,
+        limit: int,
+        cursor: str | None = None,
+        where: MemoryQuery | None = None,
+        as_of: str | None = None,
     ) -> ListResult:
+        if as_of:  # oldest first; the cursor is the offset of the next page
+            repo: Any = self.repository
+            then = memories_at(repo, scope, as_of, where)
+            start = int(cursor) if cursor and cursor.isdigit() else 0
+            items = then[start : start + limit]
+            more = str(start + limit) if start + limit < len(then) else None
+            return ListResult(count=len(items), total=len(then), next_cursor=more, memories=[_item(m) for m in items])
         if where:
             page = self.repository.list_page(scope, limit=limit, cursor=cursor, where=where.store_filter())
         else:

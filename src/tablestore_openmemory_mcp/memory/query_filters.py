@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tablestore_openmemory_mcp.errors import UserInputError
+from tablestore_openmemory_mcp.memory.ports import StoredMemory
 from tablestore_openmemory_mcp.scope import validate_identity_part
 
 MAX_METADATA_KEYS = 16
@@ -42,6 +43,22 @@ class MemoryQuery:
 
     def __bool__(self) -> bool:
         return bool(self.client or self.category or self.since or self.until or self.metadata)
+
+    def accepts(self, memory: StoredMemory) -> bool:
+        """The same condition as :meth:`store_filter`, on a memory in hand (as-of recall)."""
+        if self.client and memory.client != self.client:
+            return False
+        if self.category and self.category not in memory.categories:
+            return False
+        when = str(memory.metadata.get(EVENT_TIME_KEY) or memory.created_at)
+        if (self.since and when < self.since) or (self.until and when >= self.until):
+            return False
+        if self.metadata:
+            tags = memory.metadata.get(METADATA_KEY)
+            tags = tags if isinstance(tags, Mapping) else {}
+            hits = [key in tags and tags[key] == value for key, value in self.metadata.items()]
+            return any(hits) if self.match_any else all(hits)
+        return True
 
     def store_filter(self) -> dict[str, Any]:
         """The condition in the stores' filter grammar (ANDed with the scope's)."""

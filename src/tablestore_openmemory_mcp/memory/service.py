@@ -78,13 +78,20 @@ class MemoryService:
         if self.categorizer is not None and memory_ids:
             self.categorizer.submit(scope, memory_ids)
 
-    async def search(self, scope: Scope, query: str, limit: int, where: MemoryQuery | None = None) -> SearchResult:
-        return await self._run(self.flow.search, scope, query, limit, where)
+    async def search(
+        self, scope: Scope, query: str, limit: int, where: MemoryQuery | None = None, as_of: str | None = None
+    ) -> SearchResult:
+        return await self._run(self.flow.search, scope, query, limit, where, as_of)
 
     async def list_memories(
-        self, scope: Scope, limit: int, cursor: str | None = None, where: MemoryQuery | None = None
+        self,
+        scope: Scope,
+        limit: int,
+        cursor: str | None = None,
+        where: MemoryQuery | None = None,
+        as_of: str | None = None,
     ) -> ListResult:
-        return await self._run(self.flow.list_memories, scope, limit, cursor, where)
+        return await self._run(self.flow.list_memories, scope, limit, cursor, where, as_of)
 
     async def delete(self, scope: Scope, memory_ids: Sequence[str], source: Source = "mcp") -> DeleteResult:
         return await self._run(self.flow.delete, scope, memory_ids, source)
