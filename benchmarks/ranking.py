@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from tablestore_openmemory_mcp.memory.scoring import DEFAULT_MIN_SCORE, Candidate, calibration_for, is_cjk, rank
+from tablestore_openmemory_mcp.memory.scoring import Candidate, calibration_for, is_cjk, rank
 from tablestore_openmemory_mcp.stores.tokenize import query_tokens, tokens
 
 DATA = Path(__file__).parent / "data"
@@ -365,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"\nours: exact > 0.8 for {exact_ok}/{len(ours_all.scores['exact'])}; "
         f"unrelated best hit < 0.5 for {unrelated_ok}/{len(ours_all.scores['unrelated'])}"
     )
-    cut = DEFAULT_MIN_SCORE
+    cut = calibration.cutoff
     answered = {kind: f"{sum(s >= cut for s in ours_all.scores[kind])}/{len(ours_all.scores[kind])}" for kind in KINDS}
     print(
         f"default cutoff {cut}: unrelated queries answered {answered['unrelated']}, unrelated sharing words "

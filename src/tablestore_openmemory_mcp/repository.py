@@ -333,11 +333,12 @@ class StoreRepository:
                 else None
             )
         keyword = {str(row.id): float(row.score) for row in keyword_rows or () if row.score and row.score > 0}
+        calibration = scoring.calibration_for(self.embedder_name, query)
         ranked = scoring.rank(
             [scoring.Candidate(row.id, float(row.score or 0.0), keyword.get(row.id)) for row in semantic],
-            calibration=scoring.calibration_for(self.embedder_name, query),
+            calibration=calibration,
             limit=limit,
-            min_score=min_score,
+            min_score=calibration.cutoff if min_score is None else min_score,
         )
         by_id = {row.id: row for row in semantic}
         return self._visible(scope, states, [to_memory(by_id[hit.id], hit.score) for hit in ranked])

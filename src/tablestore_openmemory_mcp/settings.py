@@ -16,8 +16,6 @@ from urllib.parse import urlparse
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from tablestore_openmemory_mcp.memory.scoring import DEFAULT_MIN_SCORE
-
 APP_NAME = "tablestore-openmemory-mcp"
 
 TOOL_NAMES = (
@@ -140,9 +138,8 @@ class Settings(BaseSettings):
     )
     vector_dimension: int | None = Field(None, ge=1, le=4096, validation_alias=_env("TABLESTORE_VECTOR_DIMENSION"))
     search_limit: int = Field(10, ge=1, le=1000, validation_alias=_env("TABLESTORE_SEARCH_MEMORY_LIMIT"))
-    search_min_score: float | None = Field(
-        DEFAULT_MIN_SCORE, validation_alias=_env("TABLESTORE_SEARCH_MEMORY_MIN_SCORE")
-    )
+    #: None: the embedder's measured cutoff (``scoring.Calibration.cutoff``, 0.55 for the offline default)
+    search_min_score: float | None = Field(None, validation_alias=_env("TABLESTORE_SEARCH_MEMORY_MIN_SCORE"))
 
     # --- LLM and embedder -------------------------------------------------------------------------
     openai_api_key: str | None = Field(None, validation_alias=_env("OPENAI_API_KEY"))

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from tablestore_openmemory_mcp import helptext
-from tablestore_openmemory_mcp.memory.scoring import DEFAULT_MIN_SCORE
 from tablestore_openmemory_mcp.settings import Settings, SettingsError, env_name, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,7 +42,7 @@ def test_every_variable_is_in_env_example_and_empty_values_mean_unset(tmp_path, 
     settings = load_settings(path)
     defaults = Settings.model_construct()  # no environment, no validation: the declared defaults
     assert settings.tablestore_endpoint is None and not settings.uses_tablestore
-    assert settings.vector_dimension is None and settings.search_min_score == DEFAULT_MIN_SCORE
+    assert settings.vector_dimension is None and settings.search_min_score is None
     assert settings.data_dir is None and settings.resolved_data_dir != Path.cwd()
     assert settings.tool_black_list == ["delete_all_memories", "set_memory_state"]
     assert not settings.uses_llm and not settings.uses_remote_embedder

@@ -103,9 +103,9 @@ def search_at(
         vectors.update(zip([m.id for m in changed], fresh, strict=True))
     q = _unit(vector)
     candidates = [scoring.Candidate(m.id, _dot(q, _unit(vectors[m.id]))) for m in then if m.id in vectors]
-    ranked = scoring.rank(
-        candidates, calibration=scoring.calibration_for(embedder_name, query), limit=limit, min_score=min_score
-    )
+    calibration = scoring.calibration_for(embedder_name, query)
+    floor = calibration.cutoff if min_score is None else min_score
+    ranked = scoring.rank(candidates, calibration=calibration, limit=limit, min_score=floor)
     by_id = {m.id: m for m in then}
     return [replace(by_id[hit.id], score=hit.score) for hit in ranked]
 
