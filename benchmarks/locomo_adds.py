@@ -89,27 +89,34 @@ def conversation(index: int, turns: int) -> list[str]:
     return out
 
 
-def locomo_conversations(path: Path) -> dict[str, list[str]]:
-    """Real LoCoMo turns, ``"<speaker>: <text>"`` per conversation, from its JSON file(s).
-
-    Accepts ``locomo10.json`` (a list of samples with a ``conversation``) or a directory of the
-    per-conversation files of its ``locomo10_v2`` archive (dicts with ``session_<n>`` lists).
-    """
+def locomo_samples(path: Path) -> list[dict[str, Any]]:
+    """LoCoMo's samples (conversation, ``qa``) from ``locomo10.json`` (a list of samples with a
+    ``conversation``) or a directory of the per-conversation files of its ``locomo10_v2`` archive."""
     files = sorted(path.glob("*.json")) if path.is_dir() else [path]
     samples: list[Any] = []
     for file in files:
         data = json.loads(file.read_text(encoding="utf-8"))
         samples.extend(data if isinstance(data, list) else [data])
-    out: dict[str, list[str]] = {}
-    for number, sample in enumerate(samples):
-        conv = sample.get("conversation", sample)
-        sessions = sorted(
-            (int(key.split("_")[1]), value)
-            for key, value in conv.items()
-            if re.fullmatch(r"session_\d+", key) and isinstance(value, list)
-        )
-        out[f"conv-{number}"] = [f"{turn['speaker']}: {turn['text']}" for _, turns in sessions for turn in turns]
-    return out
+    return samples
+
+
+def locomo_turns(sample: dict[str, Any]) -> list[dict[str, Any]]:
+    """One sample's turns in session order (each a dict with ``speaker``, ``text`` and ``dia_id``)."""
+    conv = sample.get("conversation", sample)
+    sessions = sorted(
+        (int(key.split("_")[1]), value)
+        for key, value in conv.items()
+        if re.fullmatch(r"session_\d+", key) and isinstance(value, list)
+    )
+    return [turn for _, turns in sessions for turn in turns]
+
+
+def locomo_conversations(path: Path) -> dict[str, list[str]]:
+    """Real LoCoMo turns, ``"<speaker>: <text>"`` per conversation, from its JSON file(s)."""
+    return {
+        f"conv-{number}": [f"{turn['speaker']}: {turn['text']}" for turn in locomo_turns(sample)]
+        for number, sample in enumerate(locomo_samples(path))
+    }
 
 
 def engine_ceiling(texts: list[str], callers: int = CLIENTS) -> float:

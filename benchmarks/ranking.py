@@ -365,6 +365,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"\nours: exact > 0.8 for {exact_ok}/{len(ours_all.scores['exact'])}; "
         f"unrelated best hit < 0.5 for {unrelated_ok}/{len(ours_all.scores['unrelated'])}"
     )
+    cut = calibration.cutoff
+    answered = {kind: f"{sum(s >= cut for s in ours_all.scores[kind])}/{len(ours_all.scores[kind])}" for kind in KINDS}
+    print(
+        f"default cutoff {cut}: unrelated queries answered {answered['unrelated']}, unrelated sharing words "
+        f"{answered['lexical']}; relevant best hit kept: " + ", ".join(f"{k} {answered[k]}" for k in KINDS[:4])
+    )
     for label in ("mem0 score_and_rank", "ours (scoring.rank)"):
         for failure in results[label]["all"].failures:
             print(f"{label}: {failure}")

@@ -69,8 +69,9 @@ async def rows(page: Any) -> list[str]:
 
 
 async def wait_rows(page: Any, wanted: Any, what: str, **asked: str) -> list[str]:
-    """Wait until the list shows the answer to ``asked`` (q, client, state, sort, since; default "") and it holds."""
-    expected = {"q": "", "client": "", "state": "", "sort": "", "since": "", **asked}
+    """Wait until the list shows the answer to ``asked`` (q, weak, client, state, sort, since; default "") and it
+    holds."""
+    expected = {"q": "", "weak": "", "client": "", "state": "", "sort": "", "since": "", **asked}
 
     async def check() -> tuple[list[str]] | None:
         table = page.locator("#memory-list")
@@ -137,6 +138,16 @@ async def test_browse_search_filter_pause_edit_delete_and_export(server: HttpSer
         await page.get_by_role("searchbox", name="Search").press_sequentially("green tea")
         await wait_rows(page, lambda shown: shown[:1] == ["Likes green tea"], "the search hit first", q="green tea")
         assert 1 <= len(searches) < len("green tea"), searches
+        # only matches by default (issue 23: the relevance cutoff); the weaker ones on request, best first
+        shown = await wait_rows(page, lambda shown: bool(shown), "the matches", q="green tea")
+        assert shown == ["Likes green tea"], shown
+        await page.get_by_label("Show weaker matches").check()
+        shown = await wait_rows(page, lambda shown: len(shown) == 4, "every memory, by score", q="green tea", weak="1")
+        assert shown[0] == "Likes green tea"
+        await page.get_by_label("Show weaker matches").uncheck()
+        await page.get_by_role("searchbox", name="Search").fill("spreadsheet macros")
+        await wait_rows(page, lambda shown: shown == [], "no match", q="spreadsheet macros")
+        assert await page.get_by_text("No memory is relevant to this search.", exact=False).is_visible()
         await page.get_by_role("searchbox", name="Search").fill("")
         await wait_rows(page, lambda shown: len(shown) == 4, "the whole list again")
 

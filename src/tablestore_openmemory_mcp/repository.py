@@ -24,7 +24,7 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -266,9 +266,11 @@ class StoreRepository:
         cursor: str | None = None,
         states: Collection[State] = ACTIVE,
         with_total: bool = True,
+        where: Mapping[str, Any] | None = None,
     ) -> Page:
-        """One page and (``with_total``) how many memories there are in all; without, ``total`` is the page's."""
-        filters = self._filters(scope, states)
+        """One page and (``with_total``) how many memories there are in all; without, ``total`` is the page's.
+        ``where``: the caller's filters (client, category, time, metadata) on top of the scope's."""
+        filters = {**self._filters(scope, states), **(where or {})}
         if set(states) == ACTIVE and not scope.shared and self.app_paused(scope):
             return Page(items=[], total=0, next_cursor=None)  # a paused app's memories are hidden from it
         with scoped(scope.filters()):
@@ -322,8 +324,9 @@ class StoreRepository:
         limit: int,
         min_score: float | None,
         states: Collection[State] = ACTIVE,
+        where: Mapping[str, Any] | None = None,
     ) -> list[StoredMemory]:
-        filters = self._filters(scope, states)
+        filters = {**self._filters(scope, states), **(where or {})}
         pool = max(limit * 4, 60)
         lemmatized = lemmatize(query)
         with scoped(scope.filters()):
@@ -334,11 +337,12 @@ class StoreRepository:
                 else None
             )
         keyword = {str(row.id): float(row.score) for row in keyword_rows or () if row.score and row.score > 0}
+        calibration = scoring.calibration_for(self.embedder_name, query)
         ranked = scoring.rank(
             [scoring.Candidate(row.id, float(row.score or 0.0), keyword.get(row.id)) for row in semantic],
-            calibration=scoring.calibration_for(self.embedder_name, query),
+            calibration=calibration,
             limit=limit,
-            min_score=min_score,
+            min_score=calibration.cutoff if min_score is None else min_score,
         )
         by_id = {row.id: row for row in semantic}
         return self._visible(scope, states, [to_memory(by_id[hit.id], hit.score) for hit in ranked])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -25,6 +25,8 @@ class MemoryItem(BaseModel):
     client: str | None = Field(None, description="The MCP client that recorded it")
     created_at: str | None = None
     updated_at: str | None = None
+    event_time: str | None = Field(None, description="When it happened, if given on add")
+    metadata: dict[str, Any] | None = Field(None, description="The tags given on add")
 
     def line(self) -> str:
         return f"- [{self.id}] {self.memory}"

@@ -155,6 +155,7 @@ class Settings(BaseSettings):
     )
     vector_dimension: int | None = Field(None, ge=1, le=4096, validation_alias=_env("TABLESTORE_VECTOR_DIMENSION"))
     search_limit: int = Field(10, ge=1, le=1000, validation_alias=_env("TABLESTORE_SEARCH_MEMORY_LIMIT"))
+    #: None: the embedder's measured cutoff (``scoring.Calibration.cutoff``, 0.55 for the offline default)
     search_min_score: float | None = Field(None, validation_alias=_env("TABLESTORE_SEARCH_MEMORY_MIN_SCORE"))
 
     # --- LLM and embedder -------------------------------------------------------------------------
@@ -311,8 +312,8 @@ class Settings(BaseSettings):
     @field_validator("search_min_score")
     @classmethod
     def _finite_score(cls, value: float | None) -> float | None:
-        if value is not None and not math.isfinite(value):
-            raise ValueError("must be a finite number")
+        if value is not None and not (math.isfinite(value) and 0.0 <= value <= 1.0):
+            raise ValueError("must be a number from 0 (no cutoff) to 1")
         return value
 
     @field_validator("stdio_user_id", "stdio_client_name")

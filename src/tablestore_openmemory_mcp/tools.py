@@ -20,7 +20,9 @@ from pydantic import BaseModel, Field
 from tablestore_openmemory_mcp.auth.gate import tool_refusal
 from tablestore_openmemory_mcp.errors import ConflictError, DependencyError, NotFoundError, UserInputError
 from tablestore_openmemory_mcp.identity import IdentityResolver
+from tablestore_openmemory_mcp.memory.as_of import clean_as_of
 from tablestore_openmemory_mcp.memory.ports import State
+from tablestore_openmemory_mcp.memory.query_filters import add_fields, build_query
 from tablestore_openmemory_mcp.memory.service import MemoryService
 from tablestore_openmemory_mcp.progress import ADD_STEPS, tool_reporter
 from tablestore_openmemory_mcp.results import (
@@ -123,6 +125,15 @@ def register_tools(
     max_chars = settings.max_text_chars
     max_list = settings.max_list_page_size
     UserIdArg = Annotated[str | None, Field(description=settings.tool_user_id_field_description)]
+    ClientArg = Annotated[str | None, Field(description="Only memories recorded by this app")]
+    CategoryArg = Annotated[str | None, Field(description="Only memories in this category")]
+    SinceArg = Annotated[str | None, Field(description="ISO 8601; only memories that happened at or after this")]
+    UntilArg = Annotated[str | None, Field(description="ISO 8601; only memories that happened before this")]
+    MetadataArg = Annotated[
+        dict[str, str | int | float | bool] | None, Field(description="Only memories with these tags (all must match)")
+    ]
+    MatchAnyArg = Annotated[bool, Field(description="true: a memory matching any one tag is enough")]
+    AsOfArg = Annotated[str | None, Field(description="ISO 8601: answer as your memories were at that time")]
 
     async def add_memories(
         text: Annotated[str, Field(description="What to remember, in the user's own words and language")],
@@ -130,11 +141,16 @@ def register_tools(
         infer: Annotated[
             bool, Field(description="true: extract facts and reconcile with existing memories; false: store as given")
         ] = True,
+        metadata: Annotated[
+            dict[str, str | int | float | bool] | None, Field(description='Tags to keep with it, e.g. {"project": "x"}')
+        ] = None,
+        event_time: Annotated[str | None, Field(description="ISO 8601: when it happened (default: now)")] = None,
         user_id: UserIdArg = None,
     ) -> Annotated[CallToolResult, AddResult]:
         scope = identity.resolve(ctx, user_id)
         text = clean_text(text, "text", max_chars)
-        result = await (await get_service()).add(scope, text, infer, progress=tool_reporter(ctx))
+        extra = add_fields(metadata, event_time)
+        result = await (await get_service()).add(scope, text, infer, extra=extra, progress=tool_reporter(ctx))
         if result.inferred:
             await ctx.report_progress(ADD_STEPS, ADD_STEPS, "done")  # a no-op unless the client sent a token
         return _result(result)
@@ -143,11 +159,22 @@ def register_tools(
         query: Annotated[str, Field(description="What to look for")],
         ctx: Context,
         limit: Annotated[int, Field(description=f"How many memories to return, 1 to {max_limit}")] = limit_default,
+        client: ClientArg = None,
+        category: CategoryArg = None,
+        since: SinceArg = None,
+        until: UntilArg = None,
+        metadata: MetadataArg = None,
+        match_any: MatchAnyArg = False,
+        as_of: AsOfArg = None,
         user_id: UserIdArg = None,
     ) -> Annotated[CallToolResult, SearchResult]:
         scope = identity.resolve(ctx, user_id)
         query = clean_text(query, "query", max_chars)
-        return _result(await (await get_service()).search(scope, query, clean_limit(limit, max_limit)))
+        where = build_query(
+            client=client, category=category, since=since, until=until, metadata=metadata, match_any=match_any
+        )
+        service, at = await get_service(), clean_as_of(as_of)
+        return _result(await service.search(scope, query, clean_limit(limit, max_limit), where, at))
 
     async def list_memories(
         ctx: Context,
@@ -157,10 +184,22 @@ def register_tools(
         cursor: Annotated[
             str | None, Field(description="next_cursor of the previous page; omit for the first page")
         ] = None,
+        client: ClientArg = None,
+        category: CategoryArg = None,
+        since: SinceArg = None,
+        until: UntilArg = None,
+        metadata: MetadataArg = None,
+        match_any: MatchAnyArg = False,
+        as_of: AsOfArg = None,
         user_id: UserIdArg = None,
     ) -> Annotated[CallToolResult, ListResult]:
         scope = identity.resolve(ctx, user_id)
-        page = await (await get_service()).list_memories(scope, clean_limit(limit, max_list), clean_cursor(cursor))
+        where = build_query(
+            client=client, category=category, since=since, until=until, metadata=metadata, match_any=match_any
+        )
+        service = await get_service()
+        at = clean_as_of(as_of)
+        page = await service.list_memories(scope, clean_limit(limit, max_list), clean_cursor(cursor), where, at)
         return _result(page)
 
     async def delete_all_memories(

