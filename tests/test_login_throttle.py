@@ -137,3 +137,34 @@ async def test_a_guessed_login_cookie_counts_too() -> None:
         assert (await login(http, GOOD)).status_code == 429
         clock.now += 61
         assert (await http.get("/auth/session")).json()["authenticated"] is True
+
+
+async def test_with_oauth_on_refused_access_tokens_are_not_counted_but_guesses_are() -> None:
+    """Expired or wrong-audience JWTs are an identity provider's ordinary traffic, not guesses: with OAuth on
+    they get their 401 every time and never lock the address; a wrong static token still counts."""
+    import base64
+    import json as jsonlib
+
+    from starlette.responses import PlainTextResponse
+
+    from tablestore_openmemory_mcp.web.throttle import ThrottleFailedTokens, looks_like_jwt
+
+    def segment(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(jsonlib.dumps(value).encode()).rstrip(b"=").decode()
+
+    jwt = f"{segment({'alg': 'RS256', 'kid': 'k1'})}.{segment({'sub': 'alice', 'exp': 1})}.c2ln"
+    assert looks_like_jwt(f"Bearer {jwt}".encode()) and not looks_like_jwt(b"Bearer wrong-static-token")
+    assert not looks_like_jwt(b"Bearer a.b.c") and not looks_like_jwt(f"Basic {jwt}".encode())
+
+    async def refuse(scope: Any, receive: Any, send: Any) -> None:
+        await PlainTextResponse("no", status_code=401)(scope, receive, send)
+
+    throttle = LoginThrottle(clock=Clock())
+    app = ThrottleFailedTokens(refuse, throttle, spare_jwts=True)
+    transport = httpx.ASGITransport(app=app, client=("203.0.113.7", 40000))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        for _ in range(25):
+            assert (await http.get("/mcp", headers={"Authorization": f"Bearer {jwt}"})).status_code == 401
+        for n in range(10):
+            assert (await http.get("/mcp", headers={"Authorization": f"Bearer guess-{n:06d}"})).status_code == 401
+        assert (await http.get("/mcp", headers={"Authorization": "Bearer guess-999999"})).status_code == 429

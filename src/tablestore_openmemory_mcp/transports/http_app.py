@@ -295,7 +295,8 @@ class HttpApp:
             backend = BearerAuthBackend(self.auth.verifier)
             middleware += [
                 Middleware(CookieSession),  # the web page's login cookie stands in for the token on /api/*
-                Middleware(ThrottleFailedTokens, throttle=self.throttle),  # shares the login form's table
+                # shares the login form's table; OAuth access tokens (JWTs) are refused on their merits, not counted
+                Middleware(ThrottleFailedTokens, throttle=self.throttle, spare_jwts=self.auth.config is not None),
                 Middleware(AuthenticationMiddleware, backend=backend),
                 Middleware(RequireToken, challenge=self.auth.www_authenticate),
                 Middleware(ScopeGate, config=self.auth.config),  # OAuth read/write scopes

@@ -16,7 +16,9 @@ seen dropped first, so a flood of addresses cannot grow memory. Each server proc
 
 from __future__ import annotations
 
+import base64
 import ipaddress
+import json
 import logging
 import math
 import time
@@ -128,13 +130,18 @@ class ThrottleFailedTokens:
     and while an address is locked its requests that present a token get 429. Requests without a token (an MCP
     client discovering that it needs one) are never counted."""
 
-    def __init__(self, app: ASGIApp, throttle: LoginThrottle) -> None:
+    def __init__(self, app: ASGIApp, throttle: LoginThrottle, spare_jwts: bool = False) -> None:
         self.app = app
         self.throttle = throttle
+        self.spare_jwts = spare_jwts  # with OAuth on: see looks_like_jwt
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not any(key.lower() == b"authorization" for key, _ in scope.get("headers", ())):
+        authorization = next((v for k, v in scope.get("headers", ()) if k.lower() == b"authorization"), None)
+        if scope["type"] != "http" or authorization is None:
             await self.app(scope, receive, send)
+            return
+        if self.spare_jwts and looks_like_jwt(authorization):
+            await self.app(scope, receive, send)  # an OAuth access token: refused on its merits, never counted
             return
         client = scope.get("client")
         host = str(client[0]) if client else None
@@ -153,4 +160,22 @@ class ThrottleFailedTokens:
         await self.app(scope, receive, watch)
 
 
-__all__ = ["LoginThrottle", "ThrottleFailedTokens", "address_key", "too_many"]
+def looks_like_jwt(authorization: bytes) -> bool:
+    """True for ``Bearer <header>.<payload>.<signature>`` whose header is a JSON object naming an ``alg``.
+
+    With OAuth on, expired, wrong-audience or missing-scope access tokens are an identity provider's ordinary
+    traffic, not guesses: a signed token cannot be guessed, so counting them would lock out every user behind
+    one address after a few expired tokens. Static tokens, the secret a script could guess, are never in this
+    shape in practice (a token made of two dots around base64 JSON is refused by nothing, but would be spared)."""
+    scheme, _, token = authorization.decode("latin-1").strip().partition(" ")
+    parts = token.strip().split(".")
+    if scheme.lower() != "bearer" or len(parts) != 3 or not all(parts[:2]):
+        return False
+    try:
+        header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(header, dict) and isinstance(header.get("alg"), str)
+
+
+__all__ = ["LoginThrottle", "ThrottleFailedTokens", "address_key", "looks_like_jwt", "too_many"]
