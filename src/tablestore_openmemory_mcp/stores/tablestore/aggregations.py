@@ -95,13 +95,6 @@ def read_tally(response: Any) -> Tally | None:
     return dict(out)
 
 
-def subtract(total: Tally, part: Tally) -> Tally:
-    """``total`` without ``part`` (the index's view of rows whose current version is counted apart)."""
-    out = Counter(total)
-    out.subtract(part)
-    return {k: n for k, n in out.items() if n > 0}
-
-
 def add(total: Tally, part: Tally) -> Tally:
     out = Counter(total)
     out.update(part)

@@ -9,7 +9,10 @@ Correctness, in this order:
 
 * **Lag.** The index trails the table by seconds. This process's own recent writes and deletes
   (``recent.touched``, kept ``WINDOW`` seconds) are reconciled: their current rows are read from the table
-  (one BatchGetRow per 100) and the index's view of just those ids (one Search) is replaced by the table's.
+  (one BatchGetRow per 100) and the same Search that counts or pages excludes those ids (``must_not``), so
+  the index's view and the table's never overlap even while the index catches up between two calls (two
+  Searches, one for the index's view of our ids and one for the rest, double-counted rows the index synced
+  in between: 200 archived memories counted 400).
   So a client sees its own adds, edits and deletes at once; other processes' writes show up once the index
   has them (99% within 3 s per the documentation).
 * **Pages are checked against the table.** The page's ids are read back (BatchGetRow): a deleted row
@@ -34,6 +37,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tablestore import (
+    BoolQuery,
     ColumnReturnType,
     ColumnsToGet,
     FieldSort,
@@ -65,7 +69,6 @@ MAX_TOUCHED = 500
 #: How often an index still initializing is asked again.
 RECHECK_SECONDS = 5.0
 _PK_ONLY = ColumnsToGet(return_type=ColumnReturnType.NONE)
-_FROM_INDEX = ColumnsToGet(return_type=ColumnReturnType.ALL_FROM_INDEX)
 
 
 class IndexReads:
@@ -126,16 +129,15 @@ class IndexReads:
                 out.append(memory_id)
         return out
 
-    def _touched(self, query: Query) -> tuple[set[str], dict[str, OutputData]]:
-        """For this process's recent writes: (the ids the index matches, their rows in the table now)."""
+    def _touched(self, query: Query) -> tuple[Query, dict[str, OutputData]]:
+        """For this process's recent writes: (``query`` without their ids, their rows in the table now)."""
         store = self.store
         _, user = store._user()
         touched = store._recent.touched(user, MAX_TOUCHED)
         if not touched:
-            return set(), {}
-        within = qb.combine(query, TermsQuery(PK_ID, touched))
-        indexed = set(self._ids(self._search(SearchQuery(within, limit=len(touched), get_total_count=False))))
-        return indexed, store.get_many(touched)
+            return query, {}
+        rest = BoolQuery(must_queries=[query], must_not_queries=[TermsQuery(PK_ID, touched)])
+        return rest, store.get_many(touched)
 
     # ------------------------------------------------------------------ totals
 
@@ -144,10 +146,10 @@ class IndexReads:
         query = self._query(filters)
         if query is None:
             return None
-        response = self._search(SearchQuery(query, limit=0, get_total_count=True))
-        indexed, rows = self._touched(query)
+        rest, rows = self._touched(query)
+        response = self._search(SearchQuery(rest, limit=0, get_total_count=True))
         keep = _matcher(filters)
-        return max(0, int(response.total_count or 0) - len(indexed) + sum(keep(r) for r in rows.values()))
+        return int(response.total_count or 0) + sum(keep(r) for r in rows.values())
 
     # ------------------------------------------------------------------ pages by creation time
 
@@ -175,17 +177,16 @@ class IndexReads:
         order = SortOrder.DESC if newest_first else SortOrder.ASC
         sort = Sort([FieldSort("created_at", order), FieldSort(PK_ID, order)])
         keep = _matcher(filters, since, until)
-        indexed, touched = self._touched(query)
+        rest, touched = self._touched(query)
         added = [r for r in touched.values() if keep(r)]
-        # The index's order without the rows it has of ours (``indexed``), plus our rows as they are now
-        # (``added``): a page of that view lies within this window of the index's order.
+        # The index's order without our recent rows (``rest``), plus our rows as they are now (``added``):
+        # a page of that view lies within this window of the index's order.
         start = max(0, offset - len(added))
-        ids, total = self._page_ids(query, sort, start, offset + limit + len(indexed) - start)
-        rows = self.store.get_many([i for i in ids if i not in touched])
-        window = [(rows.get(i) or touched.get(i), i in indexed or i in touched) for i in ids]
-        removed = [_key(touched[i]) for i in indexed if i in touched] + self._index_keys(query, indexed - set(touched))
-        page = _view_page(window, added, removed, start, offset, limit, newest_first, keep)
-        return page, max(0, total - len(indexed) + len(added))
+        ids, total = self._page_ids(rest, sort, start, offset + limit - start)
+        rows = self.store.get_many(ids)
+        window = [(rows.get(i), False) for i in ids]
+        page = _view_page(window, added, [], start, offset, limit, newest_first, keep)
+        return page, total + len(added)
 
     def _page_ids(self, query: Query, sort: Sort, offset: int, limit: int) -> tuple[list[str], int]:
         """Ids at [offset, offset + limit) and the total: one Search, or token pages past 10,000."""
@@ -208,21 +209,6 @@ class IndexReads:
                 break
         return ids[offset : offset + limit], total
 
-    def _index_keys(self, query: Query, ids: set[str]) -> list[tuple[str, str]]:
-        """(created_at, id) of rows the index still has but the table no longer does (deleted by us lately),
-        from the index's own copy of the columns (one Search; only after deletes)."""
-        if not ids:
-            return []
-        within = qb.combine(query, TermsQuery(PK_ID, sorted(ids)))
-        response = self._search(SearchQuery(within, limit=len(ids)), _FROM_INDEX)
-        out = []
-        for row in response.rows or []:
-            pk, attrs = (row.primary_key, row.attribute_columns) if hasattr(row, "primary_key") else (row[0], row[1])
-            memory_id = attr_dict(pk).get(PK_ID)
-            if isinstance(memory_id, str):
-                out.append((str(attr_dict(attrs).get("created_at") or ""), memory_id))
-        return out
-
     # ------------------------------------------------------------------ counts
 
     def tally(self, filters: Mapping[str, Any] | None) -> agg.Tally | None:
@@ -230,21 +216,15 @@ class IndexReads:
         query = self._query(filters)
         if query is None or COL_DAY not in self._state()[1]:
             return None
-        counted = agg.read_tally(self._search(agg.tally_query(query)))
+        rest, touched = self._touched(query)
+        counted = agg.read_tally(self._search(agg.tally_query(rest)))
         if counted is None:
             return None
-        _, user = self.store._user()
-        touched = self.store._recent.touched(user, MAX_TOUCHED)
         if not touched:
             return counted
-        within = qb.combine(query, TermsQuery(PK_ID, touched))
-        assert within is not None
-        stale = agg.read_tally(self._search(agg.tally_query(within)))
-        if stale is None:
-            return None
         keep = _matcher(filters)
-        current = [row for row in self.store.get_many(touched).values() if keep(row)]
-        return agg.add(agg.subtract(counted, stale), MemoryStore.tally_rows(current))
+        current = [row for row in touched.values() if keep(row)]
+        return agg.add(counted, MemoryStore.tally_rows(current))
 
 
 def _created(row: OutputData) -> str:
