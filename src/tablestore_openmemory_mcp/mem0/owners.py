@@ -125,6 +125,7 @@ class TablestoreOwners:
     goes through the same bounded retry as the store."""
 
     def __init__(self, client: Any, endpoint: str, collection: str) -> None:
+        from tablestore_openmemory_mcp.stores.tablestore.readiness import Readiness
         from tablestore_openmemory_mcp.stores.tablestore.retry import Retrier
         from tablestore_openmemory_mcp.stores.tablestore.tables import create_table, describe_primary_key
 
@@ -137,6 +138,8 @@ class TablestoreOwners:
 
         if describe_primary_key(client, self._retry, self.table, error) is None:
             create_table(client, self._retry, self.table, [("memory_id", "STRING")], error)
+        # a new table (ours, or another process's just now) is not usable for seconds: wait as the store does
+        Readiness(endpoint).table(client, self.table, [("memory_id", "STRING")])
 
     def _batch(self, items: list[Any]) -> None:
         from tablestore import BatchWriteRowRequest, TableInBatchWriteRowItem
