@@ -82,7 +82,7 @@ class JwtVerifier:
         """The principal of a valid token; :class:`Refused` with the reason otherwise."""
         if len(token) > MAX_TOKEN_CHARS:
             raise Refused("the token is too long")
-        header = _header(token)
+        header = jose_header(token)
         alg = header.get("alg")
         if alg not in ALGORITHMS:
             raise Refused(f"algorithm {alg!r} is not accepted")
@@ -108,7 +108,7 @@ class JwtVerifier:
         return access_token(claims, self.config)
 
 
-def _header(token: str) -> dict[str, Any]:
+def jose_header(token: str) -> dict[str, Any]:
     """The JOSE header alone (PyJWT's get_unverified_header decodes and checks the whole token, which decode()
     then does again: a third of the time per token)."""
     head, dot, _ = token.partition(".")

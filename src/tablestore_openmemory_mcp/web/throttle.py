@@ -16,9 +16,7 @@ seen dropped first, so a flood of addresses cannot grow memory. Each server proc
 
 from __future__ import annotations
 
-import base64
 import ipaddress
-import json
 import logging
 import math
 import time
@@ -29,6 +27,8 @@ from dataclasses import dataclass, field
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tablestore_openmemory_mcp.auth.claims import Refused
+from tablestore_openmemory_mcp.auth.verifier import jose_header
 from tablestore_openmemory_mcp.security import error_response
 
 logger = logging.getLogger(__name__)
@@ -172,10 +172,10 @@ def looks_like_jwt(authorization: bytes) -> bool:
     if scheme.lower() != "bearer" or len(parts) != 3 or not all(parts[:2]):
         return False
     try:
-        header = json.loads(base64.urlsafe_b64decode(parts[0] + "=" * (-len(parts[0]) % 4)))
-    except (ValueError, UnicodeDecodeError):
+        header = jose_header(token.strip())
+    except Refused:
         return False
-    return isinstance(header, dict) and isinstance(header.get("alg"), str)
+    return isinstance(header.get("alg"), str)
 
 
 __all__ = ["LoginThrottle", "ThrottleFailedTokens", "address_key", "looks_like_jwt", "too_many"]
