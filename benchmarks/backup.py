@@ -28,7 +28,7 @@ CLIENTS = ["cline", "cursor", "claude", "cherrystudio"]
 
 def offline_embedder() -> tuple[str, int]:
     """Name and dimension of the embedder the embedded default would use (no model load)."""
-    from tablestore_openmemory_mcp.bootstrap import _embedder
+    from tablestore_openmemory_mcp.app.bootstrap import _embedder
     from tablestore_openmemory_mcp.settings import load_settings
 
     embedder, dimension = _embedder(load_settings(None))

@@ -111,7 +111,7 @@ def prefill(data_dir: Path, texts: list[str], rng: random.Random) -> None:
     """
     import numpy as np
 
-    from tablestore_openmemory_mcp.bootstrap import build_components
+    from tablestore_openmemory_mcp.app.bootstrap import build_components
     from tablestore_openmemory_mcp.memory.ports import NewMemory, Origin
     from tablestore_openmemory_mcp.scope import Scope
     from tablestore_openmemory_mcp.settings import Settings

@@ -128,7 +128,7 @@ def run_decisions(names: list[str] | None = None) -> dict[str, dict[str, Any]]:
     """The scenarios (all by default) on both engines, a fresh embedded store each; returns the figures."""
     from tests.fakes.openai_server import FakeOpenAI
 
-    from tablestore_openmemory_mcp.bootstrap import build_components
+    from tablestore_openmemory_mcp.app.bootstrap import build_components
     from tablestore_openmemory_mcp.scope import Scope
 
     out: dict[str, dict[str, Any]] = {}

@@ -236,7 +236,7 @@ class CachedEmbedder:
 
 def run_direct(convs: list[Conversation], env: dict[str, str], cache: Path | None) -> dict[str, Any]:
     """The server's flow in this process (same repository, store and scoring; no MCP, no transport)."""
-    from tablestore_openmemory_mcp.bootstrap import open_repository
+    from tablestore_openmemory_mcp.app.bootstrap import open_repository
     from tablestore_openmemory_mcp.memory.flow import ClassicFlow
     from tablestore_openmemory_mcp.scope import Scope
     from tablestore_openmemory_mcp.settings import Settings

@@ -24,7 +24,8 @@ from mcp import Client
 from mcp.server.mcpserver import MCPServer
 from starlette.applications import Starlette
 
-from tablestore_openmemory_mcp.audit import AppDirectory
+from tablestore_openmemory_mcp.edge.tools import register_tools
+from tablestore_openmemory_mcp.memory.audit import AppDirectory
 from tablestore_openmemory_mcp.memory.flow import ClassicFlow
 from tablestore_openmemory_mcp.memory.ports import NewMemory, Origin
 from tablestore_openmemory_mcp.memory.service import MemoryService
@@ -32,7 +33,6 @@ from tablestore_openmemory_mcp.repository import StoreRepository
 from tablestore_openmemory_mcp.rest.app import api_routes
 from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.settings import Settings
-from tablestore_openmemory_mcp.tools import register_tools
 from tests.hostile_files import (
     GOOD_IDS,
     MiB,

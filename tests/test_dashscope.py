@@ -17,7 +17,7 @@ from mcp import Client, StdioServerParameters
 from mcp.client.stdio import stdio_client as sdk_stdio_client
 
 from tablestore_openmemory_mcp.embedders import EmbeddingError, OpenAICompatibleEmbedder, check_dimension
-from tablestore_openmemory_mcp.llm import ChatClient, LLMError
+from tablestore_openmemory_mcp.models.llm import ChatClient, LLMError
 from tests.fakes.openai_server import (
     MSG_STREAM_ONLY,
     MSG_THINKING_NONSTREAM,

@@ -154,7 +154,7 @@ def test_mem0_written_memories_export_and_import_into_a_classic_server(tmp_path,
     """Backups are engine-neutral: what the mem0 engine stored moves to a classic server."""
     from benchmarks.engines import engine_settings
 
-    from tablestore_openmemory_mcp.bootstrap import build_components
+    from tablestore_openmemory_mcp.app.bootstrap import build_components
     from tablestore_openmemory_mcp.scope import Scope
 
     scope = Scope("cline", "alice")

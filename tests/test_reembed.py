@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from tablestore_openmemory_mcp import commands
-from tablestore_openmemory_mcp.bootstrap import StartupError, _embedder, build_components
+from tablestore_openmemory_mcp.app import commands
+from tablestore_openmemory_mcp.app.bootstrap import StartupError, _embedder, build_components
 from tablestore_openmemory_mcp.errors import StoreError
 from tablestore_openmemory_mcp.memory.ports import NewMemory, Origin
 from tablestore_openmemory_mcp.reembed.embedded import reembed_embedded

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tablestore_openmemory_mcp.bootstrap import build_components
+from tablestore_openmemory_mcp.app.bootstrap import build_components
 from tablestore_openmemory_mcp.memory.admin import BrowseRequest
 from tablestore_openmemory_mcp.memory.scoring import DEFAULT_MIN_SCORE
 from tablestore_openmemory_mcp.memory.service import MemoryService

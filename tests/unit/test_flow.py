@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from tablestore_openmemory_mcp.errors import AppPaused, ConflictError, MemoryNotFound
-from tablestore_openmemory_mcp.llm import LLMError
 from tablestore_openmemory_mcp.memory.flow import ClassicFlow
+from tablestore_openmemory_mcp.models.llm import LLMError
 from tablestore_openmemory_mcp.scope import Scope
 from tests.fakes.memory_repository import InMemoryRepository, ScriptedModel, WordEmbedder
 

@@ -75,7 +75,9 @@ def test_serving_never_imports_the_mem0_package() -> None:
     """Without spaCy, search and add never load mem0 (its import costs seconds and writes config.json)."""
     code = (
         "import sys\n"
-        "from tablestore_openmemory_mcp import repository, bootstrap, tools\n"
+        "from tablestore_openmemory_mcp import repository\n"
+        "from tablestore_openmemory_mcp.app import bootstrap\n"
+        "from tablestore_openmemory_mcp.edge import tools\n"
         "repository.lemmatize('searching for tea')\n"
         "print(sorted(m for m in sys.modules if m == 'mem0' or m.startswith('mem0.')))\n"
     )
@@ -90,7 +92,7 @@ def test_a_missing_mem0_extra_is_one_actionable_line(monkeypatch) -> None:
     import pytest
 
     import tablestore_openmemory_mcp.mem0 as ours
-    from tablestore_openmemory_mcp.bootstrap import StartupError, _mem0_flow
+    from tablestore_openmemory_mcp.app.bootstrap import StartupError, _mem0_flow
     from tablestore_openmemory_mcp.settings import Settings
 
     monkeypatch.setattr(ours, "importlib", SimpleNamespace(util=SimpleNamespace(find_spec=lambda name: None)))

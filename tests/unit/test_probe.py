@@ -9,7 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tablestore_openmemory_mcp import probe
+from tablestore_openmemory_mcp.app import probe
 from tablestore_openmemory_mcp.settings import Settings
 from tests.server_process import free_port
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from tablestore_openmemory_mcp.commands import ProgressBar
+from tablestore_openmemory_mcp.app.commands import ProgressBar
 from tablestore_openmemory_mcp.progress import LOG_INTERVAL, LogProgress
 
 

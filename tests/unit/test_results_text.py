@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tablestore_openmemory_mcp.results import (
+from tablestore_openmemory_mcp.memory.results import (
     AddResult,
     DeleteAllResult,
     DeleteResult,
@@ -62,7 +62,7 @@ def test_deletes_and_history():
 
 
 def test_history_text_shows_what_each_event_did_never_none():
-    from tablestore_openmemory_mcp.results import HistoryEntry
+    from tablestore_openmemory_mcp.memory.results import HistoryEntry
 
     history = HistoryResult(
         id="a",

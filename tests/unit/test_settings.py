@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tablestore_openmemory_mcp import helptext
+from tablestore_openmemory_mcp.app import helptext
 from tablestore_openmemory_mcp.settings import Settings, SettingsError, env_name, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]

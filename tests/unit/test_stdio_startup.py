@@ -8,8 +8,8 @@ import anyio
 import pytest
 from mcp.server.mcpserver.exceptions import ToolError
 
-from tablestore_openmemory_mcp.bootstrap import StartupError
-from tablestore_openmemory_mcp.stdio_startup import StartupGate, startup_message
+from tablestore_openmemory_mcp.app.bootstrap import StartupError
+from tablestore_openmemory_mcp.app.stdio_startup import StartupGate, startup_message
 
 pytestmark = pytest.mark.anyio
 

@@ -9,12 +9,12 @@ import pytest
 from mcp import Client
 from mcp.server.mcpserver import MCPServer
 
+from tablestore_openmemory_mcp.edge.tools import register_tools
 from tablestore_openmemory_mcp.errors import StoreError
 from tablestore_openmemory_mcp.memory.flow import ClassicFlow
 from tablestore_openmemory_mcp.memory.service import MemoryService
 from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.settings import Settings
-from tablestore_openmemory_mcp.tools import register_tools
 from tests.fakes.memory_repository import InMemoryRepository, WordEmbedder
 
 pytestmark = pytest.mark.anyio

@@ -12,16 +12,16 @@ import httpx
 import pytest
 from mcp.server.mcpserver import MCPServer
 
-from tablestore_openmemory_mcp.identity import IDENTITY_KEY, IdentityResolver
+from tablestore_openmemory_mcp.edge.identity import IDENTITY_KEY, IdentityResolver
+from tablestore_openmemory_mcp.edge.security import StaticTokenVerifier, describe_binding
+from tablestore_openmemory_mcp.edge.validation import UserInputError
 from tablestore_openmemory_mcp.scope import Scope
-from tablestore_openmemory_mcp.security import StaticTokenVerifier, describe_binding
 from tablestore_openmemory_mcp.settings import Settings
 from tablestore_openmemory_mcp.transports import PortInUse, bind_socket
-from tablestore_openmemory_mcp.transports.errors import jsonrpc_error_body
 from tablestore_openmemory_mcp.transports.http_app import HttpApp
+from tablestore_openmemory_mcp.transports.jsonrpc_errors import jsonrpc_error_body
 from tablestore_openmemory_mcp.transports.serve import AcceptErrorLimiter
 from tablestore_openmemory_mcp.transports.sse import parse_session_id
-from tablestore_openmemory_mcp.validation import UserInputError
 
 pytestmark = pytest.mark.anyio
 

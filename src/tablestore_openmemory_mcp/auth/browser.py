@@ -27,7 +27,7 @@ from tablestore_openmemory_mcp.auth.claims import Refused
 from tablestore_openmemory_mcp.auth.config import OAuthConfig
 from tablestore_openmemory_mcp.auth.discovery import DiscoveryError, ServerMetadata
 from tablestore_openmemory_mcp.auth.verifier import ChainVerifier
-from tablestore_openmemory_mcp.security import error_response
+from tablestore_openmemory_mcp.edge.security import error_response
 from tablestore_openmemory_mcp.web.session import set_login_cookie
 
 logger = logging.getLogger(__name__)

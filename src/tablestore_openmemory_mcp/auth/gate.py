@@ -98,7 +98,7 @@ class ScopeGate:
 
 
 def _insufficient(config: OAuthConfig, scope_needed: str) -> Any:
-    from tablestore_openmemory_mcp.security import error_response
+    from tablestore_openmemory_mcp.edge.security import error_response
 
     return error_response(
         403,

@@ -13,7 +13,7 @@ from tablestore_openmemory_mcp.auth.discovery import ServerMetadata
 from tablestore_openmemory_mcp.auth.gate import challenge
 from tablestore_openmemory_mcp.auth.metadata import metadata_routes
 from tablestore_openmemory_mcp.auth.verifier import ChainVerifier, IntrospectionVerifier, JwtVerifier, Verifier
-from tablestore_openmemory_mcp.security import StaticTokenVerifier
+from tablestore_openmemory_mcp.edge.security import StaticTokenVerifier
 from tablestore_openmemory_mcp.settings import Settings
 
 

@@ -17,7 +17,7 @@ from typing import Any, Literal
 from tablestore_openmemory_mcp.embedders.batching import MicroBatcher
 from tablestore_openmemory_mcp.embedders.limits import cut_to_tokens, max_tokens_for
 from tablestore_openmemory_mcp.embedders.models import KNOWN_DIMENSIONS, EmbeddingError, validate_vector
-from tablestore_openmemory_mcp.service_errors import Endpoint, explain, mentions_unknown_model
+from tablestore_openmemory_mcp.models.endpoint import Endpoint, explain, mentions_unknown_model
 
 logger = logging.getLogger(__name__)
 

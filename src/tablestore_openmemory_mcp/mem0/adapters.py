@@ -53,8 +53,8 @@ class LlmAdapter:
         self.chat: ChatModel | None = OBJECTS[str(config.model)]["llm"]
 
     def generate_response(self, messages: list[dict[str, str]], response_format: Any = None, **_: Any) -> str:
-        from tablestore_openmemory_mcp.jsonparse import NoJSONFound, parse_json_object
-        from tablestore_openmemory_mcp.llm import LLMError, LLMReplyError
+        from tablestore_openmemory_mcp.models.jsonparse import NoJSONFound, parse_json_object
+        from tablestore_openmemory_mcp.models.llm import LLMError, LLMReplyError
 
         turn = TURN.get()
         try:

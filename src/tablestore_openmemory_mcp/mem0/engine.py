@@ -29,9 +29,7 @@ from tablestore_openmemory_mcp.errors import AppPaused, DependencyError, MemoryN
 from tablestore_openmemory_mcp.memory.flow import ClassicFlow, _hit
 from tablestore_openmemory_mcp.memory.ports import ChatModel, Embedder, Origin, Source, StoredMemory
 from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery
-from tablestore_openmemory_mcp.progress import Report
-from tablestore_openmemory_mcp.repository import ACTIVE, StoreRepository, dedup_key, state_filter
-from tablestore_openmemory_mcp.results import (
+from tablestore_openmemory_mcp.memory.results import (
     AddResult,
     DeleteResult,
     HistoryEntry,
@@ -40,6 +38,8 @@ from tablestore_openmemory_mcp.results import (
     SearchResult,
     UpdateResult,
 )
+from tablestore_openmemory_mcp.progress import Report
+from tablestore_openmemory_mcp.repository import ACTIVE, StoreRepository, dedup_key, state_filter
 from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.stores.base import MemoryStore, scoped
 

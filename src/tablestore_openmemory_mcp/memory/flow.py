@@ -43,10 +43,9 @@ from tablestore_openmemory_mcp.memory.ports import (
     State,
     StoredMemory,
 )
+from tablestore_openmemory_mcp.memory.prompts import fact_extraction_messages, update_decision_messages
 from tablestore_openmemory_mcp.memory.query_filters import EVENT_TIME_KEY, METADATA_KEY, MemoryQuery
-from tablestore_openmemory_mcp.progress import Report
-from tablestore_openmemory_mcp.prompts import fact_extraction_messages, update_decision_messages
-from tablestore_openmemory_mcp.results import (
+from tablestore_openmemory_mcp.memory.results import (
     AddResult,
     DeleteAllResult,
     DeleteResult,
@@ -59,6 +58,7 @@ from tablestore_openmemory_mcp.results import (
     SearchResult,
     UpdateResult,
 )
+from tablestore_openmemory_mcp.progress import Report
 from tablestore_openmemory_mcp.scope import Scope
 
 logger = logging.getLogger(__name__)
@@ -394,7 +394,7 @@ def parse_facts(reply: Mapping[str, Any]) -> list[str]:
     if isinstance(raw, str):
         raw = [raw]
     if not isinstance(raw, list):
-        from tablestore_openmemory_mcp.llm import LLMReplyError
+        from tablestore_openmemory_mcp.models.llm import LLMReplyError
 
         raise LLMReplyError("the LLM's fact list was not a list")
     facts: list[str] = []

@@ -12,7 +12,7 @@ from typing import Any, ParamSpec, TypeVar
 import anyio
 import anyio.to_thread
 
-from tablestore_openmemory_mcp.categories import Categorizer
+from tablestore_openmemory_mcp.edge.validation import not_a_memory_id, split_memory_ids
 from tablestore_openmemory_mcp.errors import AppPaused
 from tablestore_openmemory_mcp.memory.admin import (
     Admin,
@@ -21,11 +21,11 @@ from tablestore_openmemory_mcp.memory.admin import (
     BrowseRequest,
     MemoryDetail,
 )
+from tablestore_openmemory_mcp.memory.categories import Categorizer
 from tablestore_openmemory_mcp.memory.flow import ClassicFlow
 from tablestore_openmemory_mcp.memory.ports import HistoryRecord, MemoryRepository, Origin, Source, State
 from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery
-from tablestore_openmemory_mcp.progress import LogProgress, Report
-from tablestore_openmemory_mcp.results import (
+from tablestore_openmemory_mcp.memory.results import (
     AddResult,
     DeleteAllResult,
     DeleteResult,
@@ -34,8 +34,8 @@ from tablestore_openmemory_mcp.results import (
     SearchResult,
     UpdateResult,
 )
+from tablestore_openmemory_mcp.progress import LogProgress, Report
 from tablestore_openmemory_mcp.scope import Scope
-from tablestore_openmemory_mcp.validation import not_a_memory_id, split_memory_ids
 
 T = TypeVar("T")
 P = ParamSpec("P")

@@ -9,8 +9,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from tablestore_openmemory_mcp import __version__
+from tablestore_openmemory_mcp.memory.results import AddResult, UpdateResult
 from tablestore_openmemory_mcp.rest import schemas as S
-from tablestore_openmemory_mcp.results import AddResult, UpdateResult
 
 _USER = {
     "name": "user_id",

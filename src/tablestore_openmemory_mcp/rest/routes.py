@@ -25,6 +25,8 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from tablestore_openmemory_mcp.backup.fileformat import BackupFormatError, BackupTooLarge
+from tablestore_openmemory_mcp.edge.security import bound_user
+from tablestore_openmemory_mcp.edge.validation import clean_memory_id, clean_text
 from tablestore_openmemory_mcp.errors import (
     AppPaused,
     ConflictError,
@@ -55,9 +57,7 @@ from tablestore_openmemory_mcp.rest.schemas import (
     StateChanged,
 )
 from tablestore_openmemory_mcp.scope import Scope, validate_identity_part
-from tablestore_openmemory_mcp.security import bound_user
 from tablestore_openmemory_mcp.settings import Settings
-from tablestore_openmemory_mcp.validation import clean_memory_id, clean_text
 
 logger = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ Routes:
 Middleware, outermost first: CORS (only when ``MCP_CORS_ORIGINS`` is set), JSON-RPC error bodies, connection
 cap, Host/Origin, and with tokens or OAuth Starlette's ``AuthenticationMiddleware`` (the SDK's bearer backend on
 :class:`~tablestore_openmemory_mcp.auth.verifier.ChainVerifier`), then
-:class:`~tablestore_openmemory_mcp.security.RequireToken` and :class:`~tablestore_openmemory_mcp.auth.gate.ScopeGate`.
+:class:`~tablestore_openmemory_mcp.edge.security.RequireToken` and
+:class:`~tablestore_openmemory_mcp.auth.gate.ScopeGate`.
 """
 
 from __future__ import annotations
@@ -52,12 +53,12 @@ from starlette.types import Scope as ASGIScope
 from tablestore_openmemory_mcp import __version__
 from tablestore_openmemory_mcp.auth.gate import ScopeGate
 from tablestore_openmemory_mcp.auth.setup import build_http_auth
-from tablestore_openmemory_mcp.identity import IDENTITY_KEY
+from tablestore_openmemory_mcp.edge.identity import IDENTITY_KEY
+from tablestore_openmemory_mcp.edge.security import HostOriginMiddleware, RequireToken, bound_user, error_response
 from tablestore_openmemory_mcp.rest.app import api_routes
 from tablestore_openmemory_mcp.scope import InvalidIdentity, Scope
-from tablestore_openmemory_mcp.security import HostOriginMiddleware, RequireToken, bound_user, error_response
 from tablestore_openmemory_mcp.settings import Settings
-from tablestore_openmemory_mcp.transports.errors import JsonRpcErrors
+from tablestore_openmemory_mcp.transports.jsonrpc_errors import JsonRpcErrors
 from tablestore_openmemory_mcp.transports.listen import is_loopback
 from tablestore_openmemory_mcp.transports.sse import SSE_MESSAGE_PATH, SseSessions
 from tablestore_openmemory_mcp.web import CookieSession, web_routes

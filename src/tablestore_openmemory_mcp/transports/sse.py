@@ -34,9 +34,9 @@ from mcp.shared.message import ServerMessageMetadata, SessionMessage
 from starlette.types import Receive, Send
 from starlette.types import Scope as ASGIScope
 
-from tablestore_openmemory_mcp.identity import IDENTITY_KEY
+from tablestore_openmemory_mcp.edge.identity import IDENTITY_KEY
+from tablestore_openmemory_mcp.edge.security import error_response
 from tablestore_openmemory_mcp.scope import Scope
-from tablestore_openmemory_mcp.security import error_response
 
 logger = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from starlette.staticfiles import StaticFiles
 
 from tablestore_openmemory_mcp import __version__
 from tablestore_openmemory_mcp.auth.verifier import Verifier
-from tablestore_openmemory_mcp.security import StaticTokenVerifier, error_response
+from tablestore_openmemory_mcp.edge.security import StaticTokenVerifier, error_response
 from tablestore_openmemory_mcp.settings import Settings
 from tablestore_openmemory_mcp.web.session import (
     clear_login_cookie,

@@ -19,7 +19,7 @@ from starlette.requests import cookie_parser
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tablestore_openmemory_mcp.security import error_response
+from tablestore_openmemory_mcp.edge.security import error_response
 
 COOKIE = "openmemory_token"
 CSRF_HEADER = "x-requested-with"

@@ -29,7 +29,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tablestore_openmemory_mcp.auth.claims import Refused
 from tablestore_openmemory_mcp.auth.verifier import jose_header
-from tablestore_openmemory_mcp.security import error_response
+from tablestore_openmemory_mcp.edge.security import error_response
 
 logger = logging.getLogger(__name__)
 

@@ -91,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
 def _open(settings: Settings, plan: Any) -> tuple[Any, Any, int, Settings]:
     """(repository, embedder, dimension, settings) as the server builds them, without the app switches and the
     access log, which these commands do not use."""
-    from tablestore_openmemory_mcp.bootstrap import open_repository
+    from tablestore_openmemory_mcp.app.bootstrap import open_repository
 
     opened = open_repository(settings, plan, audit=False)
     return opened.repository, opened.embedder, opened.dimension, opened.settings
@@ -182,7 +182,7 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _reembed(args: argparse.Namespace, settings: Settings) -> int:
-    from tablestore_openmemory_mcp.bootstrap import _embedder
+    from tablestore_openmemory_mcp.app.bootstrap import _embedder
     from tablestore_openmemory_mcp.migrate.upgrade import plan_upgrade
 
     plan = plan_upgrade(settings)
@@ -217,8 +217,8 @@ def main(argv: list[str]) -> NoReturn:
     except SettingsError as exc:
         print(f"{APP_NAME}: {exc}", file=sys.stderr)
         sys.exit(2)
-    from tablestore_openmemory_mcp import logs
-    from tablestore_openmemory_mcp.bootstrap import StartupError
+    from tablestore_openmemory_mcp.app import logs
+    from tablestore_openmemory_mcp.app.bootstrap import StartupError
     from tablestore_openmemory_mcp.errors import MemoryServerError
 
     logs.configure(settings.log_level if settings.log_level != "INFO" else "WARNING")

@@ -18,14 +18,18 @@ from mcp.types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
 from tablestore_openmemory_mcp.auth.gate import tool_refusal
+from tablestore_openmemory_mcp.edge.identity import IdentityResolver
+from tablestore_openmemory_mcp.edge.validation import (
+    clean_cursor,
+    clean_limit,
+    clean_memory_id,
+    clean_text,
+)
 from tablestore_openmemory_mcp.errors import ConflictError, DependencyError, NotFoundError, UserInputError
-from tablestore_openmemory_mcp.identity import IdentityResolver
 from tablestore_openmemory_mcp.memory.as_of import clean_as_of
 from tablestore_openmemory_mcp.memory.ports import State
 from tablestore_openmemory_mcp.memory.query_filters import add_fields, build_query
-from tablestore_openmemory_mcp.memory.service import MemoryService
-from tablestore_openmemory_mcp.progress import ADD_STEPS, tool_reporter
-from tablestore_openmemory_mcp.results import (
+from tablestore_openmemory_mcp.memory.results import (
     AddResult,
     DeleteAllResult,
     DeleteResult,
@@ -35,14 +39,10 @@ from tablestore_openmemory_mcp.results import (
     StateResult,
     UpdateResult,
 )
+from tablestore_openmemory_mcp.memory.service import MemoryService
+from tablestore_openmemory_mcp.progress import ADD_STEPS, tool_reporter
 from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.settings import Settings
-from tablestore_openmemory_mcp.validation import (
-    clean_cursor,
-    clean_limit,
-    clean_memory_id,
-    clean_text,
-)
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from tablestore_openmemory_mcp.bootstrap import ServiceHandle
+    from tablestore_openmemory_mcp.app.bootstrap import ServiceHandle
 
 #: How long the exit waits for calls that are still being answered, and then for their frames to be written.
 ANSWER_DEADLINE = 5.0
@@ -27,7 +27,7 @@ WRITE_GRACE = 0.5
 
 def startup_message(exc: BaseException) -> str:
     """One line: our StartupError's message as is, anything else with its type."""
-    from tablestore_openmemory_mcp.bootstrap import StartupError
+    from tablestore_openmemory_mcp.app.bootstrap import StartupError
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, StartupError):

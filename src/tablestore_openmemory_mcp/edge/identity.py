@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from tablestore_openmemory_mcp.edge.security import bound_user
+from tablestore_openmemory_mcp.edge.validation import UserInputError
 from tablestore_openmemory_mcp.scope import Scope
-from tablestore_openmemory_mcp.security import bound_user
 from tablestore_openmemory_mcp.settings import Settings
-from tablestore_openmemory_mcp.validation import UserInputError
 
 #: ASGI scope key holding the :class:`Scope` of an HTTP request (set by the transports, read here).
-IDENTITY_KEY = "tablestore_openmemory_mcp.identity"
+IDENTITY_KEY = "tablestore_openmemory_mcp.edge.identity"
 
 
 def _asgi_scope(ctx: Any) -> dict[str, Any] | None:

@@ -270,7 +270,7 @@ def open_repository(settings: Settings, upgrade: UpgradePlan | None, *, audit: b
     except OSError as exc:
         raise StartupError(f"cannot create the data directory {data_dir} (MEMORY_DATA_DIR): {exc}") from None
 
-    from tablestore_openmemory_mcp.audit import AccessLog, AppDirectory
+    from tablestore_openmemory_mcp.memory.audit import AccessLog, AppDirectory
     from tablestore_openmemory_mcp.repository import StoreRepository, prepare_mem0_environment
 
     if upgrade is not None:  # the configured table is the reference deployment's: ours is <name>_v2
@@ -299,10 +299,10 @@ def open_repository(settings: Settings, upgrade: UpgradePlan | None, *, audit: b
 
 def build_components(settings: Settings) -> Components:
     """Create store, embedder, LLM and service; raises :class:`StartupError` with a readable message."""
-    from tablestore_openmemory_mcp.llm import ChatClient
     from tablestore_openmemory_mcp.memory.flow import ClassicFlow
     from tablestore_openmemory_mcp.memory.service import MemoryService
     from tablestore_openmemory_mcp.migrate.upgrade import plan_upgrade, start_background_copy
+    from tablestore_openmemory_mcp.models.llm import ChatClient
 
     upgrade = plan_upgrade(settings)  # before the store opens: reads the reference's MEM0_DIR
     opened = open_repository(settings, upgrade, audit=True)
@@ -335,7 +335,7 @@ def build_components(settings: Settings) -> Components:
     if copy is not None:  # the reference's memories are copied in the background; tools work meanwhile
         service.background.append(copy)
     if llm is not None and settings.categories:
-        from tablestore_openmemory_mcp.categories import Categorizer
+        from tablestore_openmemory_mcp.memory.categories import Categorizer
 
         service.categorizer = Categorizer(llm, repository)
     llm_name = f"openai:{settings.llm_model}@{settings.llm_url}" if llm else "none (memories stored as given)"
@@ -358,9 +358,9 @@ def build_server(settings: Settings, handle: ServiceHandle) -> Any:
     """The MCP server with every enabled tool; tools reach the service through ``handle``."""
     from mcp.server.mcpserver import MCPServer
 
-    from tablestore_openmemory_mcp.capabilities import declare_only_tools
-    from tablestore_openmemory_mcp.identity import IdentityResolver
-    from tablestore_openmemory_mcp.tools import register_tools
+    from tablestore_openmemory_mcp.edge.capabilities import declare_only_tools
+    from tablestore_openmemory_mcp.edge.identity import IdentityResolver
+    from tablestore_openmemory_mcp.edge.tools import register_tools
 
     server = MCPServer(
         name=APP_NAME,

@@ -19,8 +19,8 @@ from tablestore_openmemory_mcp import __version__
 from tablestore_openmemory_mcp.settings import APP_NAME, Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
-    from tablestore_openmemory_mcp.bootstrap import Components, ServiceHandle
-    from tablestore_openmemory_mcp.stdio_startup import StartupGate
+    from tablestore_openmemory_mcp.app.bootstrap import Components, ServiceHandle
+    from tablestore_openmemory_mcp.app.stdio_startup import StartupGate
 
 logger = logging.getLogger(APP_NAME)
 
@@ -39,7 +39,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from tablestore_openmemory_mcp.helptext import epilog
+    from tablestore_openmemory_mcp.app.helptext import epilog
 
     parser = _Parser(
         prog=APP_NAME,
@@ -63,7 +63,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in {"migrate", "export", "import", "reembed"}:  # maintenance subcommands (commands.py)
-        from tablestore_openmemory_mcp import commands
+        from tablestore_openmemory_mcp.app import commands
 
         commands.main(argv)
     args = parse_args(argv)
@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"{APP_NAME}: {exc}", file=sys.stderr)
         sys.exit(2)
 
-    from tablestore_openmemory_mcp import logs, transports
+    from tablestore_openmemory_mcp import transports
+    from tablestore_openmemory_mcp.app import logs
 
     if (
         settings.transport != "stdio"
@@ -99,14 +100,14 @@ def main(argv: list[str] | None = None) -> None:
             print(f"{APP_NAME}: {exc}", file=sys.stderr)
             sys.exit(1)
     logs.configure(settings.log_level)
-    from tablestore_openmemory_mcp import probe
-    from tablestore_openmemory_mcp.bootstrap import ServiceHandle, build_server
+    from tablestore_openmemory_mcp.app import probe
+    from tablestore_openmemory_mcp.app.bootstrap import ServiceHandle, build_server
 
     handle = ServiceHandle(settings)
     handle.start()
     probe.start(settings)  # one warning line per unreachable/rejecting LLM or embedder endpoint
     if settings.transport == "stdio":
-        from tablestore_openmemory_mcp.stdio_startup import StartupGate
+        from tablestore_openmemory_mcp.app.stdio_startup import StartupGate
 
         # Answer the handshake at once; a startup failure answers the waiting calls, then exits with code 1.
         gate = StartupGate(handle)
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> None:
             "Bind to 127.0.0.1 unless you mean it.",
             settings.host,
         )
-    from tablestore_openmemory_mcp.security import describe_binding
+    from tablestore_openmemory_mcp.edge.security import describe_binding
     from tablestore_openmemory_mcp.transports.http_app import HttpApp
     from tablestore_openmemory_mcp.transports.serve import serve_http
 
@@ -159,7 +160,7 @@ def _survive_reraised_signals() -> None:
 
 
 def _wait_or_exit(handle: ServiceHandle, gate: StartupGate | None = None) -> Components:
-    from tablestore_openmemory_mcp.stdio_startup import startup_message
+    from tablestore_openmemory_mcp.app.stdio_startup import startup_message
 
     try:
         return handle.wait()
@@ -177,7 +178,7 @@ def _exit_on_startup_failure(gate: StartupGate, settings: Settings) -> None:
 
 def _log_startup(settings: Settings, components: Components) -> None:
     """One line saying what runs where, including the URLs the LLM and the embedder are called at."""
-    from tablestore_openmemory_mcp.probe import base_url
+    from tablestore_openmemory_mcp.app.probe import base_url
 
     address = "stdin/stdout" if settings.transport == "stdio" else f"http://{settings.host}:{settings.port}"
     browser = "" if settings.transport == "stdio" else f" browser={browser_url(settings)}"

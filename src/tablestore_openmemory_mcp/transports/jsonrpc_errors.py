@@ -13,7 +13,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tablestore_openmemory_mcp.security import error_response
+from tablestore_openmemory_mcp.edge.security import error_response
 
 INVALID_REQUEST = -32600
 _NOT_JSONRPC = object()

@@ -18,8 +18,8 @@ import re
 from typing import Any
 
 from tablestore_openmemory_mcp.errors import DependencyError
-from tablestore_openmemory_mcp.jsonparse import NoJSONFound, parse_json_object
-from tablestore_openmemory_mcp.service_errors import Endpoint, explain
+from tablestore_openmemory_mcp.models.endpoint import Endpoint, explain
+from tablestore_openmemory_mcp.models.jsonparse import NoJSONFound, parse_json_object
 
 logger = logging.getLogger(__name__)
 
