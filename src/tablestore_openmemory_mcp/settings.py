@@ -16,6 +16,8 @@ from urllib.parse import urlparse
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from tablestore_openmemory_mcp.errors import SettingsError as SettingsError
+
 APP_NAME = "tablestore-openmemory-mcp"
 
 TOOL_NAMES = (
@@ -399,10 +401,6 @@ class Settings(BaseSettings):
 
     def enabled_tools(self) -> list[str]:
         return [name for name in TOOL_NAMES if name not in self.tool_black_list]
-
-
-class SettingsError(Exception):
-    """A bad setting, already phrased as one line that names the variable."""
 
 
 def env_name(settings_cls: type[BaseSettings], field: str) -> str:

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from tablestore_openmemory_mcp import __version__
+from tablestore_openmemory_mcp.errors import StartupError as StartupError
 from tablestore_openmemory_mcp.settings import APP_NAME, Settings
 
 if TYPE_CHECKING:
@@ -23,10 +24,6 @@ if TYPE_CHECKING:
     from tablestore_openmemory_mcp.stores.base import MemoryStore
 
 logger = logging.getLogger(__name__)
-
-
-class StartupError(Exception):
-    """The server cannot start; the message is one line naming what to fix."""
 
 
 @dataclass
@@ -299,6 +296,7 @@ def open_repository(settings: Settings, upgrade: UpgradePlan | None, *, audit: b
 
 def build_components(settings: Settings) -> Components:
     """Create store, embedder, LLM and service; raises :class:`StartupError` with a readable message."""
+    from tablestore_openmemory_mcp.backup.online import UserBackups
     from tablestore_openmemory_mcp.memory.flow import ClassicFlow
     from tablestore_openmemory_mcp.memory.service import MemoryService
     from tablestore_openmemory_mcp.migrate.upgrade import plan_upgrade, start_background_copy
@@ -331,7 +329,9 @@ def build_components(settings: Settings) -> Components:
             update_prompt=settings.update_memory_prompt,
             min_score=settings.search_min_score,
         )
-    service = MemoryService(flow, repository, worker_threads=settings.worker_threads)
+    service = MemoryService(
+        flow, repository, worker_threads=settings.worker_threads, backups=UserBackups(repository, embedder)
+    )
     if copy is not None:  # the reference's memories are copied in the background; tools work meanwhile
         service.background.append(copy)
     if llm is not None and settings.categories:

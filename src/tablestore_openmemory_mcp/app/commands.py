@@ -218,7 +218,6 @@ def main(argv: list[str]) -> NoReturn:
         print(f"{APP_NAME}: {exc}", file=sys.stderr)
         sys.exit(2)
     from tablestore_openmemory_mcp.app import logs
-    from tablestore_openmemory_mcp.app.bootstrap import StartupError
     from tablestore_openmemory_mcp.errors import MemoryServerError
 
     logs.configure(settings.log_level if settings.log_level != "INFO" else "WARNING")
@@ -227,7 +226,7 @@ def main(argv: list[str]) -> NoReturn:
     run = {"migrate": _migrate, "export": _export, "import": _import, "reembed": _reembed}[args.command]
     try:
         code = run(args, settings)
-    except (StartupError, MemoryServerError, OSError) as exc:
+    except (MemoryServerError, OSError) as exc:  # StartupError among them
         print(f"{APP_NAME} {args.command}: {exc}", file=sys.stderr)
         code = 1
     except KeyboardInterrupt:

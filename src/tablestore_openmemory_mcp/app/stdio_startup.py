@@ -27,7 +27,7 @@ WRITE_GRACE = 0.5
 
 def startup_message(exc: BaseException) -> str:
     """One line: our StartupError's message as is, anything else with its type."""
-    from tablestore_openmemory_mcp.app.bootstrap import StartupError
+    from tablestore_openmemory_mcp.errors import StartupError
 
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     if isinstance(exc, StartupError):

@@ -33,7 +33,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from tablestore_openmemory_mcp.backup.limits import DEFAULT_LIMITS, CountingReader, Limits, MiB, too_deep
-from tablestore_openmemory_mcp.errors import UserInputError
+from tablestore_openmemory_mcp.errors import BackupFormatError as BackupFormatError
+from tablestore_openmemory_mcp.errors import BackupTooLarge as BackupTooLarge
 
 JSONL_MEMBER = "memories.jsonl.gz"
 JSON_MEMBER = "memories.json"
@@ -44,14 +45,6 @@ HEAD_BYTES = 64 * 1024  # of memories.json, searched (not parsed) for its user a
 _DAMAGE = (zipfile.BadZipFile, gzip.BadGzipFile, zlib.error, EOFError, OSError, UnicodeDecodeError)
 _HEAD_USER = re.compile(rb'"user"\s*:\s*\{(?:[^{}]|\{[^{}]*\})*?"user_id"\s*:\s*("(?:[^"\\]|\\.){1,512}")')
 _HEAD_VERSION = re.compile(rb'"export_meta"\s*:\s*\{(?:[^{}]|\{[^{}]*\})*?"version"\s*:\s*"([^"\\]{0,32})"')
-
-
-class BackupFormatError(UserInputError):
-    """The file is not a backup this server can read, or it is damaged; nothing was imported."""
-
-
-class BackupTooLarge(BackupFormatError):
-    """The file unpacks to more than a :class:`~.limits.Limits` allows (HTTP 413); nothing was imported."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from tablestore_openmemory_mcp.errors import DependencyError
+from tablestore_openmemory_mcp.errors import EmbeddingError as EmbeddingError  # raised by every embedder
 
 #: Dimensions each known embedding model can produce (DashScope's documented lists, OpenAI's models).
 KNOWN_DIMENSIONS: dict[str, tuple[int, ...] | None] = {
@@ -22,13 +22,6 @@ KNOWN_DIMENSIONS: dict[str, tuple[int, ...] | None] = {
     "text-embedding-ada-002": (1536,),
 }
 _MAX_DIMENSION = {"text-embedding-3-small": 1536, "text-embedding-3-large": 3072}
-
-
-class EmbeddingError(DependencyError):
-    """The embedder failed or returned something unusable; the message names the setting to check."""
-
-    #: True when the provider refused the *inputs* (HTTP 400): a shared batch is retried per caller.
-    input_rejected: bool = False
 
 
 def check_dimension(model: str, dimension: int) -> str | None:

@@ -23,7 +23,8 @@ import sys
 import types
 from pathlib import Path
 
-from tablestore_openmemory_mcp.errors import DependencyError
+from tablestore_openmemory_mcp.errors import Mem0Changed as Mem0Changed
+from tablestore_openmemory_mcp.errors import Mem0Missing as Mem0Missing
 
 logger = logging.getLogger(__name__)
 
@@ -34,14 +35,6 @@ PROVIDERS = {
 }
 SUPPORTED_MEM0 = "mem0ai>=2.2.1,<2.3"
 INSTALL_HINT = "pip install 'tablestore-openmemory-mcp[mem0]'"
-
-
-class Mem0Missing(DependencyError):
-    """mem0 is not installed (it is the optional ``[mem0]`` extra)."""
-
-
-class Mem0Changed(DependencyError):
-    """The installed mem0 no longer has the internals :func:`register` extends."""
 
 
 def require_mem0() -> None:

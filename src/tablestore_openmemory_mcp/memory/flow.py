@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 from weakref import WeakValueDictionary
 
-from tablestore_openmemory_mcp.errors import AppPaused, ConflictError, DependencyError, MemoryNotFound
+from tablestore_openmemory_mcp.errors import AppPaused, ConflictError, DependencyError, LLMReplyError, MemoryNotFound
 from tablestore_openmemory_mcp.memory.as_of import memories_at, search_at
 from tablestore_openmemory_mcp.memory.ports import (
     ChatModel,
@@ -394,8 +394,6 @@ def parse_facts(reply: Mapping[str, Any]) -> list[str]:
     if isinstance(raw, str):
         raw = [raw]
     if not isinstance(raw, list):
-        from tablestore_openmemory_mcp.models.llm import LLMReplyError
-
         raise LLMReplyError("the LLM's fact list was not a list")
     facts: list[str] = []
     for item in raw:

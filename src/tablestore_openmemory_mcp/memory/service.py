@@ -7,13 +7,12 @@ flow itself serializes what must be (deciding, per scope).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 import anyio
 import anyio.to_thread
 
-from tablestore_openmemory_mcp.edge.validation import not_a_memory_id, split_memory_ids
-from tablestore_openmemory_mcp.errors import AppPaused
+from tablestore_openmemory_mcp.errors import AppPaused, DependencyError
 from tablestore_openmemory_mcp.memory.admin import (
     Admin,
     AppSummary,
@@ -23,6 +22,7 @@ from tablestore_openmemory_mcp.memory.admin import (
 )
 from tablestore_openmemory_mcp.memory.categories import Categorizer
 from tablestore_openmemory_mcp.memory.flow import ClassicFlow
+from tablestore_openmemory_mcp.memory.ids import not_a_memory_id, split_memory_ids
 from tablestore_openmemory_mcp.memory.ports import HistoryRecord, MemoryRepository, Origin, Source, State
 from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery
 from tablestore_openmemory_mcp.memory.results import (
@@ -34,21 +34,37 @@ from tablestore_openmemory_mcp.memory.results import (
     SearchResult,
     UpdateResult,
 )
-from tablestore_openmemory_mcp.progress import LogProgress, Report
+from tablestore_openmemory_mcp.progress import Report
 from tablestore_openmemory_mcp.scope import Scope
 
 T = TypeVar("T")
 P = ParamSpec("P")
 
 
+class Backups(Protocol):
+    """One user's backup while the server runs; the wiring hands the job (:mod:`~..backup.online`) to the service,
+    so the core never imports it."""
+
+    def export(self, user_id: str) -> str: ...
+
+    def import_file(self, path: str, user_id: str, mode: str) -> dict[str, object]: ...
+
+
 class MemoryService:
     """Async facade over :class:`ClassicFlow`; one instance serves every scope."""
 
     def __init__(
-        self, flow: ClassicFlow, repository: MemoryRepository, *, admin: Admin | None = None, worker_threads: int = 32
+        self,
+        flow: ClassicFlow,
+        repository: MemoryRepository,
+        *,
+        admin: Admin | None = None,
+        worker_threads: int = 32,
+        backups: Backups | None = None,
     ) -> None:
         self.flow = flow
         self.repository = repository
+        self.backups = backups
         self.admin = admin if admin is not None else Admin(flow)
         self.categorizer: Categorizer | None = None
         self.background: list[Any] = []  # long-running jobs with stop(), e.g. the upgrade copy
@@ -164,26 +180,16 @@ class MemoryService:
 
     def export_backup(self, user_id: str) -> str:
         """Blocking: write the user's backup zip to a temporary file and return its path (REST streams it)."""
-        from tablestore_openmemory_mcp.backup.exporter import export_zip
-
-        name = str(getattr(self.flow.embedder, "name", ""))
-        progress = LogProgress(f"export for {user_id}")  # a line every 10 s in the server log, and one at the end
-        try:
-            return str(export_zip(self.repository, user_id, embedding_model=name, progress=progress))
-        finally:
-            progress.close()
+        return self._backups().export(user_id)
 
     def import_backup(self, path: str, user_id: str, mode: str) -> dict[str, object]:
         """Blocking: import a backup file for ``user_id``; returns the summary (counts and skip reasons)."""
-        from tablestore_openmemory_mcp.backup.importer import import_file
+        return self._backups().import_file(path, user_id, mode)
 
-        progress = LogProgress(f"import for {user_id}")
-        try:
-            repository: Any = self.repository  # a StoreRepository at run time (import_file needs its writer)
-            summary = import_file(repository, self.flow.embedder, path, user_id, mode, progress=progress)  # type: ignore[arg-type]
-        finally:
-            progress.close()
-        return dict(summary.as_dict())
+    def _backups(self) -> Backups:
+        if self.backups is None:
+            raise DependencyError("backups are not available in this server (no backup job was configured)")
+        return self.backups
 
     async def readiness(self) -> dict[str, str]:
         """What each dependency says right now: ``{"store": "ok"}`` or the store's error."""

@@ -17,21 +17,14 @@ import logging
 import re
 from typing import Any
 
-from tablestore_openmemory_mcp.errors import DependencyError
+from tablestore_openmemory_mcp.errors import LLMError as LLMError
+from tablestore_openmemory_mcp.errors import LLMReplyError as LLMReplyError
 from tablestore_openmemory_mcp.models.endpoint import Endpoint, explain
 from tablestore_openmemory_mcp.models.jsonparse import NoJSONFound, parse_json_object
 
 logger = logging.getLogger(__name__)
 
 _STREAM_ONLY = re.compile(r"(^|[-_/])(qwq|qvq)|thinking|reasoner|(^|/)qwen3-.*-thinking", re.IGNORECASE)
-
-
-class LLMError(DependencyError):
-    """The LLM could not be used; the message says which setting to check."""
-
-
-class LLMReplyError(LLMError):
-    """The LLM answered, but not with usable JSON."""
 
 
 def is_stream_only(model: str) -> bool:
