@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypedDict
 from urllib.parse import urlparse
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
@@ -69,6 +70,44 @@ def default_data_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
+
+
+class ClientArgs(TypedDict):
+    """The keyword arguments every Tablestore client and store takes (``make_client``, ``TablestoreStore``)."""
+
+    endpoint: str | None
+    instance_name: str | None
+    access_key_id: str | None
+    access_key_secret: str | None
+    sts_token: str | None
+    region: str | None
+    timeout: float
+
+
+@dataclass(frozen=True)
+class TablestoreConnection:
+    """How to reach one Tablestore instance, spelled out once: the server's stores, the mem0 engine's second
+    collection, the mem0 providers, the upgrade and ``reembed`` all build their SDK client from one of these
+    (:attr:`Settings.tablestore` for the server; a mem0 app's config for the providers)."""
+
+    endpoint: str | None
+    instance_name: str | None
+    access_key_id: str | None = field(default=None, repr=False)
+    access_key_secret: str | None = field(default=None, repr=False)
+    sts_token: str | None = field(default=None, repr=False)
+    region: str | None = None
+    timeout: float = 10.0
+
+    def client_args(self) -> ClientArgs:
+        return ClientArgs(
+            endpoint=self.endpoint,
+            instance_name=self.instance_name,
+            access_key_id=self.access_key_id,
+            access_key_secret=self.access_key_secret,
+            sts_token=self.sts_token,
+            region=self.region,
+            timeout=self.timeout,
+        )
 
 
 class Settings(BaseSettings):
@@ -361,6 +400,19 @@ class Settings(BaseSettings):
     @property
     def resolved_data_dir(self) -> Path:
         return (self.data_dir or default_data_dir()).expanduser().resolve()
+
+    @property
+    def tablestore(self) -> TablestoreConnection:
+        """The ``TABLESTORE_*`` connection settings (the table and index names stay per caller)."""
+        return TablestoreConnection(
+            endpoint=self.tablestore_endpoint,
+            instance_name=self.tablestore_instance_name,
+            access_key_id=self.tablestore_access_key_id,
+            access_key_secret=self.tablestore_access_key_secret,
+            sts_token=self.tablestore_sts_token,
+            region=self.tablestore_region,
+            timeout=self.tablestore_timeout,
+        )
 
     @property
     def uses_tablestore(self) -> bool:

@@ -212,16 +212,10 @@ def _tablestore(
     try:
         store = TablestoreStore(
             collection_name=table,
-            endpoint=settings.tablestore_endpoint,
-            instance_name=settings.tablestore_instance_name,
-            access_key_id=settings.tablestore_access_key_id,
-            access_key_secret=settings.tablestore_access_key_secret,
-            sts_token=settings.tablestore_sts_token,
-            region=settings.tablestore_region,
+            **settings.tablestore.client_args(),
             index_name=settings.tablestore_index_name,
             metric=settings.tablestore_vector_metric,
             embedding_model_dims=dimension,
-            timeout=settings.tablestore_timeout,
             embedder_name=embedder_name,  # recorded in the table; another embedder is refused (reembed)
             max_retry_seconds=settings.tablestore_max_retry_seconds,
             ready_timeout=settings.tablestore_ready_timeout,

@@ -12,6 +12,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tablestore_openmemory_mcp.settings import TablestoreConnection
+
 _ENV = {
     "endpoint": "TABLESTORE_ENDPOINT",
     "instance_name": "TABLESTORE_INSTANCE_NAME",
@@ -65,6 +67,18 @@ class TablestoreConfig(BaseModel):
         if not self.collection_name:
             self.collection_name = self.table_name
         return self
+
+    def connection(self) -> TablestoreConnection:
+        """The connection part of this config, as the server's own stores take it."""
+        return TablestoreConnection(
+            endpoint=self.endpoint,
+            instance_name=self.instance_name,
+            access_key_id=self.access_key_id,
+            access_key_secret=self.access_key_secret,
+            sts_token=self.sts_token,
+            region=self.region,
+            timeout=self.timeout,
+        )
 
 
 class _EmbeddedPath(BaseModel):

@@ -335,15 +335,9 @@ def mem0_flow(settings: Any, opened: Any, llm: ChatModel | None) -> Mem0Flow:
 
             return TablestoreStore(
                 collection_name=name,
-                endpoint=settings.tablestore_endpoint,
-                instance_name=settings.tablestore_instance_name,
-                access_key_id=settings.tablestore_access_key_id,
-                access_key_secret=settings.tablestore_access_key_secret,
-                sts_token=settings.tablestore_sts_token,
-                region=settings.tablestore_region,
+                **settings.tablestore.client_args(),
                 metric=settings.tablestore_vector_metric,
                 embedding_model_dims=opened.dimension,
-                timeout=settings.tablestore_timeout,
             )
         from tablestore_openmemory_mcp.stores.embedded import EmbeddedStore
 

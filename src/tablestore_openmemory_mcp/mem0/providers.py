@@ -28,16 +28,10 @@ class TablestoreVectorStore(StoreVectorStore):
         collection = cfg.collection_name or cfg.table_name
         store = TablestoreStore(
             collection_name=collection,
-            endpoint=cfg.endpoint,
-            instance_name=cfg.instance_name,
-            access_key_id=cfg.access_key_id,
-            access_key_secret=cfg.access_key_secret,
-            sts_token=cfg.sts_token,
-            region=cfg.region,
+            **cfg.connection().client_args(),
             index_name=cfg.index_name if collection == cfg.table_name else None,
             metric=cfg.metric,
             embedding_model_dims=cfg.vector_dimension,
-            timeout=cfg.timeout,
         )
         owners = CachedOwners(TablestoreOwners(store.client, store.endpoint, collection))
         super().__init__(store, collection_name=collection, dimension=cfg.vector_dimension, owners=owners)

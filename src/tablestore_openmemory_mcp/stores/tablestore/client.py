@@ -70,13 +70,7 @@ def client_from_settings(settings: Settings, *, retry_policy: Any, logger_name: 
     """:func:`make_client` with the server's ``TABLESTORE_*`` settings (the upgrade and ``reembed``; the store
     and the history log are built from their own configuration)."""
     return make_client(
-        endpoint=settings.tablestore_endpoint,
-        instance_name=settings.tablestore_instance_name,
-        access_key_id=settings.tablestore_access_key_id,
-        access_key_secret=settings.tablestore_access_key_secret,
-        sts_token=settings.tablestore_sts_token,
-        region=settings.tablestore_region,
-        timeout=settings.tablestore_timeout,
+        **settings.tablestore.client_args(),
         retry_policy=retry_policy,
         logger_name=logger_name,
         what=what,
