@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypedDict
+from typing import Annotated, Any, Literal, TypedDict, cast
 from urllib.parse import urlparse
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
@@ -72,7 +72,7 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME, appauthor=False))
 
 
-class ClientArgs(TypedDict):
+class ClientArgs(TypedDict):  # exactly the fields of TablestoreConnection (tests/unit/test_settings.py)
     """The keyword arguments every Tablestore client and store takes (``make_client``, ``TablestoreStore``)."""
 
     endpoint: str | None
@@ -99,15 +99,12 @@ class TablestoreConnection:
     timeout: float = 10.0
 
     def client_args(self) -> ClientArgs:
-        return ClientArgs(
-            endpoint=self.endpoint,
-            instance_name=self.instance_name,
-            access_key_id=self.access_key_id,
-            access_key_secret=self.access_key_secret,
-            sts_token=self.sts_token,
-            region=self.region,
-            timeout=self.timeout,
-        )
+        """The fields as keyword arguments (``ClientArgs`` has exactly these fields)."""
+        return cast(ClientArgs, asdict(self))
+
+
+#: The connection settings' names, for configs that carry them among others (the mem0 provider's).
+CONNECTION_FIELDS = frozenset(f.name for f in fields(TablestoreConnection))
 
 
 class Settings(BaseSettings):

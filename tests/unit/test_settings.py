@@ -123,3 +123,35 @@ def test_help_lists_every_variable_once_grouped_with_client_urls():
         assert len(re.findall(rf"^  {name}\b", text, flags=re.M)) == 1, name
     assert "/mcp/<client>/sse/<user>" in text and "/mcp/<client>/http/<user>" in text
     assert " other:" not in text, "every setting belongs to a group in helptext.GROUPS"
+
+
+def test_the_tablestore_connection_is_read_once_and_fits_every_client_and_store(monkeypatch):
+    """One spelling of the connection settings: what ``Settings.tablestore`` reads is what the SDK client, the
+    store and the mem0 provider's config are built with (a renamed constructor argument fails here)."""
+    import inspect
+    from dataclasses import fields
+    from typing import get_type_hints
+
+    from tablestore_openmemory_mcp.mem0.configs import TablestoreConfig
+    from tablestore_openmemory_mcp.settings import ClientArgs, TablestoreConnection
+    from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore
+    from tablestore_openmemory_mcp.stores.tablestore.client import make_client
+
+    assert set(get_type_hints(ClientArgs)) == {f.name for f in fields(TablestoreConnection)}
+    monkeypatch.setenv("TABLESTORE_ENDPOINT", "https://i.cn-hangzhou.ots.aliyuncs.com")
+    monkeypatch.setenv("TABLESTORE_INSTANCE_NAME", "i")
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "id")  # the aliases count too
+    monkeypatch.setenv("TABLESTORE_ACCESS_KEY_SECRET", "the-secret")
+    monkeypatch.setenv("ALIBABA_CLOUD_SECURITY_TOKEN", "the-sts-token")
+    monkeypatch.setenv("TABLESTORE_REGION", "cn-hangzhou")
+    monkeypatch.setenv("TABLESTORE_TIMEOUT", "7.5")
+    connection = load_settings().tablestore
+    assert connection == TablestoreConnection(
+        "https://i.cn-hangzhou.ots.aliyuncs.com", "i", "id", "the-secret", "the-sts-token", "cn-hangzhou", 7.5
+    )
+    assert "the-secret" not in repr(connection) and "the-sts-token" not in repr(connection)
+    args = connection.client_args()
+    inspect.signature(make_client).bind(**args)
+    inspect.signature(TablestoreStore).bind(collection_name="memories", **args)
+    mem0_config = TablestoreConfig(endpoint="https://x", instance_name="x", access_key_id="k", access_key_secret="s")
+    assert mem0_config.connection() == TablestoreConnection("https://x", "x", "k", "s", None, None, 10.0)

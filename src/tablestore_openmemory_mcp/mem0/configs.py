@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tablestore_openmemory_mcp.settings import TablestoreConnection
+from tablestore_openmemory_mcp.settings import CONNECTION_FIELDS, TablestoreConnection
 
 _ENV = {
     "endpoint": "TABLESTORE_ENDPOINT",
@@ -70,15 +70,7 @@ class TablestoreConfig(BaseModel):
 
     def connection(self) -> TablestoreConnection:
         """The connection part of this config, as the server's own stores take it."""
-        return TablestoreConnection(
-            endpoint=self.endpoint,
-            instance_name=self.instance_name,
-            access_key_id=self.access_key_id,
-            access_key_secret=self.access_key_secret,
-            sts_token=self.sts_token,
-            region=self.region,
-            timeout=self.timeout,
-        )
+        return TablestoreConnection(**self.model_dump(include=set(CONNECTION_FIELDS)))
 
 
 class _EmbeddedPath(BaseModel):
