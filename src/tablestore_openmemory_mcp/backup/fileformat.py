@@ -28,13 +28,13 @@ import zipfile
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
 from tablestore_openmemory_mcp.backup.limits import DEFAULT_LIMITS, CountingReader, Limits, MiB, too_deep
 from tablestore_openmemory_mcp.errors import BackupFormatError as BackupFormatError
 from tablestore_openmemory_mcp.errors import BackupTooLarge as BackupTooLarge
+from tablestore_openmemory_mcp.memory.clock import now_iso
 
 JSONL_MEMBER = "memories.jsonl.gz"
 JSON_MEMBER = "memories.json"
@@ -399,7 +399,7 @@ class BackupWriter:
 
     def _finish_json(self) -> None:
         assert self._tmp_json is not None
-        now = datetime.now(UTC).isoformat()
+        now = now_iso()
         rest = {
             "user": {
                 "id": _stable_id("user", self.user_id),

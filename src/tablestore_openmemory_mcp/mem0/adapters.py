@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tablestore_openmemory_mcp.errors import DependencyError
+from tablestore_openmemory_mcp.memory.clock import now_iso
 from tablestore_openmemory_mcp.memory.ports import ChatModel, Embedder, HistoryRecord, Origin
-from tablestore_openmemory_mcp.repository import StoreRepository, now_iso
+from tablestore_openmemory_mcp.repository import StoreRepository
 from tablestore_openmemory_mcp.scope import Scope
 
 from .vector_store import CALL

@@ -21,16 +21,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from tablestore_openmemory_mcp.memory.clock import now_iso
 from tablestore_openmemory_mcp.memory.ports import HistoryLog, HistoryRecord, Source
 
 logger = logging.getLogger(__name__)
 
 APP_CACHE_SECONDS = 2.0
 APP_PREFIX = "app:"
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 @dataclass(frozen=True, slots=True)
