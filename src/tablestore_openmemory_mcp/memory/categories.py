@@ -16,6 +16,7 @@ import queue
 import threading
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Protocol
 
 from tablestore_openmemory_mcp.errors import ConflictError, MemoryNotFound, MemoryServerError
 from tablestore_openmemory_mcp.memory.ports import ChatModel, StoredMemory
@@ -46,10 +47,21 @@ def clean_categories(raw: object) -> tuple[str, ...]:
     return tuple(out[:MAX_CATEGORIES])
 
 
+class CategoryStore(Protocol):
+    """What categorizing needs of the repository: read a memory, the user's categories, and a conditional write
+    (``ConflictError`` when the memory changed since it was read)."""
+
+    def get(self, scope: Scope, memory_id: str) -> StoredMemory | None: ...
+
+    def known_categories(self, scope: Scope) -> set[str]: ...
+
+    def set_categories(self, scope: Scope, memory: StoredMemory) -> None: ...
+
+
 class Categorizer:
     """A background worker that categorizes memories after they were written."""
 
-    def __init__(self, llm: ChatModel, repository: object, *, max_queue: int = 1000) -> None:
+    def __init__(self, llm: ChatModel, repository: CategoryStore, *, max_queue: int = 1000) -> None:
         self.llm = llm
         self.repository = repository
         self._queue: queue.Queue[tuple[Scope, str] | None] = queue.Queue(max_queue)
@@ -91,10 +103,10 @@ class Categorizer:
 
     def categorize(self, scope: Scope, memory_id: str) -> tuple[str, ...] | None:
         repository = self.repository
-        memory: StoredMemory | None = repository.get(scope, memory_id)  # type: ignore[attr-defined]
+        memory = repository.get(scope, memory_id)
         if memory is None or memory.state == "deleted":
             return None
-        existing = repository.known_categories(scope)  # type: ignore[attr-defined]
+        existing = repository.known_categories(scope)
         shown = json.dumps(sorted(existing)[:50], ensure_ascii=False) if existing else "none yet"
         try:
             reply = self.llm.complete_json(
@@ -110,7 +122,7 @@ class Categorizer:
         if not categories or categories == memory.categories:
             return categories
         try:
-            repository.set_categories(scope, replace(memory, categories=categories))  # type: ignore[attr-defined]
+            repository.set_categories(scope, replace(memory, categories=categories))
         except (ConflictError, MemoryNotFound):
             return None  # changed meanwhile: its new version is (or will be) categorized on its own
         self.done += 1
