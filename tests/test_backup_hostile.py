@@ -24,6 +24,7 @@ from mcp import Client
 from mcp.server.mcpserver import MCPServer
 from starlette.applications import Starlette
 
+from tablestore_openmemory_mcp.backup.online import UserBackups
 from tablestore_openmemory_mcp.edge.tools import register_tools
 from tablestore_openmemory_mcp.memory.audit import AppDirectory
 from tablestore_openmemory_mcp.memory.flow import ClassicFlow
@@ -98,7 +99,8 @@ async def stack(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
     else:
         base = tablestore_repo(request.getfixturevalue("tablestore_emulator"))
     repo = StoreRepository(base.store, base.history_log, apps=AppDirectory(base.history_log))
-    service = MemoryService(ClassicFlow(repo, FakeEmbedder(), None), repo)
+    embedder = FakeEmbedder()
+    service = MemoryService(ClassicFlow(repo, embedder, None), repo, backups=UserBackups(repo, embedder))
 
     async def get_service() -> MemoryService:
         return service
