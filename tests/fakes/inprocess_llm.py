@@ -2,8 +2,9 @@
 
 The in-process test tier (tests/inprocess.py) builds the server with the real factory and swaps only the LLM
 client at its boundary (``llm.ChatClient``) for this: ``complete_json`` answers from scripted replies first,
-then from ``handler`` (by default ``classic_memory_llm``: one fact per add, ADD every new fact). Like the fake
-OpenAI server it records each request (``requests``, ``counts``) so the same scenarios run against either.
+then from ``handler`` (by default ``classic_memory_llm``: one fact per add, ADD every new fact); a scripted
+exception is raised instead (``LLMError(...)``: what the real client raises for an HTTP error or a timeout). Like
+the fake OpenAI server it records each request (``requests``, ``counts``) so the same scenarios run on either.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class InProcessLLM:
         self.model = model
         self.handler = handler
         self.requests: list[tuple[str, dict[str, Any]]] = []
-        self._script: deque[str] = deque()
+        self._script: deque[str | Exception] = deque()
         self._lock = threading.Lock()  # tool calls and the categorizer call it from worker threads
 
     @property
@@ -33,8 +34,8 @@ class InProcessLLM:
         with self._lock:
             return Counter(endpoint for endpoint, _ in self.requests)
 
-    def script_chat(self, *replies: str) -> None:
-        """Answer the next chat calls with ``replies`` in order, then fall back to ``handler``."""
+    def script_chat(self, *replies: str | Exception) -> None:
+        """Answer the next chat calls with ``replies`` in order (raising exceptions), then fall back to ``handler``."""
         with self._lock:
             self._script.extend(replies)
 
@@ -43,6 +44,8 @@ class InProcessLLM:
         with self._lock:
             self.requests.append(("chat", body))
             scripted = self._script.popleft() if self._script else None
+        if isinstance(scripted, Exception):
+            raise scripted
         reply = scripted if scripted is not None else self.handler(body)
         try:  # the real client's parsing of a reply (code fences, prose around the object)
             return parse_json_object(reply)
