@@ -19,11 +19,11 @@ T = TypeVar("T")
 #: Generous by default: a contended 2-core machine can be slow; a condition that holds returns at once.
 DEFAULT_TIMEOUT = 60.0
 FIRST_INTERVAL = 0.01
-MAX_INTERVAL = 0.5
+MAX_INTERVAL = 0.1  # a condition that turns true is seen within 0.1 s (server starts wait on this)
 
 
 class _Backoff:
-    """Intervals from 10 ms doubling up to 0.5 s, and the deadline."""
+    """Intervals from 10 ms doubling up to :data:`MAX_INTERVAL`, and the deadline."""
 
     def __init__(self, timeout: float) -> None:
         self.deadline = time.monotonic() + timeout
