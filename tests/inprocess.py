@@ -17,8 +17,8 @@ uvicorn, nginx, Chromium, replicas) stays with tests/server_process.py.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -105,15 +105,11 @@ class InProcessServer:
             return dict((await http.get("/health")).json())
 
 
-@asynccontextmanager
-async def serve_in_process(
-    tmp_path: Path, *, llm: InProcessLLM | None = None, **env: Any
-) -> AsyncIterator[InProcessServer]:
-    """The app as ``tablestore-openmemory-mcp --transport sse`` builds it, with ``env`` as its environment.
-
-    ``env`` holds the server's variables (``MCP_AUTH_TOKENS=...``, ``TOOL_BLACK_LIST="[]"``); the data directory
-    is ``tmp_path/data``. Everything is closed on exit, also when the test fails.
-    """
+@contextmanager
+def server_settings(tmp_path: Path, *, llm: InProcessLLM | None = None, **env: Any) -> Iterator[Settings]:
+    """Settings as a server process with environment ``env`` loads them (``load_settings``), data in
+    ``tmp_path/data``; with ``llm`` the LLM client the factories build is that scripted model. The environment
+    stays patched until exit (the factories read it), then is restored."""
     with pytest.MonkeyPatch.context() as patch:
         for key in list(os.environ):
             if key.startswith(SCRUB):
@@ -129,7 +125,19 @@ async def serve_in_process(
             patch.setattr(llm_module, "ChatClient", lambda **_: llm)
         for key, value in env.items():
             patch.setenv(key, str(value))
-        settings = load_settings(None)
+        yield load_settings(None)
+
+
+@asynccontextmanager
+async def serve_in_process(
+    tmp_path: Path, *, llm: InProcessLLM | None = None, **env: Any
+) -> AsyncIterator[InProcessServer]:
+    """The app as ``tablestore-openmemory-mcp --transport sse`` builds it, with ``env`` as its environment.
+
+    ``env`` holds the server's variables (``MCP_AUTH_TOKENS=...``, ``TOOL_BLACK_LIST="[]"``); the data directory
+    is ``tmp_path/data``. Everything is closed on exit, also when the test fails.
+    """
+    with server_settings(tmp_path, llm=llm, **env) as settings:
         handle = ServiceHandle(settings)
         app = HttpApp(build_server(settings, handle), settings, handle)
         starlette = app.app
