@@ -82,8 +82,8 @@ class InProcessServer:
             yield session
 
     @asynccontextmanager
-    async def sse(self, client: str, user: str, token: str | None = None) -> AsyncIterator[Client]:
-        """An MCP client session over SSE at /mcp/<client>/sse/<user>."""
+    async def sse(self, client: str, user: str, token: str | None = None, **options: Any) -> AsyncIterator[Client]:
+        """An MCP client session over SSE at /mcp/<client>/sse/<user>; ``options`` go to ``sse_client``."""
 
         def factory(
             headers: dict[str, str] | None = None,
@@ -93,7 +93,8 @@ class InProcessServer:
             # the SSE transport ends its session when the GET sees the disconnect: let it, rather than cancel
             return self.raw(token, cancel_on_close=False, headers=headers or {}, timeout=timeout, auth=auth)
 
-        async with Client(sse_client(f"{BASE_URL}/mcp/{client}/sse/{user}", httpx_client_factory=factory)) as session:
+        transport = sse_client(f"{BASE_URL}/mcp/{client}/sse/{user}", httpx_client_factory=factory, **options)
+        async with Client(transport) as session:
             yield session
 
     def connect(self, transport: str, client: str, user: str, token: str | None = None) -> Any:
