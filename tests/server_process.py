@@ -11,7 +11,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,8 @@ from typing import Any
 import httpx
 from mcp import Client, StdioServerParameters
 from mcp.client.sse import sse_client
+
+from tests.waiting import wait_for
 
 #: How long a server may take to start. A contended 2-core machine can need 30-90 s; override with
 #: TEST_STARTUP_TIMEOUT (seconds).
@@ -96,18 +97,18 @@ class HttpServer:
 
     def wait_ready(self, timeout: float = STARTUP_TIMEOUT) -> HttpServer:
         """Wait until /health answers; on failure the process is stopped before raising (never left behind)."""
+
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}: {self.log()}")
+            return httpx.get(f"{self.url}/health", timeout=5.0).status_code == 200
+
         try:
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if self.process.poll() is not None:
-                    raise RuntimeError(f"server exited with {self.process.returncode}: {self.log()}")
-                try:
-                    if httpx.get(f"{self.url}/health", timeout=5.0).status_code == 200:
-                        return self
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.1)  # polling interval of a condition wait, not synchronization
-            raise TimeoutError(f"server not ready after {timeout:.0f} s: {self.log()}")
+            wait_for(ready, f"the server on port {self.port} to answer /health", timeout, ignore=(httpx.HTTPError,))
+            return self
+        except AssertionError as exc:
+            self.stop()
+            raise TimeoutError(f"server not ready after {timeout:.0f} s: {self.log()}") from exc
         except BaseException:
             self.stop()
             raise
@@ -117,11 +118,7 @@ class HttpServer:
 
     def wait_idle(self, timeout: float = 60.0) -> None:
         """Wait until no tool call is running in the server (its /health reports ``in_flight``)."""
-        deadline = time.monotonic() + timeout
-        while self.health().get("in_flight", 0):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"server still busy after {timeout:.0f} s")
-            time.sleep(0.05)
+        wait_for(lambda: not self.health().get("in_flight", 0), "no tool call in flight", timeout)
 
     def log(self) -> str:
         if not self._log.closed:

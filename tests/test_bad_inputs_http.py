@@ -2,20 +2,22 @@
 
 Raw bodies (oversized, not JSON, not JSON-RPC, batches, NaN tokens, invalid UTF-8) go out byte for byte;
 after each case the scope's memory count is unchanged (nothing stored half-way) and /health answers.
-The table in docs/bad-inputs.md lists the same cases with what the user gets.
+The table in docs/bad-inputs.md lists the same cases with what the user gets. The HTTP cases run against the real
+app built in process (tests/inprocess.py); stdio runs the server process.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-import httpx
+import httpx2
 import pytest
 
-from tests.server_process import HttpServer, error_text, server_env, stdio_client, structured
+from tests.inprocess import InProcessServer, serve_in_process
+from tests.server_process import error_text, server_env, stdio_client, structured
 from tests.test_fuzz_tools import HEADERS, messages
 
 pytestmark = pytest.mark.anyio
@@ -36,7 +38,7 @@ def with_limit(token: str) -> bytes:
 class Raw:
     """One raw session: ``post`` returns (HTTP status, the JSON-RPC answer or None, raw text)."""
 
-    def __init__(self, http: httpx.AsyncClient, endpoint: str, events: AsyncIterator[str] | None = None) -> None:
+    def __init__(self, http: httpx2.AsyncClient, endpoint: str, events: AsyncIterator[str] | None = None) -> None:
         self.http, self.endpoint, self.events = http, endpoint, events
 
     async def post(self, body: bytes) -> tuple[int, dict[str, Any] | None, str]:
@@ -66,8 +68,8 @@ class Raw:
 
 
 @asynccontextmanager
-async def raw_session(server: HttpServer, transport: str, user: str) -> AsyncIterator[Raw]:
-    async with httpx.AsyncClient(timeout=60.0) as http:
+async def raw_session(server: InProcessServer, transport: str, user: str) -> AsyncIterator[Raw]:
+    async with server.raw(timeout=60.0) as http:
         if transport == "http":
             yield Raw(http, f"{server.url}/mcp/cline/http/{user}")
             return
@@ -91,10 +93,19 @@ async def raw_session(server: HttpServer, transport: str, user: str) -> AsyncIte
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory) -> Iterator[HttpServer]:
-    tmp_path = tmp_path_factory.mktemp("bad-inputs")
-    with HttpServer(server_env(tmp_path, TOOL_BLACK_LIST="[]"), tmp_path) as running:
+def anyio_backend() -> str:
+    return "asyncio"  # one event loop for the module, so the module's server lives across its tests
+
+
+@pytest.fixture(scope="module")
+async def server(tmp_path_factory) -> AsyncIterator[InProcessServer]:
+    async with serve_in_process(tmp_path_factory.mktemp("bad-inputs"), TOOL_BLACK_LIST="[]") as running:
         yield running
+
+
+async def health(server: InProcessServer) -> int:
+    async with server.raw() as http:
+        return (await http.get("/health")).status_code
 
 
 def tool_error(answer: dict[str, Any]) -> str:
@@ -123,7 +134,7 @@ async def test_refused_bodies_store_nothing(server, transport):
             assert got == status, (case, got, text[:300])
             if transport == "http" and status == 400:
                 assert answer["error"]["code"] in (-32700, -32600, -32602), (case, answer)
-            assert httpx.get(f"{server.url}/health").status_code == 200, case
+            assert await health(server) == 200, case
         assert await raw.count() == 1, "nothing stored half-way"
 
 
@@ -154,16 +165,17 @@ async def test_tool_level_bad_input_gets_tool_errors(server, transport):
             _, answer, _ = await raw.post(with_limit(token))
             assert "Input should be a finite number" in tool_error(answer), token
         assert await raw.count() == 0, "nothing stored half-way"
-    assert httpx.get(f"{server.url}/health").status_code == 200
+    assert await health(server) == 200
 
 
-def test_identities_built_like_paths_or_queries(server):
+async def test_identities_built_like_paths_or_queries(server):
     """In the URL a NUL is rejected, an encoded slash matches no route, and ``..`` is a literal (dots are allowed)."""
-    post = {"json": {"jsonrpc": "2.0", "id": 1, "method": "ping"}, "headers": HEADERS}
-    assert httpx.post(f"{server.url}/mcp/cline/http/%00", **post).status_code == 400
-    assert httpx.post(f"{server.url}/mcp/cline/http/a%2F..%2Fb", **post).status_code == 404
-    assert httpx.post(f"{server.url}/mcp/cline/http/%2E%2E", **post).status_code == 200  # user "..", no path
-    assert httpx.post(f"{server.url}/mcp/../../etc/passwd", **post).status_code == 404
+    post: dict[str, Any] = {"json": {"jsonrpc": "2.0", "id": 1, "method": "ping"}, "headers": HEADERS}
+    async with server.raw() as http:
+        assert (await http.post(f"{server.url}/mcp/cline/http/%00", **post)).status_code == 400
+        assert (await http.post(f"{server.url}/mcp/cline/http/a%2F..%2Fb", **post)).status_code == 404
+        assert (await http.post(f"{server.url}/mcp/cline/http/%2E%2E", **post)).status_code == 200  # user ".."
+        assert (await http.post(f"{server.url}/mcp/../../etc/passwd", **post)).status_code == 404
 
 
 async def test_ten_megabytes_over_stdio_names_the_limit(tmp_path):

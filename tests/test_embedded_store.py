@@ -400,14 +400,14 @@ def test_durable_across_reopen_and_entities_collection(tmp_path: Path) -> None:
 
 _CHILD = textwrap.dedent(
     """
-    import os, sys, time
+    import os, sys, time, zlib
     sys.path.insert(0, {src!r})
     import numpy as np
     from tablestore_openmemory_mcp.stores.base import scoped
     from tablestore_openmemory_mcp.stores.embedded import EmbeddedStore
     path, tag, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     s = EmbeddedStore(collection_name="mem0", path=path, embedding_model_dims={dims})
-    rng = np.random.default_rng(abs(hash(tag)) % 1000)
+    rng = np.random.default_rng(zlib.crc32(tag.encode()))  # hash() of a str varies per process
     with scoped({{"user_id": "u"}}):
         for i in range(n):
             payload = {{"data": f"{{tag}} {{i}}", "user_id": "u"}}

@@ -283,18 +283,22 @@ def _snapshot(emulator: TablestoreEmulator) -> list[tuple[str, str | None, str]]
     return sorted((d.document_id, d.text, str(d.metadata)) for d in store.get_all_documents())
 
 
-async def _wait_for_list(server: Any, client: str, user: str, count: int, deadline_s: float = 90.0) -> list[dict]:
-    import time
-
+async def _list(server: Any, client: str, user: str) -> list[dict]:
     from tests.server_process import structured
 
-    deadline = time.monotonic() + deadline_s
-    while True:
-        async with server.sse(client, user) as session:
-            listed = structured(await session.call_tool("list_memories", {}))
-        if listed["count"] >= count or time.monotonic() > deadline:
-            return list(listed["memories"])
-        time.sleep(0.2)  # polling interval of a condition wait (the copy runs in the background)
+    async with server.sse(client, user) as session:
+        return list(structured(await session.call_tool("list_memories", {}))["memories"])
+
+
+async def _wait_for_list(server: Any, client: str, user: str, count: int) -> list[dict]:
+    """The listing once it holds ``count`` memories (the copy runs in the background)."""
+    from tests.waiting import until
+
+    async def listed() -> list[dict] | None:
+        memories = await _list(server, client, user)
+        return memories if len(memories) >= count else None
+
+    return await until(listed, f"{count} memories listed for {client}/{user}", timeout=90.0)
 
 
 @pytest.mark.slow
@@ -352,7 +356,7 @@ async def test_server_with_the_reference_environment_serves_its_memories_once(
         assert "mem0_v2" in first_log
         tablestore_emulator.reset_counts()
         with HttpServer(env, tmp_path) as again:
-            listed = await _wait_for_list(again, "cline", "alice", 3, deadline_s=0)
+            listed = await _list(again, "cline", "alice")
             assert len(listed) == 3
             second_log = again.log()
         assert "copied the reference's memories" not in second_log

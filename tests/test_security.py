@@ -1,14 +1,14 @@
-"""Bearer tokens, user-bound tokens, Host/Origin checks, CORS and the refusal to listen unprotected."""
+"""Bearer tokens, user-bound tokens, Host/Origin checks, CORS and the refusal to listen unprotected.
+
+The HTTP checks run on the real app built in process (tests/inprocess.py); the refusal to listen, the startup
+warning and stdio run the server process.
+"""
 
 import subprocess
 
-import httpx
 import pytest
-from mcp import Client
-from mcp.client.sse import sse_client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared._httpx_utils import create_mcp_http_client
 
+from tests.inprocess import serve_in_process
 from tests.server_process import SCRIPT, HttpServer, free_port, server_env, stdio_client, structured
 
 pytestmark = pytest.mark.anyio
@@ -20,34 +20,38 @@ PING = {"jsonrpc": "2.0", "id": 1, "method": "ping"}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("auth")
-    env = server_env(tmp_path, MCP_AUTH_TOKENS=f"{ADMIN},{ALICE}:alice")
-    with HttpServer(env, tmp_path) as running:
+def anyio_backend() -> str:
+    return "asyncio"  # one event loop for the module, so the module's server lives across its tests
+
+
+@pytest.fixture(scope="module")
+async def server(tmp_path_factory):
+    async with serve_in_process(tmp_path_factory.mktemp("auth"), MCP_AUTH_TOKENS=f"{ADMIN},{ALICE}:alice") as running:
         yield running
 
 
 def http_client(server, client, user, token):
-    http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
-    return Client(streamable_http_client(f"{server.url}/mcp/{client}/http/{user}", http_client=http))
+    return server.http(client, user, token)
 
 
-def test_missing_or_wrong_token_gets_401_with_www_authenticate(server):
-    for headers in ({}, {"Authorization": "Bearer wrong-token-000"}, {"Authorization": f"Basic {ADMIN}"}):
-        response = httpx.post(f"{server.url}/mcp/cline/http/alice", json=PING, headers={**ACCEPT, **headers})
-        assert response.status_code == 401
-        assert response.headers["www-authenticate"].startswith("Bearer")
-        with httpx.stream("GET", f"{server.url}/mcp/cline/sse/alice", headers=headers) as stream:
-            assert stream.status_code == 401
-    assert httpx.post(f"{server.url}/mcp/messages/?session_id=00", json=PING).status_code == 401
-    assert httpx.get(f"{server.url}/health").status_code == 200, "/health needs no token"
+async def test_missing_or_wrong_token_gets_401_with_www_authenticate(server):
+    async with server.raw() as http:
+        for headers in ({}, {"Authorization": "Bearer wrong-token-000"}, {"Authorization": f"Basic {ADMIN}"}):
+            response = await http.post("/mcp/cline/http/alice", json=PING, headers={**ACCEPT, **headers})
+            assert response.status_code == 401
+            assert response.headers["www-authenticate"].startswith("Bearer")
+            async with http.stream("GET", "/mcp/cline/sse/alice", headers=headers) as stream:
+                assert stream.status_code == 401
+        assert (await http.post("/mcp/messages/?session_id=00", json=PING)).status_code == 401
+        assert (await http.get("/health")).status_code == 200, "/health needs no token"
 
 
-def test_bound_token_cannot_reach_another_users_url(server):
+async def test_bound_token_cannot_reach_another_users_url(server):
     headers = {**ACCEPT, "Authorization": f"Bearer {ALICE}"}
-    assert httpx.post(f"{server.url}/mcp/cline/http/bob", json=PING, headers=headers).status_code == 403
-    with httpx.stream("GET", f"{server.url}/mcp/cline/sse/bob", headers=headers) as stream:
-        assert stream.status_code == 403
+    async with server.raw() as http:
+        assert (await http.post("/mcp/cline/http/bob", json=PING, headers=headers)).status_code == 403
+        async with http.stream("GET", "/mcp/cline/sse/bob", headers=headers) as stream:
+            assert stream.status_code == 403
 
 
 async def test_valid_tokens_work_and_bound_token_cannot_use_another_users_sse_session(server):
@@ -57,14 +61,10 @@ async def test_valid_tokens_work_and_bound_token_cannot_use_another_users_sse_se
         assert structured(await admin_as_bob.call_tool("list_memories", {}))["count"] == 0
 
     sessions: list[str] = []
-    bob_sse = sse_client(
-        f"{server.url}/mcp/cline/sse/bob",
-        headers={"Authorization": f"Bearer {ADMIN}"},
-        on_session_created=sessions.append,
-    )
-    async with Client(bob_sse) as bob:
+    bob_sse = server.sse("cline", "bob", ADMIN, on_session_created=sessions.append)
+    async with bob_sse as bob, server.raw() as http:
         structured(await bob.call_tool("list_memories", {}))
-        hijack = httpx.post(
+        hijack = await http.post(
             f"{server.url}/mcp/messages/?session_id={sessions[0]}",
             json={"jsonrpc": "2.0", "id": 9, "method": "tools/call",
                   "params": {"name": "list_memories", "arguments": {}}},
@@ -75,31 +75,29 @@ async def test_valid_tokens_work_and_bound_token_cannot_use_another_users_sse_se
         assert hijack.json()["id"] == 9 and "Could not find session" in hijack.json()["error"]["message"]
 
 
-def test_origin_and_host_checks(server):
+async def test_origin_and_host_checks(server):
     headers = {**ACCEPT, "Authorization": f"Bearer {ADMIN}"}
-    evil = httpx.post(
-        f"{server.url}/mcp/cline/http/alice", json=PING, headers={**headers, "Origin": "http://evil.example"}
-    )
-    assert evil.status_code == 403
-    local = httpx.post(
-        f"{server.url}/mcp/cline/http/alice", json=PING, headers={**headers, "Origin": "http://localhost:3000"}
-    )
-    assert local.status_code == 200
-    rebound = httpx.post(f"{server.url}/mcp/cline/http/alice", json=PING, headers={**headers, "Host": "evil.example"})
-    assert rebound.status_code == 421
+    async with server.raw() as http:
+        evil = await http.post("/mcp/cline/http/alice", json=PING, headers={**headers, "Origin": "http://evil.example"})
+        assert evil.status_code == 403
+        local = await http.post(
+            "/mcp/cline/http/alice", json=PING, headers={**headers, "Origin": "http://localhost:3000"}
+        )
+        assert local.status_code == 200
+        rebound = await http.post("/mcp/cline/http/alice", json=PING, headers={**headers, "Host": "evil.example"})
+        assert rebound.status_code == 421
     assert "access-control-allow-origin" not in local.headers, "CORS is off by default"
 
 
-def test_cors_when_configured(tmp_path):
-    env = server_env(tmp_path, MCP_CORS_ORIGINS="http://app.example")
-    with HttpServer(env, tmp_path) as server:
-        preflight = httpx.options(
-            f"{server.url}/mcp/cline/http/alice",
+async def test_cors_when_configured(tmp_path):
+    async with serve_in_process(tmp_path, MCP_CORS_ORIGINS="http://app.example") as server, server.raw() as http:
+        preflight = await http.options(
+            "/mcp/cline/http/alice",
             headers={"Origin": "http://app.example", "Access-Control-Request-Method": "POST"},
         )
         assert preflight.headers.get("access-control-allow-origin") == "http://app.example"
-        other = httpx.post(
-            f"{server.url}/mcp/cline/http/alice", json=PING, headers={**ACCEPT, "Origin": "http://other.example"}
+        other = await http.post(
+            "/mcp/cline/http/alice", json=PING, headers={**ACCEPT, "Origin": "http://other.example"}
         )
         assert other.status_code == 403
 

@@ -11,9 +11,9 @@ import math
 import multiprocessing
 import socket
 import threading
-import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any
 
@@ -483,10 +483,15 @@ def test_hang_is_cut_by_timeout_and_retried(em: TablestoreEmulator) -> None:
     store = make(em, timeout=0.5)
     with scope(user_id="u1"):
         store.insert([vec(0)], [payload("x")], ["h1"])
+        em.hang_seconds = 3600.0  # only the client's timeout can end the first attempt (a count, not a clock)
         em.inject("GetRow", "hang", times=1)
-        started = time.monotonic()
-        assert store.get("h1") is not None
-        assert time.monotonic() - started < 5
+        em.reset_counts()
+        pool = ThreadPoolExecutor(1)
+        try:  # the bound only stops a regression from hanging the suite
+            got = pool.submit(contextvars.copy_context().run, store.get, "h1").result(timeout=120)
+        finally:
+            pool.shutdown(wait=False)
+        assert got is not None and em.counts["GetRow"] == 2, "the hung attempt was cut and retried"
 
 
 def test_exhausted_retries_raise_clearly(em: TablestoreEmulator) -> None:

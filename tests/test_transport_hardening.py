@@ -4,6 +4,10 @@ SSE sessions that were never initialized (reconnects, server restarts), strict s
 on the streamable URL, control characters in identities, the user_id argument against bound tokens, JSON-RPC
 error bodies, bounded resources (undelivered messages, header timeout, connection cap), 404 hints, the access
 log switch, and "port in use" in one line.
+
+What needs no process runs on the real app built in process (tests/inprocess.py: the ``server`` and ``auth_server``
+fixtures); restarts, socket buffers, header timeouts, the connection cap, uvicorn's access log and "port in use"
+run server processes.
 """
 
 from __future__ import annotations
@@ -24,7 +28,10 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
+from tablestore_openmemory_mcp.security import describe_binding
+from tests.inprocess import InProcessServer, serve_in_process
 from tests.server_process import SCRIPT, HttpServer, error_text, server_env, structured
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -51,7 +58,7 @@ def tool_call(name: str, arguments: dict[str, Any], id_: int) -> dict[str, Any]:
 class RawSse:
     """One SSE stream read by hand: the endpoint event, then JSON-RPC messages; POSTs go to the endpoint."""
 
-    def __init__(self, http: httpx.AsyncClient, base: str, response: httpx.Response) -> None:
+    def __init__(self, http: Any, base: str, response: Any) -> None:  # httpx or httpx2 (in process)
         self.http, self.base, self.response = http, base, response
         self.lines = response.aiter_lines()
         self.endpoint = ""
@@ -87,25 +94,20 @@ class RawSse:
 
 
 @asynccontextmanager
-async def raw_sse(server: HttpServer, user: str, token: str | None = None) -> AsyncIterator[RawSse]:
+async def raw_sse(server: HttpServer | InProcessServer, user: str, token: str | None = None) -> AsyncIterator[RawSse]:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
+    client: Any = (
+        server.raw(token, timeout=WAIT)
+        if isinstance(server, InProcessServer)
+        else httpx.AsyncClient(timeout=httpx.Timeout(WAIT), headers=headers)
+    )
     async with (
-        httpx.AsyncClient(timeout=httpx.Timeout(WAIT), headers=headers) as http,
+        client as http,
         http.stream("GET", f"{server.url}/mcp/cline/sse/{user}") as response,
     ):
         assert response.status_code == 200, await response.aread()
         sse = await RawSse(http, server.url, response).open()  # held here: dropping it would close the stream
         yield sse
-
-
-def wait_for(condition: Any, what: str, timeout: float = WAIT) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)  # polling interval of a condition wait
-    raise TimeoutError(what)
 
 
 class ServerOnPort(HttpServer):
@@ -126,17 +128,22 @@ class ServerOnPort(HttpServer):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("hardening")
-    with HttpServer(server_env(tmp_path, TOOL_BLACK_LIST="[]"), tmp_path) as running:
+def anyio_backend() -> str:
+    return "asyncio"  # one event loop for the module, so the in-process servers live across its tests
+
+
+@pytest.fixture(scope="module")
+async def server(tmp_path_factory):
+    async with serve_in_process(tmp_path_factory.mktemp("hardening"), TOOL_BLACK_LIST="[]") as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def auth_server(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("hardening-auth")
-    env = server_env(tmp_path, MCP_AUTH_TOKENS=f"{ALICE}:alice,{BOB}:bob,{ADMIN}", MEMORY_ALLOW_USER_ID_ARG="true")
-    with HttpServer(env, tmp_path) as running:
+async def auth_server(tmp_path_factory):
+    tokens = f"{ALICE}:alice,{BOB}:bob,{ADMIN}"
+    async with serve_in_process(
+        tmp_path_factory.mktemp("hardening-auth"), MCP_AUTH_TOKENS=tokens, MEMORY_ALLOW_USER_ID_ARG="true"
+    ) as running:
         yield running
 
 
@@ -190,41 +197,46 @@ async def test_initialize_still_negotiates_on_sse(server):
 # --- routes ---------------------------------------------------------------------------------------------------
 
 
-def test_get_on_the_streamable_endpoint_is_405_naming_the_sse_url(server):
-    response = httpx.get(f"{server.url}/mcp/cline/http/alice", headers={"Accept": "text/event-stream"}, timeout=30)
+async def test_get_on_the_streamable_endpoint_is_405_naming_the_sse_url(server):
+    async with server.raw() as http:
+        response = await http.get("/mcp/cline/http/alice", headers={"Accept": "text/event-stream"})
     assert response.status_code == 405
     assert "/mcp/cline/sse/alice" in response.json()["message"]
     assert "POST" in response.headers["allow"]
 
 
 @pytest.mark.parametrize("path", ["/index.html", "/mcp/cline/alice", "/.well-known/oauth-authorization-server"])
-def test_unknown_paths_get_404_json_with_a_hint(server, path):
-    response = httpx.get(f"{server.url}{path}", timeout=30)
+async def test_unknown_paths_get_404_json_with_a_hint(server, path):
+    async with server.raw() as http:
+        response = await http.get(path)
     assert response.status_code == 404
     assert "/mcp/<client_name>/sse/<user_id>" in response.json()["message"]
 
 
 @pytest.mark.parametrize("path", ["/mcp", "/sse"])
-def test_token_identity_urls_without_a_token_user_get_400_with_a_hint(server, path):
+async def test_token_identity_urls_without_a_token_user_get_400_with_a_hint(server, path):
     """/mcp and /sse take the user from the token (OAuth or token:user_id); without one they name the other URLs."""
-    response = httpx.get(f"{server.url}{path}", timeout=30)
+    async with server.raw() as http:
+        response = await http.get(path)
     assert response.status_code == 400
     assert "/mcp/<client_name>/sse/<user_id>" in response.json()["message"]
 
 
-def test_well_known_is_404_not_401_with_tokens(auth_server):
-    for path in ("/.well-known/oauth-authorization-server", "/.well-known/oauth-protected-resource/mcp/c/http/a"):
-        response = httpx.get(f"{auth_server.url}{path}", timeout=30)
-        assert response.status_code == 404, (path, response.status_code)
+async def test_well_known_is_404_not_401_with_tokens(auth_server):
+    async with auth_server.raw() as http:
+        for path in ("/.well-known/oauth-authorization-server", "/.well-known/oauth-protected-resource/mcp/c/http/a"):
+            response = await http.get(path)
+            assert response.status_code == 404, (path, response.status_code)
 
 
-def test_health_is_cheap_and_ready_checks_the_store(server):
-    health = httpx.get(f"{server.url}/health", timeout=30).json()
-    assert health["status"] == "ok" and health["in_flight"] == 0
-    for path in ("/ready", "/health?deep=1"):
-        ready = httpx.get(f"{server.url}{path}", timeout=30)
-        assert ready.status_code == 200, ready.text
-        assert ready.json()["store"] == "ok"
+async def test_health_is_cheap_and_ready_checks_the_store(server):
+    async with server.raw() as http:
+        health = (await http.get("/health")).json()
+        assert health["status"] == "ok" and health["in_flight"] == 0
+        for path in ("/ready", "/health?deep=1"):
+            ready = await http.get(path)
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["store"] == "ok"
 
 
 # --- session ids ------------------------------------------------------------------------------------------------
@@ -273,17 +285,20 @@ CONTROL_SPELLINGS = ["alice%0A", "alice%0D", "%00", "al%00ice", "alice%09", "ali
 
 
 @pytest.mark.parametrize("user", CONTROL_SPELLINGS)
-def test_identities_with_control_characters_are_400(server, user):
-    post = httpx.post(f"{server.url}/mcp/cline/http/{user}", json=rpc("ping", {}, 3), headers=HEADERS, timeout=30)
-    assert post.status_code == 400, post.text
-    assert post.json()["error"]["data"]["error"] == "invalid_identity"
-    with httpx.stream("GET", f"{server.url}/mcp/cline/sse/{user}", timeout=30) as stream:
-        assert stream.status_code == 400
-    with httpx.stream("GET", f"{server.url}/mcp/{user}/sse/alice", timeout=30) as stream:
-        assert stream.status_code == 400
+async def test_identities_with_control_characters_are_400(server, user):
+    async with server.raw() as http:
+        post = await http.post(f"/mcp/cline/http/{user}", json=rpc("ping", {}, 3), headers=HEADERS)
+        assert post.status_code == 400, post.text
+        assert post.json()["error"]["data"]["error"] == "invalid_identity"
+        async with http.stream("GET", f"/mcp/cline/sse/{user}") as stream:
+            assert stream.status_code == 400
+        async with http.stream("GET", f"/mcp/{user}/sse/alice") as stream:
+            assert stream.status_code == 400
 
 
-def _client(server: HttpServer, user: str, token: str | None) -> Client:
+def _client(server: HttpServer | InProcessServer, user: str, token: str | None) -> Any:
+    if isinstance(server, InProcessServer):
+        return server.http("cline", user, token)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     http = create_mcp_http_client(headers=headers)
     return Client(streamable_http_client(f"{server.url}/mcp/cline/http/{user}", http_client=http))
@@ -300,13 +315,14 @@ async def test_a_bound_token_cannot_act_as_another_user_through_the_user_id_argu
     async with _client(auth_server, "bob", BOB) as bob:
         assert structured(await bob.call_tool("list_memories", {}))["count"] == 0
         assert "bound to user 'bob'" in error_text(await bob.call_tool("list_memories", {"user_id": "alice"}))
-    assert "the user_id argument cannot override the binding" in auth_server.log()
+    # the warning the CLI logs at startup for these settings (cli.main logs describe_binding's line)
+    assert "the user_id argument cannot override the binding" in (describe_binding(auth_server.settings) or "")
 
 
 # --- JSON-RPC error bodies ---------------------------------------------------------------------------------------
 
 
-def test_http_errors_on_mcp_routes_carry_json_rpc_bodies(auth_server):
+async def test_http_errors_on_mcp_routes_carry_json_rpc_bodies(auth_server):
     url = auth_server.url
     cases = {
         "no token": (f"{url}/mcp/cline/http/alice", {}, 401),
@@ -318,16 +334,17 @@ def test_http_errors_on_mcp_routes_carry_json_rpc_bodies(auth_server):
         "unknown session": (f"{url}/mcp/messages/?session_id={'0' * 32}", {"Authorization": f"Bearer {ALICE}"}, 404),
         "bad session id": (f"{url}/mcp/messages/?session_id=xyz", {"Authorization": f"Bearer {ALICE}"}, 400),
     }  # fmt: skip
-    for case, (target, headers, status) in cases.items():
-        response = httpx.post(target, json=rpc("tools/list", {}, 41), headers={**HEADERS, **headers}, timeout=30)
-        assert response.status_code == status, (case, response.status_code, response.text)
-        body = response.json()
-        assert body["jsonrpc"] == "2.0" and body["id"] == 41, (case, body)
-        assert body["error"]["message"] and body["error"]["data"]["status"] == status, (case, body)
-    unauthorized = httpx.post(f"{url}/mcp/cline/http/alice", json=rpc("ping"), headers=HEADERS, timeout=30)
-    assert unauthorized.headers["www-authenticate"].startswith("Bearer")
-    not_jsonrpc = httpx.post(f"{url}/mcp/cline/http/alice", content=b"hello", headers=HEADERS, timeout=30)
-    assert not_jsonrpc.status_code == 401 and "jsonrpc" not in not_jsonrpc.json()
+    async with auth_server.raw() as http:
+        for case, (target, headers, status) in cases.items():
+            response = await http.post(target, json=rpc("tools/list", {}, 41), headers={**HEADERS, **headers})
+            assert response.status_code == status, (case, response.status_code, response.text)
+            body = response.json()
+            assert body["jsonrpc"] == "2.0" and body["id"] == 41, (case, body)
+            assert body["error"]["message"] and body["error"]["data"]["status"] == status, (case, body)
+        unauthorized = await http.post(f"{url}/mcp/cline/http/alice", json=rpc("ping"), headers=HEADERS)
+        assert unauthorized.headers["www-authenticate"].startswith("Bearer")
+        not_jsonrpc = await http.post(f"{url}/mcp/cline/http/alice", content=b"hello", headers=HEADERS)
+        assert not_jsonrpc.status_code == 401 and "jsonrpc" not in not_jsonrpc.json()
 
 
 async def test_the_python_sdk_client_shows_the_reason(auth_server):
@@ -360,7 +377,7 @@ async def test_a_session_that_never_reads_is_closed_at_the_cap(tmp_path):
                 assert response.status_code == 202, response.text
             assert closed_after is not None, "the session was never closed"
         assert httpx.get(f"{server.url}/health", timeout=30).status_code == 200
-        wait_for(lambda: "MCP_SSE_MAX_PENDING" in server.log(), "the close is logged")
+        wait_for(lambda: "MCP_SSE_MAX_PENDING" in server.log(), "the close is logged", WAIT)
         print(f"\nnon-reading SSE session closed after {closed_after} posts")
 
 
@@ -384,7 +401,7 @@ async def test_connection_cap_answers_503_but_health_keeps_answering(tmp_path):
             answer = httpx.post(f"{server.url}/mcp/cline/http/four", json=rpc("ping"), headers=HEADERS, timeout=30)
             return answer.status_code == 200
 
-        wait_for(fourth_accepted, "a slot frees up once the streams close")
+        wait_for(fourth_accepted, "a slot frees up once the streams close", WAIT)
 
 
 # --- startup and logs --------------------------------------------------------------------------------------------
@@ -416,7 +433,7 @@ def test_access_log_is_off_by_default_and_on_with_log_access(tmp_path):
     assert "probe=quiet" not in quiet.log_path.read_text(errors="replace")
     with HttpServer(server_env(tmp_path, LOG_ACCESS="true"), tmp_path) as loud:
         httpx.get(f"{loud.url}/health?probe=loud", timeout=30)
-        wait_for(lambda: "probe=loud" in loud.log(), "the access line")
+        wait_for(lambda: "probe=loud" in loud.log(), "the access line", WAIT)
 
 
 def test_ready_names_the_store_when_it_is_down(tmp_path, tablestore_emulator):

@@ -1,17 +1,24 @@
-"""Every tool over SSE and streamable HTTP from one server process, with the reference's exact routes."""
+"""Every tool over SSE and streamable HTTP from one server, with the reference's exact routes.
 
-import httpx
+The server is the real app built in process (tests/inprocess.py): these need no process, port or signal.
+"""
+
 import pytest
 
-from tests.server_process import HttpServer, error_text, server_env, structured
+from tests.inprocess import serve_in_process
+from tests.server_process import error_text, structured
 
 pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    tmp_path = tmp_path_factory.mktemp("http")
-    with HttpServer(server_env(tmp_path, TOOL_BLACK_LIST="[]"), tmp_path) as running:
+def anyio_backend() -> str:
+    return "asyncio"  # one event loop for the module, so the module's server lives across its tests
+
+
+@pytest.fixture(scope="module")
+async def server(tmp_path_factory):
+    async with serve_in_process(tmp_path_factory.mktemp("http"), TOOL_BLACK_LIST="[]") as running:
         yield running
 
 
@@ -62,37 +69,39 @@ async def test_tool_annotations_and_output_schemas(server):
     assert "user_id" not in tools["add_memories"].input_schema["properties"], "off unless MEMORY_ALLOW_USER_ID_ARG"
 
 
-def test_health_and_sse_post_errors_pass_through(server):
-    health = httpx.get(f"{server.url}/health")
-    assert health.status_code == 200 and health.json()["status"] == "ok"
-    unknown = httpx.post(
-        f"{server.url}/mcp/messages/?session_id=0123456789abcdef0123456789abcdef",
-        json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
-    )
-    assert unknown.status_code == 404
-    missing = httpx.post(f"{server.url}/mcp/messages/", json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
-    assert missing.status_code == 400
+async def test_health_and_sse_post_errors_pass_through(server):
+    async with server.raw() as http:
+        health = await http.get("/health")
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+        unknown = await http.post(
+            "/mcp/messages/?session_id=0123456789abcdef0123456789abcdef",
+            json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+        )
+        assert unknown.status_code == 404
+        missing = await http.post("/mcp/messages/", json={"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        assert missing.status_code == 400
 
 
 @pytest.mark.parametrize(
     "client_name,user_id",
     [("cline", "a=b"), ("cline", "*"), ("c'x", "u"), ('c"x', "u"), ("cline", "x" * 200), ("cline", "a%2Fb")],
 )
-def test_unsafe_identities_are_rejected_with_400(server, client_name, user_id):
-    response = httpx.post(
-        f"{server.url}/mcp/{client_name}/http/{user_id}",
-        json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
-        headers={"Accept": "application/json, text/event-stream"},
-    )
-    if "%2F" in user_id:  # decodes to a slash: no route matches at all
-        assert response.status_code == 404
-        return
-    assert response.status_code == 400
-    body = response.json()  # a JSON-RPC request gets a JSON-RPC error, with the request's id
-    assert body["jsonrpc"] == "2.0" and body["id"] == 1 and body["error"]["data"]["status"] == 400
-    assert "may contain only" in body["error"]["message"] or "longer than" in body["error"]["message"]
-    with httpx.stream("GET", f"{server.url}/mcp/{client_name}/sse/{user_id}") as stream:
-        assert stream.status_code == 400
+async def test_unsafe_identities_are_rejected_with_400(server, client_name, user_id):
+    async with server.raw() as http:
+        response = await http.post(
+            f"/mcp/{client_name}/http/{user_id}",
+            json={"jsonrpc": "2.0", "id": 1, "method": "ping"},
+            headers={"Accept": "application/json, text/event-stream"},
+        )
+        if "%2F" in user_id:  # decodes to a slash: no route matches at all
+            assert response.status_code == 404
+            return
+        assert response.status_code == 400
+        body = response.json()  # a JSON-RPC request gets a JSON-RPC error, with the request's id
+        assert body["jsonrpc"] == "2.0" and body["id"] == 1 and body["error"]["data"]["status"] == 400
+        assert "may contain only" in body["error"]["message"] or "longer than" in body["error"]["message"]
+        async with http.stream("GET", f"/mcp/{client_name}/sse/{user_id}") as stream:
+            assert stream.status_code == 400
 
 
 async def test_unicode_identity_is_accepted_and_isolated(server):
@@ -124,7 +133,7 @@ async def test_bad_input_gets_clear_tool_errors(server):
         assert structured(await client.call_tool("list_memories", {}))["count"] == 0, "nothing stored half-way"
 
 
-def test_lone_surrogate_over_raw_json_rpc_is_rejected(server):
+async def test_lone_surrogate_over_raw_json_rpc_is_rejected(server):
     """The SDK client cannot even encode a lone surrogate; a raw client can, as a JSON escape.
 
     The SDK's JSON parser refuses it with a 400 parse error before any tool runs (our own check in
@@ -134,14 +143,15 @@ def test_lone_surrogate_over_raw_json_rpc_is_rejected(server):
         '{"jsonrpc": "2.0", "id": 7, "method": "tools/call", '
         '"params": {"name": "add_memories", "arguments": {"text": "bad \\ud800 surrogate"}}}'
     )
-    response = httpx.post(
-        f"{server.url}/mcp/cline/http/surrogates",
-        content=body.encode(),
-        headers={
-            "Content-Type": "application/json",
-            "Accept": "application/json, text/event-stream",
-            "MCP-Protocol-Version": "2025-06-18",
-        },
-    )
+    async with server.raw() as http:
+        response = await http.post(
+            "/mcp/cline/http/surrogates",
+            content=body.encode(),
+            headers={
+                "Content-Type": "application/json",
+                "Accept": "application/json, text/event-stream",
+                "MCP-Protocol-Version": "2025-06-18",
+            },
+        )
     assert response.status_code == 400
     assert "Parse error" in response.json()["error"]["message"]
