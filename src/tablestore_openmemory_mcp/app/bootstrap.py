@@ -205,7 +205,7 @@ def _tablestore(
     settings: Settings, dimension: int, embedder_name: str | None = None
 ) -> tuple[MemoryStore, HistoryLog, HistoryLog, str]:
     from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore
-    from tablestore_openmemory_mcp.stores.tablestore.history import TablestoreHistoryLog, set_retention
+    from tablestore_openmemory_mcp.stores.tablestore.history import PRIMARY_KEY, TablestoreHistoryLog, set_retention
 
     table = settings.tablestore_table_name
     name = f"tablestore({settings.tablestore_endpoint}, table={table})"
@@ -219,6 +219,8 @@ def _tablestore(
             embedder_name=embedder_name,  # recorded in the table; another embedder is refused (reembed)
             max_retry_seconds=settings.tablestore_max_retry_seconds,
             ready_timeout=settings.tablestore_ready_timeout,
+            # a new deployment's history tables are created with the memories table: one readiness wait for all
+            also_create=[(f"{table}_{kind}", PRIMARY_KEY) for kind in ("history", "access")],
         )
         history, access = (
             TablestoreHistoryLog(

@@ -194,6 +194,7 @@ class TablestoreStore(MemoryStore):
         embedder_name: str | None = None,
         max_retry_seconds: float | None = None,
         ready_timeout: float | None = None,
+        also_create: Sequence[tuple[str, Sequence[tuple[str, str]]]] = (),
         **_ignored: Any,
     ) -> None:
         self.collection_name = validate_name("table", collection_name)
@@ -226,6 +227,7 @@ class TablestoreStore(MemoryStore):
         self.vector_column = COL_VECTOR  # the meta row may name another (after a reembed)
         self._index_reads = IndexReads(self)  # totals, pages by time and counts from the index
         self._switch = SwitchWatch(self)  # a reembed switch is picked up while running
+        self._also_create = also_create  # the server's other tables (history logs): created with a new table
         self._ensure()
 
     # ------------------------------------------------------------------ plumbing
@@ -287,14 +289,24 @@ class TablestoreStore(MemoryStore):
     # ------------------------------------------------------------------ startup / collections
 
     def _ensure(self) -> None:
-        """Create the table and index if needed and wait until they can be used (``readiness``);
-        3 RPCs when both exist and are ready (table, meta row, index)."""
+        """Create what is missing, then wait until it can be used (``readiness``); 3 RPCs when the table and
+        index exist and are ready (table, meta row, index).
+
+        A new table gets its index and ``also_create``'s tables before anything is waited for, so one wait covers
+        them all: each new table or index takes seconds (up to a minute) on the service, one after another
+        they add up (the search-index quick start also creates the index right after the table)."""
         self.readiness.begin()
         have = describe_primary_key(self.client, self._retry, self.collection_name, self._table_error)
+        created_index = None
         if have is None:
             self._create_table()
+            for name, key in self._also_create:
+                create_table(self.client, self._retry, name, key, self._table_error)
+            created_index = self.index_name  # a new table has no meta row naming another index
+            self._create_index()
         else:
             check_primary_key(self.collection_name, have)
+        self._also_create = ()
         # the first read of a new table (ours, or another replica's) waits until the table is usable
         what = f"table {self.collection_name}"
         meta = self.readiness.call(what, "GetRow", lambda: read_meta(self.client, self.collection_name))
@@ -302,19 +314,22 @@ class TablestoreStore(MemoryStore):
             self._record_embedder()
         else:
             self._follow(meta)
-        try:
-            meta, sync = self._call(
-                "DescribeSearchIndex",
-                lambda: self.client.describe_search_index(self.collection_name, self.index_name, True),
-            )
-        except OTSServiceError as exc:
-            if not not_found(exc):
-                raise self._friendly(exc) from exc
-            self._create_index()
-            initialized = False
+        if created_index == self.index_name:
+            initialized = False  # just created (or checked, when another replica won the race): wait below
         else:
-            self._check_index(meta)
-            initialized = index_initialized(sync)
+            try:
+                meta, sync = self._call(
+                    "DescribeSearchIndex",
+                    lambda: self.client.describe_search_index(self.collection_name, self.index_name, True),
+                )
+            except OTSServiceError as exc:
+                if not not_found(exc):
+                    raise self._friendly(exc) from exc
+                self._create_index()
+                initialized = False
+            else:
+                self._check_index(meta)
+                initialized = index_initialized(sync)
         if not initialized and not self.readiness.index(self.client, self.collection_name, self.index_name)[1]:
             self._recent.hold()  # searches miss what this process writes until the index has initialized
 
