@@ -51,9 +51,9 @@ def mcp(server: HttpServer, client: str, user: str, token: str | None) -> Client
     return Client(streamable_http_client(f"{server.url}/mcp/{client}/http/{user}", http_client=http))
 
 
-async def mcp_add(server: HttpServer, client: str, user: str, text: str, token: str | None) -> str:
+async def mcp_add(server: HttpServer, client: str, user: str, text: str, token: str | None, **more: Any) -> str:
     async with mcp(server, client, user, token) as session:
-        result = structured(await session.call_tool("add_memories", {"text": text, "infer": False}))
+        result = structured(await session.call_tool("add_memories", {"text": text, "infer": False, **more}))
     return str(result["events"][0]["id"])
 
 
@@ -69,9 +69,9 @@ async def rows(page: Any) -> list[str]:
 
 
 async def wait_rows(page: Any, wanted: Any, what: str, **asked: str) -> list[str]:
-    """Wait until the list shows the answer to ``asked`` (q, weak, client, state, sort, since; default "") and it
-    holds."""
-    expected = {"q": "", "weak": "", "client": "", "state": "", "sort": "", "since": "", **asked}
+    """Wait until the list shows the answer to ``asked`` (q, weak, client, state, sort, since, until; default "")
+    and it holds."""
+    expected = {"q": "", "weak": "", "client": "", "state": "", "sort": "", "since": "", "until": "", **asked}
 
     async def check() -> tuple[list[str]] | None:
         table = page.locator("#memory-list")
@@ -164,6 +164,26 @@ async def test_browse_search_filter_pause_edit_delete_and_export(server: HttpSer
         assert await page.get_by_text("No memories here yet.").is_visible()
         await page.get_by_role("button", name="Clear filters").click()
         await wait_rows(page, lambda shown: len(shown) == 4, "all memories again")
+        # dates are when a memory happened (its event time, else its creation), as over MCP; "To" includes that day
+        january = await mcp_add(server, "cline", "alice", "Visited Hangzhou", token, event_time="2026-01-15T09:00:00Z")
+        await page.get_by_label("From").fill("2026-01-15")
+        await page.get_by_label("To").fill("2026-01-15")
+        day = {"since": "2026-01-15", "until": "2026-01-15"}
+        assert await wait_rows(page, lambda shown: bool(shown), "that day's memory", **day) == ["Visited Hangzhou"]
+        await page.get_by_label("From").fill("")
+        await page.get_by_label("To").fill("2026-01-14")
+        await wait_rows(page, lambda shown: shown == [], "nothing happened before", until="2026-01-14")
+        purged = httpx.request(
+            "DELETE",
+            f"{server.url}/api/v1/memories",
+            params={"purge": "true"},
+            json={"memory_ids": [january]},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+        )
+        assert purged.status_code == 200 and purged.json()["purged"] == [january], purged.text
+        await page.get_by_role("button", name="Clear filters").click()
+        await wait_rows(page, lambda shown: len(shown) == 4, "the four memories again")
 
         # pause one: it stays on the page as paused, and MCP no longer lists it
         await page.get_by_label("Select: Likes green tea").check()

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from tablestore_openmemory_mcp.errors import MemoryNotFound, UserInputError
+from tablestore_openmemory_mcp.memory.as_of import clean_as_of, memories_at, search_at
 from tablestore_openmemory_mcp.memory.flow import ClassicFlow
 from tablestore_openmemory_mcp.memory.ports import (
     ALL_STATES,
@@ -23,7 +24,7 @@ from tablestore_openmemory_mcp.memory.ports import (
     State,
     StoredMemory,
 )
-from tablestore_openmemory_mcp.memory.query_filters import METADATA_KEY, MemoryQuery
+from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery, build_query
 from tablestore_openmemory_mcp.scope import Scope
 
 Sort = Literal["created_at", "-created_at", "updated_at", "-updated_at", "memory", "-memory", "score"]
@@ -67,14 +68,15 @@ class BrowseRequest:
     states: tuple[State, ...] = VISIBLE_STATES
     query: str | None = None
     category: str | None = None
-    since: str | None = None  # ISO date or time; created_at >= since
-    until: str | None = None  # created_at < until (a date means "before that day ends")
+    since: str | None = None  # ISO 8601; the memory's event time (else its creation time) >= since
+    until: str | None = None  # ... < until (a bare date is that day's start, as over MCP)
     sort: str = "-created_at"
     page: int = 1
     size: int = 20
     min_score: float | None = None  # a search's relevance cutoff; None: the server's (0 shows weaker matches)
     metadata: Mapping[str, Any] | None = None  # tags given on add: every key must match (match_any: one)
     match_any: bool = False
+    as_of: str | None = None  # ISO 8601: the memories as they were then, from their history (memory/as_of.py)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,45 +125,85 @@ class Admin:
         return [memory for page in self.repository.iter_all(scope, states=states) for memory in page]
 
     def browse(self, request: BrowseRequest) -> BrowsePage:
+        """The MCP read tools' filters with the same names and meaning (:func:`build_query`), plus states,
+        sorts and offset pages; each bad argument is a :class:`UserInputError` naming it."""
         if request.sort not in SORTS:
             raise UserInputError(f"sort must be one of {', '.join(SORTS)}")
         if request.page < 1 or not 1 <= request.size <= 200:
             raise UserInputError("page starts at 1 and size is between 1 and 200")
+        where = build_query(
+            category=request.category,
+            since=request.since,
+            until=request.until,
+            metadata=request.metadata,
+            match_any=request.match_any,
+        )
+        at = clean_as_of(request.as_of)
         scope = user_scope(request.user_id, request.client)
         start = (request.page - 1) * request.size
-        plain = not request.query and not request.category and not request.metadata
-        if plain and request.sort in ("created_at", "-created_at", "score"):
+        if at:
+            found, sort = self._found_at(request, scope, where, at)
+        elif not request.query and not where and request.sort in ("created_at", "-created_at", "score"):
             page = self.repository.created_page(
-                scope,
-                request.states,
-                newest_first=request.sort != "created_at",
-                offset=start,
-                limit=request.size,
-                since=request.since or None,
-                until=_until_bound(request.until),
+                scope, request.states, newest_first=request.sort != "created_at", offset=start, limit=request.size
             )
             if page is not None:  # the store's ordered index answered; otherwise read and sort below
                 return BrowsePage(page[0], page[1], request.page, request.size)
-        if request.query:
+            found, sort = self._all(scope, request.states), request.sort
+        elif request.query:
             vector = self.flow.embedder.embed(request.query, "search")
-            tags = MemoryQuery(metadata=request.metadata or {}, match_any=request.match_any)
-            where = {"where": tags.store_filter()} if tags else {}
             found = self.repository.search(
                 scope,
                 request.query,
                 vector,
                 MAX_SEARCH_HITS,
-                self.flow.min_score if request.min_score is None else request.min_score,
+                self._min_score(request),
                 states=request.states,
-                **where,
+                **({"where": where.store_filter()} if where else {}),
             )
-            sort = request.sort if request.sort != "-created_at" else "score"
+            sort = request.sort
+        else:  # event time is not in the stores' ordered indexes: filter every memory in scope
+            found = [m for m in self._all(scope, request.states) if where.accepts(m)]
+            sort = request.sort
+        if request.query:
+            sort = sort if sort != "-created_at" else "score"
         else:
-            found = self._all(scope, request.states)
-            sort = request.sort if request.sort != "score" else "-created_at"
-        kept = [m for m in found if _matches(m, request)]
-        kept = _sorted(kept, sort)
+            sort = sort if sort != "score" else "-created_at"
+        kept = _sorted(found, sort)
         return BrowsePage(kept[start : start + request.size], len(kept), request.page, request.size)
+
+    def _min_score(self, request: BrowseRequest) -> float | None:
+        return self.flow.min_score if request.min_score is None else request.min_score
+
+    def _found_at(
+        self, request: BrowseRequest, scope: Scope, where: MemoryQuery, at: str
+    ) -> tuple[list[StoredMemory], str]:
+        """The scope's memories as they were at ``at`` (their state then must be one of ``states``)."""
+        repository: Any = self.repository
+        if request.query:
+            vector = self.flow.embedder.embed(request.query, "search")
+            name = str(getattr(self.flow.embedder, "name", ""))
+            found = search_at(
+                repository,
+                self.flow.embedder,
+                name,
+                scope,
+                request.query,
+                vector,
+                at,
+                MAX_SEARCH_HITS,
+                self._min_score(request),
+                where or None,
+                request.states,
+            )
+        else:
+            found = memories_at(repository, scope, at, where or None, request.states)
+        if set(request.states) == {"active"}:  # like today's active-only reads: paused apps' memories hidden
+            paused = {
+                c for c in {m.client for m in found if m.client} if self.repository.app_state(request.user_id, c)[0]
+            }
+            found = [m for m in found if m.client not in paused]
+        return found, request.sort
 
     def owner_scope(self, user_id: str, memory_id: str) -> Scope:
         """The (client, user) scope a memory was written in, so edits keep its client."""
@@ -246,28 +288,6 @@ class Admin:
             "by_app": dict(sorted(by_app.items())),
             "added_per_day": [{"day": day, "by_app": dict(per_day[day])} for day in sorted(per_day) if day],
         }
-
-
-def _matches(memory: StoredMemory, request: BrowseRequest) -> bool:
-    if request.category and request.category not in memory.categories:
-        return False
-    if request.metadata:
-        tags = memory.metadata.get(METADATA_KEY)
-        tags = tags if isinstance(tags, Mapping) else {}
-        hits = [key in tags and tags[key] == value for key, value in request.metadata.items()]
-        if not (any(hits) if request.match_any else all(hits)):
-            return False
-    if request.since and memory.created_at < request.since:
-        return False
-    until = _until_bound(request.until)
-    return until is None or memory.created_at < until
-
-
-def _until_bound(until: str | None) -> str | None:
-    """The exclusive upper bound of ``created_at``: a bare date means "before that day ends"."""
-    if not until:
-        return None
-    return until + ("T99" if len(until) == 10 else "")
 
 
 def _sorted(memories: list[StoredMemory], sort: str) -> list[StoredMemory]:

@@ -13,7 +13,7 @@ would make it one). Searches embed the texts that changed since (the stored vect
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any, Protocol, cast
@@ -29,6 +29,9 @@ class HistoryReader(Protocol):
     def iter_all(self, scope: Scope, batch: int = ..., states: Any = ...) -> Iterable[list[StoredMemory]]: ...
     def history(self, scope: Scope, memory_id: str) -> list[HistoryRecord]: ...
     def vectors(self, scope: Scope, memory_ids: Sequence[str]) -> dict[str, list[float]]: ...
+
+
+_ACTIVE: tuple[State, ...] = ("active",)
 
 
 def clean_as_of(value: str | None) -> str | None:
@@ -62,13 +65,20 @@ def replay(memory: StoredMemory, records: Sequence[HistoryRecord], at: str) -> S
     return replace(memory, text=text, state=state if state in ALL_STATES else "active")
 
 
-def memories_at(repository: HistoryReader, scope: Scope, at: str, where: MemoryQuery | None) -> list[StoredMemory]:
-    """The scope's active memories at ``at``, oldest first, narrowed by ``where``."""
+def memories_at(
+    repository: HistoryReader,
+    scope: Scope,
+    at: str,
+    where: MemoryQuery | None,
+    states: Collection[State] = _ACTIVE,
+) -> list[StoredMemory]:
+    """The scope's memories that were in ``states`` at ``at`` (MCP: active; REST: any), oldest first,
+    narrowed by ``where``."""
     out: list[StoredMemory] = []
     for page in repository.iter_all(scope, states=ALL_STATES):
         for memory in page:
             then = replay(memory, repository.history(scope, memory.id), at)
-            if then is None or then.state != "active":
+            if then is None or then.state not in states:
                 continue
             if where and not where.accepts(then):
                 continue
@@ -88,9 +98,10 @@ def search_at(
     limit: int,
     min_score: float | None,
     where: MemoryQuery | None,
+    states: Collection[State] = _ACTIVE,
 ) -> list[StoredMemory]:
     """Vector search over :func:`memories_at` (no keyword signal: the FTS index holds today's texts)."""
-    then = memories_at(repository, scope, at, where)
+    then = memories_at(repository, scope, at, where, states)
     current = {m.id: m for page in repository.iter_all(scope, states=ALL_STATES) for m in page}
     same = [m.id for m in then if m.id in current and current[m.id].text == m.text]
     try:

@@ -31,7 +31,7 @@ OPERATIONS: list[tuple[str, str, str, list[dict[str, Any]], Model, tuple[int, Mo
     (
         "get",
         "/api/v1/memories",
-        "List, filter, search and page the user's memories",
+        "List, filter, search and page the user's memories (the MCP read tools' filters; unknown parameters: 400)",
         [
             _USER,
             _q("client", "string", "Only this app"),
@@ -41,8 +41,13 @@ OPERATIONS: list[tuple[str, str, str, list[dict[str, Any]], Model, tuple[int, Mo
             _q("category", "string", "Only this category"),
             _q("metadata", "string", 'Only memories with these tags, a JSON object, e.g. {"project":"apollo"}'),
             _q("match_any", "boolean", "true: a memory with any one of the tags is enough"),
-            _q("since", "string", "created_at >= this ISO date/time"),
-            _q("until", "string", "created_at before this date ends"),
+            _q(
+                "since",
+                "string",
+                "ISO 8601: only memories that happened at or after this (event time, else creation time)",
+            ),
+            _q("until", "string", "ISO 8601: only memories that happened before this (a date: before that day)"),
+            _q("as_of", "string", "ISO 8601, not in the future: the memories as they were then, from their history"),
             _q("sort", "string", "created_at, -created_at, updated_at, -updated_at, memory, -memory, score"),
             _q("page", "integer", "From 1"),
             _q("size", "integer", "1-200, default 20"),

@@ -36,7 +36,7 @@ from tablestore_openmemory_mcp.errors import (
 )
 from tablestore_openmemory_mcp.memory.admin import SORTS, BrowseRequest, user_scope
 from tablestore_openmemory_mcp.memory.ports import ALL_STATES, VISIBLE_STATES, State
-from tablestore_openmemory_mcp.memory.query_filters import clean_metadata
+from tablestore_openmemory_mcp.memory.query_filters import add_fields, clean_metadata
 from tablestore_openmemory_mcp.memory.service import MemoryService
 from tablestore_openmemory_mcp.rest.schemas import (
     AccessOut,
@@ -109,6 +109,42 @@ def _metadata(request: Request, name: str) -> dict[str, Any]:
     except ValueError:
         raise UserInputError(f'{name} must be a JSON object, e.g. {{"project": "apollo"}}') from None
     return clean_metadata(value, name)
+
+
+def _flag(request: Request, name: str) -> bool:
+    """A boolean query parameter: true/false, 1/0, yes/no (absent or empty: false)."""
+    raw = request.query_params.get(name, "").strip().lower()
+    if raw in ("", "0", "false", "no"):
+        return False
+    if raw in ("1", "true", "yes"):
+        return True
+    raise UserInputError(f"{name} must be true or false")
+
+
+#: The query parameters of GET /memories: the MCP read tools' filters (same names, same meaning) and the
+#: owner's view's own (state, q, sort, pages). Anything else is a 400 naming it, not silently ignored.
+LIST_PARAMETERS = (
+    "user_id",
+    "client",
+    "category",
+    "since",
+    "until",
+    "metadata",
+    "match_any",
+    "as_of",
+    "q",
+    "min_score",
+    "state",
+    "sort",
+    "page",
+    "size",
+)
+
+
+def _known_parameters(request: Request, known: tuple[str, ...]) -> None:
+    unknown = sorted(set(request.query_params) - set(known))
+    if unknown:
+        raise UserInputError(f"unknown query parameter {unknown[0][:40]!r}; this endpoint takes {', '.join(known)}")
 
 
 def _score(request: Request, name: str) -> float | None:
@@ -216,7 +252,9 @@ class RestApi:
 
     # --- memories ----------------------------------------------------------------------------------
     async def list_memories(self, request: Request) -> Response:
-        """List, filter, search (q: hybrid search) and page the user's memories across clients."""
+        """List, filter, search (q: hybrid search) and page the user's memories across clients; ``as_of``: as
+        they were then. The filters are the MCP read tools' (same names, same meaning)."""
+        _known_parameters(request, LIST_PARAMETERS)
         params = request.query_params
         user = resolve_user(request, params.get("user_id"))
         client = params.get("client") or None
@@ -241,7 +279,8 @@ class RestApi:
             size=_int(request, "size", 20, 1, 200),
             min_score=_score(request, "min_score"),
             metadata=_metadata(request, "metadata") or None,
-            match_any=params.get("match_any", "").lower() in ("1", "true", "yes"),
+            match_any=_flag(request, "match_any"),
+            as_of=params.get("as_of") or None,
         )
         page = await (await self.get_service()).browse(browse)
         return _json(
@@ -275,7 +314,8 @@ class RestApi:
         user = resolve_user(request, body.user_id)
         scope = Scope(validate_identity_part(body.client, "client"), user)
         text = clean_text(body.text, "text", self.settings.max_text_chars)
-        result = await (await self.get_service()).add(scope, text, body.infer, source="rest")
+        extra = add_fields(body.metadata, body.event_time)
+        result = await (await self.get_service()).add(scope, text, body.infer, source="rest", extra=extra)
         return _json(result, status=201)
 
     async def edit_memory(self, request: Request) -> Response:

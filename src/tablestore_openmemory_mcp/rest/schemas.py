@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from tablestore_openmemory_mcp.memory.admin import AppSummary
 from tablestore_openmemory_mcp.memory.ports import HistoryRecord, State, StoredMemory
+from tablestore_openmemory_mcp.memory.query_filters import EVENT_TIME_KEY, METADATA_KEY
 
 StateName = State
+
+
+def _event_time(memory: StoredMemory) -> str | None:
+    value = memory.metadata.get(EVENT_TIME_KEY)
+    return str(value) if value else None
+
+
+def _tags(memory: StoredMemory) -> dict[str, Any] | None:
+    value = memory.metadata.get(METADATA_KEY)
+    return dict(value) if isinstance(value, Mapping) and value else None
 
 
 class _Body(BaseModel):
@@ -22,6 +36,8 @@ class MemoryOut(BaseModel):
     categories: list[str]
     created_at: str
     updated_at: str
+    event_time: str | None = Field(None, description="When it happened, if given on add (since/until use it)")
+    metadata: dict[str, Any] | None = Field(None, description="The tags given on add")
     score: float | None = Field(None, description="Relevance 0-1, only when searching with q")
 
     @classmethod
@@ -34,6 +50,8 @@ class MemoryOut(BaseModel):
             categories=list(memory.categories),
             created_at=memory.created_at,
             updated_at=memory.updated_at,
+            event_time=_event_time(memory),
+            metadata=_tags(memory),
             score=round(memory.score, 4) if memory.score is not None else None,
         )
 
@@ -100,6 +118,8 @@ class CreateMemory(_Body):
     client: str = Field("rest", description="The app the memory is recorded for")
     text: str
     infer: bool = Field(False, description="true: let the LLM extract facts and reconcile, as add_memories does")
+    metadata: dict[str, Any] | None = Field(None, description='Tags to keep with it, e.g. {"project": "x"}')
+    event_time: str | None = Field(None, description="ISO 8601: when it happened (default: now)")
 
 
 class EditMemory(_Body):

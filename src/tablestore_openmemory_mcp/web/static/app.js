@@ -46,6 +46,14 @@
     document.getElementById("lang").value = app.lang;
   }
 
+  // The "To" date is inclusive on the page; the API's until is exclusive (as over MCP): ask for the next day.
+  function dayAfter(day) {
+    if (!/^\d{4}-\d{2}-\d{2}$/.test(day || "")) return day || "";
+    const date = new Date(day + "T00:00:00Z");
+    date.setUTCDate(date.getUTCDate() + 1);
+    return date.toISOString().slice(0, 10);
+  }
+
   function fmtDate(iso, seconds) {
     if (!iso) return "—";
     const date = new Date(iso);
@@ -456,13 +464,13 @@
     const list = app.list;
     const seq = ++app.loadSeq;
     const asked = { q: list.q, weak: list.weak ? "1" : "", client: list.client, state: list.state, sort: list.sort,
-      since: list.since };
+      since: list.since, until: list.until };
     table.setAttribute("aria-busy", "true");
     const page = await guarded(() =>
       call("GET", API + "/memories", {
         query: withUser({ q: list.q, min_score: list.q && list.weak ? "0" : "", client: list.client,
           state: list.state, category: list.category,
-          since: list.since, until: list.until, sort: list.sort || (list.q ? "score" : "-created_at"),
+          since: list.since, until: dayAfter(list.until), sort: list.sort || (list.q ? "score" : "-created_at"),
           page: list.page, size: list.size }),
       })
     );
@@ -504,7 +512,8 @@
           h("td", { "data-label": t("col.state") }, stateBadge(memory.state)),
           h("td", { "data-label": t("col.categories") },
             memory.categories.length ? memory.categories.map((c) => h("span", { class: "chip" }, c)) : "—"),
-          h("td", { "data-label": t("col.created") }, h("time", { datetime: memory.created_at }, fmtDate(memory.created_at)))
+          h("td", { "data-label": t("col.date") },
+            h("time", { datetime: memory.event_time || memory.created_at }, fmtDate(memory.event_time || memory.created_at)))
         );
       });
       all.addEventListener("change", () => {
@@ -526,7 +535,7 @@
             h("th", { scope: "col" }, t("col.client")),
             h("th", { scope: "col" }, t("col.state")),
             h("th", { scope: "col" }, t("col.categories")),
-            h("th", { scope: "col" }, t("col.created"))
+            h("th", { scope: "col" }, t("col.date"))
           )),
           h("tbody", {}, rows)
         )
@@ -603,6 +612,9 @@
       h("dt", {}, t("col.client")), h("dd", {}, memory.client || "—"),
       h("dt", {}, t("col.categories")),
       h("dd", {}, memory.categories.length ? memory.categories.map((c) => h("span", { class: "chip" }, c)) : "—"),
+      ...(memory.event_time ? [h("dt", {}, t("col.happened")), h("dd", {}, fmtDate(memory.event_time))] : []),
+      ...(memory.metadata ? [h("dt", {}, t("col.tags")), h("dd", {},
+        Object.entries(memory.metadata).map(([k, v]) => h("span", { class: "chip" }, k + ": " + String(v))))] : []),
       h("dt", {}, t("col.created")), h("dd", {}, fmtDate(memory.created_at)),
       h("dt", {}, t("col.updated")), h("dd", {}, fmtDate(memory.updated_at)),
       h("dt", {}, "ID"), h("dd", { class: "mono" }, memory.id)
