@@ -3,7 +3,8 @@
 On the labelled sets in ``benchmarks/data/ranking_*.json`` (per-user scopes of memories; queries that
 are an exact stored text, a paraphrase, a question a memory answers, or unrelated), every memory and
 query is embedded with a real embedder (default: the offline one), BM25 is computed per scope (Okapi,
-k1=1.2, b=0.75, the project's keyword tokenizer), and two rankers see the same cosines and BM25:
+the stores' k1 and b, the project's keyword tokenizer, the query's function words dropped), and two
+rankers see the same cosines and BM25:
 
 * mem0's ``score_and_rank`` (BM25 through ``get_bm25_params``/``normalize_bm25``, as ``Memory.search`` does);
 * ours, :func:`tablestore_openmemory_mcp.memory.scoring.rank` with the embedder's calibration.
@@ -35,11 +36,11 @@ from typing import Any
 import numpy as np
 
 from tablestore_openmemory_mcp.memory.scoring import Candidate, calibration_for, is_cjk, rank
-from tablestore_openmemory_mcp.stores.tokenize import query_tokens, tokens
+from tablestore_openmemory_mcp.stores.tokenize import BM25_B, BM25_K1, keyword_query, query_tokens, tokens
 
 DATA = Path(__file__).parent / "data"
-K1 = 1.2
-B = 0.75
+K1 = BM25_K1
+B = BM25_B
 KINDS = ("exact", "paraphrase", "question", "keyword", "unrelated", "lexical")
 
 
@@ -140,7 +141,7 @@ def make_embedder(kind: str) -> tuple[str, Embed, Embed]:
 
 def bm25_scores(query: str, texts: Sequence[str]) -> list[float]:
     """Okapi BM25 of ``query`` against every text of one scope (statistics from that scope only)."""
-    terms = query_tokens(query)
+    terms = query_tokens(keyword_query(query))  # as the repository asks the stores
     docs = [Counter(tokens(text)) for text in texts]
     lengths = [sum(doc.values()) for doc in docs]
     avg = (sum(lengths) / len(lengths)) or 1.0

@@ -47,6 +47,7 @@ from tablestore_openmemory_mcp.memory.ports import (
 )
 from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.stores.base import MemoryStore, OutputData, RowUpdate, scoped
+from tablestore_openmemory_mcp.stores.tokenize import keyword_query
 
 logger = logging.getLogger(__name__)
 
@@ -327,8 +328,8 @@ class StoreRepository:
         where: Mapping[str, Any] | None = None,
     ) -> list[StoredMemory]:
         filters = {**self._filters(scope, states), **(where or {})}
-        pool = max(limit * 4, 60)
-        lemmatized = lemmatize(query)
+        pool = max(limit * 4, scoring.SEARCH_POOL)
+        lemmatized = lemmatize(keyword_query(query))
         with scoped(scope.filters()):
             semantic = [row for row in self.store.search(query, vector, top_k=pool, filters=filters) if row.payload]
             keyword_rows = (

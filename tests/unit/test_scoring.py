@@ -94,6 +94,15 @@ def test_keyword_signal_is_zero_without_a_match_and_saturates_below_one() -> Non
     assert keyword_signal(None) == keyword_signal(0.0) == keyword_signal(-2.0) == keyword_signal(math.nan) == 0.0
     assert keyword_signal(scoring.KEYWORD_HALF) == pytest.approx(0.5)
     assert 0.99 < keyword_signal(1e6) < 1.0
+    assert keyword_signal(4.0, half=4.0) == pytest.approx(0.5) and keyword_signal(4.0) < 0.5
+
+
+def test_e5_reaches_half_its_keyword_signal_sooner() -> None:
+    """Issue 23: e5's ``keyword_half`` is 4 (the default 6): a rare word of the question weighs more."""
+    assert E5_SMALL.keyword_half == E5_SMALL.cjk.keyword_half == 4.0  # type: ignore[union-attr]
+    assert USE_MULTILINGUAL.keyword_half == scoring.KEYWORD_HALF
+    vector = E5_SMALL.relevance(0.85)
+    assert score(Candidate("m", 0.85, 4.0), E5_SMALL) == pytest.approx(vector + (1 - vector) * 0.5)
 
 
 def test_a_keyword_match_alone_cannot_make_an_unrelated_memory_look_relevant() -> None:
@@ -214,6 +223,9 @@ def test_calibration_rejects_anchors_that_do_not_increase() -> None:
         Calibration("bad", 0.1, 0.4, 0.8, 1.2)
     with pytest.raises(ValueError, match="keyword_weight"):
         Calibration("bad", 0.1, 0.4, 0.8, 1.0, keyword_weight=1.5)
+    for half in (0.0, -1.0, math.inf, math.nan):
+        with pytest.raises(ValueError, match="keyword_half"):
+            Calibration("bad", 0.1, 0.4, 0.8, 1.0, keyword_half=half)
 
 
 # ------------------------------------------------------------------------------------------------ real embedder
@@ -301,10 +313,10 @@ def test_ranking_benchmark_ours_is_no_worse_than_mem0_on_the_offline_embedder(
 
 
 def test_the_keyword_boost_rises_with_vector_relevance_and_never_lifts_an_unrelated_memory() -> None:
-    """Issue 23: e5's keyword weight is 0.2 for a memory the vector finds unrelated and 0.8 from relevance
+    """Issue 23: e5's keyword weight is 0.2 for a memory the vector finds unrelated and 1.0 from relevance
     KEYWORD_RAMP on, so a question's words reorder related turns without making noise relevant."""
     assert E5_SMALL.keyword_share(0.0) == E5_SMALL.keyword_weight == 0.2
-    assert E5_SMALL.keyword_share(scoring.KEYWORD_RAMP) == E5_SMALL.keyword_share(0.9) == 0.8
+    assert E5_SMALL.keyword_share(scoring.KEYWORD_RAMP) == E5_SMALL.keyword_share(0.9) == 1.0
     shares = [E5_SMALL.keyword_share(v / 10) for v in range(11)]
     assert shares == sorted(shares)
     assert score(Candidate("m", E5_SMALL.unrelated, 1e6), E5_SMALL) <= 0.2

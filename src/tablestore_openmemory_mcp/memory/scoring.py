@@ -21,15 +21,20 @@ How (:func:`score`):
    symmetric embedder's exact text is 1.0 -> 1.0). Monotone, clamped to [0, 1]. Cosines of CJK
    queries run higher with every embedder measured, so those get their own anchors: pass the query
    to :func:`calibration_for` on every search (a regex, microseconds).
-2. keyword: ``k = bm25 / (bm25 + KEYWORD_HALF)`` (0 without a match), then
+2. keyword: ``k = bm25 / (bm25 + half)`` (0 without a match; ``half`` is the calibration's
+   ``keyword_half``, :data:`KEYWORD_HALF` by default), then
    ``score = vector + (1 - vector) * w * k``: a match only ever raises the score, never past 1, and
    alone lifts an unrelated memory to at most ``keyword_weight`` (``w``). That weight is small because
    raw BM25 in a small scope also rewards stop words ("I", "for"); 0.2 was the largest that did not
    lower e5's ranking on the sets below (USE, a weaker ranker, gains up to 0.4). For memories the
    vector already finds related, ``w`` rises linearly to ``keyword_boost`` at relevance
    :data:`KEYWORD_RAMP`: in a conversation's hundreds of turns the words of a question (names, things)
-   separate its evidence from turns on the same topic (e5: 0.8, measured on LoCoMo).
-3. :func:`rank` sorts by score (ties: cosine, then id), drops scores below ``min_score`` (so the
+   separate its evidence from turns on the same topic (e5: 1.0, measured on LoCoMo). The keyword side
+   of a search ignores English function words (``stores.tokenize.keyword_query``), so a question's
+   "what did ... to the" no longer counts as a match.
+3. Candidates: the :data:`SEARCH_POOL` memories nearest the query vector (fewer when the scope is
+   smaller) get a keyword score; a keyword match deep in that pool can then rise to the top.
+4. :func:`rank` sorts by score (ties: cosine, then id), drops scores below ``min_score`` (so the
    threshold applies to the score the user sees) and keeps ``limit``.
 
 Anchors were measured with ``python -m benchmarks.ranking --calibrate --embedder NAME`` on
@@ -67,6 +72,12 @@ from itertools import pairwise
 KEYWORD_HALF = 6.0
 #: The most a keyword match adds by default, as a share of the distance left to 1.
 KEYWORD_WEIGHT = 0.2
+#: Memories the vector search fetches for a search with a small ``limit`` (``limit * 4`` when larger), which
+#: keyword scores then re-rank. Measured on LoCoMo (``benchmarks.locomo_recall``, offline embedder, issue 23
+#: settings): R@5 0.539 with 60, 0.552 with 100, 0.559 with 150, 0.564 with 200, 0.567 with 300. A deeper
+#: pool costs payload reads (embedded: 200 rows from SQLite; Tablestore: a KNN top_k of 200 and a second
+#: BatchGetRow of 100 rows when the scope holds more than 100 memories), never an extra embedding.
+SEARCH_POOL = 200
 #: Vector relevance from which a calibration's ``keyword_boost`` applies in full (below: linearly from
 #: ``keyword_weight`` at 0), so a keyword match alone never lifts an unrelated memory past ``keyword_weight``.
 KEYWORD_RAMP = 0.4
@@ -119,6 +130,7 @@ class Calibration:
     keyword_weight: float = KEYWORD_WEIGHT
     cjk: Calibration | None = None
     keyword_boost: float | None = None  # the keyword weight for memories the vector finds related (KEYWORD_RAMP)
+    keyword_half: float = KEYWORD_HALF  # raw BM25 at which the keyword signal is half its maximum
     cutoff: float = DEFAULT_MIN_SCORE  # the measured default relevance cutoff of searches with this embedder
 
     def __post_init__(self) -> None:
@@ -129,6 +141,8 @@ class Calibration:
             raise ValueError(f"calibration {self.name}: keyword_weight must be within [0, 1]")
         if self.keyword_boost is not None and not self.keyword_weight <= self.keyword_boost <= 1.0:
             raise ValueError(f"calibration {self.name}: keyword_boost must be within [keyword_weight, 1]")
+        if not (math.isfinite(self.keyword_half) and self.keyword_half > 0.0):
+            raise ValueError(f"calibration {self.name}: keyword_half must be a positive number")
 
     def keyword_share(self, vector: float) -> float:
         """The weight of the keyword signal for a memory of this vector relevance."""
@@ -160,17 +174,20 @@ class Calibration:
         return 1.0
 
 
-# Measured on this project's labelled sets (module docstring), rounded to 0.01. e5's keyword boost of 0.8
-# (issue 23, ``benchmarks.locomo_recall``): LoCoMo R@5 0.447 -> 0.512 (0.4: 0.476, 0.6: 0.498, 1.0: 0.514), while
-# the labelled sets' R@5 moves 0.991 -> 0.982 and their unrelated queries still answer nothing at the cutoff.
+# Measured on this project's labelled sets (module docstring), rounded to 0.01. e5's keyword boost and half
+# (issue 23, ``benchmarks.locomo_recall``): a boost of 0.8 took LoCoMo R@5 from 0.447 to 0.512; with the query's
+# function words dropped, BM25 b=0.4 and a pool of 200, a boost of 1.0 and a half of 4 (instead of 0.8 and 6)
+# take it from 0.548 to 0.564 (0.9 and 4: 0.558; 1.0 and 6: 0.558; 1.0 and 3: 0.565), while the labelled sets'
+# unrelated queries still answer nothing at the cutoff.
 E5_SMALL = Calibration(
     "multilingual-e5-small",
     0.76,
     0.81,
     0.88,
     0.94,
-    keyword_boost=0.8,
-    cjk=Calibration("multilingual-e5-small/cjk", 0.83, 0.86, 0.93, 0.97, keyword_boost=0.8),
+    keyword_boost=1.0,
+    keyword_half=4.0,
+    cjk=Calibration("multilingual-e5-small/cjk", 0.83, 0.86, 0.93, 0.97, keyword_boost=1.0, keyword_half=4.0),
 )
 WORDLLAMA = Calibration("wordllama", 0.01, 0.39, 0.65, 1.0, cjk=Calibration("wordllama/cjk", 0.38, 0.63, 0.78, 1.0))
 USE_MULTILINGUAL = Calibration(
@@ -220,18 +237,18 @@ def calibration_for(embedder_name: str, query: str = "") -> Calibration:
     return found.cjk if found.cjk is not None and query and is_cjk(query) else found
 
 
-def keyword_signal(bm25: float | None) -> float:
-    """Raw BM25 -> [0, 1): 0 for no match, :data:`KEYWORD_HALF` -> 0.5, saturating."""
+def keyword_signal(bm25: float | None, half: float = KEYWORD_HALF) -> float:
+    """Raw BM25 -> [0, 1): 0 for no match, ``half`` -> 0.5, saturating."""
     if bm25 is None or not math.isfinite(bm25) or bm25 <= 0.0:
         return 0.0
-    return bm25 / (bm25 + KEYWORD_HALF)
+    return bm25 / (bm25 + half)
 
 
 def score(candidate: Candidate, calibration: Calibration) -> float:
     """The relevance in [0, 1] the user sees for one candidate."""
     vector = calibration.relevance(candidate.cosine)
     share = calibration.keyword_share(vector)
-    return min(1.0, vector + (1.0 - vector) * share * keyword_signal(candidate.keyword))
+    return min(1.0, vector + (1.0 - vector) * share * keyword_signal(candidate.keyword, calibration.keyword_half))
 
 
 def rank(

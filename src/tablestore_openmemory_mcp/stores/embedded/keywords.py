@@ -3,8 +3,9 @@
 SQLite's ``bm25()`` takes document frequencies and lengths over the whole FTS table, so one user's
 scores would depend on (and reveal) other users' texts. Instead every write updates, per scope key
 (the user, and the user + client), each term's document frequency and the scope's document count and
-total length; a query reads those few numbers and scores its rows in Python (BM25, k1 = 1.2,
-b = 0.75, Lucene's always-positive idf). FTS5 is used only to find which rows contain a term.
+total length; a query reads those few numbers and scores its rows in Python (BM25 with
+``tokenize.BM25_K1``/``BM25_B``, Lucene's always-positive idf). FTS5 is used only to find which rows
+contain a term.
 
 A scope key is ``u\\x1f<user>`` or ``a\\x1f<user>\\x1f<client>``: the two shapes a caller scope has.
 """
@@ -16,8 +17,8 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 
-K1 = 1.2
-B = 0.75
+from ..tokenize import BM25_B as B
+from ..tokenize import BM25_K1 as K1
 
 
 def stats_keys(user_id: object, agent_id: object) -> list[str]:

@@ -27,12 +27,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..base import OutputData
+from ..tokenize import BM25_B as _B
+from ..tokenize import BM25_K1 as _K1
 from ..tokenize import tokens
 
 TTL = 30.0
 _MAX_ENTRIES = 256
-_K1 = 1.2
-_B = 0.75
 
 
 def filters_key(filters: Mapping[str, Any] | None, scope: Mapping[str, Any] | None) -> str:
