@@ -12,12 +12,17 @@ os.environ["MEM0_DIR"] = tempfile.mkdtemp(prefix="mem0-tests-")
 os.environ["MEM0_TELEMETRY"] = "False"
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 from tests.fakes.openai_fixture import fake_dashscope, fake_openai
 from tests.fakes.tablestore_fixture import tablestore_emulator
 from tests.tablestore_target import tablestore_target
 
 __all__ = ["anyio_backend", "fake_dashscope", "fake_openai", "tablestore_emulator", "tablestore_target"]
+
+# Seeded randomness only: property tests draw the same examples on every run and machine (a failure reproduces).
+hypothesis_settings.register_profile("seeded", derandomize=True)
+hypothesis_settings.load_profile("seeded")
 
 
 @pytest.fixture

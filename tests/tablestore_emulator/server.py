@@ -339,7 +339,7 @@ class TablestoreEmulator:
         *,
         times: int | None = None,
         rate: float | None = None,
-        seed: int | None = None,
+        seed: int = 0,
     ) -> None:
         """Make matching calls fail: `times` next calls, or a seeded `rate` fraction (API "*" = any)."""
         self.faults.inject(api, kind, times=times, rate=rate, seed=seed)
