@@ -31,7 +31,7 @@ from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
-from tablestore_openmemory_mcp.bootstrap import ServiceHandle, build_server
+from tablestore_openmemory_mcp.app.bootstrap import ServiceHandle, build_server
 from tablestore_openmemory_mcp.settings import Settings, load_settings
 from tablestore_openmemory_mcp.transports.http_app import HttpApp
 from tests.asgi_bridge import BASE_URL, streaming_client
@@ -120,7 +120,7 @@ def server_settings(tmp_path: Path, *, llm: InProcessLLM | None = None, **env: A
         patch.chdir(tmp_path)  # no stray .env
         patch.setenv("MEMORY_DATA_DIR", str(tmp_path / "data"))
         if llm is not None:  # the LLM client at its boundary: the real factory builds the rest
-            import tablestore_openmemory_mcp.llm as llm_module
+            import tablestore_openmemory_mcp.models.llm as llm_module
 
             patch.setenv("LLM_API_KEY", "in-process")
             patch.setattr(llm_module, "ChatClient", lambda **_: llm)

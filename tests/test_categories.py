@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tablestore_openmemory_mcp.llm import LLMError
+from tablestore_openmemory_mcp.models.llm import LLMError
 from tests.fakes.inprocess_llm import InProcessLLM
 from tests.inprocess import InProcessServer, serve_in_process
 from tests.server_process import structured

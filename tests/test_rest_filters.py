@@ -16,12 +16,12 @@ from mcp import Client
 from mcp.server.mcpserver import MCPServer
 from starlette.applications import Starlette
 
-from tablestore_openmemory_mcp.bootstrap import build_components
+from tablestore_openmemory_mcp.app.bootstrap import build_components
+from tablestore_openmemory_mcp.edge.tools import register_tools
 from tablestore_openmemory_mcp.rest.openapi import document
 from tablestore_openmemory_mcp.rest.routes import LIST_PARAMETERS, RestApi
 from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.settings import Settings
-from tablestore_openmemory_mcp.tools import register_tools
 
 pytestmark = pytest.mark.anyio
 

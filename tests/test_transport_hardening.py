@@ -28,7 +28,7 @@ from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
-from tablestore_openmemory_mcp.security import describe_binding
+from tablestore_openmemory_mcp.edge.security import describe_binding
 from tests.inprocess import InProcessServer, serve_in_process
 from tests.server_process import SCRIPT, HttpServer, error_text, server_env, structured
 from tests.waiting import wait_for

@@ -14,8 +14,8 @@ from collections import Counter, deque
 from collections.abc import Callable
 from typing import Any
 
-from tablestore_openmemory_mcp.jsonparse import NoJSONFound, parse_json_object
-from tablestore_openmemory_mcp.llm import LLMReplyError
+from tablestore_openmemory_mcp.models.jsonparse import NoJSONFound, parse_json_object
+from tablestore_openmemory_mcp.models.llm import LLMReplyError
 from tests.fakes.memory_llm import classic_memory_llm
 
 

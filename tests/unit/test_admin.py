@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from tablestore_openmemory_mcp.bootstrap import Components
+from tablestore_openmemory_mcp.app.bootstrap import Components
 from tablestore_openmemory_mcp.errors import MemoryNotFound, UserInputError
 from tablestore_openmemory_mcp.memory.admin import Admin, BrowseRequest, user_scope
 from tablestore_openmemory_mcp.scope import Scope

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tablestore_openmemory_mcp.audit import APP_PREFIX, AccessLog, AppDirectory
+from tablestore_openmemory_mcp.memory.audit import APP_PREFIX, AccessLog, AppDirectory
 from tablestore_openmemory_mcp.memory.ports import HistoryRecord
 from tablestore_openmemory_mcp.stores.history_sqlite import SqliteHistoryLog
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from tablestore_openmemory_mcp.bootstrap import Components
-from tablestore_openmemory_mcp.categories import MAX_CATEGORY_CHARS, Categorizer, clean_categories
-from tablestore_openmemory_mcp.llm import LLMError
+from tablestore_openmemory_mcp.app.bootstrap import Components
+from tablestore_openmemory_mcp.memory.categories import MAX_CATEGORY_CHARS, Categorizer, clean_categories
 from tablestore_openmemory_mcp.memory.ports import Origin
+from tablestore_openmemory_mcp.models.llm import LLMError
 from tests.fakes.inprocess_llm import InProcessLLM
 from tests.unit.wiring import add_texts, built, fresh_scope
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tablestore_openmemory_mcp.bootstrap import Components
+from tablestore_openmemory_mcp.app.bootstrap import Components
 from tablestore_openmemory_mcp.errors import ConflictError
 from tablestore_openmemory_mcp.memory.ports import NewMemory, Origin
 from tablestore_openmemory_mcp.scope import Scope

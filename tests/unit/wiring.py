@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from tablestore_openmemory_mcp.bootstrap import Components, build_components
+from tablestore_openmemory_mcp.app.bootstrap import Components, build_components
 from tablestore_openmemory_mcp.memory.ports import NewMemory, Origin, StoredMemory
 from tablestore_openmemory_mcp.scope import Scope
 from tests.fakes.inprocess_llm import InProcessLLM
