@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
+from datetime import date, timedelta
 from typing import Any
 
 import pytest
@@ -67,7 +68,9 @@ def test_browse_filters_by_query_category_and_time(wired: Components, admin: Adm
     assert found.items[0].id == tea.id and found.items[0].score is not None
     assert [m.id for m in admin.browse(BrowseRequest(scope.user_id, category="drinks")).items] == [tea.id]
     day = tea.created_at[:10]
-    assert admin.browse(BrowseRequest(scope.user_id, until=day)).total == 2, "a bare date: until that day ends"
+    next_day = (date.fromisoformat(day) + timedelta(days=1)).isoformat()
+    assert admin.browse(BrowseRequest(scope.user_id, until=day)).total == 0, "a bare date: until that day starts"
+    assert admin.browse(BrowseRequest(scope.user_id, until=next_day)).total == 2
     assert admin.browse(BrowseRequest(scope.user_id, until="2000-01-01")).total == 0
     assert admin.browse(BrowseRequest(scope.user_id, since="2999-01-01", sort="memory")).total == 0
     assert {m.id for m in admin.browse(BrowseRequest(scope.user_id, since=day, sort="memory")).items} == {tea.id, go.id}
