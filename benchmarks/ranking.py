@@ -366,10 +366,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"\nours: exact > 0.8 for {exact_ok}/{len(ours_all.scores['exact'])}; "
         f"unrelated best hit < 0.5 for {unrelated_ok}/{len(ours_all.scores['unrelated'])}"
     )
-    cut = calibration.cutoff
-    answered = {kind: f"{sum(s >= cut for s in ours_all.scores[kind])}/{len(ours_all.scores[kind])}" for kind in KINDS}
+    cut, cjk_cut = calibration.cutoff, calibration_for(name, "中文").cutoff
+    cutoffs = {
+        kind: [calibration_for(name, i.query.text).cutoff for i in items if i.query.kind == kind] for kind in KINDS
+    }
+    answered = {  # each query against its own cutoff (CJK queries may have their own): scores are in item order
+        kind: f"{sum(s >= c for s, c in zip(ours_all.scores[kind], cutoffs[kind], strict=True))}"
+        f"/{len(ours_all.scores[kind])}"
+        for kind in KINDS
+    }
     print(
-        f"default cutoff {cut}: unrelated queries answered {answered['unrelated']}, unrelated sharing words "
+        f"default cutoff {cut} (CJK queries {cjk_cut}): unrelated queries answered {answered['unrelated']}, "
+        "unrelated sharing words "
         f"{answered['lexical']}; relevant best hit kept: " + ", ".join(f"{k} {answered[k]}" for k in KINDS[:4])
     )
     for label in ("mem0 score_and_rank", "ours (scoring.rank)"):
