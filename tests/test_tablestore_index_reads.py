@@ -48,8 +48,8 @@ def em(emulator: TablestoreEmulator) -> Iterator[TablestoreEmulator]:
 
 
 def make(em: TablestoreEmulator, **kw: Any) -> TablestoreStore:
+    kw.setdefault("collection_name", (None if kw else TABLES.take(em)) or f"t_{uuid.uuid4().hex[:10]}")
     return TablestoreStore(
-        collection_name=(None if kw else TABLES.take(em)) or f"t_{uuid.uuid4().hex[:10]}",
         endpoint=em.endpoint,
         instance_name=em.instance_name,
         access_key_id=em.access_key_id,
