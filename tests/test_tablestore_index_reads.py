@@ -17,6 +17,7 @@ from tablestore import SearchIndexMeta
 from tablestore_openmemory_mcp.stores.base import MemoryStore, scoped
 from tablestore_openmemory_mcp.stores.tablestore import RowUpdate, TablestoreStore
 from tablestore_openmemory_mcp.stores.tablestore.schema import COL_DAY, index_meta
+from tests.fakes.table_pool import TablePool
 from tests.fakes.tablestore_fixture import INDEX_DELAY
 from tests.tablestore_emulator import TablestoreEmulator
 
@@ -25,6 +26,7 @@ ALICE = {"user_id": "alice"}
 CLINE = {"user_id": "alice", "agent_id": "cline"}
 CURSOR = {"user_id": "alice", "agent_id": "cursor"}
 BOB = {"user_id": "bob", "agent_id": "cline"}
+TABLES = TablePool()  # new tables made ahead in batches: a test's store needs no wait for its table (see there)
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +41,15 @@ def emulator() -> Iterator[TablestoreEmulator]:
 @pytest.fixture
 def em(emulator: TablestoreEmulator) -> Iterator[TablestoreEmulator]:
     emulator.index_delay = INDEX_DELAY
+    TABLES.top_up(emulator, lambda name: make(emulator, collection_name=name))
     emulator.reset_counts()
     yield emulator
     emulator.index_delay = INDEX_DELAY
 
 
 def make(em: TablestoreEmulator, **kw: Any) -> TablestoreStore:
+    kw.setdefault("collection_name", (None if kw else TABLES.take(em)) or f"t_{uuid.uuid4().hex[:10]}")
     return TablestoreStore(
-        collection_name=f"t_{uuid.uuid4().hex[:10]}",
         endpoint=em.endpoint,
         instance_name=em.instance_name,
         access_key_id=em.access_key_id,

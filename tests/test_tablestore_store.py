@@ -27,11 +27,13 @@ from tablestore_openmemory_mcp.stores.filters import matches
 from tablestore_openmemory_mcp.stores.tablestore import RowUpdate, TablestoreStore, TablestoreUnavailableError
 from tablestore_openmemory_mcp.stores.tablestore import query as qb
 from tablestore_openmemory_mcp.stores.tablestore.schema import index_meta
+from tests.fakes.table_pool import TablePool
 from tests.fakes.tablestore_fixture import INDEX_DELAY
 from tests.tablestore_emulator import TablestoreEmulator
 
 AK, SK, INSTANCE = "test-ak", "test-secret", "testinst"
 DIMS = 8
+TABLES = TablePool()  # new tables made ahead in batches: a test's store needs no wait for its table (see there)
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +48,7 @@ def emulator() -> Iterator[TablestoreEmulator]:
 def em(emulator: TablestoreEmulator) -> Iterator[TablestoreEmulator]:
     emulator.clear_faults()
     emulator.index_delay = INDEX_DELAY
+    TABLES.top_up(emulator, lambda name: make(emulator, name))
     emulator.reset_counts()
     yield emulator
     emulator.clear_faults()
@@ -55,6 +58,8 @@ def em(emulator: TablestoreEmulator) -> Iterator[TablestoreEmulator]:
 
 
 def make(em: TablestoreEmulator, table: str | None = None, **kw: Any) -> TablestoreStore:
+    if table is None and not kw:
+        table = TABLES.take(em)
     args: dict[str, Any] = {
         "collection_name": f"t_{uuid.uuid4().hex[:10]}" if table is None else table,
         "endpoint": em.endpoint,

@@ -26,12 +26,14 @@ from tablestore_openmemory_mcp.stores.tablestore.history import TablestoreHistor
 from tablestore_openmemory_mcp.stores.tablestore.recent import RecentWrites
 from tablestore_openmemory_mcp.stores.tablestore.retry import Retrier
 from tablestore_openmemory_mcp.stores.tablestore.schema import PRIMARY_KEY
+from tests.fakes.table_pool import TablePool
 from tests.tablestore_emulator import TablestoreEmulator
 
 AK, SK, INSTANCE = "test-ak", "test-secret", "strictinst"
 DIMS = 8
 STATES = ["paused", "archived", "deleted"]
 ACTIVE = {"state": {"nin": STATES}}
+TABLES = TablePool("s_")  # new tables made ahead in batches, under the windows a test would make its own (see there)
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +47,7 @@ def emulator() -> Iterator[TablestoreEmulator]:
 @pytest.fixture
 def em(emulator: TablestoreEmulator) -> Iterator[TablestoreEmulator]:
     emulator.clear_faults()
+    TABLES.top_up(emulator, lambda name: make(emulator, name))
     emulator.reset_counts()
     table_ready, index_ready = emulator.table_ready_seconds, emulator.index_ready_seconds
     yield emulator
@@ -56,6 +59,8 @@ def em(emulator: TablestoreEmulator) -> Iterator[TablestoreEmulator]:
 
 
 def make(em: TablestoreEmulator, table: str | None = None, **kw: Any) -> TablestoreStore:
+    if table is None and not kw:
+        table = TABLES.take(em)
     args: dict[str, Any] = {
         "collection_name": table or f"s_{uuid.uuid4().hex[:10]}",
         "endpoint": em.endpoint,
