@@ -9,7 +9,7 @@ e2``. Scores use the offline embedder's calibration (``embedder_name``), the def
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -36,8 +36,25 @@ def at(cosine: float, axis: int = 1) -> list[float]:
     return vector
 
 
+class Searchable:
+    """A repository and how to make its latest writes searchable (the emulator's index sees writes late)."""
+
+    def __init__(self, repository: StoreRepository, settle: Callable[[], None]) -> None:
+        self.repository, self.settle = repository, settle
+
+    def add(self, memories: list[tuple[str, list[float]]]) -> dict[str, str]:
+        added = self.repository.add(ALICE, [NewMemory(text=t, vector=v) for t, v in memories], Origin())
+        self.settle()
+        return {a.memory.text: a.memory.id for a in added}
+
+
+def _searchable_at_once() -> None:
+    """The embedded store: a write is searchable when it returns."""
+
+
 @pytest.fixture(params=["embedded", "tablestore"])
-def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreRepository]:
+def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Searchable]:
+    settle: Callable[[], None] = _searchable_at_once
     if request.param == "embedded":
         store = EmbeddedStore(collection_name="memories", path=str(tmp_path), embedding_model_dims=DIMS)
         repository = StoreRepository(store, SqliteHistoryLog(tmp_path), embedder_name=E5)
@@ -56,43 +73,35 @@ def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreReposi
         )
         history = TablestoreHistoryLog(ts.client, "keywords_history", endpoint=ts.endpoint)
         repository = StoreRepository(ts, history, embedder_name=E5)
-        repository.flush_index = emulator.flush_index  # type: ignore[attr-defined]  # the index sees writes late
+        settle = emulator.flush_index
     try:
-        yield repository
+        yield Searchable(repository, settle)
     finally:
         repository.close()
 
 
-def add(repo: StoreRepository, memories: list[tuple[str, list[float]]]) -> dict[str, str]:
-    added = repo.add(ALICE, [NewMemory(text=text, vector=vector) for text, vector in memories], Origin())
-    flush = getattr(repo, "flush_index", None)
-    if flush is not None:
-        flush()
-    return {a.memory.text: a.memory.id for a in added}
-
-
-def test_a_questions_function_words_are_no_keyword_match(repo: StoreRepository) -> None:
-    """ "What did ... do with the ... when it was" is in half of any chat; counting it as a match ranked a
-    memory sharing only those words above the answer (and over the cutoff)."""
+def test_a_questions_function_words_are_no_keyword_match(repo: Searchable) -> None:
+    """A question's "what did ... do with the ... when it was" is in half of any chat; counting it as a match
+    ranked a memory sharing only those words above the answer (and over the cutoff)."""
     answer = "Melanie painted pictures indoors with the kids"
     chatter = "What did you do with it? Was it fun when it was sunny?"
-    add(repo, [(answer, at(0.815)), (chatter, at(0.82, 2)), *((f"filler note {i}", at(0.5, 3)) for i in range(6))])
+    repo.add([(answer, at(0.815)), (chatter, at(0.82, 2)), *((f"filler note {i}", at(0.5, 3)) for i in range(6))])
     query = "What did Melanie do with the kids when it was raining?"
-    hits = repo.search(ALICE, query, QUERY, 5, 0.0)
+    hits = repo.repository.search(ALICE, query, QUERY, 5, 0.0)
     assert [h.text for h in hits[:2]] == [answer, chatter]
     e5 = scoring.calibration_for(E5, query)
     assert hits[1].score == pytest.approx(e5.relevance(0.82))  # no keyword part at all
     assert hits[1].score < scoring.DEFAULT_MIN_SCORE
-    assert [h.text for h in repo.search(ALICE, query, QUERY, 5, None)] == [answer]  # the default cutoff
+    assert [h.text for h in repo.repository.search(ALICE, query, QUERY, 5, None)] == [answer]  # the default cutoff
 
 
-def test_a_keyword_match_past_the_60_nearest_reaches_the_top(repo: StoreRepository) -> None:
+def test_a_keyword_match_past_the_60_nearest_reaches_the_top(repo: Searchable) -> None:
     """The vector search fetches :data:`scoring.SEARCH_POOL` candidates, not 60: the one memory naming the
     question's thing is 121st by vector and first by score."""
     crowd = [(f"a walk in the park, day {i}", at(0.86 - i * 1e-4, 2)) for i in range(120)]
     target = "that novel about tigers on a lifeboat was wonderful"
-    ids = add(repo, [*crowd, (target, at(0.83))])
-    hits = repo.search(ALICE, "Which book about tigers did I like?", QUERY, 5, None)
+    ids = repo.add([*crowd, (target, at(0.83))])
+    hits = repo.repository.search(ALICE, "Which book about tigers did I like?", QUERY, 5, None)
     assert len(hits) == 5 and hits[0].id == ids[target]
     assert [h.text for h in hits[1:]] == [text for text, _ in crowd[:4]]
     assert len(crowd) + 1 <= scoring.SEARCH_POOL  # the target, 121st by vector, is a candidate
