@@ -33,7 +33,7 @@ def emulator() -> Iterator[TablestoreEmulator]:
 def test_the_servers_tables_are_created_first_and_waited_for_once(
     emulator: TablestoreEmulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tablestore_openmemory_mcp.bootstrap import _tablestore
+    from tablestore_openmemory_mcp.app.bootstrap import _tablestore
 
     table = f"r{uuid.uuid4().hex[:10]}"
     for name, value in {
