@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tablestore_openmemory_mcp.memory.ports import StoredMemory
-from tablestore_openmemory_mcp.repository import now_iso, text_hash, to_payload
+from tablestore_openmemory_mcp.stores.row_format import now_iso, text_hash, to_payload
 from tablestore_openmemory_mcp.settings import TOOL_NAMES
 from tablestore_openmemory_mcp.stores.base import ACTIVE_SCOPE
 from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore

@@ -190,14 +190,6 @@ def test_every_method_round_trip(em: TablestoreEmulator) -> None:
         assert store.list() == [[]]
         with pytest.raises(MemoryNotFound, match="not found"):
             store.update(ids[0], payload=payload("ghost"))
-    assert store.collection_name in store.list_cols()
-    info = store.col_info()
-    assert info["dimension"] == DIMS and info["metric"] == "cosine"
-    store.reset()
-    with scope(user_id="u1"):
-        assert store.list() == [[]]
-    store.delete_col()
-    assert store.collection_name not in store.list_cols()
     store.close()
 
 

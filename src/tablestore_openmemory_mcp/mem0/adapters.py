@@ -20,8 +20,9 @@ from typing import Any
 
 from tablestore_openmemory_mcp.errors import DependencyError
 from tablestore_openmemory_mcp.memory.ports import ChatModel, Embedder, HistoryRecord, Origin
-from tablestore_openmemory_mcp.repository import StoreRepository, now_iso
+from tablestore_openmemory_mcp.repository import StoreRepository
 from tablestore_openmemory_mcp.scope import Scope
+from tablestore_openmemory_mcp.stores.row_format import now_iso
 
 from .vector_store import CALL
 

@@ -145,7 +145,7 @@ class Admin:
         if request.query:
             vector = self.flow.embedder.embed(request.query, "search")
             tags = MemoryQuery(metadata=request.metadata or {}, match_any=request.match_any)
-            where = {"where": tags.store_filter()} if tags else {}
+            where = {"where": tags} if tags else {}
             found = self.repository.search(
                 scope,
                 request.query,
