@@ -1,14 +1,19 @@
-"""What every memory store offers the repository (``repository.py``), and how scope reaches it.
+"""The stores' common base: the typed port the repository uses, on each store's row methods.
 
-Stores persist rows in one shape: an ``id``, a unit ``vector`` and a ``payload`` dict (``data`` = the
-text, ``hash``, ``created_at``, ``updated_at``, ``user_id``, ``agent_id`` = the client, ``state``,
-metadata). Only the repository builds or reads payloads; the memory flow never sees them.
+Two levels, one class:
 
-**Scope fails closed.** The repository opens :func:`scoped` around every store call with the caller's
-identity filters (``{"user_id": u}`` or ``{"user_id": u, "agent_id": c}``). Every store method refuses
-to run without it (:class:`~tablestore_openmemory_mcp.errors.ScopeMissing`), and treats a row outside
-it as absent, so a guessed or leaked id never reaches another user's memory. There is no "no scope
-means everything" path: maintenance code (tests, migration) opens a scope too.
+* **The typed port** (:class:`~..memory.store_port.StorePort`): ``put``, ``read``, ``page``, ``nearest``,
+  ``keyword_hits``, ... take the caller's :class:`~..scope.Scope`, the states it may see and a
+  :class:`~..memory.query_filters.MemoryQuery`, and return :class:`~..memory.ports.StoredMemory`. Rows are
+  mapped by :mod:`.row_format`; the scope, states and query become the stores' own query (:mod:`.port`).
+* **Row methods** (``insert``, ``search``, ``list_page``, ...): payload dicts (:mod:`.row_format`'s keys)
+  and mem0's filter dialect (:mod:`.filters`), for the mem0 provider (:mod:`..mem0.vector_store`) and the
+  store-level tests. Each takes the caller's identity as ``scope=`` (``{"user_id": u}`` or
+  ``{"user_id": u, "agent_id": c}``); without it, the one :func:`scoped` opened (a test convenience).
+
+**Scope fails closed.** No identity, or one without a user, raises
+(:class:`~tablestore_openmemory_mcp.errors.ScopeMissing`) before any I/O, and a row outside the scope is
+treated as absent, so a guessed or leaked id never reaches another user's memory.
 
 **Exact duplicates** are found through ``dedup_key`` (scope + content hash), kept by the store on a
 strongly consistent path (a unique index, or a conditional row), never by a lagging search index.

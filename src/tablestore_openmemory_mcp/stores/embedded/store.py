@@ -9,7 +9,7 @@ Why it is built this way:
   writers queue on ``busy_timeout``. Every write transaction bumps the collection's ``generation`` and
   logs the rowids it touched, so a process whose cache is behind replays just those rows. A scope's
   vectors are loaded outside the cache lock, so a big first load never stalls other users.
-* **Scope fails closed.** Every method needs :func:`~..base.scoped`; reads push the scope's identity
+* **Scope fails closed.** Every method needs the caller's scope (``scope=``); reads push its identity
   into SQL (composite indexes) and check every row before returning it.
 * **Exact duplicates** are atomic: the check and the insert run in one ``BEGIN IMMEDIATE``
   transaction, behind a UNIQUE ``(user_id, dedup_key)`` index.
@@ -364,10 +364,6 @@ class EmbeddedStore(MemoryStore):
             moved = row.ident != ident
             tx.states.append(RowState(row.rid, row.id, ident, vec if new_vec is not None or moved else None))
 
-    def delete(self, vector_id: str) -> bool:
-        """Delete one row in scope; False when it is missing or outside the scope."""
-        return bool(self.delete_many([vector_id]))
-
     def delete_many(self, ids: Iterable[str], *, scope: Who = None) -> list[str]:
         """Delete rows in scope in one transaction; the ids this call deleted, in the order given."""
         scope = require_scope(scope)
@@ -440,24 +436,6 @@ class EmbeddedStore(MemoryStore):
         return OutputData(id=row.id, payload=row.payload) if R.in_scope(scope, row.ident, row.payload) else None
 
     # ------------------------------------------------------------------ lists
-
-    def list(self, filters: Mapping[str, Any] | None = None, top_k: int | None = None) -> list[list[OutputData]]:
-        """``[rows]`` in scope, oldest first (created_at, id); ``top_k=None`` = all."""
-        p = R.plan(filters, require_scope())
-        if p is None or (top_k is not None and top_k <= 0):
-            return [[]]
-        sql = f"SELECT {_ROW_COLS} FROM {self._n.table}{p.where} ORDER BY created_at, id"
-        if p.sql_exact and top_k is not None:
-            sql += f" LIMIT {int(top_k)}"
-        out: list[OutputData] = []
-        with self._pool.connection() as conn:
-            for raw in conn.execute(sql, p.params):
-                row = _row(raw)
-                if R.row_visible(p, row.ident, row.payload):
-                    out.append(OutputData(id=row.id, score=None, payload=row.payload))
-                    if top_k is not None and len(out) >= top_k:
-                        break
-        return [out]
 
     def list_page(
         self, filters: Mapping[str, Any] | None, limit: int, cursor: str | None = None, *, scope: Who = None

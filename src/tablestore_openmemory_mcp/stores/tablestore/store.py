@@ -2,8 +2,8 @@
 
 Layout (see ``schema``): primary key ``(user_id, memory_id)``, so one user's memories are one contiguous
 range. Every decision is made on the table, which is strongly consistent; the search index, which lags
-writes by seconds, only proposes candidates. Every call runs inside :func:`~..base.scoped` (scope fails
-closed) and the PK user comes from the scope; other scope keys (``agent_id``) are column conditions on
+writes by seconds, only proposes candidates. Every call names the caller's scope (``scope=``; scope fails
+closed) and the PK user comes from it; other scope keys (``agent_id``) are column conditions on
 writes and column filters or checks on reads, so a row outside the scope behaves like a missing row.
 
 RPCs per operation (nothing failing):
@@ -18,7 +18,7 @@ RPCs per operation (nothing failing):
   the existing rows + BatchWriteRow releasing their keys (when any held one); exact under faults
   (``_write_exact``). Unknown ids cost the reads only.
 * ``list_page`` = GetRange (limit + 1 rows); ``count`` = a keys-only GetRange scan (free right after a
-  ``list_page`` that covered the whole range); ``list`` = GetRange pages with payloads.
+  ``list_page`` that covered the whole range).
 * ``search`` = 1 Search (KNN, primary keys only, so up to 1000 hits in one page: no paging tokens) +
   1 BatchGetRow that checks the best hits against the table: deleted rows dropped, current text
   returned. This process's own writes of the last seconds (``recent``) join the candidates, so a search
@@ -693,10 +693,6 @@ class TablestoreStore(MemoryStore):
                 done.add(mid)
         return done
 
-    def delete(self, vector_id: str) -> bool:
-        """Delete one row in scope; True when this call deleted it."""
-        return bool(self.delete_many([vector_id]))
-
     def delete_many(self, ids: Iterable[str], *, scope: Who = None) -> builtins.list[str]:
         """Delete rows in scope; return exactly the ids this call deleted, and release their dedup keys.
 
@@ -871,15 +867,6 @@ class TablestoreStore(MemoryStore):
         return sweep(self, user)
 
     # ------------------------------------------------------------------ scans
-
-    def list(
-        self, filters: Mapping[str, Any] | None = None, top_k: int | None = None
-    ) -> builtins.list[builtins.list[OutputData]]:
-        """All rows in scope matching ``filters`` in created order, wrapped once (``[rows]``)."""
-        rows = self._scan(filters, require_scope())
-        if top_k is not None and top_k >= 0:
-            rows = rows[:top_k]
-        return [rows]
 
     def count(self, filters: Mapping[str, Any] | None = None, *, scope: Who = None) -> int:
         """How many rows in scope match ``filters``; strongly consistent.
