@@ -126,7 +126,7 @@ class StoreRepository:
 
     # --- reads -----------------------------------------------------------------------------------
     def get(self, scope: Scope, memory_id: str) -> StoredMemory | None:
-        return self.store.read(scope, [memory_id]).get(memory_id)
+        return self.store.read_one(scope, memory_id)
 
     def get_many(self, scope: Scope, memory_ids: Sequence[str]) -> dict[str, StoredMemory]:
         return self.store.read(scope, memory_ids)

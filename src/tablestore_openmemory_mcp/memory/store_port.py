@@ -68,6 +68,10 @@ class StorePort(Protocol):
         """Write rows in one call (all or none); per row, the id now holding it (a dedup key's holder)."""
         ...
 
+    def read_one(self, scope: Scope, memory_id: str) -> StoredMemory | None:
+        """One row by id (a single-row read), every state; None when missing or outside the scope."""
+        ...
+
     def read(self, scope: Scope, memory_ids: Sequence[str]) -> dict[str, StoredMemory]:
         """Rows by id, every state, strongly consistent; missing and out-of-scope ids are absent."""
         ...

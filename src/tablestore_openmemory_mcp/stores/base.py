@@ -111,6 +111,10 @@ class MemoryStore(ABC):
             scope=scope_filters(scope),
         )
 
+    def read_one(self, scope: Scope, memory_id: str) -> StoredMemory | None:
+        row = self.get(memory_id, scope=scope_filters(scope))
+        return row_format.to_memory(row.id, row.payload) if row is not None else None
+
     def read(self, scope: Scope, memory_ids: Sequence[str]) -> dict[str, StoredMemory]:
         ids = list(dict.fromkeys(str(i) for i in memory_ids))
         if not ids:
