@@ -277,7 +277,6 @@ def bench_store_scale(store: TablestoreStore, rec: Recorder, scale: int) -> None
         rec.measure(scale, "search top 10 (+ keyword on its hits)", [search(i) for i in range(RUNS)])
         if new_api:
             rec.measure(scale, "list_page (100)", [lambda: store.list_page(flt, 100)] * RUNS)
-        rec.measure(scale, "list (all)", [lambda: store.list(flt)] * LISTS[scale])
         rec.measure(scale, "count", [lambda: store.count(flt)] * LISTS[scale])
         current = {a[0]: store.get(a[0]) for a in added}
 

@@ -37,9 +37,10 @@ from tests.tablestore_emulator.store import StoredRow, cmp_key
 from tablestore_openmemory_mcp.backup.exporter import export_backup
 from tablestore_openmemory_mcp.memory.admin import Admin, BrowseRequest
 from tablestore_openmemory_mcp.memory.ports import HistoryRecord, NewMemory, Origin, StoredMemory
-from tablestore_openmemory_mcp.repository import StoreRepository, dedup_key, text_hash, to_payload
+from tablestore_openmemory_mcp.repository import StoreRepository
 from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.stores.history_events import columns_of, event_ids
+from tablestore_openmemory_mcp.stores.row_format import dedup_key, text_hash, to_payload
 from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore
 from tablestore_openmemory_mcp.stores.tablestore.history import TablestoreHistoryLog, history_table_name
 from tablestore_openmemory_mcp.stores.tablestore.rows import encode_rows

@@ -18,6 +18,7 @@ import pytest
 from tablestore_openmemory_mcp.errors import ConflictError, MemoryNotFound
 from tablestore_openmemory_mcp.stores.base import scoped
 from tablestore_openmemory_mcp.stores.embedded import EmbeddedStore
+from tests.fakes.store_rows import all_rows
 
 DIMS = 8
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -166,7 +167,7 @@ def test_delete_many_reports_exactly_what_it_deleted(store: EmbeddedStore) -> No
         assert store.delete_many(["a3", "a1", "b0", "a3"]) == ["a3", "a1"]
         assert store.delete_many(["a3", "a1"]) == []  # a retry deletes nothing more
         assert store.delete_many(iter([])) == []
-        assert sorted(r.id for r in store.list()[0]) == ["a0", "a2", "a4"]
+        assert sorted(r.id for r in all_rows(store)) == ["a0", "a2", "a4"]
 
 
 # ---------------------------------------------------------------------- keyset pages
@@ -365,7 +366,7 @@ def test_previous_release_file_is_migrated_in_place(tmp_path: Path) -> None:
     for _ in range(2):  # idempotent: a second open changes nothing
         s = EmbeddedStore(collection_name="memories", path=str(tmp_path), embedding_model_dims=DIMS)
         with scoped(A):
-            assert [r.id for r in s.list()[0]] == ["o1", "o2"]
+            assert [r.id for r in all_rows(s)] == ["o1", "o2"]
             assert s.search("q", vec(1), 1)[0].id == "o1"
             assert {r.id for r in s.keyword_search("tea 乌龙茶", 5)} == {"o1", "o2"}
             page, cursor = s.list_page(None, 1)
@@ -413,8 +414,8 @@ def test_state_filters_agree_everywhere(store: EmbeddedStore) -> None:
             {"state": {"nin": []}},
         ]
         for f in filters:
-            every = [r.id for r in store.list()[0] if _matches(f, r.payload)]
-            assert [r.id for r in store.list(f)[0]] == every, f
+            every = [r.id for r in all_rows(store) if _matches(f, r.payload)]
+            assert [r.id for r in all_rows(store, f)] == every, f
             assert store.count(f) == len(every), f
             paged, cursor = [], None
             while True:

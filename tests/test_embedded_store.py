@@ -24,6 +24,7 @@ os.environ.setdefault("MEM0_TELEMETRY", "False")
 from tablestore_openmemory_mcp.errors import MemoryNotFound, ScopeMissing, UserInputError
 from tablestore_openmemory_mcp.stores.base import ACTIVE_SCOPE, OutputData, scoped
 from tablestore_openmemory_mcp.stores.embedded import EmbeddedStore
+from tests.fakes.store_rows import all_rows
 
 DIMS = 8
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -112,10 +113,10 @@ def test_round_trip_every_method(store: EmbeddedStore, tmp_path: Path, scope) ->
     assert store.count() == 3 and store.count({"agent_id": "a1"}) == 1
     with scoped(U2):
         assert store.count() == 1
-        assert store.delete("m3") is True and store.delete("m3") is False
+        assert store.delete_many(["m3"]) == ["m3"] and store.delete_many(["m3"]) == []
         assert store.get("m3") is None and store.count() == 0
     assert store.delete_many(["m1", "m4", "m1", "zzz"]) == ["m1", "m4"]
-    assert ids_of(store.list()[0]) == ["m2"]
+    assert ids_of(all_rows(store)) == ["m2"]
     assert store.get_many(["m2", "m1", "m3"]).keys() == {"m2"}
 
     store.insert([vec(1)], [{"data": "again", "user_id": "u1"}], ["x"])
@@ -137,9 +138,8 @@ def test_insert_without_ids_and_upsert(store: EmbeddedStore, scope) -> None:
 def test_shapes_match_what_the_repository_consumes(store: EmbeddedStore, scope) -> None:
     fill(store)
     scope(U1)
-    listed = store.list(filters={"user_id": "u1"}, top_k=100)
-    assert isinstance(listed, list) and len(listed) == 1 and isinstance(listed[0], list)
-    memories = listed[0]
+    memories, _ = store.list_page({"user_id": "u1"}, 100)
+    assert isinstance(memories, list)
     assert all(hasattr(m, "id") and hasattr(m, "payload") for m in memories)
     for rows in (
         store.search("q", vec(1), top_k=60, filters={"user_id": "u1"}),
@@ -158,13 +158,13 @@ def test_list_order_top_k_and_no_cap(store: EmbeddedStore, scope) -> None:
     vectors = rng.standard_normal((n, DIMS)).tolist()
     payloads = [{"data": f"memory {i}", "user_id": "u1", "i": i} for i in range(n)]
     store.insert(vectors, payloads, [f"id{i:05d}" for i in range(n)])
-    everything = store.list(filters={"user_id": "u1"})[0]
+    everything = all_rows(store, filters={"user_id": "u1"})
     assert len(everything) == n
-    assert len(store.list(filters={"user_id": "u1"}, top_k=None)[0]) == n
-    assert len(store.list(filters={"user_id": "u1"}, top_k=100)[0]) == 100
-    assert len(store.list(filters={"user_id": "u1", "i": {"gte": 2400}}, top_k=None)[0]) == 100
-    assert len(store.list(filters={"user_id": "u1", "i": {"gte": 2400}}, top_k=7)[0]) == 7
-    assert store.list(top_k=0) == [[]]
+    assert len(all_rows(store, filters={"user_id": "u1"}, top_k=None)) == n
+    assert len(all_rows(store, filters={"user_id": "u1"}, top_k=100)) == 100
+    assert len(all_rows(store, filters={"user_id": "u1", "i": {"gte": 2400}}, top_k=None)) == 100
+    assert len(all_rows(store, filters={"user_id": "u1", "i": {"gte": 2400}}, top_k=7)) == 7
+    assert all_rows(store, top_k=0) == []
     assert len(store.search("q", vectors[0], top_k=None, filters={"user_id": "u1"})) == n
 
 
@@ -179,7 +179,7 @@ def test_list_is_ordered_by_created_at_then_id(store: EmbeddedStore, scope) -> N
         ],
         ["c", "b", "a"],
     )
-    assert ids_of(store.list()[0]) == ["a", "c", "b"]
+    assert ids_of(all_rows(store)) == ["a", "c", "b"]
 
 
 # ---------------------------------------------------------------------- filters
@@ -188,17 +188,17 @@ def test_list_is_ordered_by_created_at_then_id(store: EmbeddedStore, scope) -> N
 def test_filter_operators_in_search_list_keyword(store: EmbeddedStore, scope) -> None:
     fill(store)
     scope(U1)
-    assert sorted(ids_of(store.list({"n": {"gt": 1, "lte": 3}})[0])) == ["m2"]
-    assert sorted(ids_of(store.list({"user_id": {"in": ["u2"]}})[0])) == []  # never outside the scope
-    assert sorted(ids_of(store.list({"user_id": {"in": ["u1", "u2"]}})[0])) == ["m1", "m2", "m4"]
-    assert sorted(ids_of(store.list({"agent_id": {"ne": "a1"}})[0])) == ["m2", "m4"]
-    assert sorted(ids_of(store.list({"run_id": "*"})[0])) == ["m4"]
-    assert sorted(ids_of(store.list({"OR": [{"agent_id": "a1"}, {"run_id": "r1"}]})[0])) == ["m1", "m4"]
-    assert sorted(ids_of(store.list({"user_id": "u1", "NOT": [{"agent_id": "a1"}]})[0])) == ["m2", "m4"]
-    assert sorted(ids_of(store.list({"data": {"icontains": "ALPS"}})[0])) == ["m2"]
+    assert sorted(ids_of(all_rows(store, {"n": {"gt": 1, "lte": 3}}))) == ["m2"]
+    assert sorted(ids_of(all_rows(store, {"user_id": {"in": ["u2"]}}))) == []  # never outside the scope
+    assert sorted(ids_of(all_rows(store, {"user_id": {"in": ["u1", "u2"]}}))) == ["m1", "m2", "m4"]
+    assert sorted(ids_of(all_rows(store, {"agent_id": {"ne": "a1"}}))) == ["m2", "m4"]
+    assert sorted(ids_of(all_rows(store, {"run_id": "*"}))) == ["m4"]
+    assert sorted(ids_of(all_rows(store, {"OR": [{"agent_id": "a1"}, {"run_id": "r1"}]}))) == ["m1", "m4"]
+    assert sorted(ids_of(all_rows(store, {"user_id": "u1", "NOT": [{"agent_id": "a1"}]}))) == ["m2", "m4"]
+    assert sorted(ids_of(all_rows(store, {"data": {"icontains": "ALPS"}}))) == ["m2"]
     with scoped(U2):
-        assert sorted(ids_of(store.list({"categories": {"contains": "health"}})[0])) == ["m3"]
-        assert sorted(ids_of(store.list({"n": {"gt": 1, "lte": 3}})[0])) == ["m3"]
+        assert sorted(ids_of(all_rows(store, {"categories": {"contains": "health"}}))) == ["m3"]
+        assert sorted(ids_of(all_rows(store, {"n": {"gt": 1, "lte": 3}}))) == ["m3"]
     assert sorted(ids_of(store.search("q", vec(1), 10, {"user_id": "u1", "n": {"in": [1, 4]}}))) == [
         "m1",
         "m4",
@@ -218,10 +218,10 @@ def test_scope_enforcement(store: EmbeddedStore, scope) -> None:
     assert store.get("m1") is None and store.get("m3") is not None
     with pytest.raises(MemoryNotFound):
         store.update("m1", payload={"data": "hijack", "user_id": "u2"})
-    assert store.delete("m1") is False
+    assert store.delete_many(["m1"]) == []
     assert store.delete_many(["m1", "m2", "m4"]) == []
-    assert ids_of(store.list()[0]) == ["m3"]
-    assert ids_of(store.list({"user_id": "u1"})[0]) == []  # contradicts the scope
+    assert ids_of(all_rows(store)) == ["m3"]
+    assert ids_of(all_rows(store, {"user_id": "u1"})) == []  # contradicts the scope
     assert ids_of(store.search("q", vec(1), 10)) == ["m3"]
     assert ids_of(store.search("q", vec(1), 10, {"user_id": "u1"})) == []
     assert store.keyword_search("乌龙茶", 10) == []
@@ -236,14 +236,14 @@ def test_scope_enforcement(store: EmbeddedStore, scope) -> None:
         store.update("m3", payload={"data": "moved", "user_id": "u1"})
     assert store.delete_many(["m3"]) == ["m3"]
     with scoped(U1):
-        assert sorted(ids_of(store.list()[0])) == ["m1", "m2", "m4"]
+        assert sorted(ids_of(all_rows(store))) == ["m1", "m2", "m4"]
         assert store.get("m1").payload["data"] == "我喜欢喝乌龙茶"
 
 
 def test_scope_with_agent_narrows_rows(store: EmbeddedStore, scope) -> None:
     fill(store)
     scope({"user_id": "u1", "agent_id": "a1"})
-    assert ids_of(store.list()[0]) == ["m1"]
+    assert ids_of(all_rows(store)) == ["m1"]
     assert ids_of(store.search("q", vec(2), 10)) == ["m1"]
     assert store.get("m2") is None
 
@@ -259,9 +259,7 @@ def test_every_method_fails_closed_without_a_scope(store: EmbeddedStore) -> None
         "get_many": lambda: store.get_many(["m1"]),
         "find_by_dedup_key": lambda: store.find_by_dedup_key("k"),
         "update": lambda: store.update("m1", vector=vec(2)),
-        "delete": lambda: store.delete("m1"),
         "delete_many": lambda: store.delete_many(["m1", "m3"]),
-        "list": lambda: store.list({"user_id": "u1"}),
         "list_page": lambda: store.list_page({"user_id": "u1"}, 10),
         "count": lambda: store.count({"user_id": "u1"}),
     }
@@ -467,7 +465,7 @@ def test_two_processes_share_one_directory(tmp_path: Path) -> None:
             outs = _finish(procs)
         assert all("done" in out for out in outs)
         expected = {f"p-{i}" for i in range(50)} | {f"{t}-{i}" for t in ("alpha", "beta") for i in range(150)}
-        assert {r.id for r in parent.list(u)[0]} == expected
+        assert {r.id for r in all_rows(parent, u)} == expected
         # the warm cache noticed the other processes' writes
         assert {r.id for r in parent.search("q", vec(0), None, u)} == expected
         assert ids_of(parent.keyword_search("beta", 1000, u))[:1][0].startswith("beta")
@@ -487,7 +485,7 @@ def test_acknowledged_write_survives_kill_9(tmp_path: Path) -> None:
         proc.wait(timeout=10)
     s = EmbeddedStore(collection_name="mem0", path=str(tmp_path / "db"), embedding_model_dims=DIMS)
     with scoped({"user_id": "u"}):
-        assert sorted(ids_of(s.list()[0])) == ["killed-0", "killed-1", "killed-2"]
+        assert sorted(ids_of(all_rows(s))) == ["killed-0", "killed-1", "killed-2"]
     s.close()
 
 
@@ -501,7 +499,7 @@ def test_threads_read_and_write_concurrently(store: EmbeddedStore) -> None:
                 for i in range(40):
                     store.insert([vec(t * 1000 + i)], [{"data": f"t{t} {i}", **user}], [f"{t}-{i}"])
                     if i % 5 == 0:
-                        store.delete(f"{t}-{i}")
+                        store.delete_many([f"{t}-{i}"])
                     if i % 7 == 0 and i > 0 and (i - 1) % 5 != 0:
                         store.update(f"{t}-{i - 1}", vector=vec(i))
         except BaseException as exc:
@@ -514,7 +512,7 @@ def test_threads_read_and_write_concurrently(store: EmbeddedStore) -> None:
                     store.search("q", vec(i), 10)
                 with scoped({"user_id": "u1"}):
                     store.keyword_search("t1", 10)
-                    store.list(top_k=5)
+                    all_rows(store, top_k=5)
         except BaseException as exc:
             errors.append(exc)
 
@@ -527,7 +525,7 @@ def test_threads_read_and_write_concurrently(store: EmbeddedStore) -> None:
     assert not errors, errors
     for user in ("u0", "u1"):
         with scoped({"user_id": user}):
-            in_db = {r.id for r in store.list()[0]}
+            in_db = {r.id for r in all_rows(store)}
             via_cache = {r.id for r in store.search("q", vec(0), None)}
         assert in_db == via_cache and len(in_db) == 2 * 32
 
@@ -542,7 +540,7 @@ def test_cache_patched_in_place_matches_fresh_load(store: EmbeddedStore, tmp_pat
         store.insert([vec(11)], [{"data": "new", "user_id": "u1", "agent_id": "a2"}], ["m6"])
         store.update("m2", payload={"data": "moved", "user_id": "u1", "agent_id": "a9"})  # leaves a slab
         store.update("m4", vector=vec(12))
-        store.delete("m1")
+        store.delete_many(["m1"])
     fresh = EmbeddedStore(collection_name="mem0", path=str(tmp_path), embedding_model_dims=DIMS)
     for sc in scopes:
         for q in (vec(11), vec(12), vec(2)):

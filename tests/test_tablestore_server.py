@@ -19,9 +19,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tablestore_openmemory_mcp.memory.ports import StoredMemory
-from tablestore_openmemory_mcp.repository import now_iso, text_hash, to_payload
 from tablestore_openmemory_mcp.settings import TOOL_NAMES
 from tablestore_openmemory_mcp.stores.base import ACTIVE_SCOPE
+from tablestore_openmemory_mcp.stores.row_format import now_iso, text_hash, to_payload
 from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore
 from tablestore_openmemory_mcp.stores.tablestore.rows import MAX_DATA_BYTES
 from tests.fakes.memory_llm import facts, run_update_scenario

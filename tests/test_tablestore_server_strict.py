@@ -24,8 +24,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from tablestore_openmemory_mcp.memory.ports import StoredMemory
-from tablestore_openmemory_mcp.repository import now_iso, text_hash, to_payload
 from tablestore_openmemory_mcp.stores.base import ACTIVE_SCOPE
+from tablestore_openmemory_mcp.stores.row_format import now_iso, text_hash, to_payload
 from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore
 from tests.fakes.openai_server import FakeOpenAI, embed_text
 from tests.server_process import HttpServer, llm_env, server_env, structured, tablestore_env

@@ -27,6 +27,7 @@ from tablestore_openmemory_mcp.stores.filters import matches
 from tablestore_openmemory_mcp.stores.tablestore import RowUpdate, TablestoreStore, TablestoreUnavailableError
 from tablestore_openmemory_mcp.stores.tablestore import query as qb
 from tablestore_openmemory_mcp.stores.tablestore.schema import index_meta
+from tests.fakes.store_rows import all_rows
 from tests.fakes.table_pool import TablePool
 from tests.fakes.tablestore_fixture import INDEX_DELAY
 from tests.tablestore_emulator import TablestoreEmulator
@@ -177,8 +178,8 @@ def test_every_method_round_trip(em: TablestoreEmulator) -> None:
         )
         got = store.get(ids[1])
         assert got is not None and got.id == ids[1] and got.payload["data"] == "beta"
-        assert [r.payload["data"] for r in store.list()[0]] == ["alpha", "beta", "gamma"]
-        assert store.list(top_k=2)[0][1].id == ids[1]
+        assert [r.payload["data"] for r in all_rows(store)] == ["alpha", "beta", "gamma"]
+        assert all_rows(store, top_k=2)[1].id == ids[1]
         assert store.count() == 3 and store.count({"data": "beta"}) == 1
         em.flush_index()
         hits = store.search("alpha", vec(0), top_k=2, filters={"user_id": "u1"})
@@ -188,21 +189,13 @@ def test_every_method_round_trip(em: TablestoreEmulator) -> None:
         store.update(ids[0], payload={**store.get(ids[0]).payload, "role": "user"})  # vector kept
         em.flush_index()
         assert store.search("x", vec(5), top_k=1)[0].id == ids[0]
-        store.delete(ids[2])
+        store.delete_many([ids[2]])
         assert store.get(ids[2]) is None
-        store.delete(ids[2])  # idempotent
+        store.delete_many([ids[2]])  # idempotent
         assert sorted(store.delete_many([*ids, "missing"])) == sorted(ids[:2])
-        assert store.list() == [[]]
+        assert all_rows(store) == []
         with pytest.raises(MemoryNotFound, match="not found"):
             store.update(ids[0], payload=payload("ghost"))
-    assert store.collection_name in store.list_cols()
-    info = store.col_info()
-    assert info["dimension"] == DIMS and info["metric"] == "cosine"
-    store.reset()
-    with scope(user_id="u1"):
-        assert store.list() == [[]]
-    store.delete_col()
-    assert store.collection_name not in store.list_cols()
     store.close()
 
 
@@ -219,7 +212,6 @@ def test_every_call_outside_a_scope_fails_closed(em: TablestoreEmulator) -> None
         lambda: store.find_by_dedup_key("k"),
         lambda: store.update("a1", payload=payload("y")),
         lambda: store.delete_many(["a1"]),
-        lambda: store.list(),
         lambda: store.list_page(None, 10),
         lambda: store.count(),
         lambda: store.search("q", vec(0), 5),
@@ -244,7 +236,7 @@ def test_get_and_update_are_one_rpc_each_and_delete_two(em: TablestoreEmulator) 
         for action, apis in (
             (lambda: store.get("m1"), {"GetRow": 1}),
             (lambda: store.update("m1", vector=vec(2), payload=payload("two", agent_id="cline")), {"UpdateRow": 1}),
-            (lambda: store.delete("m1"), {"BatchGetRow": 1, "BatchWriteRow": 1}),
+            (lambda: store.delete_many(["m1"]), {"BatchGetRow": 1, "BatchWriteRow": 1}),
         ):
             em.reset_counts()
             action()
@@ -328,7 +320,7 @@ def test_list_is_complete_and_ordered_right_after_insert(em: TablestoreEmulator)
         store.insert([vec(i) for i in range(n)], [payload(f"memory {i}", n=i) for i in range(n)], ids)
     assert em.counts["BatchWriteRow"] == math.ceil(n / 200)
     with scope(user_id="u1"):
-        rows = store.list()[0]
+        rows = all_rows(store)
         assert [r.id for r in rows] == ids  # created order, nothing missing although the index lags
         assert "vector" not in rows[0].payload
         assert store.count() == n
@@ -391,7 +383,7 @@ def test_filter_pushdown_matches_python_semantics(
         found = {r.id for r in store.search("q", vec(0), top_k=20, filters=full)}
         assert em.counts["Search"] == 1
         assert found == expected
-        assert {r.id for r in store.list(flt)[0]} == expected
+        assert {r.id for r in all_rows(store, flt)} == expected
         assert store.count(flt) == len(expected)
 
 
@@ -425,11 +417,11 @@ def test_scope_is_enforced_by_id(em: TablestoreEmulator) -> None:
         assert store.get_many(["mine", "other_agent", "other_user"]).keys() == {"mine"}
         with pytest.raises(MemoryNotFound, match="not found"):
             store.update("other_agent", payload=payload("hijack", agent_id="cline"))
-        store.delete("other_agent")  # silently nothing
+        store.delete_many(["other_agent"])  # silently nothing
         assert store.delete_many(["other_agent", "other_user", "mine"]) == ["mine"]
-        assert store.list()[0] == []
+        assert all_rows(store) == []
         assert store.search("q", vec(1), top_k=10) == []
-        assert store.list({"user_id": "u2"})[0] == []
+        assert all_rows(store, {"user_id": "u2"}) == []
         with pytest.raises(ValueError, match="scope"):
             store.insert([vec(3)], [payload("sneaky", user="u2", agent_id="cline")], ["x"])
     with scope(user_id="u1"):
@@ -452,7 +444,7 @@ def test_bad_vectors_write_nothing(em: TablestoreEmulator, bad: list[float]) -> 
         store.insert([vec(0), bad], [payload("ok"), payload("bad")], ["ok", "bad"])
     assert sum(em.counts.values()) == 0
     with scope(user_id="u1"):
-        assert store.list()[0] == []
+        assert all_rows(store) == []
 
 
 def test_oversized_text_is_rejected(em: TablestoreEmulator) -> None:
@@ -587,7 +579,7 @@ def test_delete_then_readd_stores_the_text_again(em: TablestoreEmulator) -> None
         assert store.delete_many(["m1"]) == ["m1"]
         assert store.find_by_dedup_key(key_for("likes tea")) is None  # its claim was released with the row
         assert store.insert([vec(0)], [payload("likes tea")], ["m3"], [key_for("likes tea")]) == ["m3"]
-        assert [r.id for r in store.list()[0]] == ["m3"]
+        assert [r.id for r in all_rows(store)] == ["m3"]
         assert store.find_by_dedup_key(key_for("likes tea")).id == "m3"
         assert [r.id for r in store.search("tea", vec(0), 5)] == ["m3"]  # read-your-writes while the index lags
 
@@ -601,7 +593,7 @@ def test_update_then_readd_of_the_old_text(em: TablestoreEmulator) -> None:
         assert store.find_by_dedup_key(key_for("uses spaces")).id == "m1"
         assert store.insert([vec(0)], [payload("uses tabs")], ["m2"], [key_for("uses tabs")]) == ["m2"]
         assert store.insert([vec(1)], [payload("uses spaces")], ["m3"], [key_for("uses spaces")]) == ["m1"]
-        assert sorted(r.payload["data"] for r in store.list()[0]) == ["uses spaces", "uses tabs"]
+        assert sorted(r.payload["data"] for r in all_rows(store)) == ["uses spaces", "uses tabs"]
         hits = store.search("q", vec(1), 5)
         assert hits[0].id == "m1" and hits[0].payload["data"] == "uses spaces"  # current text, not the index's
         # an update to a text another memory holds keeps the row without a key: never two holders
@@ -638,7 +630,7 @@ def test_an_orphan_claim_is_completed_under_its_id_never_duplicated(em: Tablesto
         # PutRow claim (exists), read claim + its row (missing), PutRow of the row under the claim's id
         assert api_counts(em) == {"PutRow": 2, "BatchGetRow": 2}
         assert store.insert([vec(0)], [payload("said once")], ["retry2"], [key]) == ["cut"]
-        rows = store.list()[0]
+        rows = all_rows(store)
         assert [(r.id, r.payload["data"]) for r in rows] == [("cut", "said once")]
         assert store.find_by_dedup_key(key).id == "cut"
         assert [r.id for r in store.search("q", vec(0), 5)] == ["cut"]  # read-your-writes while the index lags
@@ -654,7 +646,7 @@ def test_an_orphan_claim_whose_writer_finishes_late_stays_one_memory(em: Tablest
         assert store.insert([vec(1)], [payload("slow writer", n=1)], ["other"], [key]) == ["slow"]
         # the original writer's own call goes on: its claim is its own, its row lands over the same text
         assert store.insert([vec(0)], [payload("slow writer", n=2)], ["slow"], [key]) == ["slow"]
-        assert [r.id for r in store.list()[0]] == ["slow"]
+        assert [r.id for r in all_rows(store)] == ["slow"]
         assert store.get("slow").payload["created_at"].endswith("00:02+00:00")
         # and a completion that finds the row already written leaves it as it is
         put_claim(store, key_for("written"), "w")
@@ -701,9 +693,9 @@ def test_an_add_killed_between_its_claim_and_its_row_is_stored_once_by_the_retry
             proc.join(timeout=10)
     assert claim_row(store, key_for(text)) == "first-try"
     with scope(user_id="u1"):
-        assert store.list()[0] == []  # the cut left no memory row
+        assert all_rows(store) == []  # the cut left no memory row
         assert store.insert([vec(0)], [payload(text)], ["second-try"], [key_for(text)]) == ["first-try"]
-        assert [(r.id, r.payload["data"]) for r in store.list()[0]] == [("first-try", text)]
+        assert [(r.id, r.payload["data"]) for r in all_rows(store)] == [("first-try", text)]
 
 
 def test_stale_claims_are_taken_over(em: TablestoreEmulator) -> None:
@@ -719,7 +711,7 @@ def test_stale_claims_are_taken_over(em: TablestoreEmulator) -> None:
         # PutRow claim (exists), read claim + its row (no key), UpdateRow takeover, PutRow memory
         assert api_counts(em) == {"PutRow": 2, "BatchGetRow": 2, "UpdateRow": 1}
         assert store.find_by_dedup_key(key).id == "m1"
-        assert sorted(r.id for r in store.list()[0]) == ["m0", "m1"]
+        assert sorted(r.id for r in all_rows(store)) == ["m0", "m1"]
 
 
 def test_hard_deletes_and_failed_writes_leave_no_orphan_claim(em: TablestoreEmulator) -> None:
@@ -779,7 +771,7 @@ def test_several_rows_and_duplicates_within_one_insert(em: TablestoreEmulator) -
             [key_for("a"), key_for("b"), key_for("b"), None],
         )
         assert got == ["old", "n1", "n1", "n3"]
-        assert sorted(r.id for r in store.list()[0]) == ["n1", "n3", "old"]
+        assert sorted(r.id for r in all_rows(store)) == ["n1", "n3", "old"]
 
 
 def test_concurrent_same_text_adds_in_threads_store_one(em: TablestoreEmulator) -> None:
@@ -812,7 +804,7 @@ def test_concurrent_same_text_adds_in_threads_store_one(em: TablestoreEmulator) 
             t.join(timeout=120)
         assert not errors and len(results) == workers and len(set(results)) == 1, (errors, results)
     with scope(user_id="u1"):
-        assert sorted(r.payload["data"] for r in store.list()[0]) == [f"same text {i}" for i in range(3)]
+        assert sorted(r.payload["data"] for r in all_rows(store)) == [f"same text {i}" for i in range(3)]
 
 
 def race_insert(endpoint: str, table: str, text: str, n: int, barrier: Any, out: Any) -> None:
@@ -855,7 +847,7 @@ def test_concurrent_same_text_adds_in_two_processes_store_one(em: TablestoreEmul
                 p.kill()
                 p.join(timeout=10)
     with scope(user_id="u1"):
-        rows = store.list()[0]
+        rows = all_rows(store)
         assert sorted(r.payload["data"] for r in rows) == [f"race {i}" for i in range(rounds)]  # exactly one each
         assert {r.id for r in rows} == set(got)
 

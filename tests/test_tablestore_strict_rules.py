@@ -26,6 +26,7 @@ from tablestore_openmemory_mcp.stores.tablestore.history import TablestoreHistor
 from tablestore_openmemory_mcp.stores.tablestore.recent import RecentWrites
 from tablestore_openmemory_mcp.stores.tablestore.retry import Retrier
 from tablestore_openmemory_mcp.stores.tablestore.schema import PRIMARY_KEY
+from tests.fakes.store_rows import all_rows
 from tests.fakes.table_pool import TablePool
 from tests.tablestore_emulator import TablestoreEmulator
 
@@ -108,7 +109,7 @@ def test_lists_counts_and_scans_read_the_columns_their_filters_use(em: Tablestor
         assert [r.id for r in page] == ["m3", "m4", "m5"] and cursor is not None
         assert [r.id for r in store.list_page(flt, 3, cursor)[0]] == ["m6", "m7"]
         assert store.count(flt) == 5
-        assert [r.id for r in store.list(flt)[0]] == ids[3:]
+        assert [r.id for r in all_rows(store, flt)] == ids[3:]
         archived = {"state": {"in": ["archived"]}}
         assert [r.id for r in store.list_page(archived, 10)[0]] == ids[:3]
     with scope(user_id="u1", agent_id="other"):  # the scope's own condition: another client sees none of them
@@ -123,7 +124,7 @@ def test_a_filter_past_ten_conditions_falls_back_to_the_post_filter(em: Tablesto
         store.insert([vec(0), vec(1)], [payload("a", agent_id="cline"), payload("b", agent_id="cline", state="s3")],
                      ["a", "b"])  # fmt: skip
         assert [r.id for r in store.list_page(many, 10)[0]] == ["a"]
-        assert store.count(many) == 1 and [r.id for r in store.list(many)[0]] == ["a"]
+        assert store.count(many) == 1 and [r.id for r in all_rows(store, many)] == ["a"]
 
 
 # ------------------------------------------------------------------------------ writes: bytes per batch

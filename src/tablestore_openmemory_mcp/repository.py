@@ -1,34 +1,17 @@
-"""The repository: the memory ports implemented on our stores and mem0's keyword-scoring helpers.
+"""The repository: :class:`~.memory.ports.MemoryRepository` on a typed store port and a history log.
 
-This is the one place that knows
-
-* the stores' row format (mem0's payload keys: ``data`` = text, ``hash``, ``agent_id`` = client, ...),
-  so an embedded file or a Tablestore table written by earlier releases keeps working;
-* mem0: its BM25 lemmatisation, used only when spaCy is installed (mem0 itself falls back to the plain
-  text without it). Nothing else of mem0 is imported: ``import mem0`` costs ~2.6 s of CPU (it pulls in
-  qdrant_client, posthog and the hosted client) and writes ``$MEM0_DIR/config.json``. Scores are ours
-  (:mod:`.memory.scoring`: calibrated 0-1 relevance per embedder).
-
-Every call opens :func:`~tablestore_openmemory_mcp.stores.base.scoped` with the caller's scope, so the
-store refuses rows outside it; history events go to the :class:`~.memory.ports.HistoryLog` beside the
-memories, with the client, source, model and reason.
+What it adds to the store (:class:`~.memory.store_port.StorePort`): history events with the client, source,
+model and reason; categories; the access log; exact-duplicate keys (:mod:`.stores.row_format`); hiding a paused
+app's memories; and hybrid ranking (:mod:`.memory.scoring`). Rows, payloads and queries are the stores' own.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import importlib.util
 import logging
-import os
-import secrets
 import time
-import uuid
-from collections.abc import Collection, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any, cast
+from datetime import datetime, timedelta
 
 from tablestore_openmemory_mcp.errors import StoreError
 from tablestore_openmemory_mcp.memory import scoring
@@ -45,126 +28,27 @@ from tablestore_openmemory_mcp.memory.ports import (
     State,
     StoredMemory,
 )
+from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery
+from tablestore_openmemory_mcp.memory.store_port import NewRow, RowChange, StorePort
 from tablestore_openmemory_mcp.scope import Scope
-from tablestore_openmemory_mcp.stores.base import MemoryStore, OutputData, RowUpdate, scoped
+from tablestore_openmemory_mcp.stores.row_format import (
+    dedup_key,
+    lemmatize,
+    new_memory_id,
+    now_iso,
+    text_hash,
+)
 from tablestore_openmemory_mcp.stores.tokenize import keyword_query
 
 logger = logging.getLogger(__name__)
 
-#: Payload keys that are not metadata.
-_CORE_KEYS = frozenset(
-    {"data", "hash", "created_at", "updated_at", "user_id", "agent_id", "state", "categories", "text_lemmatized"}
-)
-_READY_USER = "\x00readiness-probe"
 DELETE_BATCH = 200
-
-
-# --- mem0 -----------------------------------------------------------------------------------------
-
-
-def prepare_mem0_environment(data_dir: Path, telemetry: bool) -> None:
-    """Keep mem0's files inside our data directory and its telemetry off, before anything of mem0 loads."""
-    mem0_dir = data_dir / "mem0"
-    mem0_dir.mkdir(parents=True, exist_ok=True)
-    os.environ["MEM0_DIR"] = str(mem0_dir)
-    os.environ["MEM0_TELEMETRY"] = "True" if telemetry else "False"
-
-
-@functools.cache
-def _has_spacy() -> bool:
-    """spaCy and mem0 (the optional ``[mem0]`` extra) both installed: only then is there a lemmatizer."""
-    return importlib.util.find_spec("spacy") is not None and importlib.util.find_spec("mem0") is not None
-
-
-def lemmatize(text: str) -> str:
-    """mem0's BM25 lemmatisation when spaCy is installed; the text itself otherwise (mem0's own fallback)."""
-    if not _has_spacy():
-        return text
-    from mem0.utils.lemmatization import lemmatize_for_bm25  # only with spaCy, which mem0 needs for it
-
-    return str(lemmatize_for_bm25(text))
-
-
-def text_hash(text: str) -> str:
-    """The ``hash`` stored with each memory (md5 of the text, as mem0 computes it)."""
-    return hashlib.md5(text.encode()).hexdigest()
-
-
-# --- ids, times, keys -----------------------------------------------------------------------------
-
-
-def new_memory_id() -> str:
-    """A UUIDv7: random, but ordered by creation time, so key-ordered stores list oldest first."""
-    millis = time.time_ns() // 1_000_000
-    value = (millis & ((1 << 48) - 1)) << 80 | secrets.randbits(80)
-    value = (value & ~(0xF << 76)) | (0x7 << 76)  # version 7
-    value = (value & ~(0x3 << 62)) | (0x2 << 62)  # RFC 4122 variant
-    return str(uuid.UUID(int=value))
-
-
-def now_iso() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-def dedup_key(scope: Scope, digest: str) -> str:
-    """Scope + content hash: one live memory per exact text per scope (per user when shared)."""
-    client = "*" if scope.shared else scope.client_name
-    return hashlib.sha256(f"{scope.user_id}\x00{client}\x00{digest}".encode()).hexdigest()[:40]
-
-
-# --- rows <-> memories ----------------------------------------------------------------------------
-
-
-def to_memory(row: OutputData, score: float | None = None) -> StoredMemory:
-    payload = row.payload or {}
-    categories = payload.get("categories") or ()
-    return StoredMemory(
-        id=str(row.id),
-        text=str(payload.get("data", "")),
-        user_id=str(payload.get("user_id", "")),
-        client=payload.get("agent_id"),
-        created_at=str(payload.get("created_at") or ""),
-        updated_at=str(payload.get("updated_at") or payload.get("created_at") or ""),
-        hash=str(payload.get("hash") or text_hash(str(payload.get("data", "")))),
-        state=cast(State, payload.get("state") or "active"),
-        categories=tuple(str(c) for c in categories) if isinstance(categories, list | tuple) else (),
-        score=score,
-        metadata={k: v for k, v in payload.items() if k not in _CORE_KEYS},
-    )
-
-
-def to_payload(memory: StoredMemory) -> dict[str, Any]:
-    payload: dict[str, Any] = dict(memory.metadata)
-    payload.update(
-        data=memory.text,
-        hash=memory.hash,
-        created_at=memory.created_at,
-        updated_at=memory.updated_at,
-        user_id=memory.user_id,
-        text_lemmatized=lemmatize(memory.text),
-    )
-    if memory.client is not None:
-        payload["agent_id"] = memory.client
-    if memory.state != "active":
-        payload["state"] = memory.state
-    if memory.categories:
-        payload["categories"] = list(memory.categories)
-    return payload
-
-
 ACTIVE: frozenset[State] = frozenset({"active"})
-
-
-def state_filter(states: Collection[State]) -> dict[str, Any]:
-    """Filter on the ``state`` payload key; rows written before states existed (no key) are active."""
-    wanted = set(states)
-    if "active" in wanted:
-        return {"state": {"nin": [s for s in ALL_STATES if s not in wanted]}} if wanted != set(ALL_STATES) else {}
-    return {"state": {"in": sorted(wanted)}}
+EVERYTHING = MemoryQuery()
 
 
 class StoreRepository:
-    """:class:`~.memory.ports.MemoryRepository` on a :class:`~.stores.base.MemoryStore` and a history log.
+    """:class:`~.memory.ports.MemoryRepository` on a :class:`~.memory.store_port.StorePort` and a history log.
 
     Reads default to active memories (what MCP tools see); the REST API names other states. Rows of a
     paused app are hidden from active reads for that user.
@@ -172,7 +56,7 @@ class StoreRepository:
 
     def __init__(
         self,
-        store: MemoryStore,
+        store: StorePort,
         history: HistoryLog,
         *,
         embedder_name: str = "",
@@ -185,10 +69,6 @@ class StoreRepository:
         self.apps = apps
         self.access = access
         self._categories: dict[str, tuple[float, set[str]]] = {}
-
-    def _filters(self, scope: Scope, states: Collection[State]) -> dict[str, Any]:
-        filters: dict[str, Any] = {**scope.filters(), **state_filter(states)}
-        return filters
 
     def app_paused(self, scope: Scope) -> bool:
         return self.apps is not None and self.apps.is_paused(scope.user_id, scope.client_name)
@@ -213,8 +93,7 @@ class StoreRepository:
 
     def set_categories(self, scope: Scope, memory: StoredMemory) -> None:
         """Store a memory's categories if it is unchanged since read (categories don't bump updated_at)."""
-        with scoped(scope.filters()):
-            self.store.update(memory.id, None, to_payload(memory), expected_updated_at=memory.updated_at or None)
+        self.store.rewrite(scope, RowChange(memory.id, memory, expected_updated_at=memory.updated_at or None))
         cached = self._categories.get(scope.user_id)
         if cached is not None:
             cached[1].update(memory.categories)
@@ -248,16 +127,10 @@ class StoreRepository:
 
     # --- reads -----------------------------------------------------------------------------------
     def get(self, scope: Scope, memory_id: str) -> StoredMemory | None:
-        with scoped(scope.filters()):
-            row = self.store.get(memory_id)
-        return to_memory(row) if row is not None else None
+        return self.store.read_one(scope, memory_id)
 
     def get_many(self, scope: Scope, memory_ids: Sequence[str]) -> dict[str, StoredMemory]:
-        if not memory_ids:
-            return {}
-        with scoped(scope.filters()):
-            rows = self.store.get_many(list(dict.fromkeys(memory_ids)))
-        return {key: to_memory(row) for key, row in rows.items()}
+        return self.store.read(scope, memory_ids)
 
     def list_page(
         self,
@@ -267,18 +140,16 @@ class StoreRepository:
         cursor: str | None = None,
         states: Collection[State] = ACTIVE,
         with_total: bool = True,
-        where: Mapping[str, Any] | None = None,
+        where: MemoryQuery | None = None,
     ) -> Page:
         """One page and (``with_total``) how many memories there are in all; without, ``total`` is the page's.
-        ``where``: the caller's filters (client, category, time, metadata) on top of the scope's."""
-        filters = {**self._filters(scope, states), **(where or {})}
+        ``where``: the caller's narrowing (client, category, time, metadata) within the scope."""
+        query = where or EVERYTHING
         if set(states) == ACTIVE and not scope.shared and self.app_paused(scope):
             return Page(items=[], total=0, next_cursor=None)  # a paused app's memories are hidden from it
-        with scoped(scope.filters()):
-            rows, next_cursor = self.store.list_page(filters, limit, cursor)
-            total = self.store.total(filters) if with_total else len(rows)
-        items = self._visible(scope, states, [to_memory(row) for row in rows])
-        return Page(items=items, total=total, next_cursor=next_cursor)
+        page = self.store.page(scope, states=states, query=query, limit=limit, cursor=cursor)
+        total = self.store.page_total(scope, states=states, query=query) if with_total else len(page.items)
+        return Page(items=self._visible(scope, states, page.items), total=total, next_cursor=page.next_cursor)
 
     def created_page(
         self,
@@ -295,27 +166,17 @@ class StoreRepository:
         must be hidden (active-only reads), which the caller then filters row by row."""
         if set(states) == ACTIVE:
             return None
-        with scoped(scope.filters()):
-            rows, total = self.store.created_page(
-                self._filters(scope, states),
-                newest_first=newest_first,
-                offset=offset,
-                limit=limit,
-                since=since,
-                until=until,
-            )
-        return [to_memory(row) for row in rows], total
+        return self.store.created_window(
+            scope, states=states, newest_first=newest_first, offset=offset, limit=limit, since=since, until=until
+        )
 
     def tally(self, scope: Scope) -> dict[tuple[str | None, str, str], int]:
         """Memories in scope (every state) per (client, state, day created)."""
-        with scoped(scope.filters()):
-            return self.store.tally(self._filters(scope, ALL_STATES))
+        return self.store.tallies(scope)
 
     def nearest(self, scope: Scope, vector: Sequence[float], limit: int) -> list[StoredMemory]:
-        filters = self._filters(scope, ACTIVE)
-        with scoped(scope.filters()):
-            rows = self.store.search("", vector, top_k=limit, filters=filters)
-        return [to_memory(row, row.score) for row in rows if row.payload and row.payload.get("data")]
+        found = self.store.nearest(scope, vector, limit, states=ACTIVE, query=EVERYTHING)
+        return [memory for memory in found if memory.text]
 
     def search(
         self,
@@ -325,28 +186,33 @@ class StoreRepository:
         limit: int,
         min_score: float | None,
         states: Collection[State] = ACTIVE,
-        where: Mapping[str, Any] | None = None,
+        where: MemoryQuery | None = None,
     ) -> list[StoredMemory]:
-        filters = {**self._filters(scope, states), **(where or {})}
+        narrow = where or EVERYTHING
         pool = max(limit * 4, scoring.SEARCH_POOL)
-        lemmatized = lemmatize(keyword_query(query))
-        with scoped(scope.filters()):
-            semantic = [row for row in self.store.search(query, vector, top_k=pool, filters=filters) if row.payload]
-            keyword_rows = (
-                self.store.keyword_search(lemmatized, top_k=pool, filters=filters, candidates=[r.id for r in semantic])
-                if semantic
-                else None
+        semantic = self.store.nearest(scope, vector, pool, states=states, query=narrow)
+        hits = (
+            self.store.keyword_hits(
+                scope,
+                lemmatize(keyword_query(query)),
+                pool,
+                states=states,
+                query=narrow,
+                candidates=[m.id for m in semantic],
             )
-        keyword = {str(row.id): float(row.score) for row in keyword_rows or () if row.score and row.score > 0}
+            if semantic
+            else None
+        )
+        keyword = {hit.memory_id: hit.score for hit in hits or ()}
         calibration = scoring.calibration_for(self.embedder_name, query)
         ranked = scoring.rank(
-            [scoring.Candidate(row.id, float(row.score or 0.0), keyword.get(row.id)) for row in semantic],
+            [scoring.Candidate(m.id, float(m.score or 0.0), keyword.get(m.id)) for m in semantic],
             calibration=calibration,
             limit=limit,
             min_score=calibration.cutoff if min_score is None else min_score,
         )
-        by_id = {row.id: row for row in semantic}
-        return self._visible(scope, states, [to_memory(by_id[hit.id], hit.score) for hit in ranked])
+        by_id = {memory.id: memory for memory in semantic}
+        return self._visible(scope, states, [replace(by_id[hit.id], score=hit.score) for hit in ranked])
 
     def iter_all(
         self, scope: Scope, batch: int = 500, states: Collection[State] = ALL_STATES
@@ -354,30 +220,24 @@ class StoreRepository:
         """Every memory in scope (all states by default), a page at a time (export, browsing, migration).
 
         No total per page (a count for each page made reading 100k memories take 2 s longer)."""
-        filters = self._filters(scope, states)
         if set(states) == ACTIVE and not scope.shared and self.app_paused(scope):
             return
         cursor: str | None = None
         while True:
-            with scoped(scope.filters()):
-                rows, cursor = self.store.list_page(filters, batch, cursor)
-            items = self._visible(scope, states, [to_memory(row) for row in rows])
+            page = self.store.page(scope, states=states, query=EVERYTHING, limit=batch, cursor=cursor)
+            items = self._visible(scope, states, page.items)
             if items:
                 yield items
+            cursor = page.next_cursor
             if cursor is None:
                 return
 
     def vectors(self, scope: Scope, memory_ids: Sequence[str]) -> dict[str, list[float]]:
         """Stored vectors of memories in scope (missing ids are absent)."""
-        if not memory_ids:
-            return {}
-        with scoped(scope.filters()):
-            return self.store.get_vectors(list(memory_ids))
+        return self.store.read_vectors(scope, memory_ids)
 
     def find_exact(self, scope: Scope, text: str) -> StoredMemory | None:
-        with scoped(scope.filters()):
-            row = self.store.find_by_dedup_key(dedup_key(scope, text_hash(text)))
-        return to_memory(row) if row is not None else None
+        return self.store.holder(scope, dedup_key(scope, text_hash(text)))
 
     # --- writes ----------------------------------------------------------------------------------
     def add(self, scope: Scope, items: Sequence[NewMemory], origin: Origin) -> list[Added]:
@@ -397,15 +257,15 @@ class StoreRepository:
             )
             for item in items
         ]
-        with scoped(scope.filters()):
-            stored_ids = self.store.insert(
-                [list(item.vector) for item in items],
-                [to_payload(memory) for memory in fresh],
-                [memory.id for memory in fresh],
-                [dedup_key(scope, memory.hash) for memory in fresh],
-            )
-            existing_ids = [sid for sid, memory in zip(stored_ids, fresh, strict=True) if sid != memory.id]
-            existing = self.store.get_many(existing_ids) if existing_ids else {}
+        stored_ids = self.store.put(
+            scope,
+            [
+                NewRow(memory, item.vector, dedup_key(scope, memory.hash))
+                for memory, item in zip(fresh, items, strict=True)
+            ],
+        )
+        existing_ids = [sid for sid, memory in zip(stored_ids, fresh, strict=True) if sid != memory.id]
+        existing = self.store.read(scope, existing_ids) if existing_ids else {}
         outcomes: list[Added] = []
         records: list[HistoryRecord] = []
         for stored_id, memory, item in zip(stored_ids, fresh, items, strict=True):
@@ -416,10 +276,10 @@ class StoreRepository:
                 )
             else:
                 row = existing.get(stored_id)
-                outcomes.append(Added(to_memory(row) if row is not None else memory, False))
+                outcomes.append(Added(row if row is not None else memory, False))
         self._append_history(scope, records)
         for stored_id in existing:  # an existing text whose writer may have died before recording it
-            self.ensure_recorded(scope, to_memory(existing[stored_id]), origin)
+            self.ensure_recorded(scope, existing[stored_id], origin)
         return outcomes
 
     def update(
@@ -437,14 +297,16 @@ class StoreRepository:
             categories=current.categories,
             metadata=current.metadata,
         )
-        with scoped(scope.filters()):
-            self.store.update(
+        self.store.rewrite(
+            scope,
+            RowChange(
                 current.id,
+                changed,
                 list(vector),
-                to_payload(changed),
                 expected_updated_at=current.updated_at or None,
                 dedup_key=dedup_key(scope, changed.hash),
-            )
+            ),
+        )
         record = self._record(current.id, "UPDATE", current.text, text, changed.updated_at, scope, origin)
         self._append_history(scope, [record])
         return changed
@@ -463,32 +325,26 @@ class StoreRepository:
         ids = list(dict.fromkeys(memory_ids))
         if not ids:
             return []
-        with scoped(scope.filters()):
-            rows = self.store.get_many(ids)
-            before: dict[str, StoredMemory] = {}
-            for memory_id in ids:
-                current = to_memory(rows[memory_id]) if memory_id in rows else None
-                if current is not None and current.state != state and current.state in eligible:
-                    before[memory_id] = current
-            moved = {i: replace(m, state=state, updated_at=_after(m.updated_at)) for i, m in before.items()}
-            changes = [
-                RowUpdate(
-                    memory_id,
-                    None,
-                    to_payload(memory),
-                    expected_updated_at=before[memory_id].updated_at or None,
-                    dedup_key=dedup_key(scope, memory.hash) if state == "active" else "",
-                )
-                for memory_id, memory in moved.items()
-            ]
-            failure: StoreError | None = None
-            try:
-                done = set(self.store.update_many(changes)) if changes else set()
-            except StoreError as exc:  # some rows may have changed before it gave up: record those, then raise
-                applied = getattr(exc, "applied", None)
-                if not applied:
-                    raise
-                done, failure = set(applied), exc
+        rows = self.store.read(scope, ids)
+        before = {i: m for i in ids if (m := rows.get(i)) is not None and m.state != state and m.state in eligible}
+        moved = {i: replace(m, state=state, updated_at=_after(m.updated_at)) for i, m in before.items()}
+        changes = [
+            RowChange(
+                memory_id,
+                memory,
+                expected_updated_at=before[memory_id].updated_at or None,
+                dedup_key=dedup_key(scope, memory.hash) if state == "active" else "",
+            )
+            for memory_id, memory in moved.items()
+        ]
+        failure: StoreError | None = None
+        try:
+            done = set(self.store.rewrite_many(scope, changes)) if changes else set()
+        except StoreError as exc:  # some rows may have changed before it gave up: record those, then raise
+            applied = getattr(exc, "applied", None)
+            if not applied:
+                raise
+            done, failure = set(applied), exc
         changed = [memory for memory_id, memory in moved.items() if memory_id in done]
         event, kept = ("DELETE", False) if state == "deleted" else ("STATE", True)
         records = [
@@ -531,9 +387,8 @@ class StoreRepository:
         ids = list(dict.fromkeys(memory_ids))
         if not ids:
             return Purged([], 0, 0)
-        with scoped(scope.filters()):
-            rows = self.store.get_many(ids)
-            erased = self.store.delete_many([i for i in ids if i in rows]) if rows else []
+        rows = self.store.read(scope, ids)
+        erased = self.store.remove(scope, [i for i in ids if i in rows]) if rows else []
         events = self.history_log.erase(scope.user_id, erased) if erased else 0
         accesses = self.access.erase(scope.user_id, erased) if erased and self.access is not None else 0
         return Purged(list(erased), events, accesses)
@@ -556,13 +411,8 @@ class StoreRepository:
         return records if self.get(scope, memory_id) is not None else []
 
     def check(self) -> None:
-        """Readiness: one cheap, scoped store read (raises what the store raises)."""
-        probe = getattr(self.store, "probe", None)
-        if callable(probe):  # a store whose calls retry for long answers a probe quickly instead
-            probe()
-            return
-        with scoped({"user_id": _READY_USER}):
-            self.store.list_page({"user_id": _READY_USER}, 1, None)
+        """Readiness: one cheap store read, answered quickly (raises what the store raises)."""
+        self.store.probe()
 
     def close(self) -> None:
         try:

@@ -20,9 +20,9 @@ def _imports_mem0(path: Path) -> bool:
     return False
 
 
-def test_only_the_repository_and_the_mem0_package_import_mem0() -> None:
+def test_only_the_row_format_and_the_mem0_package_import_mem0() -> None:
     importers = sorted(p.relative_to(SRC).as_posix() for p in SRC.rglob("*.py") if _imports_mem0(p))
-    assert importers == ["mem0/__init__.py", "mem0/engine.py", "repository.py"]
+    assert importers == ["mem0/__init__.py", "mem0/engine.py", "stores/row_format.py"]
 
 
 def test_mem0_still_has_the_internals_register_and_the_engine_extend() -> None:
@@ -78,7 +78,8 @@ def test_serving_never_imports_the_mem0_package() -> None:
         "from tablestore_openmemory_mcp import repository\n"
         "from tablestore_openmemory_mcp.app import bootstrap\n"
         "from tablestore_openmemory_mcp.edge import tools\n"
-        "repository.lemmatize('searching for tea')\n"
+        "from tablestore_openmemory_mcp.stores import row_format\n"
+        "row_format.lemmatize('searching for tea')\n"
         "print(sorted(m for m in sys.modules if m == 'mem0' or m.startswith('mem0.')))\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)

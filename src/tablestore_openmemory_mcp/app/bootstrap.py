@@ -264,7 +264,8 @@ def open_repository(settings: Settings, upgrade: UpgradePlan | None, *, audit: b
         raise StartupError(f"cannot create the data directory {data_dir} (MEMORY_DATA_DIR): {exc}") from None
 
     from tablestore_openmemory_mcp.memory.audit import AccessLog, AppDirectory
-    from tablestore_openmemory_mcp.repository import StoreRepository, prepare_mem0_environment
+    from tablestore_openmemory_mcp.repository import StoreRepository
+    from tablestore_openmemory_mcp.stores.row_format import prepare_mem0_environment
 
     if upgrade is not None:  # the configured table is the reference deployment's: ours is <name>_v2
         settings = upgrade.apply(settings)

@@ -33,7 +33,7 @@ from tablestore_openmemory_mcp.backup.fileformat import BackupReader
 from tablestore_openmemory_mcp.backup.limits import DEFAULT_LIMITS, Limits
 from tablestore_openmemory_mcp.backup.records import BackupRecord, BadRecord, from_record
 from tablestore_openmemory_mcp.errors import InvalidIdentity, UserInputError
-from tablestore_openmemory_mcp.memory.ports import HistoryRecord, NewMemory, Origin
+from tablestore_openmemory_mcp.memory.ports import ALL_STATES, HistoryRecord, NewMemory, Origin, State
 from tablestore_openmemory_mcp.migrate.runner import SkipOwnAdds
 from tablestore_openmemory_mcp.repository import StoreRepository
 from tablestore_openmemory_mcp.scope import Scope
@@ -262,11 +262,13 @@ class Importer:
 
     def _set_states(self, scope: Scope, targets: Sequence[tuple[str, str]]) -> None:
         """Move imported memories to their recorded state (new memories are stored active)."""
-        by_state: dict[str, list[str]] = {}
+        by_state: dict[State, list[str]] = {}
         for memory_id, state in targets:
-            by_state.setdefault(state, []).append(memory_id)
-        for state, ids in by_state.items():
-            self.repository.set_state(scope, ids, state, ORIGIN)  # type: ignore[arg-type]  # checked in records
+            known = next((s for s in ALL_STATES if s == state), None)  # the records checked it already
+            if known is not None:
+                by_state.setdefault(known, []).append(memory_id)
+        for known, ids in by_state.items():
+            self.repository.set_state(scope, ids, known, ORIGIN)
 
     def _count(self, scope: Scope, records: Sequence[BackupRecord], items: Sequence[NewMemory], outcomes: Any) -> None:
         history: list[HistoryRecord] = []

@@ -39,9 +39,11 @@ from tablestore_openmemory_mcp.memory.results import (
     UpdateResult,
 )
 from tablestore_openmemory_mcp.progress import Report
-from tablestore_openmemory_mcp.repository import ACTIVE, StoreRepository, dedup_key, state_filter
+from tablestore_openmemory_mcp.repository import ACTIVE, StoreRepository
 from tablestore_openmemory_mcp.scope import Scope
-from tablestore_openmemory_mcp.stores.base import MemoryStore, scoped
+from tablestore_openmemory_mcp.stores.base import MemoryStore
+from tablestore_openmemory_mcp.stores.port import scope_filters
+from tablestore_openmemory_mcp.stores.row_format import dedup_key
 
 from . import adapters
 from .adapters import OBJECTS, PROVIDER, TURN, Turn
@@ -66,11 +68,12 @@ class Mem0Flow(ClassicFlow):
     @contextmanager
     def _turn(self, scope: Scope, source: Source) -> Iterator[Turn]:
         turn = Turn(scope, Origin(source=source, model=getattr(self.llm, "model", None)))
-        call = EngineCall(scope.user_id, scope.client_name, lambda digest: dedup_key(scope, digest))
+        call = EngineCall(
+            scope.user_id, scope.client_name, lambda digest: dedup_key(scope, digest), scope=scope_filters(scope)
+        )
         turn_token, call_token = TURN.set(turn), CALL.set(call)
         try:
-            with scoped(scope.filters()):
-                yield turn
+            yield turn
         finally:
             CALL.reset(call_token)
             TURN.reset(turn_token)
@@ -180,7 +183,7 @@ class Mem0Flow(ClassicFlow):
         the same rows (mem0's filters know nothing of this server's clients, categories, times or history)."""
         if where or as_of:
             return super().search(scope, query, limit, where, as_of)
-        filters: dict[str, Any] = {**scope.filters(), **state_filter(ACTIVE)}
+        filters: dict[str, Any] = scope.filters()  # the provider hides paused, archived and deleted rows
         threshold = self.min_score if self.min_score is not None else 0.1
         with self._turn(scope, "mcp") as turn:
             try:
@@ -287,10 +290,14 @@ def build_memory(
     LlmFactory.register_provider(PROVIDER, f"{adapters.__name__}.LlmAdapter", BaseLlmConfig)
     EmbedderFactory.provider_to_class[PROVIDER] = f"{adapters.__name__}.EmbedderAdapter"
 
+    own = repository.store
+    if not isinstance(own, MemoryStore):
+        raise TypeError(f"the mem0 engine needs one of our stores, not {type(own).__name__}")
+
     def opener(name: str) -> StoreVectorStore:
         if name == collection_name:
             return StoreVectorStore(
-                repository.store,
+                own,
                 collection_name=name,
                 dimension=dimension,
                 owners=None,

@@ -2,10 +2,10 @@
 
 What our stores guarantee, mem0 gets too:
 
-* **scope**: every store call runs inside :func:`~..stores.base.scoped`. A mem0 app's calls carry the
-  user (``user_id`` in the payload or the filters; a call without one is refused in one line); id-only
-  calls (``get``/``update``/``delete``) find the owner in the :mod:`.owners` directory. Inside the server
-  the engine opens the caller's scope itself (:data:`CALL`).
+* **scope**: every store call names the caller's scope. A mem0 app's calls carry the user (``user_id`` in
+  the payload or the filters; a call without one is refused in one line); id-only calls
+  (``get``/``update``/``delete``) find the owner in the :mod:`.owners` directory. Inside the server the
+  engine tells the provider its caller's scope (:data:`CALL`), since mem0 owns these methods' signatures.
 * **no duplicates under concurrency**: every memory insert carries a dedup key (scope + md5 of the text,
   the same key the classic engine uses), so two concurrent adds of one text store one row; mem0's own
   id for the loser leads to the winner (an alias).
@@ -24,15 +24,14 @@ import json
 import math
 import threading
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from tablestore_openmemory_mcp.errors import UserInputError
-from tablestore_openmemory_mcp.stores.base import ACTIVE_SCOPE, MemoryStore, OutputData, scoped
+from tablestore_openmemory_mcp.memory.clock import now_iso
+from tablestore_openmemory_mcp.stores.base import MemoryStore, OutputData
 from tablestore_openmemory_mcp.stores.filters import OPERATORS, split_identity
 
 from .owners import CachedOwners
@@ -56,6 +55,7 @@ class EngineCall:
     user_id: str
     client: str
     dedup_key: Callable[[str], str]
+    scope: dict[str, str] = field(default_factory=dict)  # the rows the caller sees (user, and client unless shared)
     aliases: dict[str, str] = field(default_factory=dict)
     store_errors: list[BaseException] = field(default_factory=list)
     searched: int | None = None  # rows the call's first search found (mem0 shows them to its LLM)
@@ -109,10 +109,6 @@ def _unit(vector: Sequence[float] | None) -> list[float] | None:
     return [x / norm for x in values] if norm > 0 else values
 
 
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
-
-
 class StoreVectorStore:
     """mem0's ``VectorStoreBase`` on one :class:`~..stores.base.MemoryStore` collection (see the module docstring).
 
@@ -145,16 +141,15 @@ class StoreVectorStore:
         identity, _ = split_identity(filters)
         return identity.get("user_id")
 
-    @contextmanager
-    def _scope(self, user: str | None) -> Iterator[None]:
-        """The caller's scope: the engine's (already open), else the user named by the call."""
-        if ACTIVE_SCOPE.get():
-            yield
-            return
+    @staticmethod
+    def _scope(user: str | None) -> dict[str, str]:
+        """The caller's scope: the engine's, else the user named by the call."""
+        call = CALL.get()
+        if call is not None and call.scope:
+            return dict(call.scope)
         if not user:
             raise Mem0ScopeError(NO_USER)
-        with scoped({"user_id": user}):
-            yield
+        return {"user_id": user}
 
     def _resolve(self, vector_id: Any) -> tuple[str | None, str] | None:
         """(owner, row id) of an id mem0 holds; None when unknown."""
@@ -162,14 +157,12 @@ class StoreVectorStore:
         call = CALL.get()
         if call is not None:
             return None, call.aliases.get(key, key)
-        if ACTIVE_SCOPE.get():
-            return None, key
         if self.owners is None:
             return None
         return self.owners.get(key)
 
     def _remember(self, rows: Sequence[OutputData]) -> None:
-        if self.owners is not None and not ACTIVE_SCOPE.get():
+        if self.owners is not None and CALL.get() is None:
             entries = {}
             for row in rows:
                 owner = (row.payload or {}).get("user_id")
@@ -244,8 +237,7 @@ class StoreVectorStore:
             self.owners.put({key: (user, key) for key in ids})  # before the rows: no row without its owner
         unit = [_unit(v) or [] for v in vectors]
         try:
-            with self._scope(user):
-                stored = self.store.insert(unit, payloads, ids, dedup)
+            stored = self.store.insert(unit, payloads, ids, dedup, scope=self._scope(user))
         except Exception as exc:
             if call is not None:
                 call.store_errors.append(exc)
@@ -259,8 +251,8 @@ class StoreVectorStore:
     def search(
         self, query: str, vectors: Sequence[float], top_k: int = 5, filters: Mapping[str, Any] | None = None
     ) -> list[OutputData]:
-        with self._scope(self._user_of(filters)):
-            rows = self.store.search(query, _unit(vectors) or [], top_k=top_k, filters=self._visible(filters))
+        scope = self._scope(self._user_of(filters))
+        rows = self.store.search(query, _unit(vectors) or [], top_k=top_k, filters=self._visible(filters), scope=scope)
         self._remember(rows)
         call = CALL.get()
         if call is not None and call.searched is None:
@@ -276,8 +268,10 @@ class StoreVectorStore:
         key = json.dumps(filters or {}, sort_keys=True, default=str)
         candidates = last[1] if last is not None and last[0] == key else None
         self._last_search.value = None
-        with self._scope(self._user_of(filters)):
-            return self.store.keyword_search(query, top_k=top_k, filters=self._visible(filters), candidates=candidates)
+        scope = self._scope(self._user_of(filters))
+        return self.store.keyword_search(
+            query, top_k=top_k, filters=self._visible(filters), candidates=candidates, scope=scope
+        )
 
     def search_batch(
         self,
@@ -293,8 +287,7 @@ class StoreVectorStore:
         if found is None:
             return None
         user, row_id = found
-        with self._scope(user):
-            row = self.store.get(row_id)
+        row = self.store.get(row_id, scope=self._scope(user))
         if row is None or (row.payload or {}).get("state", "active") != "active":
             return None
         return row
@@ -312,8 +305,7 @@ class StoreVectorStore:
             call = CALL.get()
             key = call.dedup_key(new["hash"]) if call is not None else standalone_dedup_key(new, new["hash"])
         try:
-            with self._scope(user):
-                self.store.update(row_id, _unit(vector), new, dedup_key=key)
+            self.store.update(row_id, _unit(vector), new, dedup_key=key, scope=self._scope(user))
         except Exception as exc:
             call = CALL.get()
             if call is not None:
@@ -325,15 +317,15 @@ class StoreVectorStore:
         if found is None:
             return
         user, row_id = found
-        with self._scope(user):
-            if self.soft_delete:
-                row = self.store.get(row_id)
-                if row is None:
-                    return
-                payload = {**(row.payload or {}), "state": "deleted", "updated_at": _now()}
-                self.store.update(row_id, None, payload, dedup_key="")  # releases the text for a new add
+        scope = self._scope(user)
+        if self.soft_delete:
+            row = self.store.get(row_id, scope=scope)
+            if row is None:
                 return
-            self.store.delete_many([row_id])
+            payload = {**(row.payload or {}), "state": "deleted", "updated_at": now_iso()}
+            self.store.update(row_id, None, payload, dedup_key="", scope=scope)  # releases the text for a new add
+            return
+        self.store.delete_many([row_id], scope=scope)
         if self.owners is not None:
             self.owners.remove({str(vector_id), row_id})
 
@@ -342,12 +334,14 @@ class StoreVectorStore:
         limit = DEFAULT_LIST if top_k is None else max(0, int(top_k))
         out: list[OutputData] = []
         cursor: str | None = None
-        with self._scope(self._user_of(filters)):
-            while len(out) < limit:
-                page, cursor = self.store.list_page(self._visible(filters), min(_PAGE, limit - len(out)), cursor)
-                out.extend(page)
-                if cursor is None:
-                    break
+        scope = self._scope(self._user_of(filters))
+        while len(out) < limit:
+            page, cursor = self.store.list_page(
+                self._visible(filters), min(_PAGE, limit - len(out)), cursor, scope=scope
+            )
+            out.extend(page)
+            if cursor is None:
+                break
         self._remember(out)
         return [out[:limit]]
 

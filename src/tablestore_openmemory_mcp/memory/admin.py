@@ -159,7 +159,7 @@ class Admin:
                 MAX_SEARCH_HITS,
                 self._min_score(request),
                 states=request.states,
-                **({"where": where.store_filter()} if where else {}),
+                where=where or None,
             )
             sort = request.sort
         else:  # event time is not in the stores' ordered indexes: filter every memory in scope

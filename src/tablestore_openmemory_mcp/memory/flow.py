@@ -292,7 +292,7 @@ class ClassicFlow:
             then = search_at(repo, self.embedder, name, scope, query, vector, as_of, limit, self.min_score, where)
             return SearchResult(query=query, results=[_hit(memory) for memory in then])
         if where:
-            found = self.repository.search(scope, query, vector, limit, self.min_score, where=where.store_filter())
+            found = self.repository.search(scope, query, vector, limit, self.min_score, where=where)
         else:
             found = self.repository.search(scope, query, vector, limit, self.min_score)
         self.repository.record_access(scope, found, query)
@@ -314,7 +314,7 @@ class ClassicFlow:
             more = str(start + limit) if start + limit < len(then) else None
             return ListResult(count=len(items), total=len(then), next_cursor=more, memories=[_item(m) for m in items])
         if where:
-            page = self.repository.list_page(scope, limit=limit, cursor=cursor, where=where.store_filter())
+            page = self.repository.list_page(scope, limit=limit, cursor=cursor, where=where)
         else:
             page = self.repository.list_page(scope, limit=limit, cursor=cursor)
         self.repository.record_access(scope, page.items, None)

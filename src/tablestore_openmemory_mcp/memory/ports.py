@@ -1,8 +1,8 @@
 """What the memory flow needs from the outside world, in the project's own types.
 
-The classic flow (:mod:`.flow`) and the service talk only to these protocols. One module implements
-:class:`MemoryRepository` on our stores (``repository.py``, the only module that knows mem0 and the
-stores' payload format); tests use an in-memory fake. Every repository method takes the caller's
+The classic flow (:mod:`.flow`) and the service talk only to these protocols. ``repository.py`` implements
+:class:`MemoryRepository` on the typed store port (:mod:`.store_port`); tests use an in-memory fake.
+Every repository method takes the caller's
 :class:`~tablestore_openmemory_mcp.scope.Scope` explicitly: there is no call without one.
 """
 
@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, get_args
+from typing import TYPE_CHECKING, Any, Literal, Protocol, get_args
 
 from tablestore_openmemory_mcp.scope import Scope
+
+if TYPE_CHECKING:  # query_filters reads StoredMemory from here
+    from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery
 
 State = Literal["active", "paused", "archived", "deleted"]
 ALL_STATES: tuple[State, ...] = get_args(State)
@@ -119,10 +122,9 @@ class MemoryRepository(Protocol):
         limit: int,
         cursor: str | None = None,
         states: Collection[State] = ...,
-        where: Mapping[str, Any] | None = None,
+        where: MemoryQuery | None = None,
     ) -> Page:
-        """A page of memories in ``states`` (active only by default: what MCP tools see); ``where``: a
-        further condition in the stores' filter grammar (:mod:`.query_filters`)."""
+        """A page of memories in ``states`` (active only by default: what MCP tools see), narrowed by ``where``."""
         ...
 
     def nearest(self, scope: Scope, vector: Sequence[float], limit: int) -> list[StoredMemory]:
@@ -137,7 +139,7 @@ class MemoryRepository(Protocol):
         limit: int,
         min_score: float | None,
         states: Collection[State] = ...,
-        where: Mapping[str, Any] | None = None,
+        where: MemoryQuery | None = None,
     ) -> list[StoredMemory]:
         """Hybrid (vector + keyword) search; ``score`` is the calibrated 0-1 relevance users see."""
         ...

@@ -2,9 +2,10 @@
 
 Why one module: MCP tools and REST take the same names (``client``, ``category``, ``since``, ``until``,
 ``metadata``, ``match_any``), and every store must answer the same question, so arguments are checked
-here once (a bad one is a :class:`UserInputError` naming it) and turned into the filter dict the stores
-already evaluate (:mod:`..stores.filters`): the embedded store checks it while it walks the candidates
-in score or creation order, so a filtered search still returns ``limit`` matches when that many exist.
+here once (a bad one is a :class:`UserInputError` naming it) and passed to the stores as a
+:class:`MemoryQuery` (:mod:`.store_port`): each pushes what its index has and checks the rest while it walks
+the candidates in score or creation order, so a filtered search still returns ``limit`` matches when that
+many exist.
 
 Event time: ``event_time`` on the memory (ISO 8601, given on add), else its creation time. Metadata: a
 flat object of string, number or boolean values, stored under the payload's ``metadata`` key; every key
@@ -45,7 +46,7 @@ class MemoryQuery:
         return bool(self.client or self.category or self.since or self.until or self.metadata)
 
     def accepts(self, memory: StoredMemory) -> bool:
-        """The same condition as :meth:`store_filter`, on a memory in hand (as-of recall)."""
+        """The condition on a memory in hand (as-of recall; the stores apply it to their rows themselves)."""
         if self.client and memory.client != self.client:
             return False
         if self.category and self.category not in memory.categories:
@@ -59,28 +60,6 @@ class MemoryQuery:
             hits = [key in tags and tags[key] == value for key, value in self.metadata.items()]
             return any(hits) if self.match_any else all(hits)
         return True
-
-    def store_filter(self) -> dict[str, Any]:
-        """The condition in the stores' filter grammar (ANDed with the scope's)."""
-        out: list[dict[str, Any]] = []
-        if self.client:
-            out.append({"agent_id": self.client})
-        if self.category:
-            out.append({"categories": {"contains": self.category}})
-        for op, bound in (("gte", self.since), ("lt", self.until)):
-            if bound:
-                out.append(
-                    {
-                        "OR": [
-                            {EVENT_TIME_KEY: {op: bound}},
-                            {"AND": [{"NOT": [{EVENT_TIME_KEY: "*"}]}, {"created_at": {op: bound}}]},
-                        ]
-                    }
-                )
-        if self.metadata:
-            terms = [{f"{METADATA_KEY}.{key}": value} for key, value in self.metadata.items()]
-            out.append({"OR": terms} if self.match_any else {"AND": terms})
-        return {"AND": out} if out else {}
 
 
 def iso_time(value: Any, name: str) -> str:

@@ -78,7 +78,7 @@ class TablestoreMarker:
         self.name = name
 
     def _pk(self) -> list[tuple[str, str]]:
-        from tablestore_openmemory_mcp.stores.tablestore.schema import PK_ID, PK_USER
+        from tablestore_openmemory_mcp.stores.tablestore.maintenance import PK_ID, PK_USER
 
         return [(PK_USER, MARKER_PARTITION), (PK_ID, self.name)]
 

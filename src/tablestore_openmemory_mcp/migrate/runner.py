@@ -116,6 +116,15 @@ class _WithClient:
             user_id, [replace(r, client=self.clients.get(r.memory_id, (user_id, None))[1]) for r in records]
         )
 
+    def for_memory(self, user_id: str, memory_id: str) -> list[HistoryRecord]:
+        return self.inner.for_memory(user_id, memory_id)
+
+    def erase(self, user_id: str, memory_ids: Sequence[str]) -> int:
+        return self.inner.erase(user_id, memory_ids)
+
+    def close(self) -> None:
+        self.inner.close()
+
 
 def mem0_history_ids(db_path: Path | None) -> set[str]:
     """Memory ids that have events in mem0's history.db (empty when there is none)."""
@@ -240,7 +249,7 @@ class ReferenceCopy:
         copied, skipped = migrate_mem0_history(
             Path(self.history_db),
             lambda memory_id: self.owners.get(memory_id, (None, None))[0],
-            log,  # type: ignore[arg-type]  # only append() is used
+            log,
         )
         counts.history_copied, counts.history_skipped = copied, skipped
 

@@ -68,7 +68,7 @@ def tablestore_client(settings: Settings) -> Any:
     """An SDK client with the server's Tablestore settings (the SDK's default retries: reads only here)."""
     from tablestore import WriteRetryPolicy
 
-    from tablestore_openmemory_mcp.stores.tablestore.client import client_from_settings
+    from tablestore_openmemory_mcp.stores.tablestore.maintenance import client_from_settings
 
     return client_from_settings(
         settings, retry_policy=WriteRetryPolicy(), logger_name=f"{__name__}.sdk", what="the upgrade from the reference"
@@ -83,7 +83,7 @@ def plan_upgrade(settings: Settings, client: Any | None = None) -> UpgradePlan |
     if not settings.uses_tablestore:
         return None
     name = settings.tablestore_table_name
-    from tablestore_openmemory_mcp.stores.tablestore.schema import validate_name
+    from tablestore_openmemory_mcp.stores.tablestore.maintenance import validate_name
 
     try:
         validate_name("table", name)

@@ -22,9 +22,8 @@ from typing import Any, Protocol
 
 from tablestore_openmemory_mcp.embedders.guard import MARKER
 from tablestore_openmemory_mcp.reembed.summary import ReembedSummary
-from tablestore_openmemory_mcp.stores.embedded import DB_FILENAME
-from tablestore_openmemory_mcp.stores.embedded import rows as R
-from tablestore_openmemory_mcp.stores.embedded.schema import META, Names
+from tablestore_openmemory_mcp.stores.embedded.maintenance import DB_FILENAME, META, Names, unit_vectors
+from tablestore_openmemory_mcp.stores.row_format import text_of
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +39,8 @@ class Embedder(Protocol):
 
 
 def _text(payload_json: str) -> str:
-    data = json.loads(payload_json).get("data")
-    return data if isinstance(data, str) else ""
+    payload = json.loads(payload_json)
+    return (text_of(payload) if isinstance(payload, dict) else None) or ""
 
 
 def _digest(text: str) -> str:
@@ -196,7 +195,7 @@ class EmbeddedReembed:
         if not stale:
             return
         vectors = self.embedder.embed_batch([text for _, text in stale], "add")
-        mat = R.unit_vectors(vectors, self.dimension)
+        mat = unit_vectors(vectors, self.dimension)
         rows = [(rid, _digest(text), vec.tobytes()) for (rid, text), vec in zip(stale, mat, strict=True)]
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -232,7 +231,7 @@ class EmbeddedReembed:
                     summary.embedded += len(stale)
                     continue
                 if stale:  # the last round embeds under the lock, so writers cannot outrun it
-                    mat = R.unit_vectors(self.embedder.embed_batch([t for _, t in stale], "add"), self.dimension)
+                    mat = unit_vectors(self.embedder.embed_batch([t for _, t in stale], "add"), self.dimension)
                     conn.executemany(
                         f"INSERT OR REPLACE INTO {self.side} (rid, digest, vector) VALUES (?, ?, ?)",
                         [(rid, _digest(t), v.tobytes()) for (rid, t), v in zip(stale, mat, strict=True)],

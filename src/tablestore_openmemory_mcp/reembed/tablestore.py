@@ -37,22 +37,28 @@ from tablestore import (
 )
 from tablestore.retry import NoRetryPolicy
 
+from tablestore_openmemory_mcp.memory.clock import now_iso
 from tablestore_openmemory_mcp.reembed.summary import ReembedSummary
 from tablestore_openmemory_mcp.settings import Settings
-from tablestore_openmemory_mcp.stores.tablestore import batching
-from tablestore_openmemory_mcp.stores.tablestore.batch import Batches
-from tablestore_openmemory_mcp.stores.tablestore.client import client_from_settings
-from tablestore_openmemory_mcp.stores.tablestore.embedding_meta import EmbeddingMeta, read_meta, write_meta
-from tablestore_openmemory_mcp.stores.tablestore.retry import Retrier, TablestoreUnavailableError
-from tablestore_openmemory_mcp.stores.tablestore.rows import encode_vector
-from tablestore_openmemory_mcp.stores.tablestore.schema import (
+from tablestore_openmemory_mcp.stores.row_format import text_of
+from tablestore_openmemory_mcp.stores.tablestore.maintenance import (
     COL_PAYLOAD,
     COL_VECTOR,
     DEDUP_SUFFIX,
     PK_ID,
     PK_USER,
+    Batches,
+    EmbeddingMeta,
+    Retrier,
+    TablestoreUnavailableError,
+    chunks,
+    client_from_settings,
+    encode_vector,
     index_meta,
+    item_bytes,
     normalize_metric,
+    read_meta,
+    write_meta,
 )
 
 logger = logging.getLogger(__name__)
@@ -73,10 +79,6 @@ def _next_names(index: str, column: str) -> tuple[str, str]:
     version = int(found.group(1)) + 1 if found else 2
     base = re.sub(r"_v\d+$", "", index)
     return f"{base}_v{version}", f"{COL_VECTOR}_v{version}"
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 def _before(iso: str, seconds: float) -> str:
@@ -184,7 +186,7 @@ class TablestoreReembed:
         expected = self._backfill(column, summary, progress)
         self._wait_synced(index, column, expected)
         old_index = meta.index_name
-        switched = EmbeddingMeta(self.name, self.dimension, index, column, switched_at=_now())
+        switched = EmbeddingMeta(self.name, self.dimension, index, column, switched_at=now_iso())
         self._write_meta(switched)
         logger.info("switched %s to index %s, column %s", self.table, index, column)
         if self.drop_old and old_index != index:
@@ -272,10 +274,10 @@ class TablestoreReembed:
                     continue
                 try:
                     payload = json.loads(attrs[COL_PAYLOAD])
-                    text = payload.get("data")
-                except (ValueError, AttributeError):
+                except ValueError:
                     continue
-                if not isinstance(text, str):
+                text = text_of(payload) if isinstance(payload, dict) else None
+                if text is None:
                     continue
                 seen += 1
                 if attrs.get(f"{column}_digest") != self._digest(text) and _changed_since(payload, since):
@@ -291,7 +293,7 @@ class TablestoreReembed:
             # a memory deleted meanwhile fails the condition: nothing to do for it (also when a retried
             # write's first try landed: the row exists, so the condition holds and the write repeats itself)
             items.append(UpdateRowItem(row, Condition(RowExistenceExpectation.EXPECT_EXIST)))
-        for chunk in batching.chunks(items, batching.item_bytes):  # <= 200 rows and < 4 MB a request
+        for chunk in chunks(items, item_bytes):  # <= 200 rows and < 4 MB a request
             self._send(chunk)
 
     def _send(self, items: list[Any]) -> None:

@@ -1,1 +1,2 @@
-"""Memory stores: the embedded local store and Tablestore, both behind the seam in ``base``."""
+"""Memory stores: the embedded local store and Tablestore, both implementing the typed port
+(:class:`~..memory.store_port.StorePort`, in ``base``), with one stored-row format (``row_format``)."""

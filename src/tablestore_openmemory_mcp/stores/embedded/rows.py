@@ -12,8 +12,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ...errors import UserInputError
-from ..base import require_scope
+from ...errors import ScopeMissing, UserInputError
 from ..filters import IDENTITY_KEYS, matches, split_identity
 from ..tokenize import tokens
 from .vectors import F32
@@ -46,9 +45,10 @@ class Plan(NamedTuple):
         return not self.sql_rest
 
 
-def plan(filters: Mapping[str, Any] | None) -> Plan | None:
-    """Plan a read; raises ``ScopeMissing`` outside a scope, ``None`` when filters contradict it."""
-    scope = require_scope()
+def plan(filters: Mapping[str, Any] | None, scope: Mapping[str, str]) -> Plan | None:
+    """Plan a read within ``scope`` (the caller's identity); ``None`` when filters contradict it."""
+    if not scope.get("user_id"):
+        raise ScopeMissing("a store read needs the caller's user id")
     identity, rest = split_identity(filters)
     extra: dict[str, Any] = {}
     for key, value in scope.items():

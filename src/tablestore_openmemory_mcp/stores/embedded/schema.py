@@ -25,7 +25,8 @@ import json
 import logging
 import secrets
 import sqlite3
-from datetime import UTC, datetime
+
+from tablestore_openmemory_mcp.memory.clock import now_iso
 
 from .keywords import StatsDelta, doc_terms, stats_keys
 
@@ -114,7 +115,7 @@ def _create(conn: sqlite3.Connection, n: Names, dims: int, where: str) -> None:
     # A random start keeps a dropped-and-recreated collection from reusing old generations.
     conn.execute(
         f"INSERT OR IGNORE INTO {META} (name, dims, generation, created_at) VALUES (?, ?, ?, ?)",
-        (n.name, dims, secrets.randbits(62), datetime.now(UTC).isoformat()),
+        (n.name, dims, secrets.randbits(62), now_iso()),
     )
     version = conn.execute(f"SELECT version FROM {SCHEMA} WHERE name = ?", (n.name,)).fetchone()
     if version is None or version[0] < VERSION or not _stats_agree(conn, n):

@@ -9,7 +9,7 @@ Why it is built this way:
   writers queue on ``busy_timeout``. Every write transaction bumps the collection's ``generation`` and
   logs the rowids it touched, so a process whose cache is behind replays just those rows. A scope's
   vectors are loaded outside the cache lock, so a big first load never stalls other users.
-* **Scope fails closed.** Every method needs :func:`~..base.scoped`; reads push the scope's identity
+* **Scope fails closed.** Every method needs the caller's scope (``scope=``); reads push its identity
   into SQL (composite indexes) and check every row before returning it.
 * **Exact duplicates** are atomic: the check and the insert run in one ``BEGIN IMMEDIATE``
   transaction, behind a UNIQUE ``(user_id, dedup_key)`` index.
@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import ConflictError, MemoryNotFound, StoreError, UserInputError
-from ..base import MemoryStore, OutputData, in_active_scope, require_scope
+from ..base import MemoryStore, OutputData, Who, require_scope
 from ..sqlite_wal import use_wal
 from ..tokenize import query_tokens
 from . import rows as R
@@ -203,6 +203,8 @@ class EmbeddedStore(MemoryStore):
         payloads: Sequence[Mapping[str, Any]] | None = None,
         ids: Sequence[str] | None = None,
         dedup_keys: Sequence[str | None] | None = None,
+        *,
+        scope: Who = None,
     ) -> list[str]:
         """Store a batch in one transaction (all rows or none); per row, the id now holding it.
 
@@ -211,7 +213,7 @@ class EmbeddedStore(MemoryStore):
         Raises ``ValueError`` for bad vectors, mismatched lengths, a duplicate id in the batch, a
         payload outside the scope or an id owned by another scope.
         """
-        scope = require_scope()
+        scope = require_scope(scope)
         mat = R.unit_vectors(vectors, self.embedding_model_dims)
         count = len(mat)
         payload_list = [dict(p or {}) for p in payloads] if payloads is not None else [{} for _ in range(count)]
@@ -225,7 +227,7 @@ class EmbeddedStore(MemoryStore):
         if len(set(id_list)) != count:
             raise ValueError("insert got the same id twice in one batch")
         for payload in payload_list:
-            if not in_active_scope(payload):
+            if not R.in_scope(scope, R.identity_of(payload), payload):
                 raise ValueError("insert: payload is outside the active scope (user/agent/run ids differ)")
         if not count:
             return []
@@ -307,12 +309,13 @@ class EmbeddedStore(MemoryStore):
         *,
         expected_updated_at: str | None = None,
         dedup_key: str | None = None,
+        scope: Who = None,
     ) -> None:
         """Replace the vector and/or the whole payload of one row in scope (see the contract)."""
-        scope = require_scope()
+        scope = require_scope(scope)
         new_vec = R.unit_vectors([vector], self.embedding_model_dims)[0] if vector is not None else None
         new_payload = dict(payload) if payload is not None else None
-        if new_payload is not None and not in_active_scope(new_payload):
+        if new_payload is not None and not R.in_scope(scope, R.identity_of(new_payload), new_payload):
             raise ValueError("update: the new payload is outside the active scope")
         t = self._n.table
         with self._write() as (conn, tx):
@@ -361,13 +364,9 @@ class EmbeddedStore(MemoryStore):
             moved = row.ident != ident
             tx.states.append(RowState(row.rid, row.id, ident, vec if new_vec is not None or moved else None))
 
-    def delete(self, vector_id: str) -> bool:
-        """Delete one row in scope; False when it is missing or outside the scope."""
-        return bool(self.delete_many([vector_id]))
-
-    def delete_many(self, ids: Iterable[str]) -> list[str]:
+    def delete_many(self, ids: Iterable[str], *, scope: Who = None) -> list[str]:
         """Delete rows in scope in one transaction; the ids this call deleted, in the order given."""
-        scope = require_scope()
+        scope = require_scope(scope)
         id_list = list(dict.fromkeys(str(i) for i in ids))
         if not id_list:
             return []
@@ -394,13 +393,9 @@ class EmbeddedStore(MemoryStore):
 
     # ------------------------------------------------------------------ reads by id
 
-    def get(self, vector_id: str) -> OutputData | None:
-        """The row with this id, or None when missing or outside the scope."""
-        return self.get_many([vector_id]).get(str(vector_id))
-
-    def get_many(self, ids: Sequence[str]) -> dict[str, OutputData]:
+    def get_many(self, ids: Sequence[str], *, scope: Who = None) -> dict[str, OutputData]:
         """Rows by id; missing and out-of-scope ids are absent."""
-        scope = require_scope()
+        scope = require_scope(scope)
         id_list = list(dict.fromkeys(str(i) for i in ids))
         out: dict[str, OutputData] = {}
         with self._pool.connection() as conn:
@@ -412,9 +407,9 @@ class EmbeddedStore(MemoryStore):
                         out[row.id] = OutputData(id=row.id, score=None, payload=row.payload)
         return out
 
-    def get_vectors(self, ids: Sequence[str]) -> dict[str, builtins.list[float]]:
+    def get_vectors(self, ids: Sequence[str], *, scope: Who = None) -> dict[str, builtins.list[float]]:
         """Stored unit vectors by id (export, re-embedding); missing and out-of-scope ids are absent."""
-        scope = require_scope()
+        scope = require_scope(scope)
         id_list = list(dict.fromkeys(str(i) for i in ids))
         out: dict[str, builtins.list[float]] = {}
         with self._pool.connection() as conn:
@@ -427,9 +422,9 @@ class EmbeddedStore(MemoryStore):
                         out[row.id] = np.frombuffer(raw[6], dtype=np.float32).tolist()
         return out
 
-    def find_by_dedup_key(self, key: str) -> OutputData | None:
+    def find_by_dedup_key(self, key: str, *, scope: Who = None) -> OutputData | None:
         """The row in scope holding ``key``."""
-        scope = require_scope()
+        scope = require_scope(scope)
         with self._pool.connection() as conn:
             raw = conn.execute(
                 f"SELECT {_ROW_COLS} FROM {self._n.table} WHERE user_id = ? AND dedup_key = ?",
@@ -442,29 +437,11 @@ class EmbeddedStore(MemoryStore):
 
     # ------------------------------------------------------------------ lists
 
-    def list(self, filters: Mapping[str, Any] | None = None, top_k: int | None = None) -> list[list[OutputData]]:
-        """``[rows]`` in scope, oldest first (created_at, id); ``top_k=None`` = all."""
-        p = R.plan(filters)
-        if p is None or (top_k is not None and top_k <= 0):
-            return [[]]
-        sql = f"SELECT {_ROW_COLS} FROM {self._n.table}{p.where} ORDER BY created_at, id"
-        if p.sql_exact and top_k is not None:
-            sql += f" LIMIT {int(top_k)}"
-        out: list[OutputData] = []
-        with self._pool.connection() as conn:
-            for raw in conn.execute(sql, p.params):
-                row = _row(raw)
-                if R.row_visible(p, row.ident, row.payload):
-                    out.append(OutputData(id=row.id, score=None, payload=row.payload))
-                    if top_k is not None and len(out) >= top_k:
-                        break
-        return [out]
-
     def list_page(
-        self, filters: Mapping[str, Any] | None, limit: int, cursor: str | None = None
+        self, filters: Mapping[str, Any] | None, limit: int, cursor: str | None = None, *, scope: Who = None
     ) -> tuple[builtins.list[OutputData], str | None]:
         """One page in (created_at, id) order and the cursor of the next (keyset: no repeats, no gaps)."""
-        p = R.plan(filters)
+        p = R.plan(filters, require_scope(scope))
         if not isinstance(limit, int) or limit <= 0:
             raise UserInputError("limit must be a positive integer")
         after = R.decode_cursor(cursor) if cursor else None
@@ -508,15 +485,16 @@ class EmbeddedStore(MemoryStore):
         limit: int,
         since: str | None = None,
         until: str | None = None,
+        scope: Who = None,
     ) -> tuple[builtins.list[OutputData], int]:
         """The owner's page straight from the ``(user_id, [agent_id,] created_at, id, state)`` index: the
         browser's first page of 100k memories took 2 s when every row was read and sorted in Python."""
-        p = R.plan(filters)
+        p = R.plan(filters, require_scope(scope))
         if p is None:
             return [], 0
         if not p.sql_exact:
             return super().created_page(
-                filters, newest_first=newest_first, offset=offset, limit=limit, since=since, until=until
+                filters, newest_first=newest_first, offset=offset, limit=limit, since=since, until=until, scope=scope
             )
         where, params = p.where, list(p.params)
         if since is not None:  # the column holds UTC with microseconds (R.utc_iso); compare like with like
@@ -538,15 +516,15 @@ class EmbeddedStore(MemoryStore):
         rows = [_row(raw) for raw in raws]
         return [OutputData(id=row.id, score=None, payload=row.payload) for row in rows], total
 
-    def tally(self, filters: Mapping[str, Any] | None) -> dict[tuple[str | None, str, str], int]:
+    def tally(self, filters: Mapping[str, Any] | None, *, scope: Who = None) -> dict[tuple[str | None, str, str], int]:
         """Counted by SQLite from the scope index (100k rows: ~2 s when every row was read in Python).
 
         The day is the indexed ``created_at`` column: UTC, and the insert time for a payload without one."""
-        p = R.plan(filters)
+        p = R.plan(filters, require_scope(scope))
         if p is None:
             return {}
         if not p.sql_exact:
-            return super().tally(filters)
+            return super().tally(filters, scope=scope)
         sql = (
             f"SELECT agent_id, COALESCE(state, 'active'), substr(created_at, 1, 10), COUNT(*) "
             f"FROM {self._n.table}{p.where} GROUP BY 1, 2, 3"
@@ -554,9 +532,9 @@ class EmbeddedStore(MemoryStore):
         with self._pool.connection() as conn:
             return {(client, str(state), str(day)): int(n) for client, state, day, n in conn.execute(sql, p.params)}
 
-    def count(self, filters: Mapping[str, Any] | None = None) -> int:
+    def count(self, filters: Mapping[str, Any] | None = None, *, scope: Who = None) -> int:
         """Number of rows in scope matching ``filters``."""
-        p = R.plan(filters)
+        p = R.plan(filters, require_scope(scope))
         if p is None:
             return 0
         with self._pool.connection() as conn:
@@ -573,9 +551,11 @@ class EmbeddedStore(MemoryStore):
         vectors: Sequence[float],
         top_k: int | None = 5,
         filters: Mapping[str, Any] | None = None,
+        *,
+        scope: Who = None,
     ) -> builtins.list[OutputData]:
         """Nearest rows in scope by cosine similarity, best first (score clipped to [0, 1])."""
-        p = R.plan(filters)
+        p = R.plan(filters, require_scope(scope))
         if p is None or (top_k is not None and top_k <= 0):
             return []
         q = R.unit_vectors(np.asarray(vectors, dtype=np.float64).reshape(1, -1), self.embedding_model_dims)[0]
@@ -622,13 +602,15 @@ class EmbeddedStore(MemoryStore):
         top_k: int | None = 5,
         filters: Mapping[str, Any] | None = None,
         candidates: Sequence[str] | None = None,
+        *,
+        scope: Who = None,
     ) -> builtins.list[OutputData]:
         """BM25 matches in scope, best first; statistics from the caller's scope only (score > 0).
 
         With ``candidates`` (ids, e.g. the vector hits) only those rows are scored; otherwise FTS5
         finds the rows of the scope that contain a query token.
         """
-        p = R.plan(filters)
+        p = R.plan(filters, require_scope(scope))
         terms = query_tokens(query, limit=_MAX_QUERY_TOKENS)
         if p is None or not terms or (top_k is not None and top_k <= 0):
             return []

@@ -108,12 +108,13 @@ class IndexReads:
             functools.partial(store.client.search, store.collection_name, store.index_name, search_query, columns),
         )
 
-    def _query(self, filters: Mapping[str, Any] | None, extra: Sequence[Query] = ()) -> Query | None:
+    def _query(
+        self, scope: Mapping[str, str], filters: Mapping[str, Any] | None, extra: Sequence[Query] = ()
+    ) -> Query | None:
         """The index query for the scope + ``filters`` (+ ``extra``), or None when it would not be exact."""
         ready, _ = self._state()
         if not ready:
             return None
-        scope = self.store._user()[0]
         push = qb.build(filters, self.store._indexed)
         if not push.exact:
             return None
@@ -129,24 +130,24 @@ class IndexReads:
                 out.append(memory_id)
         return out
 
-    def _touched(self, query: Query) -> tuple[Query, dict[str, OutputData]]:
+    def _touched(self, scope: Mapping[str, str], query: Query) -> tuple[Query, dict[str, OutputData]]:
         """For this process's recent writes: (``query`` without their ids, their rows in the table now)."""
         store = self.store
-        _, user = store._user()
+        _, user = store._user(scope)
         touched = store._recent.touched(user, MAX_TOUCHED)
         if not touched:
             return query, {}
         rest = BoolQuery(must_queries=[query], must_not_queries=[TermsQuery(PK_ID, touched)])
-        return rest, store.get_many(touched)
+        return rest, store.get_many(touched, scope=scope)
 
     # ------------------------------------------------------------------ totals
 
-    def total(self, filters: Mapping[str, Any] | None) -> int | None:
+    def total(self, scope: Mapping[str, str], filters: Mapping[str, Any] | None) -> int | None:
         """How many rows in scope match ``filters`` (lag reconciled), or None: ask the table."""
-        query = self._query(filters)
+        query = self._query(scope, filters)
         if query is None:
             return None
-        rest, rows = self._touched(query)
+        rest, rows = self._touched(scope, query)
         response = self._search(SearchQuery(rest, limit=0, get_total_count=True))
         keep = _matcher(filters)
         return int(response.total_count or 0) + sum(keep(r) for r in rows.values())
@@ -155,6 +156,7 @@ class IndexReads:
 
     def created_page(
         self,
+        scope: Mapping[str, str],
         filters: Mapping[str, Any] | None,
         *,
         newest_first: bool,
@@ -171,19 +173,19 @@ class IndexReads:
             bounds.append(
                 RangeQuery("created_at", range_from=since, range_to=until, include_lower=True, include_upper=False)
             )
-        query = self._query(filters, bounds)
+        query = self._query(scope, filters, bounds)
         if query is None:
             return None
         order = SortOrder.DESC if newest_first else SortOrder.ASC
         sort = Sort([FieldSort("created_at", order), FieldSort(PK_ID, order)])
         keep = _matcher(filters, since, until)
-        rest, touched = self._touched(query)
+        rest, touched = self._touched(scope, query)
         added = [r for r in touched.values() if keep(r)]
         # The index's order without our recent rows (``rest``), plus our rows as they are now (``added``):
         # a page of that view lies within this window of the index's order.
         start = max(0, offset - len(added))
         ids, total = self._page_ids(rest, sort, start, offset + limit - start)
-        rows = self.store.get_many(ids)
+        rows = self.store.get_many(ids, scope=scope)
         window = [(rows.get(i), False) for i in ids]
         page = _view_page(window, added, [], start, offset, limit, newest_first, keep)
         return page, total + len(added)
@@ -211,12 +213,12 @@ class IndexReads:
 
     # ------------------------------------------------------------------ counts
 
-    def tally(self, filters: Mapping[str, Any] | None) -> agg.Tally | None:
+    def tally(self, scope: Mapping[str, str], filters: Mapping[str, Any] | None) -> agg.Tally | None:
         """Rows in scope per (client, state, day created), lag reconciled, or None: ask the table."""
-        query = self._query(filters)
+        query = self._query(scope, filters)
         if query is None or COL_DAY not in self._state()[1]:
             return None
-        rest, touched = self._touched(query)
+        rest, touched = self._touched(scope, query)
         counted = agg.read_tally(self._search(agg.tally_query(rest)))
         if counted is None:
             return None

@@ -2,8 +2,8 @@
 
 Layout (see ``schema``): primary key ``(user_id, memory_id)``, so one user's memories are one contiguous
 range. Every decision is made on the table, which is strongly consistent; the search index, which lags
-writes by seconds, only proposes candidates. Every call runs inside :func:`~..base.scoped` (scope fails
-closed) and the PK user comes from the scope; other scope keys (``agent_id``) are column conditions on
+writes by seconds, only proposes candidates. Every call names the caller's scope (``scope=``; scope fails
+closed) and the PK user comes from it; other scope keys (``agent_id``) are column conditions on
 writes and column filters or checks on reads, so a row outside the scope behaves like a missing row.
 
 RPCs per operation (nothing failing):
@@ -18,7 +18,7 @@ RPCs per operation (nothing failing):
   the existing rows + BatchWriteRow releasing their keys (when any held one); exact under faults
   (``_write_exact``). Unknown ids cost the reads only.
 * ``list_page`` = GetRange (limit + 1 rows); ``count`` = a keys-only GetRange scan (free right after a
-  ``list_page`` that covered the whole range); ``list`` = GetRange pages with payloads.
+  ``list_page`` that covered the whole range).
 * ``search`` = 1 Search (KNN, primary keys only, so up to 1000 hits in one page: no paging tokens) +
   1 BatchGetRow that checks the best hits against the table: deleted rows dropped, current text
   returned. This process's own writes of the last seconds (``recent``) join the candidates, so a search
@@ -70,7 +70,7 @@ from tablestore import (
 
 from tablestore_openmemory_mcp.errors import ConflictError, MemoryNotFound, StoreError, UserInputError
 
-from ..base import MemoryStore, OutputData, RowUpdate, in_active_scope, require_scope
+from ..base import MemoryStore, OutputData, RowUpdate, Who, require_scope
 from ..filters import matches, split_identity
 from ..tokenize import tokens
 from . import batching
@@ -167,6 +167,13 @@ def _decode_cursor(cursor: str) -> str:
     return memory_id
 
 
+def _in_scope(scope: Mapping[str, str], payload: Mapping[str, Any] | None) -> bool:
+    """Whether a row's payload belongs to ``scope`` (every scope key equal)."""
+    if not payload:
+        return False
+    return all(payload.get(key) == value for key, value in scope.items())
+
+
 def _chunks(items: Sequence[T], size: int) -> Iterable[list[T]]:
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
@@ -237,9 +244,10 @@ class TablestoreStore(MemoryStore):
         return self._retry.call(api, fn)
 
     @staticmethod
-    def _user() -> tuple[dict[str, str], str]:
-        """(active scope, its user); raises ScopeMissing outside ``scoped()`` (scope fails closed)."""
-        scope = require_scope()
+    def _user(given: Who = None) -> tuple[dict[str, str], str]:
+        """(the caller's scope, its user): ``given``, else the one ``scoped()`` opened; raises ScopeMissing
+        without one (scope fails closed)."""
+        scope = require_scope(given)
         user = scope["user_id"]
         if user.endswith(DEDUP_SUFFIX):
             raise UserInputError(f"a user id cannot end with {DEDUP_SUFFIX!r}")
@@ -396,59 +404,6 @@ class TablestoreStore(MemoryStore):
             )
             self._check_index(meta)
 
-    def create_col(self, name: str | None = None, vector_size: int | None = None, distance: str | None = None) -> None:
-        """Ensure this store's table and index exist (mem0 calls it with its own config values)."""
-        if name and name != self.collection_name:
-            raise ValueError(f"this store serves table {self.collection_name}, not {name}")
-        if vector_size is not None and vector_size != self.embedding_model_dims:
-            raise ValueError(f"this store was configured for {self.embedding_model_dims} dimensions, not {vector_size}")
-        if distance is not None and normalize_metric(distance) != self.metric:
-            raise ValueError(f"this store was configured for metric {self.metric}, not {distance}")
-        self._ensure()
-
-    def list_cols(self) -> builtins.list[str]:
-        """Table names in the instance (one ListTable)."""
-        return list(self._call("ListTable", self.client.list_table))
-
-    def delete_col(self) -> None:
-        """Drop the search index, then the table (missing ones are fine)."""
-        for api, fn in (
-            (
-                "DeleteSearchIndex",
-                lambda: self.client.delete_search_index(self.collection_name, self.index_name),
-            ),
-            ("DeleteTable", lambda: self.client.delete_table(self.collection_name)),
-        ):
-            try:
-                self._call(api, fn)
-            except OTSServiceError as exc:
-                if not not_found(exc):
-                    raise
-        self._stash.clear()
-        self._recent.clear()
-
-    def col_info(self) -> dict[str, Any]:
-        """Table/index names, vector settings and the index sync state (one DescribeSearchIndex)."""
-        _, sync = self._call(
-            "DescribeSearchIndex",
-            lambda: self.client.describe_search_index(self.collection_name, self.index_name, True),
-        )
-        return {
-            "name": self.collection_name,
-            "index_name": self.index_name,
-            "dimension": self.embedding_model_dims,
-            "metric": self.metric,
-            "endpoint": self.endpoint,
-            "instance_name": self.instance_name,
-            "sync_phase": getattr(getattr(sync, "sync_phase", None), "name", None),
-        }
-
-    def reset(self) -> None:
-        """Delete the table and index and create them again (all memories are lost)."""
-        logger.warning("Resetting Tablestore table %s", self.collection_name)
-        self.delete_col()
-        self._ensure()
-
     def close(self) -> None:
         """Release pooled connections."""
         close_client(self.client)
@@ -469,6 +424,8 @@ class TablestoreStore(MemoryStore):
         payloads: Sequence[Mapping[str, Any]],
         ids: Sequence[str],
         dedup_keys: Sequence[str | None] | None = None,
+        *,
+        scope: Who = None,
     ) -> builtins.list[str]:
         """Claim the rows' dedup keys, then write the rows; return per row the id that now holds it.
 
@@ -478,7 +435,7 @@ class TablestoreStore(MemoryStore):
         fails, the rows and then the claims this call made are removed before the error is raised (a row
         written for an orphan claim stays: it is that claim's memory, possibly rewritten by its own writer).
         """
-        scope, user = self._user()
+        scope, user = self._user(scope)
         self._switch.check()
         self._local.count = None
         ids = [str(i) for i in ids]
@@ -486,7 +443,7 @@ class TablestoreStore(MemoryStore):
         if len(keys) != len(ids):
             raise ValueError(f"insert got {len(ids)} ids but {len(keys)} dedup keys")
         for i, payload in enumerate(payloads):
-            if not in_active_scope(payload):
+            if not _in_scope(scope, payload):
                 raise ValueError(f"memory {i} ({ids[i] if i < len(ids) else '?'}) is outside the caller's scope")
         rows = encode_rows(ids, list(vectors), list(payloads), self.embedding_model_dims, self.vector_column)
         first_of: dict[str, EncodedRow] = {}  # dedup key -> the first row of this call carrying it
@@ -606,6 +563,7 @@ class TablestoreStore(MemoryStore):
         *,
         expected_updated_at: str | None = None,
         dedup_key: str | None = None,
+        scope: Who = None,
     ) -> None:
         """One UpdateRow conditioned on: the row exists, is in scope, and (if given) has ``updated_at``.
 
@@ -616,16 +574,16 @@ class TablestoreStore(MemoryStore):
         Missing or outside the scope -> MemoryNotFound; another writer's change -> ConflictError. A retry
         whose first attempt landed unseen is recognised (the row already is what we wrote): success.
         """
-        _, user = self._user()
+        scope, user = self._user(scope)
         if vector is not None:
             self._switch.check()
         self._local.count = None
         change = RowUpdate(str(vector_id), vector, payload, expected_updated_at, dedup_key)
         holders = self._claim_for([change], user)
-        put, clear, condition = self._plan(change, holders)
+        put, clear, condition = self._plan(scope, change, holders)
         memory_id = change.id
         if not put and not clear:
-            if self.get(memory_id) is None:
+            if self.get(memory_id, scope=scope) is None:
                 raise MemoryNotFound(f"Memory with id {memory_id} not found")
             return
         columns: dict[str, builtins.list[Any]] = {"PUT": put} if put else {}
@@ -638,21 +596,21 @@ class TablestoreStore(MemoryStore):
             if exc.code != CONDITION_FAILED:
                 raise
             if memory_id not in self._applied(user, {memory_id: (put, clear)}):
-                if self.get(memory_id) is None:
+                if self.get(memory_id, scope=scope) is None:
                     self._release_missing(user, holders, [memory_id])
                     raise MemoryNotFound(f"Memory with id {memory_id} not found") from None
                 raise ConflictError(f"memory {memory_id} was changed by another writer; read it again") from None
         self._stash.forget({memory_id})
         self._recent.note(user, [memory_id], [vector])
 
-    def update_many(self, changes: Sequence[RowUpdate]) -> builtins.list[str]:
+    def update_many(self, changes: Sequence[RowUpdate], *, scope: Who = None) -> builtins.list[str]:
         """Several conditional updates in BatchWriteRow calls (<= 200 rows, < 4 MB); return the ids updated.
 
         Each change is applied only if its row exists, is in scope and (if given) still has
         ``expected_updated_at``; the others are left out of the answer (nothing raised). Exact under
         faults like :meth:`delete_many`: a lost answer is settled by re-reading the rows.
         """
-        _, user = self._user()
+        scope, user = self._user(scope)
         if any(c.vector is not None for c in changes):
             self._switch.check()
         self._local.count = None
@@ -660,7 +618,7 @@ class TablestoreStore(MemoryStore):
         if len(by_id) != len(changes):
             raise ValueError("update_many got the same id twice")
         holders = self._claim_for(list(changes), user)
-        plans = {c.id: self._plan(c, holders) for c in changes}
+        plans = {c.id: self._plan(scope, c, holders) for c in changes}
         effects = {mid: (put, clear) for mid, (put, clear, _) in plans.items()}
         updated: builtins.list[str] = []
 
@@ -707,14 +665,13 @@ class TablestoreStore(MemoryStore):
             self._release(user, claims)
 
     def _plan(
-        self, change: RowUpdate, holders: Mapping[str, str]
+        self, scope: Mapping[str, str], change: RowUpdate, holders: Mapping[str, str]
     ) -> tuple[builtins.list[tuple[str, str]], builtins.list[str], Condition]:
         """(columns to put, columns to clear, row condition) for one update."""
-        scope = require_scope()
         put: builtins.list[tuple[str, str]] = []
         clear: builtins.list[str] = []
         if change.payload is not None:
-            if not in_active_scope(change.payload):
+            if not _in_scope(scope, change.payload):
                 raise ValueError("the updated payload is outside the caller's scope")
             put = payload_columns(change.payload)
             have = {name for name, _ in put}
@@ -751,11 +708,7 @@ class TablestoreStore(MemoryStore):
                 done.add(mid)
         return done
 
-    def delete(self, vector_id: str) -> bool:
-        """Delete one row in scope; True when this call deleted it."""
-        return bool(self.delete_many([vector_id]))
-
-    def delete_many(self, ids: Iterable[str]) -> builtins.list[str]:
+    def delete_many(self, ids: Iterable[str], *, scope: Who = None) -> builtins.list[str]:
         """Delete rows in scope; return exactly the ids this call deleted, and release their dedup keys.
 
         Per 200 ids: BatchGetRow (<= 100 rows a call) of the rows' keys, one BatchWriteRow deleting the rows
@@ -766,7 +719,7 @@ class TablestoreStore(MemoryStore):
         (conditioned on still naming them), so a claim never outlives its row except when this process dies
         in between (an orphan claim: the next add of that text stores it under the deleted id, once).
         """
-        scope, user = self._user()
+        scope, user = self._user(scope)
         self._local.count = None
         wanted = [i for i in dict.fromkeys(str(i) for i in ids) if i and len(i.encode("utf-8")) <= 1000]
         condition = self._condition(RowExistenceExpectation.EXPECT_EXIST, self._scope_conditions(scope))
@@ -853,18 +806,19 @@ class TablestoreStore(MemoryStore):
 
     # ------------------------------------------------------------------ reads by id
 
-    def _output(self, raw: RawRow | None, score: float | None = None) -> OutputData | None:
-        """A row as OutputData when it exists and is in the active scope."""
+    @staticmethod
+    def _output(scope: Mapping[str, str], raw: RawRow | None, score: float | None = None) -> OutputData | None:
+        """A row as OutputData when it exists and is in ``scope``."""
         if raw is None:
             return None
         memory_id, payload = decode_payload(*raw)
-        if not in_active_scope(payload):
+        if not _in_scope(scope, payload):
             return None
         return OutputData(id=memory_id, score=score, payload=payload)
 
-    def get(self, vector_id: str) -> OutputData | None:
+    def get(self, vector_id: str, *, scope: Who = None) -> OutputData | None:
         """One GetRow in the caller's partition; None when missing or outside the scope."""
-        _, user = self._user()
+        scope, user = self._user(scope)
         memory_id = str(vector_id)
         if not memory_id or len(memory_id.encode("utf-8")) > 1000:
             return None
@@ -876,23 +830,23 @@ class TablestoreStore(MemoryStore):
         )
         if row is None or not row.primary_key:
             return None
-        return self._output((row.primary_key, row.attribute_columns))
+        return self._output(scope, (row.primary_key, row.attribute_columns))
 
-    def get_many(self, ids: Sequence[str]) -> dict[str, OutputData]:
+    def get_many(self, ids: Sequence[str], *, scope: Who = None) -> dict[str, OutputData]:
         """Rows by id in scope (missing ones absent); one BatchGetRow per 100 ids."""
-        _, user = self._user()
+        scope, user = self._user(scope)
         wanted = [i for i in dict.fromkeys(str(i) for i in ids) if i and len(i.encode("utf-8")) <= 1000]
         rows = self._batches.get(self.collection_name, [self._pk(user, i) for i in wanted], _ROW_COLUMNS)
         out: dict[str, OutputData] = {}
         for raw in rows:
-            found = self._output(raw)
+            found = self._output(scope, raw)
             if found is not None:
                 out[found.id] = found
         return out
 
-    def find_by_dedup_key(self, key: str) -> OutputData | None:
+    def find_by_dedup_key(self, key: str, *, scope: Who = None) -> OutputData | None:
         """The live row in scope holding ``key``: the dedup row's target, verified (2 GetRow)."""
-        _, user = self._user()
+        scope, user = self._user(scope)
         target = self._dedup.lookup(user, check_key(key))
         if target is None:
             return None
@@ -907,7 +861,7 @@ class TablestoreStore(MemoryStore):
         if attr_dict(row.attribute_columns).get(COL_DEDUP) != key:
             self._drop_stale(user, key, target)  # the memory no longer has this text
             return None
-        return self._output((row.primary_key, row.attribute_columns))
+        return self._output(scope, (row.primary_key, row.attribute_columns))
 
     def _drop_stale(self, user: str, key: str, target: str) -> None:
         """Remove a stale claim found on the way (``dedup_sweep``); best effort: a failure only leaves it."""
@@ -922,39 +876,31 @@ class TablestoreStore(MemoryStore):
         self._switch.on_switch = on_switch
         self._switch.fresh = fresh
 
-    def sweep_dedup(self) -> int:
+    def sweep_dedup(self, *, scope: Who = None) -> int:
         """Remove the scope user's stale dedup rows (maintenance; see ``dedup_sweep``); returns how many."""
-        _, user = self._user()
+        _, user = self._user(scope)
         return sweep(self, user)
 
     # ------------------------------------------------------------------ scans
 
-    def list(
-        self, filters: Mapping[str, Any] | None = None, top_k: int | None = None
-    ) -> builtins.list[builtins.list[OutputData]]:
-        """All rows in scope matching ``filters`` in created order, wrapped once (``[rows]``)."""
-        rows = self._scan(filters)
-        if top_k is not None and top_k >= 0:
-            rows = rows[:top_k]
-        return [rows]
-
-    def count(self, filters: Mapping[str, Any] | None = None) -> int:
+    def count(self, filters: Mapping[str, Any] | None = None, *, scope: Who = None) -> int:
         """How many rows in scope match ``filters``; strongly consistent.
 
         Right after a ``list_page`` (same thread, scope and filters) that read the whole range, its
         count (no RPC). Identity-only filters scan primary keys only; other filters read payloads.
         """
-        key = self._memo_key(filters)
+        scope = require_scope(scope)
+        key = self._memo_key(filters, scope)
         memo = getattr(self._local, "count", None)
         self._local.count = None
         if memo is not None and memo[0] == key:
             return int(memo[1])
-        scope, user = self._range_user(filters)
+        user = self._range_user(filters, scope)
         if user is None:
             return 0
         rf = range_filter(scope, filters)
         if not rf.exact:
-            return len(self._scan(filters))
+            return len(self._scan(filters, scope))
         total = 0
         start: Any = INF_MIN
         while start is not None:  # primary keys and the filtered columns only
@@ -962,15 +908,16 @@ class TablestoreStore(MemoryStore):
             total += sum(matches(rf.checks, attr_dict(_row_parts(row)[1])) for row in rows)
         return total
 
-    def _memo_key(self, filters: Mapping[str, Any] | None) -> str:
-        return filters_key(filters, require_scope())
+    @staticmethod
+    def _memo_key(filters: Mapping[str, Any] | None, scope: Mapping[str, str]) -> str:
+        return filters_key(filters, scope)
 
-    def _range_user(self, filters: Mapping[str, Any] | None) -> tuple[dict[str, str], str | None]:
-        """(scope, user to scan), user None when the filters name another user (nothing matches)."""
-        scope, user = self._user()
+    def _range_user(self, filters: Mapping[str, Any] | None, scope: Mapping[str, str]) -> str | None:
+        """The user whose range to scan; None when the filters name another user (nothing matches)."""
+        _, user = self._user(scope)
         identity, _ = split_identity(dict(filters or {}))
         wanted = identity.get("user_id")
-        return scope, None if wanted is not None and wanted != user else user
+        return None if wanted is not None and wanted != user else user
 
     def _get_range(
         self, user: str, start_id: Any, limit: int | None, column_filter: Any, columns: Sequence[str] = _ROW_COLUMNS
@@ -986,8 +933,8 @@ class TablestoreStore(MemoryStore):
         next_id = dict((c[0], c[1]) for c in next_pk).get(PK_ID) if next_pk else None
         return list(rows or []), next_id
 
-    def _scan(self, filters: Mapping[str, Any] | None) -> builtins.list[OutputData]:
-        scope, user = self._range_user(filters)
+    def _scan(self, filters: Mapping[str, Any] | None, scope: Mapping[str, str]) -> builtins.list[OutputData]:
+        user = self._range_user(filters, scope)
         if user is None:
             return []
         out: builtins.list[OutputData] = []
@@ -996,14 +943,14 @@ class TablestoreStore(MemoryStore):
         while start is not None:  # the filter's columns are read too, or the service filters every row out
             rows, start = self._get_range(user, start, None, rf.condition, [*_ROW_COLUMNS, *rf.columns])
             for row in rows:
-                found = self._output(_row_parts(row))
+                found = self._output(scope, _row_parts(row))
                 if found is not None and (not filters or matches(dict(filters), found.payload)):
                     out.append(found)
         out.sort(key=_created_key)
         return out
 
     def list_page(
-        self, filters: Mapping[str, Any] | None, limit: int, cursor: str | None = None
+        self, filters: Mapping[str, Any] | None, limit: int, cursor: str | None = None, *, scope: Who = None
     ) -> tuple[builtins.list[OutputData], str | None]:
         """Up to ``limit`` rows in primary-key order from ``cursor``, and the cursor of the next page.
 
@@ -1013,7 +960,8 @@ class TablestoreStore(MemoryStore):
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise UserInputError("limit must be a positive integer")
         self._local.count = None
-        scope, user = self._range_user(filters)
+        scope = require_scope(scope)
+        user = self._range_user(filters, scope)
         start: Any = _decode_cursor(cursor) if cursor else INF_MIN
         if user is None:
             return [], None
@@ -1023,14 +971,14 @@ class TablestoreStore(MemoryStore):
         while start is not None:
             rows, start = self._get_range(user, start, limit - len(page) + 1, rf.condition, columns)
             for row in rows:
-                found = self._output(_row_parts(row))
+                found = self._output(scope, _row_parts(row))
                 if found is None or (filters and not matches(dict(filters), found.payload)):
                     continue
                 if len(page) == limit:
                     return page, _encode_cursor(found.id)
                 page.append(found)
         if cursor is None:  # the whole range: a count right after this needs no scan of its own
-            self._local.count = (self._memo_key(filters), len(page))
+            self._local.count = (self._memo_key(filters, scope), len(page))
         return page, None
 
     # ------------------------------------------------------------------ search
@@ -1080,14 +1028,18 @@ class TablestoreStore(MemoryStore):
         return pairs[:want]
 
     def _verified(
-        self, ranked: Sequence[tuple[str, float | None]], k: int, filters: Mapping[str, Any] | None
+        self,
+        scope: Mapping[str, str],
+        ranked: Sequence[tuple[str, float | None]],
+        k: int,
+        filters: Mapping[str, Any] | None,
     ) -> builtins.list[OutputData]:
         """The first ``k`` candidates (in order) that exist, are in scope and match ``filters``.
 
         Candidates are read back from the table 100 at a time (BatchGetRow), so a deleted row never
         comes back and an updated one comes back with its current text.
         """
-        _, user = self._user()
+        _, user = self._user(scope)
         out: builtins.list[OutputData] = []
         pending = list(ranked)
         while pending:
@@ -1098,7 +1050,7 @@ class TablestoreStore(MemoryStore):
             chunk, pending = pending[:size], pending[size:]
             rows = self._batches.get(self.collection_name, [self._pk(user, mid) for mid, _ in chunk], _ROW_COLUMNS)
             for (_, score), raw in zip(chunk, rows, strict=True):
-                found = self._output(raw, score)
+                found = self._output(scope, raw, score)
                 if found is not None and (not filters or matches(dict(filters), found.payload)):
                     out.append(found)
                     if len(out) == k:
@@ -1106,10 +1058,16 @@ class TablestoreStore(MemoryStore):
         return out
 
     def search(
-        self, query: str, vectors: Sequence[float], top_k: int = 5, filters: Mapping[str, Any] | None = None
+        self,
+        query: str,
+        vectors: Sequence[float],
+        top_k: int = 5,
+        filters: Mapping[str, Any] | None = None,
+        *,
+        scope: Who = None,
     ) -> builtins.list[OutputData]:
         """KNN: 1 Search (scope and filters pushed down) + 1 BatchGetRow checking the hits."""
-        scope, user = self._user()
+        scope, user = self._user(scope)
         self._index_settled()
         self._switch.check()  # a reembed switch is followed, or refused in one line (switch_watch)
         k = min(5 if top_k is None else int(top_k), MAX_TOP_K)  # KNN's top_k limit; more is never useful
@@ -1134,7 +1092,7 @@ class TablestoreStore(MemoryStore):
         for mid, similarity in self._recent.nearest(user, vector, max(fetch, GET_ROWS)):
             scores[mid] = similarity
         ranked = sorted(scores.items(), key=lambda kv: kv[1] if kv[1] is not None else float("-inf"), reverse=True)
-        results = self._verified(ranked, k, filters)
+        results = self._verified(scope, ranked, k, filters)
         if isinstance(query, str):
             self._stash.put(filters_key(filters, scope), query, results)
         return results
@@ -1145,6 +1103,8 @@ class TablestoreStore(MemoryStore):
         top_k: int = 5,
         filters: Mapping[str, Any] | None = None,
         candidates: Sequence[str] | None = None,
+        *,
+        scope: Who = None,
     ) -> builtins.list[OutputData] | None:
         """BM25 keyword scores over rows checked against the table, statistics from those rows only.
 
@@ -1152,14 +1112,14 @@ class TablestoreStore(MemoryStore):
         RPC), else one BatchGetRow. Without: the preceding search's rows for this query (no RPC), else
         1 Search (MatchQuery) + 1 BatchGetRow, plus this process's recent writes.
         """
-        scope, user = self._user()
+        scope, user = self._user(scope)
         k = max(1, int(top_k or 5))
         key = filters_key(filters, scope)
         if candidates is not None:
             known = self._stash.rows(key)
             wanted = [str(c) for c in dict.fromkeys(candidates)]
             missing = [c for c in wanted if c not in known]
-            fetched = self.get_many(missing) if missing else {}
+            fetched = self.get_many(missing, scope=scope) if missing else {}
             rows = [r for c in wanted if (r := known.get(c) or fetched.get(c)) is not None]
             rows = [r for r in rows if not filters or matches(dict(filters), r.payload)]
             return bm25(query, rows, k)
@@ -1175,20 +1135,21 @@ class TablestoreStore(MemoryStore):
         full = BoolQuery(must_queries=[match], filter_queries=[flt]) if flt is not None else match
         hits = dict.fromkeys([mid for mid, _ in self._search_hits(full, fetch)])
         hits.update(dict.fromkeys(self._recent.ids(user)[:GET_ROWS]))
-        rows = self._verified([(mid, None) for mid in hits], len(hits), filters)
+        rows = self._verified(scope, [(mid, None) for mid in hits], len(hits), filters)
         return bm25(query, rows, k)
 
     # ------------------------------------------------------------------ owner's views and export (index_reads)
 
-    def total(self, filters: Mapping[str, Any] | None = None) -> int:
+    def total(self, filters: Mapping[str, Any] | None = None, *, scope: Who = None) -> int:
         """A page's total: the index's count with this process's recent writes reconciled (``index_reads``);
         :meth:`count` when the index cannot answer exactly, or right after a page that read the whole range."""
+        scope = require_scope(scope)
         memo = getattr(self._local, "count", None)
-        if memo is None or memo[0] != self._memo_key(filters):
-            found = self._index_reads.total(filters)
+        if memo is None or memo[0] != self._memo_key(filters, scope):
+            found = self._index_reads.total(scope, filters)
             if found is not None:
                 return found
-        return self.count(filters)
+        return self.count(filters, scope=scope)
 
     def created_page(
         self,
@@ -1199,25 +1160,28 @@ class TablestoreStore(MemoryStore):
         limit: int,
         since: str | None = None,
         until: str | None = None,
+        scope: Who = None,
     ) -> tuple[builtins.list[OutputData], int]:
         """The owner's page by creation time from the index (``index_reads``); else every row is read."""
+        scope = require_scope(scope)
         found = self._index_reads.created_page(
-            filters, newest_first=newest_first, offset=offset, limit=limit, since=since, until=until
+            scope, filters, newest_first=newest_first, offset=offset, limit=limit, since=since, until=until
         )
         if found is not None:
             return found
         return super().created_page(
-            filters, newest_first=newest_first, offset=offset, limit=limit, since=since, until=until
+            filters, newest_first=newest_first, offset=offset, limit=limit, since=since, until=until, scope=scope
         )
 
-    def tally(self, filters: Mapping[str, Any] | None) -> dict[tuple[str | None, str, str], int]:
+    def tally(self, filters: Mapping[str, Any] | None, *, scope: Who = None) -> dict[tuple[str | None, str, str], int]:
         """Counts per (client, state, day) from the index's group-bys (``aggregations``); else every row is read."""
-        found = self._index_reads.tally(filters)
-        return found if found is not None else super().tally(filters)
+        scope = require_scope(scope)
+        found = self._index_reads.tally(scope, filters)
+        return found if found is not None else super().tally(filters, scope=scope)
 
-    def get_vectors(self, ids: Sequence[str]) -> dict[str, builtins.list[float]]:
+    def get_vectors(self, ids: Sequence[str], *, scope: Who = None) -> dict[str, builtins.list[float]]:
         """Stored vectors by id (export): one BatchGetRow per 100 ids, rows outside the scope absent."""
-        return read_vectors(self, ids)
+        return read_vectors(self, ids, require_scope(scope))
 
 
 __all__ = ["RowUpdate", "TablestoreStore", "TablestoreUnavailableError"]
