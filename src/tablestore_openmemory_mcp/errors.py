@@ -7,7 +7,7 @@ The module every layer may import (as httpx keeps all of its exceptions in one m
     │   ├── InvalidIdentity, AppPaused
     │   └── BackupFormatError ─ BackupTooLarge   a backup file this server cannot read (nothing imported)
     ├── NotFoundError ─ MemoryNotFound  not among the caller's memories (it may exist in another scope: never said)
-    ├── ConflictError ─ DuplicateMemory a concurrent change won; the operation can be retried
+    ├── ConflictError                   a concurrent change won; the operation can be retried
     ├── DependencyError                 the LLM, the embedder or the store failed; the message names the setting
     │   ├── StoreError                  (stores/tablestore: TablestoreUnavailableError, RowRejected, SwitchedAway)
     │   ├── LLMError ─ LLMReplyError
@@ -64,14 +64,6 @@ class BackupTooLarge(BackupFormatError):
 
 class ConflictError(MemoryServerError):
     """Another writer changed the row first (optimistic concurrency); re-read and retry."""
-
-
-class DuplicateMemory(ConflictError):
-    """The exact text is already stored in this scope; ``existing_id`` names it."""
-
-    def __init__(self, existing_id: str) -> None:
-        super().__init__(f"this memory is already stored as {existing_id}")
-        self.existing_id = existing_id
 
 
 class DependencyError(MemoryServerError):

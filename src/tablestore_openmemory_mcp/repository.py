@@ -161,13 +161,21 @@ class StoreRepository:
         limit: int,
         since: str | None = None,
         until: str | None = None,
+        where: MemoryQuery | None = None,
     ) -> tuple[list[StoredMemory], int] | None:
         """One page of the owner's memories by creation time and the total; ``None`` when paused apps
         must be hidden (active-only reads), which the caller then filters row by row."""
         if set(states) == ACTIVE:
             return None
         return self.store.created_window(
-            scope, states=states, newest_first=newest_first, offset=offset, limit=limit, since=since, until=until
+            scope,
+            states=states,
+            newest_first=newest_first,
+            offset=offset,
+            limit=limit,
+            since=since,
+            until=until,
+            query=where or EVERYTHING,
         )
 
     def tally(self, scope: Scope) -> dict[tuple[str | None, str, str], int]:

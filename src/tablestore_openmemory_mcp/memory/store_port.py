@@ -117,8 +117,10 @@ class StorePort(Protocol):
         limit: int,
         since: str | None = None,
         until: str | None = None,
+        query: MemoryQuery = ...,
     ) -> tuple[list[StoredMemory], int]:
-        """An offset page in (created_at, id) order and how many match; ``since``/``until`` bound created_at."""
+        """An offset page in (created_at, id) order and how many match; ``since``/``until`` bound created_at,
+        ``query`` narrows as everywhere (its since/until are on the event time)."""
         ...
 
     def tallies(self, scope: Scope) -> Tally:

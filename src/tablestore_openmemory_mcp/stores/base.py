@@ -187,9 +187,10 @@ class MemoryStore(ABC):
         limit: int,
         since: str | None = None,
         until: str | None = None,
+        query: MemoryQuery = EVERYTHING,
     ) -> tuple[list[StoredMemory], int]:
         rows, total = self.created_page(
-            selection(scope, states, EVERYTHING),
+            selection(scope, states, query),
             newest_first=newest_first,
             offset=offset,
             limit=limit,
