@@ -132,8 +132,8 @@ async def test_mem0_engine_faults_end_like_the_classic_engine(tmp_path, fake_ope
 
 
 async def test_rest_page_lifecycle_and_paused_apps_work_with_the_mem0_engine(tmp_path, tablestore_emulator):
-    """The REST API's lifecycle tests, run as written against a server whose MCP tools use mem0."""
-    from tests.server_process import HttpServer
+    """The REST API's lifecycle tests, run as written against the app (in process) whose MCP tools use mem0."""
+    from tests.inprocess import serve_in_process
     from tests.test_rest_api import (
         TOKENS,
         test_lifecycle_through_rest_and_mcp_agree,
@@ -141,12 +141,11 @@ async def test_rest_page_lifecycle_and_paused_apps_work_with_the_mem0_engine(tmp
     )
 
     extra = {"MCP_AUTH_TOKENS": TOKENS, "TOOL_BLACK_LIST": "[]", "MEMORY_ENGINE": "mem0"}
-    env = server_env(tmp_path, **extra, **tablestore_env(tablestore_emulator))
-    with HttpServer(env, tmp_path, transport="streamable-http") as server:
+    (tmp_path / "tablestore").mkdir()
+    async with serve_in_process(tmp_path / "tablestore", **extra, **tablestore_env(tablestore_emulator)) as server:
         await test_lifecycle_through_rest_and_mcp_agree(server)
     (tmp_path / "embedded").mkdir()
-    env = server_env(tmp_path / "embedded", **extra)
-    with HttpServer(env, tmp_path / "embedded", transport="streamable-http") as server:
+    async with serve_in_process(tmp_path / "embedded", **extra) as server:
         await test_paused_app_cannot_write_and_is_hidden_for_that_user_only(server)
 
 
