@@ -50,8 +50,11 @@ def where(scope: Scope, states: Collection[State], query: MemoryQuery, terms: st
     identity = scope_filters(scope)
     if query.client and identity.setdefault("agent_id", query.client) != query.client:
         return " WHERE 0", []  # a client scope asked for another client's memories
+    # With a term, the term index drives (a category or tag is usually far more selective than the
+    # user's whole range); SQLite's unary "+" keeps the planner off the (user_id, ...) indexes.
+    col = "+" if query.category or query.metadata else ""
     for key in sorted(identity):
-        clauses.append(f"{key} = ?")
+        clauses.append(f"{col}{key} = ?")
         values.append(identity[key])
     cond = state_filter(states).get("state")
     if cond is not None:
@@ -61,10 +64,10 @@ def where(scope: Scope, states: Collection[State], query: MemoryQuery, terms: st
         clauses.append(state[0])
         values += state[1]
     if query.since:
-        clauses.append("event_at >= ?")
+        clauses.append(f"{col}event_at >= ?")
         values.append(query.since)
     if query.until:
-        clauses.append("event_at < ?")
+        clauses.append(f"{col}event_at < ?")
         values.append(query.until)
     if query.category:
         clauses.append(f"rid IN (SELECT rid FROM {terms} WHERE term = ?)")
