@@ -43,6 +43,39 @@ def event_at(payload: Mapping[str, Any], created_at: str) -> str:
     return utc_iso(str(event)) if event else created_at
 
 
+def candidates(
+    scope: Scope, states: Collection[State], query: MemoryQuery, table: str, terms: str
+) -> tuple[str, list[Any]]:
+    """``SELECT rid ...`` of a superset of the matching rows, from indexes alone (no memory row is read).
+
+    With a category or tag: the term index's rowids (ANDed with INTERSECT), intersected with the event-time
+    index when a time bound is given; the caller keeps only rows of the caller's own cached vectors and
+    checks every row it reads (state, client, time). Without: exactly :func:`where` (a covering index).
+    """
+    if not (query.category or query.metadata):
+        clause, values = where(scope, states, query, terms)
+        return f"SELECT rid FROM {table}{clause}", values
+    parts: list[str] = []
+    values = []
+    if query.category:
+        parts.append(f"SELECT rid FROM {terms} WHERE term = ?")
+        values.append(f"category={query.category}")
+    tags = ["tag=" + tag_term(key, value) for key, value in query.metadata.items()]
+    if tags and query.match_any:
+        parts.append(f"SELECT DISTINCT rid FROM {terms} WHERE term IN ({','.join('?' * len(tags))})")
+        values += tags
+    else:
+        for tag in tags:
+            parts.append(f"SELECT rid FROM {terms} WHERE term = ?")
+            values.append(tag)
+    if query.since or query.until:
+        timed = MemoryQuery(client=query.client, since=query.since, until=query.until)
+        clause, more = where(scope, states, timed, terms)
+        parts.append(f"SELECT rid FROM {table}{clause}")
+        values += more
+    return " INTERSECT ".join(parts), values
+
+
 def where(scope: Scope, states: Collection[State], query: MemoryQuery, terms: str) -> tuple[str, list[Any]]:
     """`` WHERE ...`` over the memory table (unaliased) and its values; ``terms`` is the term table's name."""
     clauses: list[str] = []

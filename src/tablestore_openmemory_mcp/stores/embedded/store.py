@@ -723,9 +723,10 @@ class EmbeddedStore(MemoryStore):
         states: Collection[State],
         query: MemoryQuery = EVERYTHING,
     ) -> builtins.list[StoredMemory]:
-        """Narrowed: SQL selects the matching rows (indexes), only their cached vectors are scored, and
-        payloads are read best first until ``limit`` pass; so a selective filter reads ~``limit`` rows and
-        still returns ``limit`` matches when that many exist. Unnarrowed: the whole slab, as before."""
+        """Narrowed: the indexes give the candidate rowids (:func:`.narrowing.candidates`), only those of
+        the caller's cached vectors are scored, and payloads are read best first until ``limit`` pass every
+        check; so a selective filter reads ~``limit`` rows and still returns ``limit`` matches when that many
+        exist. Unnarrowed: the whole slab, as before."""
         if not query:
             return super().nearest(scope, vector, limit, states=states, query=query)
         identity = scope_filters(scope)
@@ -733,29 +734,41 @@ class EmbeddedStore(MemoryStore):
         if check is None or limit <= 0:
             return []
         q = R.unit_vectors(np.asarray(vector, dtype=np.float64).reshape(1, -1), self.embedding_model_dims)[0]
-        where, values = narrowing.where(scope, states, query, self._n.terms)
+        sql, values = narrowing.candidates(scope, states, query, self._n.table, self._n.terms)
         with self._pool.connection() as conn:
-            rids = [int(rid) for (rid,) in conn.execute(f"SELECT rid FROM {self._n.table}{where}", values)]
+            # Past a quarter of the scope, scoring every vector and checking rows best first reads ~4x
+            # limit rows anyway and skips reading the candidates (10k rows, 99% match: 6.3 vs 1.3 ms).
+            cap = max(4 * limit, len(self._snapshot(conn, identity).mat) // 4)
+            rids = [int(rid) for (rid,) in conn.execute(f"{sql} LIMIT ?", (*values, cap + 1))]
             if not rids:
                 return []
-            snap = self._snapshot(conn, identity, rids)
-            only = snap.only if snap.only is not None else np.empty(0, dtype=np.intp)
-            scores = dot_at(snap.mat, q, only)
-            self.reads["vectors"] += len(only)
-            order = np.argsort(-scores, kind="stable")
-            out: builtins.list[StoredMemory] = []
-            step = limit + max(16, limit // 4)
-            for start in range(0, len(order), step):
-                batch = [int(i) for i in order[start : start + step]]
-                rows = self._rows_by_rid(conn, [snap.rids[only[i]] for i in batch])
-                for i in batch:
-                    row = rows.get(snap.rids[only[i]])
-                    if row is None or not R.row_visible(check, row.ident, row.payload):
-                        continue  # deleted or changed since the selection
-                    out.append(row_format.to_memory(row.id, row.payload, max(0.0, float(scores[i]))))
-                    if len(out) >= limit:
-                        return out
-            return out
+            broad = len(rids) > cap
+            if not broad:
+                snap = self._snapshot(conn, identity, rids)
+                return self._best_of(conn, snap, q, check, limit)
+        return super().nearest(scope, vector, limit, states=states, query=query)  # broad: the whole slab
+
+    def _best_of(
+        self, conn: sqlite3.Connection, snap: Snapshot, q: F32, check: R.Plan, limit: int
+    ) -> builtins.list[StoredMemory]:
+        """Score the snapshot's selected positions; read payloads best first until ``limit`` pass ``check``."""
+        only = snap.only if snap.only is not None else np.empty(0, dtype=np.intp)
+        scores = dot_at(snap.mat, q, only)
+        self.reads["vectors"] += len(only)
+        order = np.argsort(-scores, kind="stable")
+        out: builtins.list[StoredMemory] = []
+        step = limit + max(16, limit // 4)
+        for start in range(0, len(order), step):
+            batch = [int(i) for i in order[start : start + step]]
+            rows = self._rows_by_rid(conn, [snap.rids[only[i]] for i in batch])
+            for i in batch:
+                row = rows.get(snap.rids[only[i]])
+                if row is None or not R.row_visible(check, row.ident, row.payload):
+                    continue  # deleted or changed since the selection
+                out.append(row_format.to_memory(row.id, row.payload, max(0.0, float(scores[i]))))
+                if len(out) >= limit:
+                    return out
+        return out
 
     def keyword_hits(
         self,
