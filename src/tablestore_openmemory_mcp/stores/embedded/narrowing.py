@@ -76,8 +76,13 @@ def candidates(
     return " INTERSECT ".join(parts), values
 
 
-def where(scope: Scope, states: Collection[State], query: MemoryQuery, terms: str) -> tuple[str, list[Any]]:
-    """`` WHERE ...`` over the memory table (unaliased) and its values; ``terms`` is the term table's name."""
+def where(
+    scope: Scope, states: Collection[State], query: MemoryQuery, terms: str, *, by_terms: bool = True
+) -> tuple[str, list[Any]]:
+    """`` WHERE ...`` over the memory table (unaliased) and its values; ``terms`` is the term table's name.
+
+    ``by_terms=False`` leaves the planner free to walk the user's ordered index instead (a keyset page
+    stops after ``limit`` matches, however common the term)."""
     clauses: list[str] = []
     values: list[Any] = []
     identity = scope_filters(scope)
@@ -85,7 +90,7 @@ def where(scope: Scope, states: Collection[State], query: MemoryQuery, terms: st
         return " WHERE 0", []  # a client scope asked for another client's memories
     # With a term, the term index drives (a category or tag is usually far more selective than the
     # user's whole range); SQLite's unary "+" keeps the planner off the (user_id, ...) indexes.
-    col = "+" if query.category or query.metadata else ""
+    col = "+" if by_terms and (query.category or query.metadata) else ""
     for key in sorted(identity):
         clauses.append(f"{col}{key} = ?")
         values.append(identity[key])

@@ -816,7 +816,7 @@ class EmbeddedStore(MemoryStore):
         if not isinstance(limit, int) or limit <= 0:
             raise UserInputError("limit must be a positive integer")
         after = R.decode_cursor(cursor) if cursor else None
-        where, values = narrowing.where(scope, states, query, self._n.terms)
+        where, values = narrowing.where(scope, states, query, self._n.terms, by_terms=False)
         if after is not None:
             where += " AND (created_at, id) > (?, ?)"
             values += list(after)
