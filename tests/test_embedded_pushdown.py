@@ -289,3 +289,19 @@ def test_a_version_2_file_is_backfilled_at_open(tmp_path: Path) -> None:
         assert conn.execute('SELECT COUNT(*) FROM "mem0" WHERE event_at IS NULL').fetchone()[0] == 0
     finally:
         conn.close()
+
+
+def test_a_client_filter_in_a_shared_scope_with_tags(store: EmbeddedStore) -> None:
+    rng = random.Random(8)
+    rows = [
+        NewRow(memory(ALICE, i, client="cursor" if i % 2 else "cline", tags={"p": "q"}), vector(rng)) for i in range(40)
+    ]
+    store.put(ALICE, rows)
+    query = build_query(client="cline", metadata={"p": "q"})
+    store.reads.clear()
+    found = store.nearest(ALICE, vector(rng), 5, states=ACTIVE, query=query)
+    assert len(found) == 5 and {m.client for m in found} == {"cline"}
+    assert store.reads["vectors"] == 20  # the client's 20 tagged rows only
+    assert store.page_total(ALICE, states=ACTIVE, query=query) == 20
+    listed = store.page(ALICE, states=ACTIVE, query=query, limit=50).items
+    assert [m.id for m in listed] == [r.memory.id for r in rows if r.memory.client == "cline"]

@@ -5,8 +5,10 @@ fewer than ``limit`` matches. Here (Scope, states, MemoryQuery) become one WHERE
 served by its indexes: ``event_at`` (the memory's event time, else its creation time; ``(user_id,
 [agent_id,] event_at)``) and the term table ``<name>__terms(rid, term)`` (``(term, rid)``) holding
 ``category=<c>`` and ``tag=<key>=<value>`` (:func:`..row_format.tag_term`, the terms the Tablestore index
-holds too). Isolation: a term row carries no identity; the clause always also names the caller's
-``user_id`` (and client) on the memory row itself, so another user's term never selects anything.
+holds too). Isolation: a term row carries no identity; :func:`where` always also names the caller's
+``user_id`` (and client) on the memory row itself, and :func:`candidates` (rowids for a vector search) is
+only a superset: the search scores only the caller's own cached vectors and checks each row it reads, so
+another user's term never selects anything.
 
 Pure: builds SQL text and values, no I/O.
 """
@@ -48,9 +50,10 @@ def candidates(
 ) -> tuple[str, list[Any]]:
     """``SELECT rid ...`` of a superset of the matching rows, from indexes alone (no memory row is read).
 
-    With a category or tag: the term index's rowids (ANDed with INTERSECT), intersected with the event-time
-    index when a time bound is given; the caller keeps only rows of the caller's own cached vectors and
-    checks every row it reads (state, client, time). Without: exactly :func:`where` (a covering index).
+    With a category or tag: the term index's rowids (ANDed with INTERSECT), intersected with the
+    ``(user_id, [agent_id,] event_at)`` index when a time bound or a client is given; the caller keeps only
+    rows of the caller's own cached vectors and checks every row it reads (state, client, time).
+    Without: exactly :func:`where` (a covering index).
     """
     if not (query.category or query.metadata):
         clause, values = where(scope, states, query, terms)
@@ -68,7 +71,7 @@ def candidates(
         for tag in tags:
             parts.append(f"SELECT rid FROM {terms} WHERE term = ?")
             values.append(tag)
-    if query.since or query.until:
+    if query.since or query.until or query.client:
         timed = MemoryQuery(client=query.client, since=query.since, until=query.until)
         clause, more = where(scope, states, timed, terms)
         parts.append(f"SELECT rid FROM {table}{clause}")
