@@ -14,6 +14,9 @@ Why it is built this way:
 * **Exact duplicates** are atomic: the check and the insert run in one ``BEGIN IMMEDIATE``
   transaction, behind a UNIQUE ``(user_id, dedup_key)`` index.
 * **Keyword search** matches with FTS5 and scores with per-scope BM25 statistics (:mod:`.keywords`).
+* **Narrowed reads in SQL** (client, category, event time, tags: :mod:`.narrowing`): the port's ``nearest``,
+  ``keyword_hits``, ``page``, ``page_total`` and ``created_window`` take the matching rows from the
+  ``event_at`` and term indexes, so a selective filter reads about ``limit`` rows, not the scope.
 """
 
 from __future__ import annotations
