@@ -37,7 +37,7 @@ class OwnerRepository(MemoryRepository, Protocol):
     """What the owner's view needs beyond the flow's repository."""
 
     def iter_all(
-        self, scope: Scope, batch: int = 500, states: Collection[State] = ...
+        self, scope: Scope, batch: int = 500, states: Collection[State] = ..., where: MemoryQuery | None = None
     ) -> Iterator[list[StoredMemory]]: ...
 
     def access_for(self, user_id: str, memory_id: str) -> list[HistoryRecord]: ...
@@ -122,8 +122,10 @@ class Admin:
             raise UserInputError("this store does not support the owner's view")
         return repository  # type: ignore[return-value]
 
-    def _all(self, scope: Scope, states: Collection[State]) -> list[StoredMemory]:
-        return [memory for page in self.repository.iter_all(scope, states=states) for memory in page]
+    def _all(self, scope: Scope, states: Collection[State], where: MemoryQuery) -> list[StoredMemory]:
+        """Every memory in scope that ``where`` accepts (the store narrows its read where it can)."""
+        pages = self.repository.iter_all(scope, states=states, where=where or None)
+        return [memory for page in pages for memory in page if where.accepts(memory)]
 
     def browse(self, request: BrowseRequest) -> BrowsePage:
         """The MCP read tools' filters with the same names and meaning (:func:`build_query`), plus states,
@@ -155,7 +157,7 @@ class Admin:
             )
             if page is not None:  # the store answered from its indexes, filters included
                 return BrowsePage(page[0], page[1], request.page, request.size)
-            found, sort = [m for m in self._all(scope, request.states) if where.accepts(m)], request.sort
+            found, sort = self._all(scope, request.states, where), request.sort
         elif request.query:
             vector = self.flow.embedder.embed(request.query, "search")
             found = self.repository.search(
@@ -169,7 +171,7 @@ class Admin:
             )
             sort = request.sort
         else:  # other sorts (updated_at, text): every memory in scope, filtered and sorted here
-            found = [m for m in self._all(scope, request.states) if where.accepts(m)]
+            found = self._all(scope, request.states, where)
             sort = request.sort
         if request.query:
             sort = sort if sort != "-created_at" else "score"
