@@ -223,16 +223,17 @@ class StoreRepository:
         return self._visible(scope, states, [replace(by_id[hit.id], score=hit.score) for hit in ranked])
 
     def iter_all(
-        self, scope: Scope, batch: int = 500, states: Collection[State] = ALL_STATES
+        self, scope: Scope, batch: int = 500, states: Collection[State] = ALL_STATES, where: MemoryQuery | None = None
     ) -> Iterator[list[StoredMemory]]:
-        """Every memory in scope (all states by default), a page at a time (export, browsing, migration).
+        """Every memory in scope (all states by default; ``where`` narrows), a page at a time (export,
+        browsing, migration).
 
         No total per page (a count for each page made reading 100k memories take 2 s longer)."""
         if set(states) == ACTIVE and not scope.shared and self.app_paused(scope):
             return
         cursor: str | None = None
         while True:
-            page = self.store.page(scope, states=states, query=EVERYTHING, limit=batch, cursor=cursor)
+            page = self.store.page(scope, states=states, query=where or EVERYTHING, limit=batch, cursor=cursor)
             items = self._visible(scope, states, page.items)
             if items:
                 yield items

@@ -129,3 +129,18 @@ def test_apps_pause_and_stats(wired: Components, admin: Admin) -> None:
 def test_user_scope_is_shared_unless_a_client_is_named() -> None:
     assert user_scope("alice").shared is True
     assert user_scope("alice", "cline") == Scope("cline", "alice")
+
+
+def test_filtered_browse_of_active_memories_hides_paused_apps(wired: Components, admin: Admin) -> None:
+    """Active only + a filter: the repository cannot page it from the index (paused apps are hidden), so
+    the store's narrowed read is filtered and sorted here; every sort gives the same memories and total."""
+    cline = fresh_scope("cline")
+    add_texts(wired, cline, "kept one", "kept two")
+    add_texts(wired, Scope("cursor", cline.user_id), "paused app's")
+    admin.set_app_paused(cline.user_id, "cursor", True)
+    since = (date.today() - timedelta(days=1)).isoformat()
+    for sort in ("-created_at", "memory", "score"):
+        page = admin.browse(BrowseRequest(cline.user_id, states=("active",), since=since, sort=sort))
+        assert page.total == 2 and sorted(m.text for m in page.items) == ["kept one", "kept two"], sort
+    later = (date.today() + timedelta(days=2)).isoformat()
+    assert admin.browse(BrowseRequest(cline.user_id, states=("active",), since=later)).total == 0

@@ -37,7 +37,7 @@ class OwnerRepository(MemoryRepository, Protocol):
     """What the owner's view needs beyond the flow's repository."""
 
     def iter_all(
-        self, scope: Scope, batch: int = 500, states: Collection[State] = ...
+        self, scope: Scope, batch: int = 500, states: Collection[State] = ..., where: MemoryQuery | None = None
     ) -> Iterator[list[StoredMemory]]: ...
 
     def access_for(self, user_id: str, memory_id: str) -> list[HistoryRecord]: ...
@@ -54,6 +54,7 @@ class OwnerRepository(MemoryRepository, Protocol):
         limit: int,
         since: str | None = None,
         until: str | None = None,
+        where: MemoryQuery | None = None,
     ) -> tuple[list[StoredMemory], int] | None: ...
 
     def app_state(self, user_id: str, client: str) -> tuple[bool, str | None]: ...
@@ -121,8 +122,10 @@ class Admin:
             raise UserInputError("this store does not support the owner's view")
         return repository  # type: ignore[return-value]
 
-    def _all(self, scope: Scope, states: Collection[State]) -> list[StoredMemory]:
-        return [memory for page in self.repository.iter_all(scope, states=states) for memory in page]
+    def _all(self, scope: Scope, states: Collection[State], where: MemoryQuery) -> list[StoredMemory]:
+        """Every memory in scope that ``where`` accepts (the store narrows its read where it can)."""
+        pages = self.repository.iter_all(scope, states=states, where=where or None)
+        return [memory for page in pages for memory in page if where.accepts(memory)]
 
     def browse(self, request: BrowseRequest) -> BrowsePage:
         """The MCP read tools' filters with the same names and meaning (:func:`build_query`), plus states,
@@ -143,13 +146,18 @@ class Admin:
         start = (request.page - 1) * request.size
         if at:
             found, sort = self._found_at(request, scope, where, at), request.sort
-        elif not request.query and not where and request.sort in ("created_at", "-created_at", "score"):
+        elif not request.query and request.sort in ("created_at", "-created_at", "score"):
             page = self.repository.created_page(
-                scope, request.states, newest_first=request.sort != "created_at", offset=start, limit=request.size
+                scope,
+                request.states,
+                newest_first=request.sort != "created_at",
+                offset=start,
+                limit=request.size,
+                where=where or None,
             )
-            if page is not None:  # the store's ordered index answered; otherwise read and sort below
+            if page is not None:  # the store answered from its indexes, filters included
                 return BrowsePage(page[0], page[1], request.page, request.size)
-            found, sort = self._all(scope, request.states), request.sort
+            found, sort = self._all(scope, request.states, where), request.sort
         elif request.query:
             vector = self.flow.embedder.embed(request.query, "search")
             found = self.repository.search(
@@ -162,8 +170,8 @@ class Admin:
                 where=where or None,
             )
             sort = request.sort
-        else:  # event time is not in the stores' ordered indexes: filter every memory in scope
-            found = [m for m in self._all(scope, request.states) if where.accepts(m)]
+        else:  # other sorts (updated_at, text): every memory in scope, filtered and sorted here
+            found = self._all(scope, request.states, where)
             sort = request.sort
         if request.query:
             sort = sort if sort != "-created_at" else "score"

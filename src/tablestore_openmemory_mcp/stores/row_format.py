@@ -15,6 +15,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import importlib.util
+import json
+import math
 import os
 import secrets
 import time
@@ -74,6 +76,19 @@ def dedup_key(scope: Scope, digest: str) -> str:
     """Scope + content hash: one live memory per exact text per scope (per user when shared)."""
     client = "*" if scope.shared else scope.client_name
     return hashlib.sha256(f"{scope.user_id}\x00{client}\x00{digest}".encode()).hexdigest()[:40]
+
+
+def tag_term(key: str, value: Any) -> str:
+    """One tag as an index term. Values compare as :meth:`MemoryQuery.accepts` compares them: ``1 == 1.0``
+    (one canonical number), but ``True`` is not ``1`` here (JSON keeps them apart; a tag is one or the other)."""
+    if isinstance(value, bool):
+        rendered = "true" if value else "false"
+    elif isinstance(value, int | float):
+        number = float(value)
+        rendered = str(int(number)) if math.isfinite(number) and number.is_integer() else repr(number)
+    else:
+        rendered = json.dumps(str(value), ensure_ascii=False)
+    return f"{key}={rendered}"
 
 
 def text_of(payload: Mapping[str, Any]) -> str | None:

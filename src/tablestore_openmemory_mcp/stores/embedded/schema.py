@@ -7,6 +7,9 @@ One collection ``<name>`` is:
   ``(user_id, agent_id, created_at, id, state)`` and ``(user_id, created_at, id, state)`` serve every
   scoped read, count and keyset page; a UNIQUE index on
   ``(user_id, dedup_key)`` makes exact-duplicate detection atomic across processes.
+* ``event_at`` (the memory's event time, else ``created_at``) with indexes ``(user_id, [agent_id,]
+  event_at, state)``, and ``<name>__terms(term, rid)``: ``category=<c>`` / ``tag=<key>=<value>`` terms
+  (:mod:`.narrowing`), so a search or list narrowed by time, category or tags reads only matching rows.
 * ``<name>__fts``: FTS5 over pre-tokenised text (for matching) and hashed scope terms.
 * ``<name>__df`` / ``<name>__dl``: per-scope keyword statistics (document frequency per term; documents
   and total tokens per scope), so BM25 never uses another scope's rows.
@@ -25,16 +28,19 @@ import json
 import logging
 import secrets
 import sqlite3
+from collections.abc import Mapping
+from typing import Any
 
 from tablestore_openmemory_mcp.memory.clock import now_iso
 
 from .keywords import StatsDelta, doc_terms, stats_keys
+from .narrowing import event_at, row_terms
 
 logger = logging.getLogger(__name__)
 
 META = "__collections"
 SCHEMA = "__schema"
-VERSION = 2
+VERSION = 3  # 3: event_at column + term table (narrowing pushed into SQL)
 
 
 class Names:
@@ -47,6 +53,7 @@ class Names:
         self.df = f'"{name}__df"'
         self.dl = f'"{name}__dl"'
         self.log = f'"{name}__log"'
+        self.terms = f'"{name}__terms"'
 
 
 def create_or_migrate(conn: sqlite3.Connection, names: Names, dims: int, where: str) -> None:
@@ -85,6 +92,8 @@ def _create(conn: sqlite3.Connection, n: Names, dims: int, where: str) -> None:
     if "state" not in columns:
         conn.execute(f"ALTER TABLE {n.table} ADD COLUMN state TEXT")
         _backfill_state(conn, n)
+    if "event_at" not in columns:
+        conn.execute(f"ALTER TABLE {n.table} ADD COLUMN event_at TEXT")
     for key in ("user_id", "agent_id", "run_id"):  # single-column indexes the planner picked badly
         conn.execute(f'DROP INDEX IF EXISTS "{n.name}__{key}"')
     # state trails: lists and counts filter on it from the index, in (created_at, id) order
@@ -96,6 +105,16 @@ def _create(conn: sqlite3.Connection, n: Names, dims: int, where: str) -> None:
         f'CREATE UNIQUE INDEX IF NOT EXISTS "{n.name}__dedup" ON {n.table} (user_id, dedup_key) '
         "WHERE dedup_key IS NOT NULL"
     )
+    conn.execute(f'CREATE INDEX IF NOT EXISTS "{n.name}__event_ua" ON {n.table} (user_id, agent_id, event_at, state)')
+    conn.execute(f'CREATE INDEX IF NOT EXISTS "{n.name}__event_u" ON {n.table} (user_id, event_at, state)')
+    # rows no event_at was written for (before this version, or by an older release since): backfilled below
+    conn.execute(f'CREATE INDEX IF NOT EXISTS "{n.name}__unnarrowed" ON {n.table} (rid) WHERE event_at IS NULL')
+    conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {n.terms} (term TEXT NOT NULL, rid INTEGER NOT NULL, "
+        "PRIMARY KEY (term, rid)) WITHOUT ROWID"
+    )
+    conn.execute(f'CREATE INDEX IF NOT EXISTS "{n.name}__terms_rid" ON {n.terms} (rid)')
+    backfill_narrowing(conn, n)
     conn.execute(
         f"CREATE VIRTUAL TABLE IF NOT EXISTS {n.fts} USING fts5(text, scope, "
         "tokenize = 'unicode61 remove_diacritics 0')"
@@ -144,6 +163,31 @@ def _backfill_state(conn: sqlite3.Connection, n: Names) -> None:
     conn.executemany(f"UPDATE {n.table} SET state = ? WHERE rid = ?", updates)
 
 
+def write_narrowing(conn: sqlite3.Connection, n: Names, rid: int, payload: Mapping[str, Any], created_at: str) -> None:
+    """Set one row's ``event_at`` and replace its terms (backfill; inside its transaction)."""
+    conn.execute(f"UPDATE {n.table} SET event_at = ? WHERE rid = ?", (event_at(payload, created_at), rid))
+    write_terms(conn, n, rid, payload)
+
+
+def write_terms(conn: sqlite3.Connection, n: Names, rid: int, payload: Mapping[str, Any], fresh: bool = False) -> None:
+    """Replace one row's terms (every write of a payload; ``fresh``: a new rowid, nothing to replace)."""
+    if not fresh:
+        conn.execute(f"DELETE FROM {n.terms} WHERE rid = ?", (rid,))
+    terms = row_terms(payload)
+    if terms:
+        conn.executemany(f"INSERT OR IGNORE INTO {n.terms} (term, rid) VALUES (?, ?)", [(t, rid) for t in terms])
+
+
+def backfill_narrowing(conn: sqlite3.Connection, n: Names) -> None:
+    """``event_at`` and terms for the rows without them (idempotent: the partial index lists exactly those)."""
+    todo = conn.execute(f"SELECT rid, payload, created_at FROM {n.table} WHERE event_at IS NULL").fetchall()
+    for rid, payload, created_at in todo:
+        parsed = json.loads(payload)
+        write_narrowing(conn, n, int(rid), parsed if isinstance(parsed, dict) else {}, str(created_at))
+    if todo:
+        logger.info("indexed event times, categories and tags of %d memories in %s", len(todo), n.name)
+
+
 def rebuild_stats(conn: sqlite3.Connection, n: Names) -> None:
     """Recompute every scope's keyword statistics from the rows (migration; inside a transaction)."""
     conn.execute(f"DELETE FROM {n.df}")
@@ -161,4 +205,12 @@ def rebuild_stats(conn: sqlite3.Connection, n: Names) -> None:
         logger.info("built per-scope keyword statistics for %d memories in %s", rows, n.name)
 
 
-__all__ = ["META", "Names", "create_or_migrate", "rebuild_stats"]
+__all__ = [
+    "META",
+    "Names",
+    "backfill_narrowing",
+    "create_or_migrate",
+    "rebuild_stats",
+    "write_narrowing",
+    "write_terms",
+]

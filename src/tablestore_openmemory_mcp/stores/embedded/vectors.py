@@ -76,6 +76,17 @@ def dot(mat: F32, q: F32) -> F32:
     return out
 
 
+def dot_at(mat: F32, q: F32, only: npt.NDArray[np.intp]) -> F32:
+    """``(mat @ q)[only]``: a few rows gathered in blocks (no big copy); most of them, the whole scan."""
+    if 4 * len(only) > len(mat):
+        return dot(mat, q)[only]
+    out: F32 = np.empty(len(only), dtype=np.float32)
+    step = max(64, _BLOCK_BYTES // max(1, mat.shape[1] * 4))
+    for start in range(0, len(only), step):
+        np.matmul(mat[only[start : start + step]], q, out=out[start : start + step])
+    return out
+
+
 @dataclass(frozen=True)
 class RowState:
     """The current state of one row, applied to every cached slab; ``identity=None`` = deleted."""
@@ -92,6 +103,8 @@ class Snapshot:
     rids: list[int]
     mat: F32
     dead: npt.NDArray[np.intp]
+    #: With a narrowed read: the live positions of exactly the rows it selected (the only ones to score).
+    only: npt.NDArray[np.intp] | None = None
 
 
 class Slab:
@@ -114,10 +127,15 @@ class Slab:
     def covers(self, identity: Mapping[str, str | None]) -> bool:
         return all(identity.get(key) == value for key, value in self.identity)
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, only: Iterable[int] | None = None) -> Snapshot:
+        """The slab as it is now; with ``only`` (rowids), also the live positions of those rows."""
         if self._dead_arr is None:
             self._dead_arr = np.fromiter(self.dead, dtype=np.intp, count=len(self.dead))
-        return Snapshot(self.ids, self.rids, self.mat[: self.n], self._dead_arr)
+        positions = None
+        if only is not None:
+            pos = self.pos
+            positions = np.fromiter((pos[rid] for rid in only if rid in pos), dtype=np.intp)
+        return Snapshot(self.ids, self.rids, self.mat[: self.n], self._dead_arr, positions)
 
     def append(self, rid: int, id_: str, vector: F32) -> None:
         if self.n == self.mat.shape[0]:

@@ -25,7 +25,6 @@ older version lacks the fields; then nothing is pushed and everything is checked
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +41,7 @@ from tablestore import (
 )
 
 from tablestore_openmemory_mcp.memory.query_filters import EVENT_TIME_KEY, METADATA_KEY, MemoryQuery
+from tablestore_openmemory_mcp.stores.row_format import tag_term as tag_term  # shared with the embedded store
 
 COL_EVENT_AT = "event_at"
 COL_CATEGORY_TERMS = "category_terms"
@@ -67,19 +67,6 @@ def index_fields() -> list[FieldSchema]:
         FieldSchema(COL_CATEGORY_TERMS, FieldType.KEYWORD, index=True, is_array=True),
         FieldSchema(COL_TAG_TERMS, FieldType.KEYWORD, index=True, is_array=True),
     ]
-
-
-def tag_term(key: str, value: Any) -> str:
-    """One tag as an index term. Values compare as :meth:`MemoryQuery.accepts` compares them: ``1 == 1.0``
-    (one canonical number), but ``True`` is not ``1`` here (JSON keeps them apart; a tag is one or the other)."""
-    if isinstance(value, bool):
-        rendered = "true" if value else "false"
-    elif isinstance(value, int | float):
-        number = float(value)
-        rendered = str(int(number)) if math.isfinite(number) and number.is_integer() else repr(number)
-    else:
-        rendered = json.dumps(str(value), ensure_ascii=False)
-    return f"{key}={rendered}"
 
 
 def narrowing_columns(payload: Mapping[str, Any]) -> list[tuple[str, str]]:

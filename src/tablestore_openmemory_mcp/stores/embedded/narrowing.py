@@ -1,0 +1,125 @@
+"""A search or list's narrowing (states, client, category, event time, tags) as SQL on the embedded file.
+
+Why: checked in Python after a bounded read, a selective filter either reads the whole scope or returns
+fewer than ``limit`` matches. Here (Scope, states, MemoryQuery) become one WHERE clause on the memory table,
+served by its indexes: ``event_at`` (the memory's event time, else its creation time; ``(user_id,
+[agent_id,] event_at)``) and the term table ``<name>__terms(rid, term)`` (``(term, rid)``) holding
+``category=<c>`` and ``tag=<key>=<value>`` (:func:`..row_format.tag_term`, the terms the Tablestore index
+holds too). Isolation: a term row carries no identity; :func:`where` always also names the caller's
+``user_id`` (and client) on the memory row itself, and :func:`candidates` (rowids for a vector search) is
+only a superset: the search scores only the caller's own cached vectors and checks each row it reads, so
+another user's term never selects anything.
+
+Pure: builds SQL text and values, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any
+
+from tablestore_openmemory_mcp.memory.ports import State
+from tablestore_openmemory_mcp.memory.query_filters import EVENT_TIME_KEY, METADATA_KEY, MemoryQuery
+from tablestore_openmemory_mcp.scope import Scope
+
+from ..port import scope_filters, state_filter
+from ..row_format import tag_term
+from .rows import state_sql, utc_iso
+
+
+def row_terms(payload: Mapping[str, Any]) -> list[str]:
+    """The term rows of one payload: its categories and its metadata tags."""
+    terms: list[str] = []
+    categories = payload.get("categories")
+    if isinstance(categories, list | tuple):
+        terms += [f"category={c}" for c in categories if isinstance(c, str)]
+    tags = payload.get(METADATA_KEY)
+    if isinstance(tags, Mapping):
+        terms += ["tag=" + tag_term(str(key), value) for key, value in tags.items()]
+    return list(dict.fromkeys(terms))
+
+
+def event_at(payload: Mapping[str, Any], created_at: str) -> str:
+    """The event time a since/until compares (UTC, microseconds, like the ``created_at`` column)."""
+    event = payload.get(EVENT_TIME_KEY)
+    return utc_iso(str(event)) if event else created_at
+
+
+def candidates(
+    scope: Scope, states: Collection[State], query: MemoryQuery, table: str, terms: str
+) -> tuple[str, list[Any]]:
+    """``SELECT rid ...`` of a superset of the matching rows, from indexes alone (no memory row is read).
+
+    With a category or tag: the term index's rowids (ANDed with INTERSECT), intersected with the
+    ``(user_id, [agent_id,] event_at)`` index when a time bound or a client is given; the caller keeps only
+    rows of the caller's own cached vectors and checks every row it reads (state, client, time).
+    Without: exactly :func:`where` (a covering index).
+    """
+    if not (query.category or query.metadata):
+        clause, values = where(scope, states, query, terms)
+        return f"SELECT rid FROM {table}{clause}", values
+    parts: list[str] = []
+    values = []
+    if query.category:
+        parts.append(f"SELECT rid FROM {terms} WHERE term = ?")
+        values.append(f"category={query.category}")
+    tags = ["tag=" + tag_term(key, value) for key, value in query.metadata.items()]
+    if tags and query.match_any:
+        parts.append(f"SELECT DISTINCT rid FROM {terms} WHERE term IN ({','.join('?' * len(tags))})")
+        values += tags
+    else:
+        for tag in tags:
+            parts.append(f"SELECT rid FROM {terms} WHERE term = ?")
+            values.append(tag)
+    if query.since or query.until or query.client:
+        timed = MemoryQuery(client=query.client, since=query.since, until=query.until)
+        clause, more = where(scope, states, timed, terms)
+        parts.append(f"SELECT rid FROM {table}{clause}")
+        values += more
+    return " INTERSECT ".join(parts), values
+
+
+def where(
+    scope: Scope, states: Collection[State], query: MemoryQuery, terms: str, *, by_terms: bool = True
+) -> tuple[str, list[Any]]:
+    """`` WHERE ...`` over the memory table (unaliased) and its values; ``terms`` is the term table's name.
+
+    ``by_terms=False`` leaves the planner free to walk the user's ordered index instead (a keyset page
+    stops after ``limit`` matches, however common the term)."""
+    clauses: list[str] = []
+    values: list[Any] = []
+    identity = scope_filters(scope)
+    if query.client and identity.setdefault("agent_id", query.client) != query.client:
+        return " WHERE 0", []  # a client scope asked for another client's memories
+    # With a term, the term index drives (a category or tag is usually far more selective than the
+    # user's whole range); SQLite's unary "+" keeps the planner off the (user_id, ...) indexes.
+    col = "+" if by_terms and (query.category or query.metadata) else ""
+    for key in sorted(identity):
+        clauses.append(f"{col}{key} = ?")
+        values.append(identity[key])
+    cond = state_filter(states).get("state")
+    if cond is not None:
+        state = state_sql(cond)
+        if state is None:  # state_filter only builds conditions state_sql translates
+            raise AssertionError(f"untranslatable state condition {cond!r}")
+        clauses.append(state[0])
+        values += state[1]
+    if query.since:
+        clauses.append(f"{col}event_at >= ?")
+        values.append(query.since)
+    if query.until:
+        clauses.append(f"{col}event_at < ?")
+        values.append(query.until)
+    if query.category:
+        clauses.append(f"rid IN (SELECT rid FROM {terms} WHERE term = ?)")
+        values.append(f"category={query.category}")
+    if query.metadata:
+        tags = ["tag=" + tag_term(key, value) for key, value in query.metadata.items()]
+        if query.match_any:
+            clauses.append(f"rid IN (SELECT rid FROM {terms} WHERE term IN ({','.join('?' * len(tags))}))")
+            values += tags
+        else:
+            for tag in tags:
+                clauses.append(f"rid IN (SELECT rid FROM {terms} WHERE term = ?)")
+                values.append(tag)
+    return " WHERE " + " AND ".join(clauses), values
