@@ -54,6 +54,7 @@ class OwnerRepository(MemoryRepository, Protocol):
         limit: int,
         since: str | None = None,
         until: str | None = None,
+        where: MemoryQuery | None = None,
     ) -> tuple[list[StoredMemory], int] | None: ...
 
     def app_state(self, user_id: str, client: str) -> tuple[bool, str | None]: ...
@@ -143,13 +144,18 @@ class Admin:
         start = (request.page - 1) * request.size
         if at:
             found, sort = self._found_at(request, scope, where, at), request.sort
-        elif not request.query and not where and request.sort in ("created_at", "-created_at", "score"):
-            page = self.repository.created_page(
-                scope, request.states, newest_first=request.sort != "created_at", offset=start, limit=request.size
+        elif not request.query and request.sort in ("created_at", "-created_at", "score"):
+            page = self.repository.created_page(  # the filters too: the store narrows in its index
+                scope,
+                request.states,
+                newest_first=request.sort != "created_at",
+                offset=start,
+                limit=request.size,
+                where=where or None,
             )
             if page is not None:  # the store's ordered index answered; otherwise read and sort below
                 return BrowsePage(page[0], page[1], request.page, request.size)
-            found, sort = self._all(scope, request.states), request.sort
+            found, sort = [m for m in self._all(scope, request.states) if where.accepts(m)], request.sort
         elif request.query:
             vector = self.flow.embedder.embed(request.query, "search")
             found = self.repository.search(
@@ -162,7 +168,7 @@ class Admin:
                 where=where or None,
             )
             sort = request.sort
-        else:  # event time is not in the stores' ordered indexes: filter every memory in scope
+        else:  # sorted otherwise: filter every memory in scope
             found = [m for m in self._all(scope, request.states) if where.accepts(m)]
             sort = request.sort
         if request.query:
