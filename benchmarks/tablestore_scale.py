@@ -6,7 +6,9 @@ server calls them (in process, no MCP or HTTP in between):
 
 * add (one memory, infer=false path: insert with a dedup key + history), search (top 10),
 * ``list_memories`` first page with its total (100), REST browse first page (20, newest first),
-* REST apps, REST stats, and export of the first 1,000 memories (with vectors and history).
+* REST apps, REST stats, and export of the first 1,000 memories (with vectors and history);
+* narrowed: search (top 10) for a tag only 5 memories have, the least similar of all to the query, ``list_memories``
+  with that tag, REST browse by category and event time ("found": how many came back; 5 is right).
 
 "Rows read" = rows the emulator read for the call: GetRow/BatchGetRow rows, every row a GetRange scanned
 (filtered out or not, as the service meters it) and every row Search returned; aggregations read none.
@@ -37,6 +39,7 @@ from tests.tablestore_emulator.store import StoredRow, cmp_key
 from tablestore_openmemory_mcp.backup.exporter import export_backup
 from tablestore_openmemory_mcp.memory.admin import Admin, BrowseRequest
 from tablestore_openmemory_mcp.memory.ports import HistoryRecord, NewMemory, Origin, StoredMemory
+from tablestore_openmemory_mcp.memory.query_filters import build_query
 from tablestore_openmemory_mcp.repository import StoreRepository
 from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.stores.history_events import columns_of, event_ids
@@ -52,7 +55,9 @@ CLIENTS = ("cursor", "claude", "cline")
 STATES = ("active",) * 17 + ("paused", "archived", "deleted")
 DAYS = 90
 INDEX_DELAY = 1.0
-RUNS = {"add": 10, "search": 5, "list": 3, "browse": 3, "apps": 2, "stats": 2, "export": 1}
+RARE = 5
+RARE_FIELDS = {"metadata": {"project": "apollo"}, "event_time": "2020-06-01T00:00:00.000000+00:00"}
+RUNS = {"filtered": 3, "add": 10, "search": 5, "list": 3, "browse": 3, "apps": 2, "stats": 2, "export": 1}
 EXPORT_ROWS = 1000
 WORDS = [
     "tea",
@@ -105,10 +110,22 @@ class Meter:
         return Counter(self.emulator.counts), (sum(rows.values()) if rows is not None else -1)
 
 
-def seed(emulator: TablestoreEmulator, user: str, count: int, rng_seed: int) -> None:
-    """``count`` memories of ``user`` written straight into the emulator: rows, dedup rows, history."""
+def rare_ids(count: int) -> list[int]:
+    """The memories a filtered search or list looks for: 5, spread over the range, all active."""
+    step = count // RARE
+    return [k * step + 1 for k in range(RARE)]
+
+
+def seed(emulator: TablestoreEmulator, user: str, count: int, rng_seed: int, far: np.ndarray) -> None:
+    """``count`` memories of ``user`` written straight into the emulator: rows, dedup rows, history.
+
+    :func:`rare_ids` are tagged ``project=apollo``, in category ``rare`` and happened in 2020 (event time); their
+    vector is ``far``, the opposite of the filtered search's query: the least similar rows of all."""
     rng = random.Random(rng_seed)
     vectors = unit_vectors(count, rng_seed)
+    rare = set(rare_ids(count))
+    for i in rare:
+        vectors[i] = far
     start = datetime(2026, 1, 1, tzinfo=UTC)
     store = emulator.store
     now = time.monotonic()
@@ -130,7 +147,8 @@ def seed(emulator: TablestoreEmulator, user: str, count: int, rng_seed: int) -> 
                     updated_at=at,
                     hash=text_hash(text),
                     state=STATES[i % len(STATES)],  # type: ignore[arg-type]
-                    metadata={"role": "user"},
+                    metadata={"role": "user", **(RARE_FIELDS if i in rare else {})},
+                    categories=("rare",) if i in rare else (),
                 )
             )
         payloads = [to_payload(m) for m in memories]
@@ -187,7 +205,8 @@ def bench_scale(emulator: TablestoreEmulator, repo: StoreRepository, admin: Admi
     log(f"scale {scale:,}: seeding")
     t0 = time.perf_counter()
     emulator.index_delay = 0
-    seed(emulator, user, scale, scale)
+    far = -unit_vectors(1, scale + 3)[0]
+    seed(emulator, user, scale, scale, far)
     emulator.flush_index()
     emulator.index_delay = INDEX_DELAY
     log(f"  seeded in {time.perf_counter() - t0:.1f} s")
@@ -220,7 +239,28 @@ def bench_scale(emulator: TablestoreEmulator, repo: StoreRepository, admin: Admi
             with contextlib.suppress(_Stop):
                 export_backup(repo, user, Path(tmp) / "x.jsonl", progress=stop, embedding_model="bench")
 
+    owner = Scope(CLIENTS[0], user, shared=True)
+    tagged = build_query(metadata={"project": "apollo"})
+    found: dict[str, int] = {}
+
+    def filtered(name: str, run: Callable[[], int]) -> None:
+        def counted() -> None:
+            found[name] = run()
+
+        out[name] = {**measure(meter, [counted] * RUNS["filtered"]), "found": found[name]}
+
     reads("")  # this process wrote nothing lately (as on another replica): the index alone answers
+    filtered(  # the 5 tagged memories are the least similar to the query: a bounded over-fetch misses them
+        "search, tagged (5 match, least similar)",
+        lambda: len(repo.search(owner, "likes tea", (-far).tolist(), 10, -1.0, where=tagged)),
+    )
+    filtered("list first page + total, tagged", lambda: len(repo.list_page(owner, limit=100, where=tagged).items))
+    filtered(
+        "REST browse page, category + event time",
+        lambda: (
+            admin.browse(BrowseRequest(user_id=user, category="rare", since="2020-01-01", until="2021-01-01")).total
+        ),
+    )
     out[f"export of {EXPORT_ROWS:,}"] = measure(meter, [export] * RUNS["export"])
     out["add"] = measure(meter, [add(i) for i in range(RUNS["add"])])
     reads(", after own adds")  # within the window this process reconciles its own writes with the lagging index
@@ -273,6 +313,10 @@ def main() -> None:
     print("|---|" + "---:|" * (len(scales) + 1))
     for op in ops:
         cells = [f"{results[s][op]['rpcs']:.3g} / {results[s][op]['rows']:.4g}" for s in scales]
+        cells = [
+            c + (f" (found {results[s][op]['found']})" if "found" in results[s][op] else "")
+            for c, s in zip(cells, scales, strict=True)
+        ]
         first, last = results[scales[0]][op], results[scales[-1]][op]
         ratio = f"{last['rpcs'] / max(first['rpcs'], 1e-9):.2f} / {last['rows'] / max(first['rows'], 1):.2f}"
         print(f"| {op} | " + " | ".join(cells) + f" | {ratio} |")

@@ -57,9 +57,22 @@ class MemoryQuery:
         if self.metadata:
             tags = memory.metadata.get(METADATA_KEY)
             tags = tags if isinstance(tags, Mapping) else {}
-            hits = [key in tags and tags[key] == value for key, value in self.metadata.items()]
+            hits = [key in tags and same_tag(tags[key], value) for key, value in self.metadata.items()]
             return any(hits) if self.match_any else all(hits)
         return True
+
+
+def same_tag(stored: Any, wanted: Any) -> bool:
+    """Whether a stored tag value equals a wanted one, as the stores' indexes compare them (Tablestore's
+    ``tag_term``): numbers by value (``1 == 1.0``), but a boolean is never a number (``True != 1``), and a
+    string never equals a number (``"1" != 1``)."""
+    if isinstance(stored, bool) or isinstance(wanted, bool):
+        return isinstance(stored, bool) and isinstance(wanted, bool) and stored == wanted
+    if isinstance(stored, int | float) and isinstance(wanted, int | float):
+        return float(stored) == float(wanted)
+    if isinstance(stored, int | float) or isinstance(wanted, int | float):
+        return False
+    return bool(stored == wanted)
 
 
 def iso_time(value: Any, name: str) -> str:

@@ -147,10 +147,21 @@ class IndexReads:
         query = self._query(scope, filters)
         if query is None:
             return None
+        return self.total_of(scope, query, _matcher(filters))
+
+    def total_of(self, scope: Mapping[str, str], query: Query, keep: Callable[[OutputData], bool]) -> int:
+        """How many rows an exact index ``query`` matches, this process's recent writes reconciled with ``keep``."""
         rest, rows = self._touched(scope, query)
         response = self._search(SearchQuery(rest, limit=0, get_total_count=True))
-        keep = _matcher(filters)
         return int(response.total_count or 0) + sum(keep(r) for r in rows.values())
+
+    def count_of(self, query: Query) -> int:
+        """The index's count of ``query`` (1 Search, no reconciliation)."""
+        return int(self._search(SearchQuery(query, limit=0, get_total_count=True)).total_count or 0)
+
+    def ready(self) -> tuple[bool, frozenset[str]]:
+        """(the index has left its initial full sync, the fields it has)."""
+        return self._state()
 
     # ------------------------------------------------------------------ pages by creation time
 
@@ -176,9 +187,23 @@ class IndexReads:
         query = self._query(scope, filters, bounds)
         if query is None:
             return None
+        keep = _matcher(filters, since, until)
+        return self.created_page_of(scope, query, keep, newest_first=newest_first, offset=offset, limit=limit)
+
+    def created_page_of(
+        self,
+        scope: Mapping[str, str],
+        query: Query,
+        keep: Callable[[OutputData], bool],
+        *,
+        newest_first: bool,
+        offset: int,
+        limit: int,
+    ) -> tuple[list[OutputData], int]:
+        """:meth:`created_page` for an index ``query`` that decides every row exactly, ``keep`` the same
+        condition on a row in hand (this process's recent writes, re-read from the table)."""
         order = SortOrder.DESC if newest_first else SortOrder.ASC
         sort = Sort([FieldSort("created_at", order), FieldSort(PK_ID, order)])
-        keep = _matcher(filters, since, until)
         rest, touched = self._touched(scope, query)
         added = [r for r in touched.values() if keep(r)]
         # The index's order without our recent rows (``rest``), plus our rows as they are now (``added``):

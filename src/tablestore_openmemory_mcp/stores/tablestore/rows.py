@@ -20,6 +20,7 @@ from typing import Any
 
 from tablestore_openmemory_mcp.errors import UserInputError
 
+from .narrowing import narrowing_columns
 from .schema import COL_DATA, COL_DAY, COL_PAYLOAD, COL_VECTOR, KEYWORD_COLUMNS, PK_ID, PK_USER
 
 MAX_DATA_BYTES = 64 * 1024
@@ -78,7 +79,7 @@ def _check_key(kind: str, value: str) -> None:
 
 
 def payload_columns(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """Columns derived from a payload: text, keyword copies for pushdown, and the full JSON."""
+    """Columns derived from a payload: text, keyword copies and narrowing terms for pushdown, and the full JSON."""
     data = payload.get("data")
     if data is not None and not isinstance(data, str):
         raise UserInputError("payload['data'] (the memory text) must be a string")
@@ -99,6 +100,7 @@ def payload_columns(payload: Mapping[str, Any]) -> list[tuple[str, str]]:
     created = payload.get("created_at")
     if isinstance(created, str) and len(created) >= 10:  # the statistics' day (see schema.COL_DAY)
         cols.append((COL_DAY, created[:10]))
+    cols += narrowing_columns(payload)  # event time, category and tag terms for the index (``narrowing``)
     cols.append((COL_PAYLOAD, blob))
     return cols
 

@@ -26,6 +26,8 @@ from tablestore import (
     VectorOptions,
 )
 
+from .narrowing import NARROWING_COLUMNS, index_fields
+
 #: Tablestore's naming rule for tables, columns and indexes.
 NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
 
@@ -48,8 +50,9 @@ KEYWORD_COLUMNS = ("agent_id", "run_id", "hash", "actor_id", "role", "created_at
 #: The day a memory was created (the first 10 characters of ``created_at``), indexed so the owner's
 #: statistics count per day with a group-by (``aggregations``) instead of reading every row.
 COL_DAY = "created_day"
-#: Every attribute column we write; UpdateRow clears the ones a new payload no longer has.
-ATTRIBUTE_COLUMNS = (COL_DATA, *KEYWORD_COLUMNS, COL_DAY, COL_PAYLOAD, COL_VECTOR)
+#: Every attribute column we write; UpdateRow clears the ones a new payload no longer has (a category or
+#: tag removed on update leaves the index with it).
+ATTRIBUTE_COLUMNS = (COL_DATA, *KEYWORD_COLUMNS, COL_DAY, *NARROWING_COLUMNS, COL_PAYLOAD, COL_VECTOR)
 #: Fields that exist in the index and can take Term/Terms/Range/Exists/Wildcard queries.
 KEYWORD_FIELDS = frozenset({PK_USER, PK_ID, *KEYWORD_COLUMNS})
 
@@ -114,6 +117,7 @@ def index_meta(dimension: int, metric: str, vector_column: str = COL_VECTOR) -> 
         ),
         *[FieldSchema(c, FieldType.KEYWORD, index=True, enable_sort_and_agg=True) for c in KEYWORD_COLUMNS],
         FieldSchema(COL_DAY, FieldType.KEYWORD, index=True, enable_sort_and_agg=True),
+        *index_fields(),  # event time, categories, tags: a search or list narrowed in the index
         FieldSchema(
             vector_column,
             FieldType.VECTOR,

@@ -37,7 +37,7 @@ import functools
 import json
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
@@ -69,9 +69,14 @@ from tablestore import (
 )
 
 from tablestore_openmemory_mcp.errors import ConflictError, MemoryNotFound, StoreError, UserInputError
+from tablestore_openmemory_mcp.memory.ports import State, StoredMemory
+from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery
+from tablestore_openmemory_mcp.memory.store_port import KeywordHit, RowPage
+from tablestore_openmemory_mcp.scope import Scope
 
 from ..base import MemoryStore, OutputData, RowUpdate, Who, require_scope
 from ..filters import matches, split_identity
+from ..port import EVERYTHING
 from ..tokenize import tokens
 from . import batching
 from . import query as qb
@@ -83,6 +88,8 @@ from .dedup_sweep import drop_if_stale, sweep
 from .embedding_meta import EmbeddingMeta, read_meta, write_meta
 from .index_reads import IndexReads
 from .keyword import CandidateStash, bm25, filters_key
+from .narrowed import NarrowedReads
+from .narrowing import NARROWING_COLUMNS
 from .readiness import Readiness, index_initialized
 from .recent import WINDOW, RecentWrites
 from .retry import PartiallyApplied, Retrier, TablestoreUnavailableError, is_retryable
@@ -229,10 +236,12 @@ class TablestoreStore(MemoryStore):
         self.readiness = Readiness(self.endpoint, ready_timeout)
         self._stash = CandidateStash()
         self._local = threading.local()  # per thread: the count of the last whole-range list_page
-        self._indexed = KEYWORD_FIELDS  # narrowed by _check_index when an older index lacks fields
+        # the index's filterable fields, narrowed by _check_index when an older index lacks some
+        self._indexed = KEYWORD_FIELDS | frozenset(NARROWING_COLUMNS)
         self.embedder_name = embedder_name  # recorded in the meta row; another one is refused (see reembed)
         self.vector_column = COL_VECTOR  # the meta row may name another (after a reembed)
         self._index_reads = IndexReads(self)  # totals, pages by time and counts from the index
+        self._narrowed = NarrowedReads(self)  # the port's reads with a MemoryQuery pushed into the index
         self._switch = SwitchWatch(self)  # a reembed switch is picked up while running
         self._also_create = also_create  # the server's other tables (history logs): created with a new table
         self._ensure()
@@ -363,7 +372,7 @@ class TablestoreStore(MemoryStore):
 
     def _check_index(self, meta: Any) -> None:
         lacking = check_index(self.index_name, meta, self.embedding_model_dims, self.metric, self.vector_column)
-        self._indexed = KEYWORD_FIELDS - frozenset(lacking)
+        self._indexed = (KEYWORD_FIELDS | frozenset(NARROWING_COLUMNS)) - frozenset(lacking)
         if lacking:
             logger.warning(
                 "Tablestore index %s lacks fields %s; filters on them run as post-filters",
@@ -1137,6 +1146,79 @@ class TablestoreStore(MemoryStore):
         hits.update(dict.fromkeys(self._recent.ids(user)[:GET_ROWS]))
         rows = self._verified(scope, [(mid, None) for mid in hits], len(hits), filters)
         return bm25(query, rows, k)
+
+    # ------------------------------------------------------------------ the port's narrowed reads (narrowed)
+
+    def nearest(
+        self,
+        scope: Scope,
+        vector: Sequence[float],
+        limit: int,
+        *,
+        states: Collection[State],
+        query: MemoryQuery = EVERYTHING,
+    ) -> builtins.list[StoredMemory]:
+        """KNN with the scope, states and query inside the vector query's filter: top-k among matching rows."""
+        return self._narrowed.nearest(scope, vector, limit, states, query)
+
+    def keyword_hits(
+        self,
+        scope: Scope,
+        text: str,
+        limit: int,
+        *,
+        states: Collection[State],
+        query: MemoryQuery = EVERYTHING,
+        candidates: Sequence[str] | None = None,
+    ) -> builtins.list[KeywordHit] | None:
+        return self._narrowed.keyword_hits(scope, text, limit, states, query, candidates)
+
+    def page(
+        self,
+        scope: Scope,
+        *,
+        states: Collection[State],
+        query: MemoryQuery = EVERYTHING,
+        limit: int,
+        cursor: str | None = None,
+    ) -> RowPage:
+        """A narrowed page from the index (``narrowed``); else the GetRange pages of the whole range."""
+        found = self._narrowed.page(scope, states, query, limit, cursor)
+        if found is not None:
+            return found
+        return super().page(scope, states=states, query=query, limit=limit, cursor=cursor)
+
+    def page_total(self, scope: Scope, *, states: Collection[State], query: MemoryQuery = EVERYTHING) -> int:
+        found = self._narrowed.page_total(scope, states, query)
+        return found if found is not None else super().page_total(scope, states=states, query=query)
+
+    def created_window(
+        self,
+        scope: Scope,
+        *,
+        states: Collection[State],
+        newest_first: bool,
+        offset: int,
+        limit: int,
+        since: str | None = None,
+        until: str | None = None,
+        query: MemoryQuery = EVERYTHING,
+    ) -> tuple[builtins.list[StoredMemory], int]:
+        found = self._narrowed.created_window(
+            scope, states, query, newest_first=newest_first, offset=offset, limit=limit, since=since, until=until
+        )
+        if found is not None:
+            return found
+        return super().created_window(
+            scope,
+            states=states,
+            newest_first=newest_first,
+            offset=offset,
+            limit=limit,
+            since=since,
+            until=until,
+            query=query,
+        )
 
     # ------------------------------------------------------------------ owner's views and export (index_reads)
 
