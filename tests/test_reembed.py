@@ -257,3 +257,33 @@ def test_tablestore_reembed_builds_a_new_index_and_switches(
     use_env(monkeypatch, env_a)
     with pytest.raises(StartupError, match="reembed"):
         build_components(load_settings())
+
+
+def test_tags_and_event_time_survive_a_reembed_and_still_narrow(
+    env_for: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 23: metadata and event time are kept through reembed, and the store still narrows by them."""
+    from tablestore_openmemory_mcp.memory.query_filters import add_fields, build_query
+
+    use_env(monkeypatch, env_for(A))
+    fill(tmp_path, capsys)
+    scope = Scope("cline", "alice")
+    components = build_components(load_settings())
+    try:
+        extra = add_fields({"project": "apollo"}, "2020-05-01T10:00:00Z")
+        components.service.flow.add(scope, "the user keeps a sourdough starter", infer=False, extra=extra)
+    finally:
+        components.service.close()
+
+    use_env(monkeypatch, env_for(B))
+    code, _, err = run(["reembed"], capsys)
+    assert code == 0, err
+    components = build_components(load_settings())
+    try:
+        flow = components.service.flow
+        tagged = flow.search(scope, "sourdough starter", 3, where=build_query(metadata={"project": "apollo"}))
+        assert [hit.memory for hit in tagged.results] == ["the user keeps a sourdough starter"]
+        old = flow.list_memories(scope, 10, where=build_query(until="2021-01-01"))
+        assert [item.memory for item in old.memories] == ["the user keeps a sourdough starter"]
+    finally:
+        components.service.close()
