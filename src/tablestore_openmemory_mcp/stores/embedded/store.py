@@ -515,7 +515,20 @@ class EmbeddedStore(MemoryStore):
             return super().created_page(
                 filters, newest_first=newest_first, offset=offset, limit=limit, since=since, until=until, scope=scope
             )
-        where, params = p.where, list(p.params)
+        rows, total = self._created_rows(p.where, list(p.params), newest_first, offset, limit, since, until)
+        return [OutputData(id=row.id, score=None, payload=row.payload) for row in rows], total
+
+    def _created_rows(
+        self,
+        where: str,
+        params: builtins.list[Any],
+        newest_first: bool,
+        offset: int,
+        limit: int,
+        since: str | None,
+        until: str | None,
+    ) -> tuple[builtins.list[_Row], int]:
+        """One offset page in (created_at, id) order under ``where`` and its total, from one SQL snapshot."""
         if since is not None:  # the column holds UTC with microseconds (R.utc_iso); compare like with like
             where += " AND created_at >= ?"
             params.append(R.utc_iso(since))
@@ -532,8 +545,7 @@ class EmbeddedStore(MemoryStore):
                 raws = conn.execute(sql, (*params, limit, offset)).fetchall()
             finally:
                 conn.execute("COMMIT")
-        rows = [_row(raw) for raw in raws]
-        return [OutputData(id=row.id, score=None, payload=row.payload) for row in rows], total
+        return [_row(raw) for raw in raws], total
 
     def tally(self, filters: Mapping[str, Any] | None, *, scope: Who = None) -> dict[tuple[str | None, str, str], int]:
         """Counted by SQLite from the scope index (100k rows: ~2 s when every row was read in Python).
@@ -856,23 +868,8 @@ class EmbeddedStore(MemoryStore):
                 scope, states=states, newest_first=newest_first, offset=offset, limit=limit, since=since, until=until
             )
         where, values = narrowing.where(scope, states, query, self._n.terms)
-        if since is not None:  # the column holds UTC with microseconds (R.utc_iso); compare like with like
-            where += " AND created_at >= ?"
-            values.append(R.utc_iso(since))
-        if until is not None:
-            where += " AND created_at < ?"
-            values.append(R.utc_iso(until))
-        order = "DESC" if newest_first else "ASC"
-        table = self._n.table
-        with self._pool.connection() as conn:
-            conn.execute("BEGIN")  # page and total from one snapshot
-            try:
-                total = int(conn.execute(f"SELECT COUNT(*) FROM {table}{where}", values).fetchone()[0])
-                sql = f"SELECT {_ROW_COLS} FROM {table}{where} ORDER BY created_at {order}, id {order} LIMIT ? OFFSET ?"
-                raws = conn.execute(sql, (*values, limit, offset)).fetchall()
-            finally:
-                conn.execute("COMMIT")
-        return [row_format.to_memory(row.id, row.payload) for row in map(_row, raws)], total
+        rows, total = self._created_rows(where, values, newest_first, offset, limit, since, until)
+        return [row_format.to_memory(row.id, row.payload) for row in rows], total
 
     # ------------------------------------------------------------------ vector cache
 
