@@ -249,8 +249,12 @@ def listed(provider: Any, **filters: Any) -> list[str]:
     return sorted(r.id for r in provider.list(filters=filters, top_k=100)[0])
 
 
-def test_filter_dialect_on_list_search_and_keyword(provider):
+def test_filter_dialect_on_list_search_and_keyword(provider, monkeypatch):
+    from tablestore_openmemory_mcp.stores import row_format
+
     fill(provider)
+    lemmatized: list[str] = []
+    monkeypatch.setattr(row_format, "lemmatize", lambda text: lemmatized.append(text) or text)
     assert listed(provider, user_id="u1") == ["m1", "m2", "m4"]  # paused, archived and deleted stay hidden
     assert listed(provider, user_id="u1", n={"gt": 1, "lte": 3}) == ["m2"]
     assert listed(provider, user_id="u1", AND=[{"user_id": "u2"}]) == []  # never outside the scope
@@ -288,6 +292,7 @@ def test_filter_dialect_on_list_search_and_keyword(provider):
     provider.search("q", QUERY, 10, {"user_id": "u1", "agent_id": "a2"})
     scored = provider.keyword_search("hiking", 10, {"user_id": "u1", "agent_id": "a2"})
     assert sorted(h.id for h in scored) == ["m2", "m4"] and all(h.score > 0 for h in scored)
+    assert "text_lemmatized" not in hits[0].payload and not any(lemmatized), "rows read are not lemmatized again"
 
 
 def test_filters_the_store_cannot_answer_still_return_top_k(provider):

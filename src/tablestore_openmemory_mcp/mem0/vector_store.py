@@ -118,8 +118,18 @@ def _unit(vector: Sequence[float] | None) -> list[float] | None:
     return [x / norm for x in values] if norm > 0 else values
 
 
+def mem0_payload(memory: StoredMemory) -> dict[str, Any]:
+    """A stored memory as mem0 reads it: the row format's payload (:func:`~..stores.row_format.to_payload`), less
+    ``text_lemmatized``, which mem0 never reads back (it lemmatizes on its writes): mapped from an empty text so
+    that no row read runs spaCy's pipeline again (when spaCy is installed: mem0 reads 60+ rows a search)."""
+    payload = row_format.to_payload(dataclasses.replace(memory, text=""))
+    payload.pop("text_lemmatized", None)
+    payload["data"] = memory.text
+    return payload
+
+
 def _row(memory: StoredMemory, score: float | None = None) -> OutputData:
-    return OutputData(id=memory.id, score=score, payload=row_format.to_payload(memory))
+    return OutputData(id=memory.id, score=score, payload=mem0_payload(memory))
 
 
 def _widened(top_k: int, narrowed: bool, fetch: Callable[[int], tuple[list[_T], int]]) -> list[_T]:
@@ -322,7 +332,7 @@ class StoreVectorStore:
                     hit
                     for hit in hits
                     if hit.memory_id in rows
-                    and sel.accepts(row_format.to_payload(rows[hit.memory_id]), rows[hit.memory_id].state)
+                    and sel.accepts(mem0_payload(rows[hit.memory_id]), rows[hit.memory_id].state)
                 ]
             return [OutputData(id=hit.memory_id, score=hit.score) for hit in hits], read
 
