@@ -311,6 +311,8 @@ def test_bad_dialect_gets_one_line_errors(provider):
     fill(provider)
     with pytest.raises(UserInputError, match="needs a user_id"):
         provider.list({"user_id": {"in": ["u1", "u2"]}})  # the user must be named, not matched
+    with pytest.raises(UserInputError, match="user_id 'alice smith' may contain only letters"):
+        provider.search("q", QUERY, 5, {"user_id": "alice smith"})  # a user id is a key: checked as the server's
     with pytest.raises(UserInputError, match=r"unsupported filter operator\(s\) \['regex'\]"):
         provider.search("q", QUERY, 5, {"user_id": "u1", "OR": [{"data": {"regex": "x"}}]})
     with pytest.raises(ValueError, match="list"):
