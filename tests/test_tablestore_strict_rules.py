@@ -2,11 +2,12 @@
 exposed (issue 20), each with the rule that caught it.
 
 Each test fails on the code before its fix: lists read only ``payload`` while filtering on ``agent_id`` and
-``state`` (rule filter_columns_read); a ``nin`` of 12 states made a filter of 12 conditions (filter_conditions);
-update_many split by rows only (write_bytes); the retry gave up after ~0.7 s; startup wrote its meta row into a
-table that was not ready yet (table_not_ready); own writes expired from search after 30 s while a new index still
-initialized (index_initializing); a Chinese ``contains`` needle was measured in characters (wildcard_pattern);
-dimensions above 2,048 were refused although the vector options page allows 4,096.
+``state`` (rule filter_columns_read); bulk changes split by rows only (write_bytes); the retry gave up after
+~0.7 s; startup wrote its meta row into a table that was not ready yet (table_not_ready); own writes expired from
+search after 30 s while a new index still initialized (index_initializing); dimensions above 2,048 were refused
+although the vector options page allows 4,096. Two reads check what the typed port can ask at most: the largest
+narrowing (filter_conditions) and a long Chinese category (once a ``contains`` pattern: wildcard_pattern).
+Every store call goes through the typed store port with the caller's scope.
 """
 
 from __future__ import annotations
