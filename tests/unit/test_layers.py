@@ -138,7 +138,7 @@ def test_imports_point_down_the_layers() -> None:
     [
         ("memory/service.py", "from tablestore_openmemory_mcp.backup.exporter import export_zip\n", "jobs"),
         ("memory/flow.py", "from tablestore_openmemory_mcp.edge import tools\n", "edge"),
-        ("memory/flow.py", "from tablestore_openmemory_mcp.stores.base import MemoryStore\n", "adapters"),
+        ("memory/flow.py", "from tablestore_openmemory_mcp.stores.embedded import EmbeddedStore\n", "adapters"),
         ("memory/flow.py", "from tablestore_openmemory_mcp.models.llm import ChatClient\n", "adapters"),
         ("memory/flow.py", "from tablestore_openmemory_mcp import repository\n", "engines"),
         ("settings.py", "from tablestore_openmemory_mcp.app import cli\n", "wiring"),
