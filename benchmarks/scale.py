@@ -134,17 +134,27 @@ def vectors_for(texts: list[str], words: dict[str, int], table: Any, rng: Any) -
     return out
 
 
-def payload_for(text: str, created: datetime) -> dict[str, Any]:
+def memory_for(memory_id: str, text: str, created: datetime) -> Any:
+    """One memory of (CLIENT, USER) as the repository stores it (the payload keys 2.0.0 wrote)."""
+    from tablestore_openmemory_mcp.memory.ports import StoredMemory
+
     stamp = created.isoformat()
-    return {
-        "data": text,
-        "hash": hashlib.md5(text.encode("utf-8")).hexdigest(),
-        "created_at": stamp,
-        "updated_at": stamp,
-        "user_id": USER,
-        "agent_id": CLIENT,
-        "role": "user",
-    }
+    return StoredMemory(
+        id=memory_id,
+        text=text,
+        user_id=USER,
+        client=CLIENT,
+        created_at=stamp,
+        updated_at=stamp,
+        hash=hashlib.md5(text.encode("utf-8")).hexdigest(),
+        metadata={"role": "user"},
+    )
+
+
+def bench_scope() -> Any:
+    from tablestore_openmemory_mcp.scope import Scope
+
+    return Scope(CLIENT, USER)
 
 
 def open_store(data_dir: Path) -> Any:
@@ -157,7 +167,7 @@ def seed(data_dir: Path, n: int) -> tuple[list[str], float]:
     """Write ``n`` memories of (CLIENT, USER) straight into the store; returns their ids and the time."""
     import numpy as np
 
-    from tablestore_openmemory_mcp.stores.base import ACTIVE_SCOPE
+    from tablestore_openmemory_mcp.memory.store_port import NewRow
 
     words, table = word_table()
     rng = np.random.default_rng(3)
@@ -165,15 +175,18 @@ def seed(data_dir: Path, n: int) -> tuple[list[str], float]:
     ids = [f"{i:08d}-0000-4000-8000-{i:012d}" for i in range(n)]
     start = time.perf_counter()
     store = open_store(data_dir)
-    token = ACTIVE_SCOPE.set({"user_id": USER, "agent_id": CLIENT})
+    scope = bench_scope()
     base = datetime(2025, 1, 1, tzinfo=UTC)
     try:
         for lo in range(0, n, 2000):
             chunk = texts[lo : lo + 2000]
-            payloads = [payload_for(t, base + timedelta(seconds=lo + i)) for i, t in enumerate(chunk)]
-            store.insert(vectors_for(chunk, words, table, rng), payloads, ids[lo : lo + 2000])
+            vectors = vectors_for(chunk, words, table, rng).tolist()
+            rows = [
+                NewRow(memory_for(ids[lo + i], t, base + timedelta(seconds=lo + i)), vectors[i])
+                for i, t in enumerate(chunk)
+            ]
+            store.put(scope, rows)
     finally:
-        ACTIVE_SCOPE.reset(token)
         store.close()
     return ids, time.perf_counter() - start
 
@@ -303,23 +316,29 @@ async def bench_mcp(tmp: Path, n: int, ids: list[str], src: str | None) -> dict[
 
 
 def bench_direct(data_dir: Path, n: int, ids: list[str]) -> dict[str, Any]:
-    """The store alone, in this process: cold load (with peak-RSS growth), search, page, update, delete."""
+    """The store alone, in this process, through its port: cold load (with peak-RSS growth), search, page,
+    update, delete. Every state is read (as the store's search and list did before the port had states)."""
     import numpy as np
 
-    from tablestore_openmemory_mcp.stores.base import ACTIVE_SCOPE
+    from tablestore_openmemory_mcp.memory.ports import ALL_STATES
+    from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery
+    from tablestore_openmemory_mcp.memory.store_port import RowChange
 
     words, table = word_table()
     rng = np.random.default_rng(5)
     pyrng = random.Random(5)
     out: dict[str, Any] = {}
     store = open_store(data_dir)
-    token = ACTIVE_SCOPE.set({"user_id": USER, "agent_id": CLIENT})
-    scope = {"user_id": USER, "agent_id": CLIENT}
+    scope, everything = bench_scope(), MemoryQuery()
+
+    def nearest(vector: Any, limit: int) -> Any:
+        return store.nearest(scope, vector.tolist(), limit, states=ALL_STATES, query=everything)
+
     try:
         hwm0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         q = vectors_for(["user likes tea"], words, table, rng)[0]
         start = time.perf_counter()
-        store.search("tea", q.tolist(), 60, scope)
+        nearest(q, 60)
         out["cold_ms"] = (time.perf_counter() - start) * 1000
         out["load_peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - hwm0
         out["vectors_mb"] = n * DIMS * 4 / 2**20
@@ -336,21 +355,15 @@ def bench_direct(data_dir: Path, n: int, ids: list[str]) -> dict[str, Any]:
         qvecs = vectors_for(queries, words, table, rng)
 
         def search(i: int) -> None:
-            hits = store.search(queries[i], qvecs[i].tolist(), 60, scope)
-            kw = store.keyword_search
-            try:
-                kw(queries[i], 60, scope, candidates=[h.id for h in hits])
-            except TypeError:  # the previous release has no candidates
-                kw(queries[i], 60, scope)
+            hits = nearest(qvecs[i], 60)
+            candidates = [h.id for h in hits]
+            store.keyword_hits(scope, queries[i], 60, states=ALL_STATES, query=everything, candidates=candidates)
 
         s = lat(search, 100)
         out["search_p50"], out["search_p95"] = statistics.median(s), percentile(s, 0.95)
 
         def page(_: int) -> None:
-            if hasattr(store, "list_page"):
-                store.list_page(scope, 100)
-            else:
-                store.list(scope, None)
+            store.page(scope, states=ALL_STATES, query=everything, limit=100)
 
         out["list_ms"] = statistics.median(lat(page, 5 if n < 50_000 else 2))
         victims = pyrng.sample(ids, 2 * WRITES)
@@ -358,21 +371,20 @@ def bench_direct(data_dir: Path, n: int, ids: list[str]) -> dict[str, Any]:
 
         def update(i: int) -> None:
             text = f"user prefers {WORDS[i]} edit"
-            payload = payload_for(text, datetime(2025, 1, 1, tzinfo=UTC))
-            store.update(victims[i], vector=newvecs[i].tolist(), payload=payload)
+            memory = memory_for(victims[i], text, datetime(2025, 1, 1, tzinfo=UTC))
+            store.rewrite(scope, RowChange(victims[i], memory, newvecs[i].tolist()))
 
         def then_search(i: int) -> None:  # the write is visible to the next search (cache patched in place)
-            store.search("x", qvecs[i].tolist(), 5, scope)
+            nearest(qvecs[i], 5)
 
         out["update_ms"] = statistics.median(lat(update, WRITES))
         out["after_write_search_ms"] = statistics.median(lat(then_search, 10))
 
         def delete(i: int) -> None:
-            store.delete_many([victims[WRITES + i]])
+            store.remove(scope, [victims[WRITES + i]])
 
         out["delete_ms"] = statistics.median(lat(delete, WRITES))
     finally:
-        ACTIVE_SCOPE.reset(token)
         store.close()
     return out
 
@@ -425,7 +437,7 @@ def report(results: dict[int, dict[str, Any]], direct: bool, mcp: bool) -> str:
             "store: search+keyword p50 / p95 (ms)",
             lambda r: f"{r['direct']['search_p50']:.2f} / {r['direct']['search_p95']:.2f}",
         )
-        add("store: first page of 100 (ms; old: whole list)", lambda r: fmt(r["direct"]["list_ms"], ".2f"))
+        add("store: first page of 100 (ms)", lambda r: fmt(r["direct"]["list_ms"], ".2f"))
         add("store: update p50 (ms)", lambda r: fmt(r["direct"]["update_ms"], ".2f"))
         add("store: delete p50 (ms)", lambda r: fmt(r["direct"]["delete_ms"], ".2f"))
     return "\n".join(lines + targets(results, direct, mcp))

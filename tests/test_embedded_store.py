@@ -1,4 +1,5 @@
-"""EmbeddedStore on real SQLite files: round trips, filters, scope, keyword search, concurrency."""
+"""EmbeddedStore on real SQLite files, through the typed store port: round trips, narrowing, scope, keyword
+search, concurrency."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import tempfile
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -21,15 +22,22 @@ import pytest
 os.environ.setdefault("MEM0_DIR", tempfile.mkdtemp(prefix="mem0-test-"))
 os.environ.setdefault("MEM0_TELEMETRY", "False")
 
-from tablestore_openmemory_mcp.errors import MemoryNotFound, ScopeMissing, UserInputError
-from tablestore_openmemory_mcp.stores.base import ACTIVE_SCOPE, OutputData, scoped
+from tablestore_openmemory_mcp.errors import InvalidIdentity, MemoryNotFound, ScopeMissing, UserInputError
+from tablestore_openmemory_mcp.memory.ports import ALL_STATES, StoredMemory
+from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery, build_query
+from tablestore_openmemory_mcp.memory.store_port import KeywordHit, NewRow, RowChange
+from tablestore_openmemory_mcp.scope import Scope
+from tablestore_openmemory_mcp.stores import row_format
 from tablestore_openmemory_mcp.stores.embedded import EmbeddedStore
-from tests.fakes.store_rows import all_rows
+from tests.fakes.port_rows import EVERYTHING, count, every_row, memory, user_scope
 
 DIMS = 8
 SRC = str(Path(__file__).resolve().parents[1] / "src")
-U1 = {"user_id": "u1"}
-U2 = {"user_id": "u2"}
+U1 = user_scope("u1")
+U2 = user_scope("u2")
+A1 = Scope("a1", "u1")
+ALL = ALL_STATES
+EVERY_HIT = 100_000  # a limit above any test's row count: "no cap"
 
 
 def vec(seed: int, dims: int = DIMS) -> list[float]:
@@ -43,258 +51,262 @@ def store(tmp_path: Path) -> Iterator[EmbeddedStore]:
     s.close()
 
 
-@pytest.fixture
-def scope() -> Iterator[object]:
-    """Enter a caller scope for the rest of the test (stores fail closed without one)."""
-
-    def enter(value: dict[str, str]) -> None:
-        tokens.append(ACTIVE_SCOPE.set(dict(value)))
-
-    tokens: list = []
-    yield enter
-    for token in reversed(tokens):
-        ACTIVE_SCOPE.reset(token)
-
-
-def ids_of(rows: list[OutputData]) -> list[str]:
+def ids_of(rows: Sequence[StoredMemory]) -> list[str]:
     return [r.id for r in rows]
 
 
+def nearest(
+    store: EmbeddedStore,
+    scope: Scope,
+    vector: Sequence[float],
+    limit: int = EVERY_HIT,
+    *,
+    query: MemoryQuery = EVERYTHING,
+) -> list[StoredMemory]:
+    """Nearest memories in every state (the row methods' search saw every state too)."""
+    return store.nearest(scope, vector, limit, states=ALL, query=query)
+
+
+def keywords(
+    store: EmbeddedStore,
+    scope: Scope,
+    text: str,
+    limit: int = 10,
+    *,
+    query: MemoryQuery = EVERYTHING,
+    candidates: Sequence[str] | None = None,
+) -> list[KeywordHit]:
+    hits = store.keyword_hits(scope, text, limit, states=ALL, query=query, candidates=candidates)
+    assert hits is not None  # the embedded store always answers keyword reads
+    return hits
+
+
+def hit_ids(hits: Sequence[KeywordHit]) -> list[str]:
+    return [h.memory_id for h in hits]
+
+
+M1 = memory("m1", "我喜欢喝乌龙茶", "u1", "a1", n=1)
+M2 = memory("m2", "I like hiking in the Alps", "u1", "a2", created_at="2025-01-02T00:00:00.000000+00:00", n=2)
+M4 = memory("m4", "Works at Alibaba Cloud", "u1", created_at="2025-01-04T00:00:00.000000+00:00", n=4)
+M3 = memory(
+    "m3", "Allergic to peanuts", "u2", created_at="2025-01-03T00:00:00.000000+00:00", categories=("health",), n=3
+)
+
+
 def fill(store: EmbeddedStore) -> None:
-    """Three memories of u1 (clients a1, a2 and a run) and one of u2, each written in its own scope."""
-    with scoped(U1):
-        store.insert(
-            [vec(1), vec(2), vec(4)],
-            [
-                {
-                    "data": "我喜欢喝乌龙茶",
-                    "user_id": "u1",
-                    "agent_id": "a1",
-                    "n": 1,
-                    "created_at": "2025-01-01T00:00:00Z",
-                },
-                {"data": "I like hiking in the Alps", "user_id": "u1", "agent_id": "a2", "n": 2},
-                {"data": "Works at Alibaba Cloud", "user_id": "u1", "run_id": "r1", "n": 4},
-            ],
-            ["m1", "m2", "m4"],
-        )
-    with scoped(U2):
-        store.insert(
-            [vec(3)], [{"data": "Allergic to peanuts", "user_id": "u2", "n": 3, "categories": ["health"]}], ["m3"]
-        )
+    """Three memories of u1 (clients a1, a2 and none) and one of u2, each written in its own scope."""
+    assert store.put(U1, [NewRow(M1, vec(1)), NewRow(M2, vec(2)), NewRow(M4, vec(4))]) == ["m1", "m2", "m4"]
+    assert store.put(U2, [NewRow(M3, vec(3))]) == ["m3"]
 
 
 # ---------------------------------------------------------------------- round trips
 
 
-def test_round_trip_every_method(store: EmbeddedStore, tmp_path: Path, scope) -> None:
+def test_round_trip_every_method(store: EmbeddedStore, tmp_path: Path) -> None:
     fill(store)
-    scope(U1)
-    got = store.get("m1")
-    assert isinstance(got, OutputData) and got.id == "m1" and got.score is None
-    assert got.payload["data"] == "我喜欢喝乌龙茶"
-    assert store.get("nope") is None
+    got = store.read_one(U1, "m1")
+    assert got == M1 and got.score is None  # every field as written: text, client, times, hash, metadata
+    assert store.read_one(U1, "nope") is None
 
-    hits = store.search("q", vec(2), top_k=2, filters={"user_id": "u1"})
+    hits = nearest(store, U1, vec(2), 2)
     assert hits[0].id == "m2" and hits[0].score == pytest.approx(1.0, abs=1e-5)
     assert len(hits) == 2 and all(0.0 <= h.score <= 1.0 for h in hits)
     assert hits[0].score >= hits[1].score
 
-    assert store.update("m2", vector=vec(9), payload={"data": "I like skiing", "user_id": "u1"}) is None
-    assert store.get("m2").payload == {"data": "I like skiing", "user_id": "u1"}
-    assert store.search("q", vec(9), top_k=1)[0].id == "m2"
-    assert ids_of(store.keyword_search("skiing", 5)) == ["m2"]
-    assert store.keyword_search("hiking", 5) == []
-    store.update("m2", payload={"data": "I like skiing a lot", "user_id": "u1"})
-    assert store.search("q", vec(9), top_k=1)[0].id == "m2"  # vector kept
+    skiing = memory("m2", "I like skiing", "u1")
+    assert store.rewrite(U1, RowChange("m2", skiing, vec(9))) is None
+    assert store.read_one(U1, "m2") == skiing  # the whole memory replaced (its client too)
+    assert nearest(store, U1, vec(9), 1)[0].id == "m2"
+    assert hit_ids(keywords(store, U1, "skiing", 5)) == ["m2"]
+    assert keywords(store, U1, "hiking", 5) == []
+    store.rewrite(U1, RowChange("m2", memory("m2", "I like skiing a lot", "u1")))
+    assert nearest(store, U1, vec(9), 1)[0].id == "m2"  # vector kept
     with pytest.raises(MemoryNotFound):
-        store.update("missing", vector=vec(1))
+        store.rewrite(U1, RowChange("missing", vector=vec(1)))
 
-    assert store.count() == 3 and store.count({"agent_id": "a1"}) == 1
-    with scoped(U2):
-        assert store.count() == 1
-        assert store.delete_many(["m3"]) == ["m3"] and store.delete_many(["m3"]) == []
-        assert store.get("m3") is None and store.count() == 0
-    assert store.delete_many(["m1", "m4", "m1", "zzz"]) == ["m1", "m4"]
-    assert ids_of(all_rows(store)) == ["m2"]
-    assert store.get_many(["m2", "m1", "m3"]).keys() == {"m2"}
+    assert count(store, U1) == 3 and store.page_total(U1, states=ALL, query=MemoryQuery(client="a1")) == 1
+    assert count(store, U2) == 1
+    assert store.remove(U2, ["m3"]) == ["m3"] and store.remove(U2, ["m3"]) == []
+    assert store.read_one(U2, "m3") is None and count(store, U2) == 0
+    assert store.remove(U1, ["m1", "m4", "m1", "zzz"]) == ["m1", "m4"]
+    assert ids_of(every_row(store, U1)) == ["m2"]
+    assert store.read(U1, ["m2", "m1", "m3"]).keys() == {"m2"}
 
-    store.insert([vec(1)], [{"data": "again", "user_id": "u1"}], ["x"])
-    assert store.get("x") is not None
+    store.put(U1, [NewRow(memory("x", "again", "u1"), vec(1))])
+    assert store.read_one(U1, "x") is not None
     assert (tmp_path / "memories.sqlite3").exists()
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("memories.sqlite3")) == []
 
 
-def test_insert_without_ids_and_upsert(store: EmbeddedStore, scope) -> None:
-    scope(U1)
-    ids = store.insert([vec(1), vec(2)], [U1, U1])
-    assert len(ids) == 2 and store.count() == 2
-    store.insert([vec(3)], [{"data": "replaced", "user_id": "u1"}], [ids[0]])
-    assert store.count() == 2 and store.get(ids[0]).payload == {"data": "replaced", "user_id": "u1"}
-    assert store.search("q", vec(3), top_k=1)[0].id == ids[0]
-    assert store.insert([], [], []) == []
+def test_put_overwrites_an_existing_id(store: EmbeddedStore) -> None:
+    rows = [NewRow(memory("p1", "first", "u1"), vec(1)), NewRow(memory("p2", "second", "u1"), vec(2))]
+    assert store.put(U1, rows) == ["p1", "p2"] and count(store, U1) == 2
+    replaced = memory("p1", "replaced", "u1", created_at="2025-02-01T00:00:00.000000+00:00")
+    assert store.put(U1, [NewRow(replaced, vec(3))]) == ["p1"]
+    assert count(store, U1) == 2 and store.read_one(U1, "p1") == replaced
+    assert nearest(store, U1, vec(3), 1)[0].id == "p1"
+    assert store.put(U1, []) == []
 
 
-def test_shapes_match_what_the_repository_consumes(store: EmbeddedStore, scope) -> None:
+def test_shapes_match_what_the_repository_consumes(store: EmbeddedStore) -> None:
     fill(store)
-    scope(U1)
-    memories, _ = store.list_page({"user_id": "u1"}, 100)
-    assert isinstance(memories, list)
-    assert all(hasattr(m, "id") and hasattr(m, "payload") for m in memories)
-    for rows in (
-        store.search("q", vec(1), top_k=60, filters={"user_id": "u1"}),
-        store.keyword_search("乌龙", 60),
-    ):
-        assert isinstance(rows, list)
-        assert all(isinstance(r.id, str) and isinstance(r.score, float) and isinstance(r.payload, dict) for r in rows)
-        assert [r.score for r in rows] == sorted((r.score for r in rows), reverse=True)
-    assert all(r.score > 0 for r in store.keyword_search("乌龙", 60))
+    page = store.page(U1, states=ALL, query=EVERYTHING, limit=100)
+    assert page.next_cursor is None and all(isinstance(m, StoredMemory) for m in page.items)
+    found = nearest(store, U1, vec(1), 60)
+    assert all(isinstance(m, StoredMemory) and isinstance(m.score, float) for m in found)
+    assert [m.score for m in found] == sorted((m.score for m in found), reverse=True)
+    hits = keywords(store, U1, "乌龙", 60)
+    assert hits and all(isinstance(h, KeywordHit) and isinstance(h.score, float) and h.score > 0 for h in hits)
+    assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
 
 
-def test_list_order_top_k_and_no_cap(store: EmbeddedStore, scope) -> None:
-    scope(U1)
+def test_list_order_limit_and_no_cap(store: EmbeddedStore) -> None:
     n = 2500
     rng = np.random.default_rng(0)
     vectors = rng.standard_normal((n, DIMS)).tolist()
-    payloads = [{"data": f"memory {i}", "user_id": "u1", "i": i} for i in range(n)]
-    store.insert(vectors, payloads, [f"id{i:05d}" for i in range(n)])
-    everything = all_rows(store, filters={"user_id": "u1"})
-    assert len(everything) == n
-    assert len(all_rows(store, filters={"user_id": "u1"}, top_k=None)) == n
-    assert len(all_rows(store, filters={"user_id": "u1"}, top_k=100)) == 100
-    assert len(all_rows(store, filters={"user_id": "u1", "i": {"gte": 2400}}, top_k=None)) == 100
-    assert len(all_rows(store, filters={"user_id": "u1", "i": {"gte": 2400}}, top_k=7)) == 7
-    assert all_rows(store, top_k=0) == []
-    assert len(store.search("q", vectors[0], top_k=None, filters={"user_id": "u1"})) == n
-
-
-def test_list_is_ordered_by_created_at_then_id(store: EmbeddedStore, scope) -> None:
-    scope(U1)
-    store.insert(
-        [vec(1), vec(2), vec(3)],
-        [
-            {"data": "late", "user_id": "u1", "created_at": "2025-03-01T10:00:00+08:00"},  # 02:00 UTC
-            {"data": "early", "user_id": "u1", "created_at": "2025-03-01T03:00:00+00:00"},
-            {"data": "tie", "user_id": "u1", "created_at": "2025-03-01T02:00:00Z"},
-        ],
-        ["c", "b", "a"],
-    )
-    assert ids_of(all_rows(store)) == ["a", "c", "b"]
-
-
-# ---------------------------------------------------------------------- filters
-
-
-def test_filter_operators_in_search_list_keyword(store: EmbeddedStore, scope) -> None:
-    fill(store)
-    scope(U1)
-    assert sorted(ids_of(all_rows(store, {"n": {"gt": 1, "lte": 3}}))) == ["m2"]
-    assert sorted(ids_of(all_rows(store, {"user_id": {"in": ["u2"]}}))) == []  # never outside the scope
-    assert sorted(ids_of(all_rows(store, {"user_id": {"in": ["u1", "u2"]}}))) == ["m1", "m2", "m4"]
-    assert sorted(ids_of(all_rows(store, {"agent_id": {"ne": "a1"}}))) == ["m2", "m4"]
-    assert sorted(ids_of(all_rows(store, {"run_id": "*"}))) == ["m4"]
-    assert sorted(ids_of(all_rows(store, {"OR": [{"agent_id": "a1"}, {"run_id": "r1"}]}))) == ["m1", "m4"]
-    assert sorted(ids_of(all_rows(store, {"user_id": "u1", "NOT": [{"agent_id": "a1"}]}))) == ["m2", "m4"]
-    assert sorted(ids_of(all_rows(store, {"data": {"icontains": "ALPS"}}))) == ["m2"]
-    with scoped(U2):
-        assert sorted(ids_of(all_rows(store, {"categories": {"contains": "health"}}))) == ["m3"]
-        assert sorted(ids_of(all_rows(store, {"n": {"gt": 1, "lte": 3}}))) == ["m3"]
-    assert sorted(ids_of(store.search("q", vec(1), 10, {"user_id": "u1", "n": {"in": [1, 4]}}))) == [
-        "m1",
-        "m4",
+    rows = [
+        NewRow(memory(f"id{i:05d}", f"memory {i}", "u1", metadata={"band": "top" if i >= 2400 else "low"}), vectors[i])
+        for i in range(n)
     ]
-    assert ids_of(store.search("q", vec(1), 10, {"user_id": "u1", "agent_id": "a2"})) == ["m2"]
-    assert ids_of(store.search("q", vec(1), 10, {"user_id": "nobody"})) == []
-    assert ids_of(store.keyword_search("hiking alibaba", 10, {"user_id": "u1", "n": {"gte": 3}})) == ["m4"]
-    assert store.count({"n": {"lt": 3}}) == 2
+    store.put(U1, rows)
+    assert ids_of(every_row(store, U1)) == [f"id{i:05d}" for i in range(n)]  # same time: id order
+    first = store.page(U1, states=ALL, query=EVERYTHING, limit=100)
+    assert len(first.items) == 100 and first.next_cursor is not None
+    top = build_query(metadata={"band": "top"})
+    assert len(every_row(store, U1, query=top)) == 100
+    assert len(store.page(U1, states=ALL, query=top, limit=7).items) == 7
+    assert len(nearest(store, U1, vectors[0], query=top)) == 100
+    assert len(nearest(store, U1, vectors[0], 7, query=top)) == 7
+    assert nearest(store, U1, vectors[0], 0) == []
+    assert len(nearest(store, U1, vectors[0])) == n
+
+
+def test_list_is_ordered_by_created_at_then_id(store: EmbeddedStore) -> None:
+    store.put(
+        U1,
+        [
+            NewRow(memory("c", "late", "u1", created_at="2025-03-01T10:00:00+08:00"), vec(1)),  # 02:00 UTC
+            NewRow(memory("b", "early", "u1", created_at="2025-03-01T03:00:00+00:00"), vec(2)),
+            NewRow(memory("a", "tie", "u1", created_at="2025-03-01T02:00:00Z"), vec(3)),
+        ],
+    )
+    assert ids_of(every_row(store, U1)) == ["a", "c", "b"]
+
+
+# ---------------------------------------------------------------------- narrowing
+
+
+def test_narrowing_in_search_list_keyword(store: EmbeddedStore) -> None:
+    """What a MemoryQuery narrows by (client, category) on every read; mem0's generic operators are
+    evaluated by the mem0 provider (tests/test_filters.py, tests/test_mem0_provider.py)."""
+    fill(store)
+    health = MemoryQuery(category="health")
+    assert ids_of(every_row(store, U2, query=health)) == ["m3"]
+    assert every_row(store, U1, query=health) == []  # never outside the scope
+    assert ids_of(nearest(store, U1, vec(1), 10, query=MemoryQuery(client="a2"))) == ["m2"]
+    assert ids_of(nearest(store, user_scope("nobody"), vec(1), 10)) == []
+    assert hit_ids(keywords(store, U1, "hiking alibaba", query=MemoryQuery(client="a2"))) == ["m2"]
+    assert sorted(hit_ids(keywords(store, U1, "hiking alibaba"))) == ["m2", "m4"]
+    assert store.page_total(U1, states=ALL, query=MemoryQuery(client="a1")) == 1
 
 
 # ---------------------------------------------------------------------- scope
 
 
-def test_scope_enforcement(store: EmbeddedStore, scope) -> None:
+def test_scope_enforcement(store: EmbeddedStore) -> None:
     fill(store)
-    scope({"user_id": "u2"})
-    assert store.get("m1") is None and store.get("m3") is not None
+    assert store.read_one(U2, "m1") is None and store.read_one(U2, "m3") is not None
     with pytest.raises(MemoryNotFound):
-        store.update("m1", payload={"data": "hijack", "user_id": "u2"})
-    assert store.delete_many(["m1"]) == []
-    assert store.delete_many(["m1", "m2", "m4"]) == []
-    assert ids_of(all_rows(store)) == ["m3"]
-    assert ids_of(all_rows(store, {"user_id": "u1"})) == []  # contradicts the scope
-    assert ids_of(store.search("q", vec(1), 10)) == ["m3"]
-    assert ids_of(store.search("q", vec(1), 10, {"user_id": "u1"})) == []
-    assert store.keyword_search("乌龙茶", 10) == []
-    assert store.keyword_search("乌龙茶", 10, candidates=["m1", "m2"]) == []
-    assert store.get_many(["m1", "m3"]).keys() == {"m3"}
-    assert store.count() == 1
+        store.rewrite(U2, RowChange("m1", memory("m1", "hijack", "u2")))
+    assert store.remove(U2, ["m1"]) == []
+    assert store.remove(U2, ["m1", "m2", "m4"]) == []
+    assert ids_of(every_row(store, U2)) == ["m3"]
+    assert ids_of(nearest(store, U2, vec(1), 10)) == ["m3"]
+    assert keywords(store, U2, "乌龙茶") == []
+    assert keywords(store, U2, "乌龙茶", candidates=["m1", "m2"]) == []
+    assert store.read(U2, ["m1", "m3"]).keys() == {"m3"}
+    assert store.read_vectors(U2, ["m1", "m3"]).keys() == {"m3"}
+    assert count(store, U2) == 1
     with pytest.raises(ValueError, match="scope"):
-        store.insert([vec(5)], [{"data": "x", "user_id": "u1"}], ["new"])
+        store.put(U2, [NewRow(memory("new", "x", "u1"), vec(5))])
     with pytest.raises(ValueError, match="conflicts"):
-        store.insert([vec(5)], [{"data": "x", "user_id": "u2"}], ["m1"])
+        store.put(U2, [NewRow(memory("m1", "x", "u2"), vec(5))])
     with pytest.raises(ValueError, match="scope"):
-        store.update("m3", payload={"data": "moved", "user_id": "u1"})
-    assert store.delete_many(["m3"]) == ["m3"]
-    with scoped(U1):
-        assert sorted(ids_of(all_rows(store))) == ["m1", "m2", "m4"]
-        assert store.get("m1").payload["data"] == "我喜欢喝乌龙茶"
+        store.rewrite(U2, RowChange("m3", memory("m3", "moved", "u1")))
+    assert store.remove(U2, ["m3"]) == ["m3"]
+    assert sorted(ids_of(every_row(store, U1))) == ["m1", "m2", "m4"]
+    assert store.read_one(U1, "m1") == M1
 
 
-def test_scope_with_agent_narrows_rows(store: EmbeddedStore, scope) -> None:
+def test_scope_with_client_narrows_rows(store: EmbeddedStore) -> None:
     fill(store)
-    scope({"user_id": "u1", "agent_id": "a1"})
-    assert ids_of(all_rows(store)) == ["m1"]
-    assert ids_of(store.search("q", vec(2), 10)) == ["m1"]
-    assert store.get("m2") is None
+    assert ids_of(every_row(store, A1)) == ["m1"]
+    assert ids_of(nearest(store, A1, vec(2), 10)) == ["m1"]
+    assert store.read_one(A1, "m2") is None
+    with pytest.raises(ValueError, match="scope"):  # a client scope writes only its own client's rows
+        store.put(A1, [NewRow(memory("m9", "x", "u1", "a2"), vec(5))])
 
 
-def test_every_method_fails_closed_without_a_scope(store: EmbeddedStore) -> None:
+def _userless(client: str = "a1") -> Scope:
+    """A Scope whose user is empty, past the checks a real one gets (``Scope(client, "")`` raises)."""
+    scope = object.__new__(Scope)
+    for name, value in (("client_name", client), ("user_id", ""), ("shared", False)):
+        object.__setattr__(scope, name, value)
+    return scope
+
+
+def test_every_method_fails_closed_without_a_user(store: EmbeddedStore) -> None:
     fill(store)
+    with pytest.raises(InvalidIdentity):
+        Scope("a1", "")
+    nobody = _userless()
+    row = NewRow(memory("x", "x", ""), vec(1))
     calls = {
-        "insert": lambda: store.insert([vec(1)], [{"data": "x", "user_id": "u1"}], ["x"]),
-        "search": lambda: store.search("q", vec(1), 5),
-        "search with filters": lambda: store.search("q", vec(1), 5, {"user_id": "u1"}),
-        "keyword_search": lambda: store.keyword_search("乌龙茶", 5, {"user_id": "u1"}),
-        "get": lambda: store.get("m1"),
-        "get_many": lambda: store.get_many(["m1"]),
-        "find_by_dedup_key": lambda: store.find_by_dedup_key("k"),
-        "update": lambda: store.update("m1", vector=vec(2)),
-        "delete_many": lambda: store.delete_many(["m1", "m3"]),
-        "list_page": lambda: store.list_page({"user_id": "u1"}, 10),
-        "count": lambda: store.count({"user_id": "u1"}),
+        "put": lambda: store.put(nobody, [row]),
+        "read_one": lambda: store.read_one(nobody, "m1"),
+        "read": lambda: store.read(nobody, ["m1"]),
+        "read_vectors": lambda: store.read_vectors(nobody, ["m1"]),
+        "holder": lambda: store.holder(nobody, "k"),
+        "rewrite": lambda: store.rewrite(nobody, RowChange("m1", vector=vec(2))),
+        "rewrite_many": lambda: store.rewrite_many(nobody, [RowChange("m1", vector=vec(2))]),
+        "remove": lambda: store.remove(nobody, ["m1", "m3"]),
+        "page": lambda: store.page(nobody, states=ALL, query=EVERYTHING, limit=10),
+        "page_total": lambda: store.page_total(nobody, states=ALL, query=EVERYTHING),
+        "created_window": lambda: store.created_window(nobody, states=ALL, newest_first=True, offset=0, limit=5),
+        "tallies": lambda: store.tallies(nobody),
+        "nearest": lambda: store.nearest(nobody, vec(1), 5, states=ALL, query=EVERYTHING),
+        "nearest narrowed": lambda: store.nearest(nobody, vec(1), 5, states=ALL, query=MemoryQuery(client="a1")),
+        "keyword_hits": lambda: store.keyword_hits(nobody, "乌龙茶", 5, states=ALL, query=EVERYTHING),
     }
     for name, call in calls.items():
         with pytest.raises(ScopeMissing):
             call()
             pytest.fail(name)
-    with pytest.raises(ScopeMissing), scoped({"agent_id": "a1"}):  # a scope needs the user
-        pass
-    with scoped(U1):
-        assert store.count() == 3  # nothing was changed by the refused calls
-    with scoped(U2):
-        assert store.count() == 1
+    assert count(store, U1) == 3  # nothing was changed by the refused calls
+    assert count(store, U2) == 1
+    assert store.read_vectors(U1, ["m1"]).keys() == {"m1"}
 
 
 # ---------------------------------------------------------------------- keyword search
 
 
-def test_chinese_keyword_search(store: EmbeddedStore, scope) -> None:
+def test_chinese_keyword_search(store: EmbeddedStore) -> None:
     fill(store)
-    scope(U1)
-    store.insert([vec(7)], [{"data": "他喜欢喝咖啡", "user_id": "u1"}], ["m5"])
-    hits = store.keyword_search("乌龙茶", top_k=5, filters={"user_id": "u1"})
-    assert hits[0].id == "m1" and hits[0].score > 0
-    assert "m5" not in ids_of(hits)
-    assert ids_of(store.keyword_search("喝咖啡", 5))[0] == "m5"
-    assert ids_of(store.keyword_search("ALIBABA", 5)) == ["m4"]
-    assert set(ids_of(store.keyword_search("喜欢", 5))) == {"m1", "m5"}
+    store.put(U1, [NewRow(memory("m5", "他喜欢喝咖啡", "u1"), vec(7))])
+    hits = keywords(store, U1, "乌龙茶", 5)
+    assert hits[0].memory_id == "m1" and hits[0].score > 0
+    assert "m5" not in hit_ids(hits)
+    assert hit_ids(keywords(store, U1, "喝咖啡", 5))[0] == "m5"
+    assert hit_ids(keywords(store, U1, "ALIBABA", 5)) == ["m4"]
+    assert set(hit_ids(keywords(store, U1, "喜欢", 5))) == {"m1", "m5"}
 
 
-def test_keyword_search_uses_mem0_lemmatized_text(store: EmbeddedStore, scope) -> None:
-    scope(U1)
-    store.insert([vec(1)], [{"data": "She was running daily", "text_lemmatized": "run daily", "user_id": "u1"}], ["r"])
-    assert ids_of(store.keyword_search("run", 5)) == ["r"]
-    assert ids_of(store.keyword_search("running", 5)) == ["r"]
+def test_keyword_search_uses_mem0_lemmatized_text(store: EmbeddedStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With spaCy installed (the ``[mem0]`` extra), rows hold mem0's lemmatized text, and keywords match it."""
+    monkeypatch.setattr(row_format, "lemmatize", lambda text: "run daily" if "running" in text else text)
+    store.put(U1, [NewRow(memory("r", "She was running daily", "u1"), vec(1))])
+    assert hit_ids(keywords(store, U1, "run", 5)) == ["r"]
+    assert hit_ids(keywords(store, U1, "running", 5)) == ["r"]
 
 
 @pytest.mark.parametrize(
@@ -316,13 +328,10 @@ def test_keyword_search_uses_mem0_lemmatized_text(store: EmbeddedStore, scope) -
         "  ",
     ],
 )
-def test_fts_injection_is_harmless(store: EmbeddedStore, query: str, scope) -> None:
+def test_fts_injection_is_harmless(store: EmbeddedStore, query: str) -> None:
     fill(store)
-    with scoped(U2):
-        store.insert([vec(8)], [{"data": "foo bar", "user_id": "u2"}], ["f"])
-    scope(U1)
-    hits = store.keyword_search(query, 10, {"user_id": "u1"})
-    assert all(h.payload["user_id"] == "u1" for h in hits)
+    store.put(U2, [NewRow(memory("f", "foo bar", "u2"), vec(8))])
+    assert set(hit_ids(keywords(store, U1, query))) <= {"m1", "m2", "m4"}
 
 
 # ---------------------------------------------------------------------- validation
@@ -338,18 +347,17 @@ def test_fts_injection_is_harmless(store: EmbeddedStore, query: str, scope) -> N
         [0.0] * DIMS,
     ],
 )
-def test_bad_vectors_rejected_and_nothing_written(store: EmbeddedStore, bad: list[float], scope) -> None:
-    scope(U1)
-    a, b = {"data": "a", "user_id": "u1"}, {"data": "b", "user_id": "u1"}
+def test_bad_vectors_rejected_and_nothing_written(store: EmbeddedStore, bad: list[float]) -> None:
+    a, b = memory("ok", "a", "u1"), memory("bad", "b", "u1")
     with pytest.raises(ValueError, match="vector"):
-        store.insert([vec(1), bad], [a, b], ["ok", "bad"])
-    assert store.count() == 0 and store.get("ok") is None
-    store.insert([vec(1)], [a], ["ok"])
+        store.put(U1, [NewRow(a, vec(1)), NewRow(b, bad)])
+    assert count(store, U1) == 0 and store.read_one(U1, "ok") is None
+    store.put(U1, [NewRow(a, vec(1))])
     with pytest.raises(ValueError, match="vector"):
-        store.update("ok", vector=bad)
+        store.rewrite(U1, RowChange("ok", vector=bad))
     with pytest.raises(ValueError):
-        store.search("q", bad, 5)
-    assert store.search("q", vec(1), 1)[0].score == pytest.approx(1.0, abs=1e-5)
+        nearest(store, U1, bad, 5)
+    assert nearest(store, U1, vec(1), 1)[0].score == pytest.approx(1.0, abs=1e-5)
 
 
 def test_argument_validation(tmp_path: Path) -> None:
@@ -359,23 +367,18 @@ def test_argument_validation(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="path"):
         EmbeddedStore(collection_name="c", embedding_model_dims=4)
     s = EmbeddedStore(collection_name="c", path=str(tmp_path), embedding_model_dims=4)
-    with scoped(U1):
-        with pytest.raises(ValueError, match="one payload and one id"):
-            s.insert([[1, 0, 0, 0]], [U1, U1], ["a"])
-        with pytest.raises(ValueError, match="same id"):
-            s.insert([[1, 0, 0, 0], [0, 1, 0, 0]], [U1, U1], ["a", "a"])
-        with pytest.raises(ValueError, match="dedup keys"):
-            s.insert([[1, 0, 0, 0]], [U1], ["a"], ["k", "k"])
-        with pytest.raises(UserInputError, match="limit"):
-            s.list_page(None, 0)
-        for cursor in ("nope", "W10", "WyJhIl0", "!!"):
-            with pytest.raises(UserInputError, match="cursor"):
-                s.list_page(None, 5, cursor)
+    with pytest.raises(ValueError, match="same id"):
+        s.put(U1, [NewRow(memory("a", "x", "u1"), [1, 0, 0, 0]), NewRow(memory("a", "y", "u1"), [0, 1, 0, 0])])
+    with pytest.raises(UserInputError, match="limit"):
+        s.page(U1, states=ALL, query=EVERYTHING, limit=0)
+    for cursor in ("nope", "W10", "WyJhIl0", "!!"):
+        with pytest.raises(UserInputError, match="cursor"):
+            s.page(U1, states=ALL, query=EVERYTHING, limit=5, cursor=cursor)
     s.close()
     with pytest.raises(ValueError, match="4-dimensional"):
         EmbeddedStore(collection_name="c", path=str(tmp_path), embedding_model_dims=8)
-    with scoped(U1), pytest.raises(RuntimeError, match="closed"):
-        s.get("a")
+    with pytest.raises(RuntimeError, match="closed"):
+        s.read_one(U1, "a")
 
 
 # ---------------------------------------------------------------------- durability, processes, threads
@@ -384,15 +387,14 @@ def test_argument_validation(tmp_path: Path) -> None:
 def test_durable_across_reopen_and_entities_collection(tmp_path: Path) -> None:
     a = EmbeddedStore(collection_name="mem0", path=str(tmp_path), embedding_model_dims=DIMS)
     ent = EmbeddedStore(collection_name="mem0_entities", path=str(tmp_path), embedding_model_dims=DIMS)
-    with scoped(U1):
-        a.insert([vec(1)], [{"data": "茶", "user_id": "u1"}], ["k"])
-        ent.insert([vec(2)], [{"data": "tea", "user_id": "u1", "linked_memory_ids": ["k"]}], ["e"])
+    tea = memory("k", "茶", "u1")
+    a.put(U1, [NewRow(tea, vec(1))])
+    ent.put(U1, [NewRow(memory("e", "tea", "u1", linked_memory_ids=["k"]), vec(2))])
     a.close()
     ent.close()
     b = EmbeddedStore(collection_name="mem0", path=str(tmp_path), embedding_model_dims=DIMS)
-    with scoped(U1):
-        assert b.get("k").payload == {"data": "茶", "user_id": "u1"}
-        assert b.get("e") is None
+    assert b.read_one(U1, "k") == tea
+    assert b.read_one(U1, "e") is None
     b.close()
 
 
@@ -401,17 +403,21 @@ _CHILD = textwrap.dedent(
     import os, sys, time, zlib
     sys.path.insert(0, {src!r})
     import numpy as np
-    from tablestore_openmemory_mcp.stores.base import scoped
+    from tablestore_openmemory_mcp.memory.ports import StoredMemory
+    from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery
+    from tablestore_openmemory_mcp.memory.store_port import NewRow
+    from tablestore_openmemory_mcp.scope import Scope
     from tablestore_openmemory_mcp.stores.embedded import EmbeddedStore
     path, tag, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     s = EmbeddedStore(collection_name="mem0", path=path, embedding_model_dims={dims})
     rng = np.random.default_rng(zlib.crc32(tag.encode()))  # hash() of a str varies per process
-    with scoped({{"user_id": "u"}}):
-        for i in range(n):
-            payload = {{"data": f"{{tag}} {{i}}", "user_id": "u"}}
-            s.insert([rng.standard_normal({dims}).tolist()], [payload], [f"{{tag}}-{{i}}"])
-            s.search("q", rng.standard_normal({dims}).tolist(), 5, {{"user_id": "u"}})
-            s.keyword_search(tag, 5, {{"user_id": "u"}})
+    scope, stamp, active = Scope("owner", "u", shared=True), "2025-01-01T00:00:00+00:00", ("active",)
+    for i in range(n):
+        text = f"{{tag}} {{i}}"
+        memory = StoredMemory(f"{{tag}}-{{i}}", text, "u", None, stamp, stamp, "h")
+        s.put(scope, [NewRow(memory, rng.standard_normal({dims}).tolist())])
+        s.nearest(scope, rng.standard_normal({dims}).tolist(), 5, states=active, query=MemoryQuery())
+        s.keyword_hits(scope, tag, 5, states=active, query=MemoryQuery())
     print("done", flush=True)
     if len(sys.argv) > 4:
         time.sleep(60)
@@ -453,26 +459,24 @@ def _finish(procs: list[subprocess.Popen], timeout: float = 120) -> list[str]:
 
 def test_two_processes_share_one_directory(tmp_path: Path) -> None:
     parent = EmbeddedStore(collection_name="mem0", path=str(tmp_path / "db"), embedding_model_dims=DIMS)
-    u = {"user_id": "u"}
-    with scoped(u):
-        parent.insert([vec(0)], [{"data": "parent", "user_id": "u"}], ["p-0"])
-        assert len(parent.search("q", vec(0), None, u)) == 1  # warm the cache
-        procs = [_child(tmp_path, "alpha", "150"), _child(tmp_path, "beta", "150")]
-        try:
-            for i in range(1, 50):  # the parent writes concurrently too
-                parent.insert([vec(i)], [{"data": f"parent {i}", "user_id": "u"}], [f"p-{i}"])
-        finally:
-            outs = _finish(procs)
-        assert all("done" in out for out in outs)
-        expected = {f"p-{i}" for i in range(50)} | {f"{t}-{i}" for t in ("alpha", "beta") for i in range(150)}
-        assert {r.id for r in all_rows(parent, u)} == expected
-        # the warm cache noticed the other processes' writes
-        assert {r.id for r in parent.search("q", vec(0), None, u)} == expected
-        assert ids_of(parent.keyword_search("beta", 1000, u))[:1][0].startswith("beta")
+    u = user_scope("u")
+    parent.put(u, [NewRow(memory("p-0", "parent", "u"), vec(0))])
+    assert len(nearest(parent, u, vec(0))) == 1  # warm the cache
+    procs = [_child(tmp_path, "alpha", "150"), _child(tmp_path, "beta", "150")]
+    try:
+        for i in range(1, 50):  # the parent writes concurrently too
+            parent.put(u, [NewRow(memory(f"p-{i}", f"parent {i}", "u"), vec(i))])
+    finally:
+        outs = _finish(procs)
+    assert all("done" in out for out in outs)
+    expected = {f"p-{i}" for i in range(50)} | {f"{t}-{i}" for t in ("alpha", "beta") for i in range(150)}
+    assert set(ids_of(every_row(parent, u))) == expected
+    # the warm cache noticed the other processes' writes
+    assert set(ids_of(nearest(parent, u, vec(0)))) == expected
+    assert hit_ids(keywords(parent, u, "beta", 1000))[0].startswith("beta")
     parent.close()
     fresh = EmbeddedStore(collection_name="mem0", path=str(tmp_path / "db"), embedding_model_dims=DIMS)
-    with scoped(u):
-        assert fresh.count(u) == len(expected)
+    assert count(fresh, u) == len(expected)
     fresh.close()
 
 
@@ -484,8 +488,7 @@ def test_acknowledged_write_survives_kill_9(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
     s = EmbeddedStore(collection_name="mem0", path=str(tmp_path / "db"), embedding_model_dims=DIMS)
-    with scoped({"user_id": "u"}):
-        assert sorted(ids_of(all_rows(s))) == ["killed-0", "killed-1", "killed-2"]
+    assert sorted(ids_of(every_row(s, user_scope("u")))) == ["killed-0", "killed-1", "killed-2"]
     s.close()
 
 
@@ -493,26 +496,24 @@ def test_threads_read_and_write_concurrently(store: EmbeddedStore) -> None:
     errors: list[BaseException] = []
 
     def writer(t: int) -> None:
-        user = {"user_id": f"u{t % 2}"}
+        user = f"u{t % 2}"
+        scope = user_scope(user)
         try:
-            with scoped(user):
-                for i in range(40):
-                    store.insert([vec(t * 1000 + i)], [{"data": f"t{t} {i}", **user}], [f"{t}-{i}"])
-                    if i % 5 == 0:
-                        store.delete_many([f"{t}-{i}"])
-                    if i % 7 == 0 and i > 0 and (i - 1) % 5 != 0:
-                        store.update(f"{t}-{i - 1}", vector=vec(i))
+            for i in range(40):
+                store.put(scope, [NewRow(memory(f"{t}-{i}", f"t{t} {i}", user), vec(t * 1000 + i))])
+                if i % 5 == 0:
+                    store.remove(scope, [f"{t}-{i}"])
+                if i % 7 == 0 and i > 0 and (i - 1) % 5 != 0:
+                    store.rewrite(scope, RowChange(f"{t}-{i - 1}", vector=vec(i)))
         except BaseException as exc:
             errors.append(exc)
 
     def reader() -> None:
         try:
             for i in range(80):
-                with scoped({"user_id": "u0"}):
-                    store.search("q", vec(i), 10)
-                with scoped({"user_id": "u1"}):
-                    store.keyword_search("t1", 10)
-                    all_rows(store, top_k=5)
+                nearest(store, user_scope("u0"), vec(i), 10)
+                keywords(store, user_scope("u1"), "t1", 10)
+                store.page(user_scope("u1"), states=ALL, query=EVERYTHING, limit=5)
         except BaseException as exc:
             errors.append(exc)
 
@@ -524,29 +525,25 @@ def test_threads_read_and_write_concurrently(store: EmbeddedStore) -> None:
         t.join()
     assert not errors, errors
     for user in ("u0", "u1"):
-        with scoped({"user_id": user}):
-            in_db = {r.id for r in all_rows(store)}
-            via_cache = {r.id for r in store.search("q", vec(0), None)}
+        in_db = set(ids_of(every_row(store, user_scope(user))))
+        via_cache = set(ids_of(nearest(store, user_scope(user), vec(0))))
         assert in_db == via_cache and len(in_db) == 2 * 32
 
 
 def test_cache_patched_in_place_matches_fresh_load(store: EmbeddedStore, tmp_path: Path) -> None:
     fill(store)
-    scopes = (U1, {"user_id": "u1", "agent_id": "a2"}, U2, {"user_id": "u1", "run_id": "r1"})
+    scopes = (U1, Scope("a2", "u1"), U2, A1)
     for sc in scopes:
-        with scoped(sc):
-            store.search("q", vec(0), 10)  # warm the slabs
-    with scoped(U1):
-        store.insert([vec(11)], [{"data": "new", "user_id": "u1", "agent_id": "a2"}], ["m6"])
-        store.update("m2", payload={"data": "moved", "user_id": "u1", "agent_id": "a9"})  # leaves a slab
-        store.update("m4", vector=vec(12))
-        store.delete_many(["m1"])
+        nearest(store, sc, vec(0), 10)  # warm the slabs
+    store.put(U1, [NewRow(memory("m6", "new", "u1", "a2"), vec(11))])
+    store.rewrite(U1, RowChange("m2", memory("m2", "moved", "u1", "a9")))  # leaves a slab
+    store.rewrite(U1, RowChange("m4", vector=vec(12)))
+    store.remove(U1, ["m1"])
     fresh = EmbeddedStore(collection_name="mem0", path=str(tmp_path), embedding_model_dims=DIMS)
     for sc in scopes:
         for q in (vec(11), vec(12), vec(2)):
-            with scoped(sc):
-                mine = [(r.id, round(r.score, 5)) for r in store.search("q", q, None)]
-                theirs = [(r.id, round(r.score, 5)) for r in fresh.search("q", q, None)]
+            mine = [(r.id, round(r.score, 5)) for r in nearest(store, sc, q)]
+            theirs = [(r.id, round(r.score, 5)) for r in nearest(fresh, sc, q)]
             assert mine == theirs, sc
     fresh.close()
 
@@ -573,18 +570,27 @@ def test_benchmark_search_10k(tmp_path: Path) -> None:
         "北京",
         "猫",
     ]
-    token = ACTIVE_SCOPE.set({"user_id": "u1"})
+    active = ("active",)
     t0 = time.perf_counter()
     for start in range(0, n, 1000):
         vecs = rng.standard_normal((1000, dims)).astype(np.float32)
-        payloads = [
-            {"data": " ".join(rng.choice(words, 6)) + f" note {start + i}", "user_id": "u1", "hash": "x" * 32}
-            for i in range(1000)
-        ]
-        s.insert(vecs, payloads)
+        s.put(
+            U1,
+            [
+                NewRow(
+                    memory(
+                        f"n{start + i:06d}",
+                        " ".join(rng.choice(words, 6)) + f" note {start + i}",
+                        "u1",
+                        categories=("work",) if i % 10 == 0 else (),
+                    ),
+                    vecs[i].tolist(),
+                )
+                for i in range(1000)
+            ],
+        )
     insert_s = time.perf_counter() - t0
-    with scoped(U2):
-        s.insert(rng.standard_normal((500, dims)), [{"data": "other user", "user_id": "u2"}] * 500)
+    s.put(U2, [NewRow(memory(f"o{i}", "other user", "u2"), rng.standard_normal(dims).tolist()) for i in range(500)])
 
     def p50(fn, reps: int = 50) -> float:
         times = []
@@ -594,26 +600,31 @@ def test_benchmark_search_10k(tmp_path: Path) -> None:
             times.append((time.perf_counter() - t) * 1000)
         return statistics.median(times)
 
+    def search(q: list[float], query: MemoryQuery = EVERYTHING) -> None:
+        s.nearest(U1, q, 60, states=active, query=query)
+
+    def keyword(text: str) -> None:
+        s.keyword_hits(U1, text, 60, states=active, query=EVERYTHING)
+
     t = time.perf_counter()
-    s.search("q", rng.standard_normal(dims), 60, {"user_id": "u1"})
+    search(rng.standard_normal(dims).tolist())
     cold = (time.perf_counter() - t) * 1000
     q = rng.standard_normal(dims).tolist()
-    sem = p50(lambda: s.search("q", q, 60, {"user_id": "u1"}))
-    sem_f = p50(lambda: s.search("q", q, 60, {"user_id": "u1", "hash": {"ne": "y"}}))
-    kw_en = p50(lambda: s.keyword_search("coffee hiking", 60, {"user_id": "u1"}))
-    kw_zh = p50(lambda: s.keyword_search("我喜欢乌龙茶", 60, {"user_id": "u1"}))
-    kw_rare = p50(lambda: s.keyword_search("note 4321", 60, {"user_id": "u1"}))
-    both = p50(lambda: (s.search("q", q, 60, {"user_id": "u1"}), s.keyword_search("喜欢 tea", 60, {"user_id": "u1"})))
+    sem = p50(lambda: search(q))
+    sem_f = p50(lambda: search(q, MemoryQuery(category="work")))
+    kw_en = p50(lambda: keyword("coffee hiking"))
+    kw_zh = p50(lambda: keyword("我喜欢乌龙茶"))
+    kw_rare = p50(lambda: keyword("note 4321"))
+    both = p50(lambda: (search(q), keyword("喜欢 tea")))
     t = time.perf_counter()
-    s.insert([rng.standard_normal(dims)], [{"data": "one more", "user_id": "u1"}])
-    s.search("q", q, 60, {"user_id": "u1"})
+    s.put(U1, [NewRow(memory("one-more", "one more", "u1"), rng.standard_normal(dims).tolist())])
+    search(q)
     incr = (time.perf_counter() - t) * 1000
     print(
         f"\n[embedded bench] {n} rows x {dims} dims, insert {n / insert_s:,.0f} rows/s; cold load+search "
-        f"{cold:.1f} ms; p50 search(top 60) {sem:.2f} ms, with post-filter {sem_f:.2f} ms; keyword en "
+        f"{cold:.1f} ms; p50 search(top 60) {sem:.2f} ms, narrowed to a 10% category {sem_f:.2f} ms; keyword en "
         f"{kw_en:.2f} ms, zh {kw_zh:.2f} ms, rare word {kw_rare:.2f} ms; "
         f"search+keyword {both:.2f} ms; insert+search (cache patched) "
         f"{incr:.2f} ms"
     )
-    ACTIVE_SCOPE.reset(token)
     s.close()

@@ -11,6 +11,7 @@ import json
 import sqlite3
 import subprocess
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,14 @@ import pytest
 from tablestore_openmemory_mcp.app import commands
 from tablestore_openmemory_mcp.app.bootstrap import StartupError, _embedder, build_components
 from tablestore_openmemory_mcp.errors import StoreError
-from tablestore_openmemory_mcp.memory.ports import NewMemory, Origin
+from tablestore_openmemory_mcp.memory.ports import NewMemory, Origin, StoredMemory
+from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery
+from tablestore_openmemory_mcp.memory.store_port import NewRow, RowChange
 from tablestore_openmemory_mcp.reembed.embedded import reembed_embedded
 from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.settings import load_settings
-from tablestore_openmemory_mcp.stores.base import scoped
 from tablestore_openmemory_mcp.stores.embedded import EmbeddedStore
+from tablestore_openmemory_mcp.stores.row_format import text_hash
 from tests.fakes.openai_server import FakeOpenAI, embed_text
 from tests.server_process import SCRIPT, STARTUP_TIMEOUT, free_port, llm_env, server_env
 
@@ -158,23 +161,27 @@ def test_interrupted_reembed_resumes_and_old_store_searches_until_the_switch(
         assert first.texts == 16
 
         query = embed_text("green tea", 32).tolist()
-        with scoped({"user_id": "alice", "agent_id": "cline"}):  # the old store still searches its vectors
-            assert old.search("green tea", query, top_k=1)[0].payload["data"] == TEXTS[-1]  # type: ignore[index]
+        alice = Scope("cline", "alice")  # the old store still searches its vectors
+        assert old.nearest(alice, query, 1, states=("active",), query=MemoryQuery())[0].text == TEXTS[-1]
 
         # the old server edits a memory that already has its new vector: the resumed run embeds it again
         with sqlite3.connect(data / "memories.sqlite3") as db:
-            memory_id, raw = db.execute("SELECT id, payload FROM memories ORDER BY rid LIMIT 1").fetchone()
-        payload = {**json.loads(raw), "data": "the user now drinks only coffee"}
-        with scoped({"user_id": payload["user_id"], "agent_id": "cline"}):
-            old.update(memory_id, embed_text(payload["data"], 32).tolist(), payload)
+            memory_id, user = db.execute("SELECT id, user_id FROM memories ORDER BY rid LIMIT 1").fetchone()
+        editor = Scope("cline", user)
+        first_row = old.read_one(editor, memory_id)
+        assert first_row is not None
+        coffee = "the user now drinks only coffee"
+        edited = replace(first_row, text=coffee, hash=text_hash(coffee))
+        old.rewrite(editor, RowChange(memory_id, edited, embed_text(coffee, 32).tolist()))
 
         again = Failing(embedder, fail_at=0)
         summary = reembed_embedded(data, again, dims, batch=8).run()
         assert (summary.embedded, summary.reused, summary.state) == (len(TEXTS) - 15, 15, "switched")
         assert again.texts == len(TEXTS) - 15
 
-        with scoped({"user_id": "alice", "agent_id": "cline"}), pytest.raises(StoreError, match="reembed"):
-            old.insert([query], [{"data": "late", "user_id": "alice", "agent_id": "cline"}], ["late-1"])
+        late = StoredMemory("late-1", "late", "alice", "cline", first_row.created_at, first_row.created_at, "h")
+        with pytest.raises(StoreError, match="reembed"):
+            old.put(alice, [NewRow(late, query)])
     finally:
         old.close()
     assert search(env_for(B), monkeypatch, "green tea")[0] == TEXTS[-1]

@@ -24,7 +24,6 @@ from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery
 from tablestore_openmemory_mcp.memory.store_port import NewRow, RowChange, StorePort
 from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.stores import row_format
-from tablestore_openmemory_mcp.stores.base import scoped
 from tablestore_openmemory_mcp.stores.embedded import EmbeddedStore
 from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore
 from tests.tablestore_emulator import TablestoreEmulator
@@ -214,9 +213,7 @@ def test_embedded_store_reads_and_changes_rows_written_by_2_0_0(tmp_path: Path) 
     write_embedded_2_0_0(tmp_path)
     store = EmbeddedStore(collection_name="memories", path=str(tmp_path), embedding_model_dims=DIMS)
     try:
-        # the port names its scope on every call: another caller's scope left open around it changes nothing
-        with scoped({"user_id": "mallory"}):
-            exercise(store)
+        exercise(store)
     finally:
         store.close()
 
