@@ -36,6 +36,13 @@ def identity(scope: Scope) -> dict[str, str]:
     return {"user_id": scope.user_id, "agent_id": scope.client_name}
 
 
+def scope_clause(scope: Scope) -> tuple[str, list[str]]:
+    """``user_id = ? [AND agent_id = ?]`` (without WHERE) and its values: the rows ``scope`` sees."""
+    who = identity(scope)
+    keys = sorted(who)
+    return " AND ".join(f"{key} = ?" for key in keys), [who[key] for key in keys]
+
+
 def state_clause(states: Collection[State]) -> tuple[str, list[str]] | None:
     """The condition on the ``state`` column (None: every state). The column is NULL for rows written
     before states existed, which are active."""

@@ -1,4 +1,5 @@
-"""Small pure helpers shared by the embedded store's modules: identity columns, payload text, cursors, vectors."""
+"""Small pure helpers shared by the embedded store's modules: rows and their typed check, payload text, cursors,
+vectors."""
 
 from __future__ import annotations
 
@@ -7,18 +8,62 @@ import binascii
 import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
 from ...errors import UserInputError
+from ...memory.ports import State, StoredMemory
+from ...memory.query_filters import MemoryQuery
+from ...scope import Scope
+from .. import row_format
 from ..tokenize import tokens
 from .vectors import F32
 
 CHUNK = 500  # ids per "IN (...)" clause, well under SQLite's variable limit
 #: The identity columns of a row, filled from its payload (2.0.0 rows may carry a ``run_id``; nothing reads it).
 IDENTITY_KEYS = ("user_id", "agent_id", "run_id")
+#: The columns :func:`row_of` reads, in its order.
+ROW_COLS = "rid, id, payload, user_id, agent_id, run_id"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One stored row: rowid, id, payload (:mod:`..row_format`'s keys) and identity columns."""
+
+    rid: int
+    id: str
+    payload: dict[str, Any]
+    ident: dict[str, str | None]
+
+
+def row_of(raw: Sequence[Any]) -> Row:
+    """A row from the :data:`ROW_COLS` of a SELECT."""
+    rid, id_, payload, user_id, agent_id, run_id = raw
+    return Row(int(rid), str(id_), json.loads(payload), {"user_id": user_id, "agent_id": agent_id, "run_id": run_id})
+
+
+def owned(scope: Scope, user_id: str | None, client: str | None) -> bool:
+    """Whether a row (or a memory to write) with this user and client belongs to ``scope``."""
+    return user_id == scope.user_id and (scope.shared or client == scope.client_name)
+
+
+@dataclass(frozen=True, slots=True)
+class Visible:
+    """The typed check of a row read after its selection (a write may have changed it since): in the
+    caller's scope, in one of ``states``, accepted by ``query``; the row as a memory, else None."""
+
+    scope: Scope
+    states: frozenset[State]
+    query: MemoryQuery
+
+    def __call__(self, row: Row, score: float | None = None) -> StoredMemory | None:
+        if not owned(self.scope, row.ident["user_id"], row.ident["agent_id"]):
+            return None
+        memory = row_format.to_memory(row.id, row.payload, score)
+        return memory if memory.state in self.states and self.query.accepts(memory) else None
 
 
 def identity_of(payload: Mapping[str, Any]) -> dict[str, str | None]:

@@ -23,6 +23,7 @@ Why it is built this way:
 from __future__ import annotations
 
 import builtins
+import functools
 import json
 import logging
 import sqlite3
@@ -43,13 +44,13 @@ from ...scope import Scope
 from .. import row_format
 from ..sqlite_wal import use_wal
 from ..tokenize import query_tokens
-from . import narrowing, sync
+from . import narrowing, search, sync
 from . import rows as R
 from .keywords import ScopeStats, StatsDelta, doc_terms, scope_key, stats_keys
 from .narrowing import event_at
 from .pool import ConnectionPool
 from .schema import META, Names, create_or_migrate, write_terms
-from .vectors import F32, Identity, RowState, Slab, Snapshot, VectorCache, dot, dot_at
+from .vectors import F32, Identity, RowState, Slab, Snapshot, VectorCache
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +58,6 @@ DB_FILENAME = "memories.sqlite3"
 LOG_KEEP = 4096  # generations of change log kept for other processes to catch up from
 _LOG_MAX_ROWS = 20_000  # rows one transaction may log; replaying more costs as much as a reload
 _MAX_QUERY_TOKENS = 64
-_PRUNE_MIN_ROWS = 1000
-_ROW_COLS = "rid, id, payload, user_id, agent_id, run_id"
 _EVERYTHING = MemoryQuery()
 #: The readiness probe's user: no memory is ever stored under it (a valid Scope cannot name it).
 _READY_USER = "\x00readiness-probe"
@@ -85,38 +84,25 @@ class _Tx:
     delta: int = 0
 
 
-@dataclass(frozen=True)
-class _Row:
-    rid: int
-    id: str
-    payload: dict[str, Any]
-    ident: dict[str, str | None]
+#: The columns every write sets: the identity (from the payload), the vector, the payload and what is
+#: indexed from it (:func:`_columns` gives their values in this order).
+_WRITE_COLS = ("user_id", "agent_id", "run_id", "vector", "payload", "created_at", "dedup_key", "state", "event_at")
+_SET = ", ".join(f"{col} = ?" for col in _WRITE_COLS)
 
 
-def _row(raw: Sequence[Any]) -> _Row:
-    rid, id_, payload, user_id, agent_id, run_id = raw
-    return _Row(int(rid), str(id_), json.loads(payload), {"user_id": user_id, "agent_id": agent_id, "run_id": run_id})
-
-
-def _owned(scope: Scope, user_id: str | None, client: str | None) -> bool:
-    """Whether a row (or a memory to write) with this user and client belongs to ``scope``."""
-    return user_id == scope.user_id and (scope.shared or client == scope.client_name)
-
-
-@dataclass(frozen=True, slots=True)
-class _Visible:
-    """The typed check of a row read after its selection (a write may have changed it since): in the
-    caller's scope, in one of ``states``, accepted by ``query``; the row as a memory, else None."""
-
-    scope: Scope
-    states: frozenset[State]
-    query: MemoryQuery
-
-    def __call__(self, row: _Row, score: float | None = None) -> StoredMemory | None:
-        if not _owned(self.scope, row.ident["user_id"], row.ident["agent_id"]):
-            return None
-        memory = row_format.to_memory(row.id, row.payload, score)
-        return memory if memory.state in self.states and self.query.accepts(memory) else None
+def _columns(payload: Mapping[str, Any], vector: F32, created_at: str, dedup_key: str | None) -> tuple[Any, ...]:
+    ident = R.identity_of(payload)
+    return (
+        ident["user_id"],
+        ident["agent_id"],
+        ident["run_id"],
+        vector.tobytes(),
+        R.dumps(payload),
+        created_at,
+        dedup_key,
+        R.state_of(payload),
+        event_at(payload, created_at),
+    )
 
 
 class EmbeddedStore:
@@ -244,19 +230,19 @@ class EmbeddedStore:
         ids = [str(row.memory.id) for row in rows]
         if len(set(ids)) != len(ids):
             raise ValueError("put got the same id twice in one batch")
-        if not all(_owned(scope, row.memory.user_id, row.memory.client) for row in rows):
+        if not all(R.owned(scope, row.memory.user_id, row.memory.client) for row in rows):
             raise ValueError("put: a memory is outside the caller's scope (its user or client differs)")
         payloads = [row_format.to_payload(row.memory) for row in rows]
         t = self._n.table
         out: list[str] = []
         try:
             with self._write() as (conn, tx):
-                existing: dict[str, _Row] = {}
+                existing: dict[str, R.Row] = {}
                 for chunk in R.chunks(ids):
                     marks = ",".join("?" * len(chunk))
-                    for raw in conn.execute(f"SELECT {_ROW_COLS} FROM {t} WHERE id IN ({marks})", chunk):
-                        row = _row(raw)
-                        if not _owned(scope, row.ident["user_id"], row.ident["agent_id"]):
+                    for raw in conn.execute(f"SELECT {R.ROW_COLS} FROM {t} WHERE id IN ({marks})", chunk):
+                        row = R.row_of(raw)
+                        if not R.owned(scope, row.ident["user_id"], row.ident["agent_id"]):
                             raise ValueError(f"put: id {row.id!r} conflicts with an existing memory")
                         existing[row.id] = row
                 old_terms = self._old_terms(conn, [r.rid for r in existing.values()])
@@ -270,32 +256,16 @@ class EmbeddedStore:
                             continue
                         held[key] = id_
                     ident = R.identity_of(payload)
-                    created = R.utc_iso(payload.get("created_at"))
-                    values = (
-                        ident["user_id"],
-                        ident["agent_id"],
-                        ident["run_id"],
-                        vec.tobytes(),
-                        R.dumps(payload),
-                        created,
-                        key,
-                        R.state_of(payload),
-                        event_at(payload, created),
-                    )
+                    values = _columns(payload, vec, R.utc_iso(payload.get("created_at")), key)
                     old = existing.get(id_)
                     if old is not None:
-                        conn.execute(
-                            f"UPDATE {t} SET user_id = ?, agent_id = ?, run_id = ?, vector = ?, payload = ?, "
-                            "created_at = ?, dedup_key = ?, state = ?, event_at = ? WHERE rid = ?",
-                            (*values, old.rid),
-                        )
+                        conn.execute(f"UPDATE {t} SET {_SET} WHERE rid = ?", (*values, old.rid))
                         self._unindex_text(conn, tx, old.rid, old.ident, old_terms.get(old.rid))
                         rid = old.rid
                     else:
+                        marks = ", ".join("?" * (1 + len(_WRITE_COLS)))
                         cur = conn.execute(
-                            f"INSERT INTO {t} (id, user_id, agent_id, run_id, vector, payload, created_at, "
-                            "dedup_key, state, event_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                            (id_, *values),
+                            f"INSERT INTO {t} (id, {', '.join(_WRITE_COLS)}) VALUES ({marks})", (id_, *values)
                         )
                         rid = int(cur.lastrowid or 0)
                         tx.delta += 1
@@ -310,12 +280,12 @@ class EmbeddedStore:
     def _holder_id(self, conn: sqlite3.Connection, scope: Scope, user_id: str, key: str) -> str | None:
         """The id of the row holding dedup ``key`` for this user; a holder outside the scope is a conflict."""
         raw = conn.execute(
-            f"SELECT {_ROW_COLS} FROM {self._n.table} WHERE user_id = ? AND dedup_key = ?", (user_id, key)
+            f"SELECT {R.ROW_COLS} FROM {self._n.table} WHERE user_id = ? AND dedup_key = ?", (user_id, key)
         ).fetchone()
         if raw is None:
             return None
-        row = _row(raw)
-        if not _owned(scope, row.ident["user_id"], row.ident["agent_id"]):
+        row = R.row_of(raw)
+        if not R.owned(scope, row.ident["user_id"], row.ident["agent_id"]):
             raise ConflictError("put: this dedup key is held by a memory outside the caller's scope")
         return row.id
 
@@ -323,7 +293,7 @@ class EmbeddedStore:
         """Replace the vector and/or the memory of one row in scope (see the port)."""
         narrowing.identity(scope)
         memory = change.memory
-        if memory is not None and not _owned(scope, memory.user_id, memory.client):
+        if memory is not None and not R.owned(scope, memory.user_id, memory.client):
             raise ValueError("rewrite: the new memory is outside the caller's scope")
         vector = change.vector
         new_vec = R.unit_vectors([list(vector)], self.embedding_model_dims)[0] if vector is not None else None
@@ -331,10 +301,10 @@ class EmbeddedStore:
         t = self._n.table
         with self._write() as (conn, tx):
             found = conn.execute(
-                f"SELECT {_ROW_COLS}, vector, created_at, dedup_key FROM {t} WHERE id = ?", (str(change.memory_id),)
+                f"SELECT {R.ROW_COLS}, vector, created_at, dedup_key FROM {t} WHERE id = ?", (str(change.memory_id),)
             ).fetchone()
-            row = _row(found[:6]) if found is not None else None
-            if row is None or not _owned(scope, row.ident["user_id"], row.ident["agent_id"]):
+            row = R.row_of(found[:6]) if found is not None else None
+            if row is None or not R.owned(scope, row.ident["user_id"], row.ident["agent_id"]):
                 raise MemoryNotFound(f"No memory with id {change.memory_id} exists among your memories")
             blob, old_created, old_key = found[6], found[7], found[8]
             expected = change.expected_updated_at
@@ -353,22 +323,7 @@ class EmbeddedStore:
                     (ident["user_id"], change.dedup_key, row.rid),
                 ).fetchone()
                 key = None if other else change.dedup_key
-            conn.execute(
-                f"UPDATE {t} SET user_id = ?, agent_id = ?, run_id = ?, vector = ?, payload = ?, created_at = ?, "
-                "dedup_key = ?, state = ?, event_at = ? WHERE rid = ?",
-                (
-                    ident["user_id"],
-                    ident["agent_id"],
-                    ident["run_id"],
-                    vec.tobytes(),
-                    R.dumps(final),
-                    created,
-                    key,
-                    R.state_of(final),
-                    event_at(final, created),
-                    row.rid,
-                ),
-            )
+            conn.execute(f"UPDATE {t} SET {_SET} WHERE rid = ?", (*_columns(final, vec, created, key), row.rid))
             if new_payload is not None:  # text, identity, categories or tags may have changed
                 write_terms(conn, self._n, row.rid, final)
                 old_terms = self._old_terms(conn, [row.rid]).get(row.rid)
@@ -395,7 +350,7 @@ class EmbeddedStore:
             narrowing.identity(scope)
             return []
         with self._write() as (conn, tx):
-            targets = {row.id: row for row in map(_row, self._by_ids(conn, _ROW_COLS, ids, scope))}
+            targets = {row.id: row for row in map(R.row_of, self._by_ids(conn, R.ROW_COLS, ids, scope))}
             rids = [r.rid for r in targets.values()]
             old_terms = self._old_terms(conn, rids)
             for chunk in R.chunks(rids):
@@ -415,13 +370,12 @@ class EmbeddedStore:
         self, conn: sqlite3.Connection, columns: str, ids: Sequence[str], scope: Scope
     ) -> Iterator[Sequence[Any]]:
         """``columns`` of the rows with these ids in ``scope`` (the scope's identity is in the SQL)."""
-        who = narrowing.identity(scope)
-        keys = sorted(who)
-        cond = "".join(f" AND {key} = ?" for key in keys)
+        cond, values = narrowing.scope_clause(scope)
         for chunk in R.chunks(ids):
             marks = ",".join("?" * len(chunk))
-            sql = f"SELECT {columns} FROM {self._n.table} WHERE id IN ({marks}){cond}"
-            yield from conn.execute(sql, (*chunk, *(who[key] for key in keys)))
+            yield from conn.execute(
+                f"SELECT {columns} FROM {self._n.table} WHERE id IN ({marks}) AND {cond}", (*chunk, *values)
+            )
 
     def read_one(self, scope: Scope, memory_id: str) -> StoredMemory | None:
         return self.read(scope, [memory_id]).get(str(memory_id))
@@ -429,11 +383,9 @@ class EmbeddedStore:
     def read(self, scope: Scope, memory_ids: Sequence[str]) -> dict[str, StoredMemory]:
         """Rows by id, every state; missing and out-of-scope ids are absent."""
         ids = list(dict.fromkeys(str(i) for i in memory_ids))
-        out: dict[str, StoredMemory] = {}
         with self._pool.connection() as conn:
-            for row in map(_row, self._by_ids(conn, _ROW_COLS, ids, scope)):
-                out[row.id] = row_format.to_memory(row.id, row.payload)
-        return out
+            found = self._by_ids(conn, "id, payload", ids, scope)
+            return {str(id_): row_format.to_memory(id_, json.loads(payload)) for id_, payload in found}
 
     def read_vectors(self, scope: Scope, memory_ids: Sequence[str]) -> dict[str, builtins.list[float]]:
         """Stored unit vectors by id (export, re-embedding); missing and out-of-scope ids are absent."""
@@ -444,15 +396,12 @@ class EmbeddedStore:
 
     def holder(self, scope: Scope, dedup_key: str) -> StoredMemory | None:
         """The row in scope holding ``dedup_key`` (the unique ``(user_id, dedup_key)`` index)."""
-        who = narrowing.identity(scope)
-        keys = sorted(who)
-        cond = " AND ".join(f"{key} = ?" for key in keys)
+        cond, values = narrowing.scope_clause(scope)
         with self._pool.connection() as conn:
             raw = conn.execute(
-                f"SELECT {_ROW_COLS} FROM {self._n.table} WHERE {cond} AND dedup_key = ?",
-                (*(who[key] for key in keys), str(dedup_key)),
+                f"SELECT id, payload FROM {self._n.table} WHERE {cond} AND dedup_key = ?", (*values, str(dedup_key))
             ).fetchone()
-        return row_format.to_memory(raw[1], json.loads(raw[2])) if raw is not None else None
+        return row_format.to_memory(raw[0], json.loads(raw[1])) if raw is not None else None
 
     # ------------------------------------------------------------------ the port: lists
 
@@ -473,13 +422,13 @@ class EmbeddedStore:
         if after is not None:
             where += " AND (created_at, id) > (?, ?)"
             values += list(after)
-        sql = f"SELECT {_ROW_COLS}, created_at FROM {self._n.table}{where} ORDER BY created_at, id LIMIT ?"
+        sql = f"SELECT id, payload, created_at FROM {self._n.table}{where} ORDER BY created_at, id LIMIT ?"
         with self._pool.connection() as conn:
             raws = conn.execute(sql, (*values, limit + 1)).fetchall()
         more = len(raws) > limit
         raws = raws[:limit]
-        memories = [row_format.to_memory(row.id, row.payload) for row in map(_row, (raw[:6] for raw in raws))]
-        return RowPage(memories, R.encode_cursor(raws[-1][6], raws[-1][1]) if more else None)
+        memories = [row_format.to_memory(id_, json.loads(payload)) for id_, payload, _ in raws]
+        return RowPage(memories, R.encode_cursor(raws[-1][2], raws[-1][0]) if more else None)
 
     def page_total(self, scope: Scope, *, states: Collection[State], query: MemoryQuery = _EVERYTHING) -> int:
         """The matching rows, counted by SQLite (exact: the WHERE clause is the whole condition)."""
@@ -502,37 +451,23 @@ class EmbeddedStore:
         """The owner's offset page and its total from one SQL snapshot, straight from the
         ``(user_id, [agent_id,] created_at, id, state)`` index (100k memories took 2 s read in Python)."""
         where, values = narrowing.where(scope, states, query, self._n.terms)
-        rows, total = self._created_rows(where, values, newest_first, offset, limit, since, until)
-        return [row_format.to_memory(row.id, row.payload) for row in rows], total
-
-    def _created_rows(
-        self,
-        where: str,
-        params: builtins.list[Any],
-        newest_first: bool,
-        offset: int,
-        limit: int,
-        since: str | None,
-        until: str | None,
-    ) -> tuple[builtins.list[_Row], int]:
-        """One offset page in (created_at, id) order under ``where`` and its total, from one SQL snapshot."""
         if since is not None:  # the column holds UTC with microseconds (R.utc_iso); compare like with like
             where += " AND created_at >= ?"
-            params.append(R.utc_iso(since))
+            values.append(R.utc_iso(since))
         if until is not None:
             where += " AND created_at < ?"
-            params.append(R.utc_iso(until))
+            values.append(R.utc_iso(until))
         order = "DESC" if newest_first else "ASC"
         table = self._n.table
         with self._pool.connection() as conn:
             conn.execute("BEGIN")  # page and total from one snapshot
             try:
-                total = int(conn.execute(f"SELECT COUNT(*) FROM {table}{where}", params).fetchone()[0])
-                sql = f"SELECT {_ROW_COLS} FROM {table}{where} ORDER BY created_at {order}, id {order} LIMIT ? OFFSET ?"
-                raws = conn.execute(sql, (*params, limit, offset)).fetchall()
+                total = int(conn.execute(f"SELECT COUNT(*) FROM {table}{where}", values).fetchone()[0])
+                sql = f"SELECT id, payload FROM {table}{where} ORDER BY created_at {order}, id {order} LIMIT ? OFFSET ?"
+                raws = conn.execute(sql, (*values, limit, offset)).fetchall()
             finally:
                 conn.execute("COMMIT")
-        return [_row(raw) for raw in raws], total
+        return [row_format.to_memory(id_, json.loads(payload)) for id_, payload in raws], total
 
     def tallies(self, scope: Scope) -> Tally:
         """Counted by SQLite from the scope index (100k rows: ~2 s when every row was read in Python).
@@ -571,9 +506,10 @@ class EmbeddedStore:
         who = narrowing.identity(scope)
         if limit <= 0:
             return []
-        visible = _Visible(scope, frozenset(states), query)
+        visible = R.Visible(scope, frozenset(states), query)
         q = R.unit_vectors(np.asarray(vector, dtype=np.float64).reshape(1, -1), self.embedding_model_dims)[0]
         with self._pool.connection() as conn:
+            read = functools.partial(self._rows_by_rid, conn)
             if query:
                 sql, values = narrowing.candidates(scope, states, query, self._n.table, self._n.terms)
                 # Past a quarter of the scope, scoring every vector and checking rows best first reads ~4x
@@ -583,72 +519,8 @@ class EmbeddedStore:
                 if not rids:
                     return []
                 if len(rids) <= cap:
-                    return self._best_of(conn, self._snapshot(conn, who, rids), q, visible, limit)
-            return self._nearest_all(conn, self._snapshot(conn, who), q, visible, limit)
-
-    def _nearest_all(
-        self, conn: sqlite3.Connection, snap: Snapshot, q: F32, visible: _Visible, limit: int
-    ) -> builtins.list[StoredMemory]:
-        """Score the whole slab; read payloads best first until ``limit`` rows pass ``visible``."""
-        n = len(snap.mat)
-        alive = n - len(snap.dead)
-        if alive <= 0:
-            return []
-        scores = dot(snap.mat, q)
-        self.reads["vectors"] += n
-        if len(snap.dead):
-            scores[snap.dead] = -np.inf
-        want = min(limit, alive)
-        # A little slack for rows deleted since the snapshot or filtered out (a state filter rarely
-        # drops any); when too few pass, the candidate set grows fourfold and only new rows are read.
-        m = min(n, want + max(16, want // 4))
-        out: list[StoredMemory] = []
-        done = 0
-        seen: set[int] = set()
-        while True:
-            if m < n:
-                top = np.argpartition(-scores, m - 1)[:m]
-                order = top[np.argsort(-scores[top], kind="stable")]
-            else:
-                order = np.argsort(-scores, kind="stable")
-            batch = [int(i) for i in order[done:] if int(i) not in seen and scores[i] > -np.inf]
-            seen.update(batch)
-            done = len(order)
-            rows = self._rows_by_rid(conn, [snap.rids[i] for i in batch])
-            for i in batch:
-                row = rows.get(snap.rids[i])
-                memory = visible(row, max(0.0, float(scores[i]))) if row is not None else None
-                if memory is None:
-                    continue  # deleted or moved since the snapshot, or filtered out
-                out.append(memory)
-                if len(out) >= want:
-                    return out
-            if m >= n:
-                return out
-            m = min(n, 4 * m)
-
-    def _best_of(
-        self, conn: sqlite3.Connection, snap: Snapshot, q: F32, visible: _Visible, limit: int
-    ) -> builtins.list[StoredMemory]:
-        """Score the snapshot's selected positions; read payloads best first until ``limit`` pass ``visible``."""
-        only = snap.only if snap.only is not None else np.empty(0, dtype=np.intp)
-        scores = dot_at(snap.mat, q, only)
-        self.reads["vectors"] += len(only)
-        order = np.argsort(-scores, kind="stable")
-        out: builtins.list[StoredMemory] = []
-        step = limit + max(16, limit // 4)
-        for start in range(0, len(order), step):
-            batch = [int(i) for i in order[start : start + step]]
-            rows = self._rows_by_rid(conn, [snap.rids[only[i]] for i in batch])
-            for i in batch:
-                row = rows.get(snap.rids[only[i]])
-                memory = visible(row, max(0.0, float(scores[i]))) if row is not None else None
-                if memory is None:
-                    continue  # deleted or changed since the selection
-                out.append(memory)
-                if len(out) >= limit:
-                    return out
-        return out
+                    return search.nearest_among(self._snapshot(conn, who, rids), q, visible, limit, read, self.reads)
+            return search.nearest_all(self._snapshot(conn, who), q, visible, limit, read, self.reads)
 
     def keyword_hits(
         self,
@@ -672,7 +544,7 @@ class EmbeddedStore:
         cand = list(dict.fromkeys(str(c) for c in candidates)) if candidates is not None else None
         if cand is not None and not cand:
             return []
-        visible = _Visible(scope, frozenset(states), query)
+        visible = R.Visible(scope, frozenset(states), query)
         n = self._n
         with self._pool.connection() as conn:
             conn.execute("BEGIN")  # statistics and rows from one snapshot
@@ -683,73 +555,26 @@ class EmbeddedStore:
                     return []
                 if cand is None:
                     narrowed = narrowing.where(scope, states, query, n.terms) if query else None
-                    return self._matches(conn, who, terms, stats, limit, narrowed, visible)
-                rows: dict[int, _Row] = {}
+                    read = functools.partial(self._rows_by_rid, conn)
+                    return search.keyword_matches(conn, n, who, terms, stats, limit, narrowed, visible, read)
+                rows: dict[int, R.Row] = {}
                 for chunk in R.chunks(cand):
                     marks = ",".join("?" * len(chunk))
-                    sql = f"SELECT {_ROW_COLS} FROM {n.table} WHERE id IN ({marks})"
-                    rows.update((r.rid, r) for r in map(_row, conn.execute(sql, chunk)))
+                    sql = f"SELECT {R.ROW_COLS} FROM {n.table} WHERE id IN ({marks})"
+                    rows.update((r.rid, r) for r in map(R.row_of, conn.execute(sql, chunk)))
                 shown = [r for r in rows.values() if visible(r) is not None]
                 texts = self._old_terms(conn, [r.rid for r in shown])
             finally:
                 conn.execute("COMMIT")
-        scored = [KeywordHit(r.id, stats.score(terms, texts.get(r.rid, []))) for r in shown]
-        return sorted((hit for hit in scored if hit.score > 0), key=lambda h: (-h.score, h.memory_id))[:limit]
+        return search.best([KeywordHit(r.id, stats.score(terms, texts.get(r.rid, []))) for r in shown], limit)
 
-    def _matches(
-        self,
-        conn: sqlite3.Connection,
-        who: Mapping[str, str],
-        terms: Sequence[str],
-        stats: ScopeStats,
-        limit: int,
-        narrowed: tuple[str, Sequence[Any]] | None,
-        visible: _Visible,
-    ) -> builtins.list[KeywordHit]:
-        """Score every row of the scope's identity that FTS5 says contains a query term, from its FTS text
-        alone; then read rows best first until ``limit`` pass ``visible``. ``narrowed`` (a WHERE clause
-        on the memory table and its values) limits the matches to the rows it selects."""
-        match_terms = list(terms)
-        if stats.docs >= _PRUNE_MIN_ROWS:
-            # a term in more than half the scope's rows barely moves BM25 but would make us score them all
-            match_terms = [t for t in terms if stats.df[t] * 2 <= stats.docs]
-        if not match_terms:
-            return []
-        fts = self._n.fts
-        match = "text : (" + " OR ".join('"' + t.replace('"', '""') + '"' for t in match_terms) + ")"
-        for term in R.scope_terms(who):
-            match += f' AND scope : "{term}"'
-        sql, values = f"SELECT rowid, text FROM {fts} WHERE {fts} MATCH ?", [match]
-        if narrowed is not None:
-            sql += f" AND rowid IN (SELECT rid FROM {self._n.table}{narrowed[0]})"
-            values += narrowed[1]
-        ranked = [
-            (score, int(rid))
-            for rid, text in conn.execute(sql, values)
-            if (score := stats.score(terms, doc_terms(text))) > 0
-        ]
-        ranked.sort(key=lambda sr: (-sr[0], sr[1]))
-        found: list[KeywordHit] = []
-        step = max(2 * limit, 64)
-        for start in range(0, len(ranked), step):
-            batch = ranked[start : start + step]
-            rows = self._rows_by_rid(conn, [rid for _, rid in batch])
-            for score, rid in batch:
-                row = rows.get(rid)
-                if row is not None and visible(row) is not None:  # also catches hash collisions
-                    found.append(KeywordHit(row.id, score))
-            if len(found) >= limit:
-                break
-        found.sort(key=lambda hit: (-hit.score, hit.memory_id))
-        return found[:limit]
-
-    def _rows_by_rid(self, conn: sqlite3.Connection, rids: Sequence[int]) -> dict[int, _Row]:
-        out: dict[int, _Row] = {}
+    def _rows_by_rid(self, conn: sqlite3.Connection, rids: Sequence[int]) -> dict[int, R.Row]:
+        out: dict[int, R.Row] = {}
         self.reads["rows"] += len(rids)
         for chunk in R.chunks(list(rids)):
             marks = ",".join("?" * len(chunk))
-            for raw in conn.execute(f"SELECT {_ROW_COLS} FROM {self._n.table} WHERE rid IN ({marks})", chunk):
-                row = _row(raw)
+            for raw in conn.execute(f"SELECT {R.ROW_COLS} FROM {self._n.table} WHERE rid IN ({marks})", chunk):
+                row = R.row_of(raw)
                 out[row.rid] = row
         return out
 
