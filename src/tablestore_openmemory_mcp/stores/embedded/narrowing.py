@@ -18,13 +18,43 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from tablestore_openmemory_mcp.memory.ports import State
+from tablestore_openmemory_mcp.errors import ScopeMissing
+from tablestore_openmemory_mcp.memory.ports import ALL_STATES, State
 from tablestore_openmemory_mcp.memory.query_filters import EVENT_TIME_KEY, METADATA_KEY, MemoryQuery
 from tablestore_openmemory_mcp.scope import Scope
 
-from ..port import scope_filters, state_filter
 from ..row_format import tag_term
-from .rows import state_sql, utc_iso
+from .rows import utc_iso
+
+
+def identity(scope: Scope) -> dict[str, str]:
+    """The identity columns a scope sees: its user, and its client unless the scope is shared."""
+    if not scope.user_id:
+        raise ScopeMissing("a store call needs the caller's user id")
+    if scope.shared:
+        return {"user_id": scope.user_id}
+    return {"user_id": scope.user_id, "agent_id": scope.client_name}
+
+
+def scope_clause(scope: Scope) -> tuple[str, list[str]]:
+    """``user_id = ? [AND agent_id = ?]`` (without WHERE) and its values: the rows ``scope`` sees."""
+    who = identity(scope)
+    keys = sorted(who)
+    return " AND ".join(f"{key} = ?" for key in keys), [who[key] for key in keys]
+
+
+def state_clause(states: Collection[State]) -> tuple[str, list[str]] | None:
+    """The condition on the ``state`` column (None: every state). The column is NULL for rows written
+    before states existed, which are active."""
+    wanted = set(states)
+    if not wanted:
+        return "0", []
+    if "active" in wanted:
+        others: list[str] = [s for s in ALL_STATES if s not in wanted]
+        if not others:
+            return None
+        return f"(state IS NULL OR state NOT IN ({','.join('?' * len(others))}))", others
+    return f"state IN ({','.join('?' * len(wanted))})", sorted(wanted)
 
 
 def row_terms(payload: Mapping[str, Any]) -> list[str]:
@@ -88,20 +118,17 @@ def where(
     stops after ``limit`` matches, however common the term)."""
     clauses: list[str] = []
     values: list[Any] = []
-    identity = scope_filters(scope)
-    if query.client and identity.setdefault("agent_id", query.client) != query.client:
+    who = identity(scope)
+    if query.client and who.setdefault("agent_id", query.client) != query.client:
         return " WHERE 0", []  # a client scope asked for another client's memories
     # With a term, the term index drives (a category or tag is usually far more selective than the
     # user's whole range); SQLite's unary "+" keeps the planner off the (user_id, ...) indexes.
     col = "+" if by_terms and (query.category or query.metadata) else ""
-    for key in sorted(identity):
+    for key in sorted(who):
         clauses.append(f"{col}{key} = ?")
-        values.append(identity[key])
-    cond = state_filter(states).get("state")
-    if cond is not None:
-        state = state_sql(cond)
-        if state is None:  # state_filter only builds conditions state_sql translates
-            raise AssertionError(f"untranslatable state condition {cond!r}")
+        values.append(who[key])
+    state = state_clause(states)
+    if state is not None:
         clauses.append(state[0])
         values += state[1]
     if query.since:

@@ -1,4 +1,5 @@
-"""Small pure helpers shared by the embedded store's modules: plans, payload text, cursors, vectors."""
+"""Small pure helpers shared by the embedded store's modules: rows and their typed check, payload text, cursors,
+vectors."""
 
 from __future__ import annotations
 
@@ -7,116 +8,73 @@ import binascii
 import hashlib
 import json
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
-from ...errors import ScopeMissing, UserInputError
-from ..filters import IDENTITY_KEYS, matches, split_identity
+from ...errors import UserInputError
+from ...memory.ports import State, StoredMemory
+from ...memory.query_filters import MemoryQuery
+from ...scope import Scope
+from .. import row_format
 from ..tokenize import tokens
 from .vectors import F32
 
 CHUNK = 500  # ids per "IN (...)" clause, well under SQLite's variable limit
+#: The identity columns of a row, filled from its payload (2.0.0 rows may carry a ``run_id``; nothing reads it).
+IDENTITY_KEYS = ("user_id", "agent_id", "run_id")
+#: The columns :func:`row_of` reads, in its order.
+ROW_COLS = "rid, id, payload, user_id, agent_id, run_id"
 
 
-class Plan(NamedTuple):
-    """How to answer a filter inside the active scope.
+@dataclass(frozen=True)
+class Row:
+    """One stored row: rowid, id, payload (:mod:`..row_format`'s keys) and identity columns."""
 
-    Vector and keyword search use ``identity`` (the cached slab / FTS scope terms) and check ``rest``
-    per row; SQL reads (lists, counts) push ``where`` (identity + the ``state`` condition) into an
-    index and check only ``sql_rest`` per row.
-    """
-
-    where: str  # " WHERE user_id = ? AND ... [AND state ...]"
-    params: list[str]
-    sql_rest: dict[str, Any]  # what SQL reads still check with filters.matches
-    rest: dict[str, Any]  # what searches check per row (includes the state condition)
-    identity: dict[str, str]
-    scope: dict[str, str]
-
-    @property
-    def exact(self) -> bool:
-        """Identity alone decides membership (searches need no per-row filter check)."""
-        return not self.rest
-
-    @property
-    def sql_exact(self) -> bool:
-        return not self.sql_rest
+    rid: int
+    id: str
+    payload: dict[str, Any]
+    ident: dict[str, str | None]
 
 
-def plan(filters: Mapping[str, Any] | None, scope: Mapping[str, str]) -> Plan | None:
-    """Plan a read within ``scope`` (the caller's identity); ``None`` when filters contradict it."""
-    if not scope.get("user_id"):
-        raise ScopeMissing("a store read needs the caller's user id")
-    identity, rest = split_identity(filters)
-    extra: dict[str, Any] = {}
-    for key, value in scope.items():
-        if key in IDENTITY_KEYS:
-            if identity.setdefault(key, value) != value:
-                return None
-        else:
-            extra[key] = value
-    if extra:
-        rest = {"AND": [rest, extra]} if rest else extra
-    keys = sorted(identity)
-    clauses = [f"{key} = ?" for key in keys]
-    params = [identity[k] for k in keys]
-    sql_rest = dict(rest)
-    state = state_sql(rest["state"]) if "state" in rest else None
-    if state is not None:
-        clauses.append(state[0])
-        params += state[1]
-        del sql_rest["state"]
-    return Plan(" WHERE " + " AND ".join(clauses), params, sql_rest, rest, identity, dict(scope))
+def row_of(raw: Sequence[Any]) -> Row:
+    """A row from the :data:`ROW_COLS` of a SELECT."""
+    rid, id_, payload, user_id, agent_id, run_id = raw
+    return Row(int(rid), str(id_), json.loads(payload), {"user_id": user_id, "agent_id": agent_id, "run_id": run_id})
 
 
-def state_sql(cond: Any) -> tuple[str, list[str]] | None:
-    """SQL on the ``state`` column equivalent to a filter condition on the payload's ``state``.
-
-    The column holds the payload's ``state`` when it is a string, else NULL (treated as missing,
-    exactly as :func:`..filters.matches` treats a missing key). ``None`` when not translatable.
-    """
-    if isinstance(cond, str):
-        return ("state = ?", [cond]) if cond != "*" else None
-    if not isinstance(cond, Mapping) or len(cond) != 1:
-        return None
-    ((op, value),) = cond.items()
-    if op == "eq" and isinstance(value, str):
-        return "state = ?", [value]
-    if op == "ne" and isinstance(value, str):
-        return "(state IS NULL OR state != ?)", [value]
-    if op in ("in", "nin") and isinstance(value, list | tuple) and value and all(isinstance(v, str) for v in value):
-        marks = ",".join("?" * len(value))
-        if op == "in":
-            return f"state IN ({marks})", list(value)
-        return f"(state IS NULL OR state NOT IN ({marks}))", list(value)
-    return None
+def owned(scope: Scope, user_id: str | None, client: str | None) -> bool:
+    """Whether a row (or a memory to write) with this user and client belongs to ``scope``."""
+    return user_id == scope.user_id and (scope.shared or client == scope.client_name)
 
 
-def state_of(payload: Mapping[str, Any]) -> str | None:
-    value = payload.get("state")
-    return value if isinstance(value, str) else None
+@dataclass(frozen=True, slots=True)
+class Visible:
+    """The typed check of a row read after its selection (a write may have changed it since): in the
+    caller's scope, in one of ``states``, accepted by ``query``; the row as a memory, else None."""
 
+    scope: Scope
+    states: frozenset[State]
+    query: MemoryQuery
 
-def row_visible(p: Plan, ident: Mapping[str, str | None], payload: Mapping[str, Any]) -> bool:
-    """True when a row (identity columns + payload) is in the plan's scope and matches its filters."""
-    if any(ident.get(key) != value for key, value in p.identity.items()):
-        return False
-    return p.exact or matches(p.rest, payload)
-
-
-def in_scope(scope: Mapping[str, str], ident: Mapping[str, str | None], payload: Mapping[str, Any]) -> bool:
-    """True when a row belongs to ``scope`` (identity columns, other scope keys from the payload)."""
-    for key, value in scope.items():
-        actual = ident.get(key) if key in IDENTITY_KEYS else payload.get(key)
-        if actual != value:
-            return False
-    return True
+    def __call__(self, row: Row, score: float | None = None) -> StoredMemory | None:
+        if not owned(self.scope, row.ident["user_id"], row.ident["agent_id"]):
+            return None
+        memory = row_format.to_memory(row.id, row.payload, score)
+        return memory if memory.state in self.states and self.query.accepts(memory) else None
 
 
 def identity_of(payload: Mapping[str, Any]) -> dict[str, str | None]:
+    """A payload's identity columns (None where it has no string)."""
     return {key: (v if isinstance(v := payload.get(key), str) else None) for key in IDENTITY_KEYS}
+
+
+def state_of(payload: Mapping[str, Any]) -> str | None:
+    """The ``state`` column of a payload: its state when a string (absent = active = NULL)."""
+    value = payload.get("state")
+    return value if isinstance(value, str) else None
 
 
 def scope_terms(identity: Mapping[str, str | None]) -> list[str]:
