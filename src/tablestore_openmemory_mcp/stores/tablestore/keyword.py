@@ -26,10 +26,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..base import OutputData
 from ..tokenize import BM25_B as _B
 from ..tokenize import BM25_K1 as _K1
 from ..tokenize import tokens
+from .rows import Found
 
 TTL = 30.0
 _MAX_ENTRIES = 256
@@ -43,7 +43,7 @@ def filters_key(filters: Mapping[str, Any] | None, scope: Mapping[str, Any] | No
 @dataclass
 class _Entry:
     query: str
-    rows: list[OutputData]
+    rows: list[Found]
     created: float = field(default_factory=time.monotonic)
     lemma: str | None = None
 
@@ -61,7 +61,7 @@ class CandidateStash:
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, list[_Entry]] = OrderedDict()
 
-    def put(self, key: str, query: str, rows: Sequence[OutputData]) -> None:
+    def put(self, key: str, query: str, rows: Sequence[Found]) -> None:
         with self._lock:
             bucket = self._entries.setdefault(key, [])
             bucket.append(_Entry(query, list(rows)))
@@ -70,7 +70,7 @@ class CandidateStash:
             while len(self._entries) > _MAX_ENTRIES:
                 self._entries.popitem(last=False)
 
-    def take(self, key: str, query: str) -> list[OutputData] | None:
+    def take(self, key: str, query: str) -> list[Found] | None:
         """The candidates stashed for ``key`` whose query matches ``query`` (removed), else None."""
         now = time.monotonic()
         with self._lock:
@@ -92,10 +92,10 @@ class CandidateStash:
                     return entry.rows
         return None
 
-    def rows(self, key: str) -> dict[str, OutputData]:
+    def rows(self, key: str) -> dict[str, Found]:
         """Every unexpired candidate stashed for ``key`` by id (not consumed), newest search winning."""
         now = time.monotonic()
-        out: dict[str, OutputData] = {}
+        out: dict[str, Found] = {}
         with self._lock:
             for entry in self._entries.get(key) or []:
                 if now - entry.created <= TTL:
@@ -124,7 +124,7 @@ def _doc_tokens(payload: Mapping[str, Any] | None) -> list[str]:
     return out
 
 
-def bm25(query: str, rows: Sequence[OutputData], top_k: int) -> list[OutputData]:
+def bm25(query: str, rows: Sequence[Found], top_k: int) -> list[Found]:
     """Okapi BM25 of ``query`` over the candidate rows; rows with no matching term are dropped."""
     q_terms = list(dict.fromkeys(t.lower() for t in tokens(query or "")))
     if not q_terms or not rows:
@@ -145,6 +145,6 @@ def bm25(query: str, rows: Sequence[OutputData], top_k: int) -> list[OutputData]
             if tf:
                 score += idf[t] * tf * (_K1 + 1) / (tf + _K1 * (1 - _B + _B * length / avg))
         if score > 0:
-            scored.append(OutputData(id=row.id, score=score, payload=row.payload))
+            scored.append(row.scored(score))
     scored.sort(key=lambda r: r.score or 0.0, reverse=True)
     return scored[:top_k]
