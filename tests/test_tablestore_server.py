@@ -19,9 +19,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tablestore_openmemory_mcp.memory.ports import StoredMemory
+from tablestore_openmemory_mcp.memory.store_port import NewRow
+from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.settings import TOOL_NAMES
-from tablestore_openmemory_mcp.stores.base import ACTIVE_SCOPE
-from tablestore_openmemory_mcp.stores.row_format import now_iso, text_hash, to_payload
+from tablestore_openmemory_mcp.stores.row_format import now_iso, text_hash
 from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore
 from tablestore_openmemory_mcp.stores.tablestore.rows import MAX_DATA_BYTES
 from tests.fakes.memory_llm import facts, run_update_scenario
@@ -77,15 +78,9 @@ def bulk_load(store: TablestoreStore, client: str, user: str, count: int) -> Non
         StoredMemory(str(uuid.uuid4()), t, user, client, now, now, text_hash(t), metadata={"role": "user"})
         for t in texts
     ]
-    token = ACTIVE_SCOPE.set({"user_id": user, "agent_id": client})
-    try:
-        store.insert(
-            vectors=[embed_text(t, store.embedding_model_dims).tolist() for t in texts],
-            payloads=[to_payload(m) for m in memories],
-            ids=[m.id for m in memories],
-        )
-    finally:
-        ACTIVE_SCOPE.reset(token)
+    store.put(
+        Scope(client, user), [NewRow(m, embed_text(m.text, store.embedding_model_dims).tolist()) for m in memories]
+    )
 
 
 async def exercise_every_tool(client: Any, fake: FakeOpenAI, emulator: TablestoreEmulator) -> None:

@@ -24,8 +24,9 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from tablestore_openmemory_mcp.memory.ports import StoredMemory
-from tablestore_openmemory_mcp.stores.base import ACTIVE_SCOPE
-from tablestore_openmemory_mcp.stores.row_format import now_iso, text_hash, to_payload
+from tablestore_openmemory_mcp.memory.store_port import NewRow
+from tablestore_openmemory_mcp.scope import Scope
+from tablestore_openmemory_mcp.stores.row_format import now_iso, text_hash
 from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore
 from tests.fakes.openai_server import FakeOpenAI, embed_text
 from tests.server_process import HttpServer, llm_env, server_env, structured, tablestore_env
@@ -73,17 +74,11 @@ def load(emulator: TablestoreEmulator, texts: list[str], client: str = "cline", 
     )
     now = now_iso()
     memories = [StoredMemory(str(uuid.uuid4()), t, user, client, now, now, text_hash(t)) for t in texts]
-    token = ACTIVE_SCOPE.set({"user_id": user, "agent_id": client})
     try:
         for start in range(0, len(memories), 50):
             chunk = memories[start : start + 50]
-            store.insert(
-                [embed_text(m.text, DIMS).tolist() for m in chunk],
-                [to_payload(m) for m in chunk],
-                [m.id for m in chunk],
-            )
+            store.put(Scope(client, user), [NewRow(m, embed_text(m.text, DIMS).tolist()) for m in chunk])
     finally:
-        ACTIVE_SCOPE.reset(token)
         store.close()
     return [m.id for m in memories]
 
