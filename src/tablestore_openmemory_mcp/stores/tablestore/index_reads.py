@@ -139,7 +139,7 @@ class IndexReads:
         if not touched:
             return query, {}
         rest = BoolQuery(must_queries=[query], must_not_queries=[TermsQuery(PK_ID, touched)])
-        return rest, store._rows(who, touched)
+        return rest, store._by_id.rows(who, touched)
 
     # ------------------------------------------------------------------ a selection's exact index query
 
@@ -278,7 +278,7 @@ class IndexReads:
         # a page of that view lies within this window of the index's order.
         start = max(0, offset - len(added))
         ids, total = self._page_ids(rest, sort, start, offset + limit - start)
-        rows = self.store._rows(who, ids)
+        rows = self.store._by_id.rows(who, ids)
         window = [(rows.get(i), False) for i in ids]
         page = _view_page(window, added, [], start, offset, limit, newest_first, keep)
         return page, total + len(added)

@@ -94,12 +94,12 @@ class RowMethods(MemoryStore):
 
     def get(self, vector_id: str, *, scope: WhoDict = None) -> OutputData | None:
         _, who = _who(scope)
-        found = self._me()._read_one(who, str(vector_id))
+        found = self._me()._by_id.one(who, str(vector_id))
         return _out(found) if found is not None else None
 
     def get_many(self, ids: Sequence[str], *, scope: WhoDict = None) -> dict[str, OutputData]:
         _, who = _who(scope)
-        return {key: _out(row) for key, row in self._me()._rows(who, ids).items()}
+        return {key: _out(row) for key, row in self._me()._by_id.rows(who, ids).items()}
 
     def get_vectors(self, ids: Sequence[str], *, scope: WhoDict = None) -> dict[str, list[float]]:
         _, who = _who(scope)
@@ -107,7 +107,7 @@ class RowMethods(MemoryStore):
 
     def find_by_dedup_key(self, key: str, *, scope: WhoDict = None) -> OutputData | None:
         _, who = _who(scope)
-        found = self._me()._holder(who, key)
+        found = self._me()._by_id.holder(who, key)
         return _out(found) if found is not None else None
 
     # ------------------------------------------------------------------ filter-dict reads
@@ -222,7 +222,7 @@ class RowMethods(MemoryStore):
                 min(GET_ROWS, (k - len(out)) + max(2, k // 4)) if not out and len(pending) == len(ranked) else GET_ROWS
             )
             chunk, pending = pending[:size], pending[size:]
-            rows = store._rows_in_order(who, [mid for mid, _ in chunk])
+            rows = store._by_id.in_order(who, [mid for mid, _ in chunk])
             for (_, score), row in zip(chunk, rows, strict=True):
                 if row is not None and (not filters or matches(dict(filters), row.payload)):
                     out.append(row.scored(score))
@@ -241,7 +241,7 @@ class RowMethods(MemoryStore):
     ) -> list[OutputData]:
         store = self._me()
         scope_dict, who = _who(scope)
-        store._index_settled()
+        store._narrowed.settled()
         store._switch.check()
         k = min(5 if top_k is None else int(top_k), _MAX_TOP_K)
         if k < 1:
@@ -259,7 +259,9 @@ class RowMethods(MemoryStore):
             float32_query_vector=vector,
             filter=qb.combine(qb.scope_query(scope_dict), push.query),
         )
-        scores: dict[str, float | None] = {mid: store._score(raw) for mid, raw in store._search_hits(knn, fetch)}
+        scores: dict[str, float | None] = {
+            mid: store._narrowed.score(raw) for mid, raw in store._narrowed.search_hits(knn, fetch)
+        }
         for mid, similarity in store._recent.nearest(who.user, vector, max(fetch, GET_ROWS)):
             scores[mid] = similarity
         ranked = sorted(scores.items(), key=lambda kv: kv[1] if kv[1] is not None else float("-inf"), reverse=True)
@@ -285,7 +287,7 @@ class RowMethods(MemoryStore):
             known = store._stash.rows(key)
             wanted = [str(c) for c in dict.fromkeys(candidates)]
             missing = [c for c in wanted if c not in known]
-            fetched = store._rows(who, missing) if missing else {}
+            fetched = store._by_id.rows(who, missing) if missing else {}
             rows = [r for c in wanted if (r := known.get(c) or fetched.get(c)) is not None]
             rows = [r for r in rows if not filters or matches(dict(filters), r.payload)]
             return [_out(r) for r in bm25(query, rows, k)]
@@ -299,7 +301,7 @@ class RowMethods(MemoryStore):
         flt = qb.combine(qb.scope_query(scope_dict), push.query)
         match = MatchQuery("data", query)
         full = BoolQuery(must_queries=[match], filter_queries=[flt]) if flt is not None else match
-        hits = dict.fromkeys([mid for mid, _ in store._search_hits(full, fetch)])
+        hits = dict.fromkeys([mid for mid, _ in store._narrowed.search_hits(full, fetch)])
         hits.update(dict.fromkeys(store._recent.ids(who.user)[:GET_ROWS]))
         rows = self._verified(who, [(mid, None) for mid in hits], len(hits), filters)
         return [_out(r) for r in bm25(query, rows, k)]

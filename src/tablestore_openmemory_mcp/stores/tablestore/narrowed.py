@@ -22,16 +22,21 @@ RPCs (nothing lagging, no old rows): search = 1 Search + 1 BatchGetRow of about 
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from tablestore import (
     BoolQuery,
+    ColumnReturnType,
+    ColumnsToGet,
     FieldSort,
     KnnVectorQuery,
     MatchQuery,
     Query,
     RangeQuery,
+    ScoreSort,
     SearchQuery,
     Sort,
     SortOrder,
@@ -46,8 +51,9 @@ from ..tokenize import tokens
 from .batch import GET_ROWS
 from .index_reads import MAX_TOUCHED
 from .keyword import bm25
-from .ranges import check_limit, decode_cursor, encode_cursor
-from .rows import Found
+from .ranges import check_limit, decode_cursor, encode_cursor, row_parts
+from .readiness import index_initialized
+from .rows import Found, attr_dict
 from .schema import PK_ID
 from .selection import Selection, combine
 
@@ -59,6 +65,9 @@ MAX_TOP_K = 1000
 #: How much a search widens when the check against the table dropped some of its hits.
 _WIDEN = 4
 _BY_ID = Sort([FieldSort(PK_ID, SortOrder.ASC)])
+_SCORE_DESC = Sort([ScoreSort(SortOrder.DESC)])
+_PK_ONLY = ColumnsToGet(return_type=ColumnReturnType.NONE)
+logger = logging.getLogger(__name__)
 
 
 class NarrowedReads:
@@ -69,11 +78,69 @@ class NarrowedReads:
 
     # ------------------------------------------------------------------ search
 
+    def score(self, raw: float | None) -> float | None:
+        """The index's score as cosine similarity in [-1, 1] (stored vectors are unit vectors).
+
+        Tablestore scores cosine and dot product as (1 + s) / 2 and euclidean as 1 / (1 + d^2).
+        """
+        if raw is None:
+            return None
+        if self.store.metric == "euclidean":
+            d2 = (1.0 / raw - 1.0) if raw > 0 else 4.0
+            similarity = 1.0 - d2 / 2.0
+        else:
+            similarity = 2.0 * raw - 1.0
+        return max(-1.0, min(1.0, similarity))
+
+    def settled(self) -> None:
+        """While the index is still initializing (startup stopped waiting), ask at most every few seconds
+        whether it is done; then this process's writes expire from ``recent`` as usual."""
+        store = self.store
+        if not store._recent.held() or not store._recent.recheck_due():
+            return
+        try:
+            _, sync = store._call(
+                "DescribeSearchIndex",
+                lambda: store.client.describe_search_index(store.collection_name, store.index_name, True),
+            )
+        except Exception:  # the search itself reports a real outage
+            logger.debug("index state check failed", exc_info=True)
+            return
+        if index_initialized(sync):
+            logger.info("Tablestore search index %s has initialized", store.index_name)
+            store._recent.release()
+
+    def search_hits(self, query: Query, want: int, sort: Sort | None = _SCORE_DESC) -> list[tuple[str, float | None]]:
+        """Up to ``want`` (id, raw score) pairs, primary keys only: one Search RPC for up to 1000 hits.
+
+        Later pages (only past 1000) repeat the query and its sort with the token, as Tablestore requires.
+        """
+        store = self.store
+        pairs: list[tuple[str, float | None]] = []
+        token: bytes | None = None
+        while len(pairs) < want:
+            limit = min(MAX_TOP_K, want - len(pairs))
+            search_query = SearchQuery(query, sort=sort, limit=limit, next_token=token, get_total_count=False)
+            response = store._call(
+                "Search",
+                functools.partial(store.client.search, store.collection_name, store.index_name, search_query, _PK_ONLY),
+            )
+            hits = response.search_hits or []
+            page = [(h.row, h.score) for h in hits] if hits else [(r, None) for r in response.rows or []]
+            for row, score in page:
+                memory_id = str(attr_dict(row_parts(row)[0]).get(PK_ID, ""))
+                if memory_id:
+                    pairs.append((memory_id, score))
+            token = response.next_token or None
+            if not token or not page:
+                break
+        return pairs[:want]
+
     def nearest(self, sel: Selection, vector: Sequence[float], limit: int) -> list[Found]:
         """The ``limit`` nearest rows of ``sel``, checked against the table, best first."""
         store = self.store
         user = sel.who.user
-        store._index_settled()
+        self.settled()
         store._switch.check()  # a reembed switch is followed, or refused in one line (switch_watch)
         k = min(int(limit), MAX_TOP_K)
         if k < 1:
@@ -89,8 +156,8 @@ class NarrowedReads:
         fetch = k
         while True:
             knn = KnnVectorQuery(store.vector_column, top_k=fetch, float32_query_vector=wanted, filter=index_query)
-            hits = store._search_hits(knn, fetch)
-            scores: dict[str, float | None] = {mid: store._score(raw) for mid, raw in hits}
+            hits = self.search_hits(knn, fetch)
+            scores: dict[str, float | None] = {mid: self.score(raw) for mid, raw in hits}
             scores.update(recent)
             ranked = sorted(scores.items(), key=lambda kv: kv[1] if kv[1] is not None else float("-inf"), reverse=True)
             found = self._checked(sel, ranked, k, checked)
@@ -108,7 +175,7 @@ class NarrowedReads:
             known = store._stash.rows(sel.key())
             wanted = [str(c) for c in dict.fromkeys(candidates)]
             missing = [c for c in wanted if c not in known]
-            fetched = store._rows(sel.who, missing) if missing else {}
+            fetched = store._by_id.rows(sel.who, missing) if missing else {}
             rows = [r for c in wanted if (r := known.get(c) or fetched.get(c)) is not None and sel.keeps(r.memory)]
             return _hits(bm25(text, rows, k))
         if not tokens(text):
@@ -120,7 +187,7 @@ class NarrowedReads:
         checked: dict[str, Found | None] = {}
         fetch = k
         while True:
-            hits = store._search_hits(full, fetch)
+            hits = self.search_hits(full, fetch)
             ranked = list(dict.fromkeys([*((mid, None) for mid, _ in hits), *mine]))
             found = self._checked(sel, ranked, len(ranked), checked)
             if len(found) >= k or len(hits) < fetch or fetch >= MAX_TOP_K:
@@ -152,7 +219,7 @@ class NarrowedReads:
                     todo.append(mid)
                 cursor += 1
             if todo:
-                for mid, row in zip(todo, store._rows_in_order(sel.who, todo), strict=True):
+                for mid, row in zip(todo, store._by_id.in_order(sel.who, todo), strict=True):
                     checked[mid] = row
             for mid, score in ranked[position:cursor]:
                 row = checked.get(mid)
@@ -174,7 +241,7 @@ class NarrowedReads:
         index_base, _ = sel.index_query(store._indexed)
         start = decode_cursor(cursor) if cursor else None
         touched = store._recent.touched(sel.who.user, MAX_TOUCHED)
-        ours = store._rows(sel.who, touched) if touched else {}
+        ours = store._by_id.rows(sel.who, touched) if touched else {}
         mine = sorted(
             (r for r in ours.values() if sel.keeps(r.memory) and (start is None or r.id >= start)), key=lambda r: r.id
         )
@@ -193,7 +260,7 @@ class NarrowedReads:
             want = min(MAX_TOP_K, limit + 1 - len(found))
             response = store._index_reads._search(SearchQuery(index_query, sort=_BY_ID, limit=want))
             ids = store._index_reads._ids(response)
-            rows = store._rows(sel.who, ids) if ids else {}
+            rows = store._by_id.rows(sel.who, ids) if ids else {}
             found.update((mid, row) for mid in ids if (row := rows.get(mid)) is not None and sel.keeps(row.memory))
             bound = ids[-1] if len(ids) == want else None  # every index row up to here has been seen
             merged = sorted([*found.values(), *(r for r in mine if bound is None or r.id <= bound)], key=lambda r: r.id)

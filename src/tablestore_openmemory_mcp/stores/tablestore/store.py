@@ -31,12 +31,8 @@ until a new table and index can be used (see ``readiness``).
 
 from __future__ import annotations
 
-import functools
-import logging
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, TypeVar
-
-from tablestore import ColumnReturnType, ColumnsToGet, Query, ScoreSort, SearchQuery, Sort, SortOrder
 
 from tablestore_openmemory_mcp.memory.ports import ALL_STATES, State, StoredMemory
 from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery
@@ -46,21 +42,20 @@ from tablestore_openmemory_mcp.scope import Scope
 from .. import row_format
 from . import aggregations as agg
 from .batch import Batches, PrimaryKey
+from .by_id import IdReads, row_ids
 from .client import make_client
-from .dedup import DedupKeys, check_key
-from .dedup_sweep import drop_if_stale, sweep
+from .dedup import DedupKeys
+from .dedup_sweep import sweep
 from .index_reads import IndexReads
 from .keyword import CandidateStash
 from .legacy import RowMethods
-from .narrowed import MAX_TOP_K, NarrowedReads
+from .narrowed import NarrowedReads
 from .narrowing import NARROWING_COLUMNS
-from .ranges import RangeReads, row_parts
-from .readiness import Readiness, index_initialized
+from .ranges import RangeReads
+from .readiness import Readiness
 from .recent import WINDOW, RecentWrites
 from .retry import Retrier, TablestoreUnavailableError
-from .rows import Found, attr_dict, decode
 from .schema import (
-    COL_DEDUP,
     COL_PAYLOAD,
     COL_VECTOR,
     KEYWORD_FIELDS,
@@ -77,21 +72,10 @@ from .tables import close_client
 from .vectors import read_vectors
 from .writes import Change, Writes
 
-logger = logging.getLogger(__name__)
-
 T = TypeVar("T")
 
 #: Seconds a readiness probe retries at most.
 PROBE_SECONDS = 2.0
-_PK_ONLY = ColumnsToGet(return_type=ColumnReturnType.NONE)
-_SCORE_DESC = Sort([ScoreSort(SortOrder.DESC)])
-_ROW_COLUMNS = [COL_PAYLOAD]
-_MAX_ID_BYTES = 1000
-
-
-def _ids(memory_ids: Sequence[str]) -> list[str]:
-    """Distinct ids a row can have (non-empty, within the primary-key limit), in order."""
-    return [i for i in dict.fromkeys(str(i) for i in memory_ids) if i and len(i.encode("utf-8")) <= _MAX_ID_BYTES]
 
 
 class TablestoreStore(RowMethods):
@@ -147,6 +131,7 @@ class TablestoreStore(RowMethods):
         self._indexed = KEYWORD_FIELDS | frozenset(NARROWING_COLUMNS)
         self.embedder_name = embedder_name  # recorded in the meta row; another one is refused (see reembed)
         self.vector_column = COL_VECTOR  # the meta row may name another (after a reembed)
+        self._by_id = IdReads(self)  # rows by id, checked against the scope
         self._writes = Writes(self)  # claims, conditional updates, exact deletes
         self._ranges = RangeReads(self)  # pages and counts read from the user's range
         self._index_reads = IndexReads(self)  # totals, pages by time and counts from the index
@@ -163,20 +148,6 @@ class TablestoreStore(RowMethods):
     @staticmethod
     def _pk(user: str, memory_id: Any) -> PrimaryKey:
         return [(PK_USER, user), (PK_ID, memory_id)]
-
-    def _score(self, raw: float | None) -> float | None:
-        """The index's score as cosine similarity in [-1, 1] (stored vectors are unit vectors).
-
-        Tablestore scores cosine and dot product as (1 + s) / 2 and euclidean as 1 / (1 + d^2).
-        """
-        if raw is None:
-            return None
-        if self.metric == "euclidean":
-            d2 = (1.0 / raw - 1.0) if raw > 0 else 4.0
-            similarity = 1.0 - d2 / 2.0
-        else:
-            similarity = 2.0 * raw - 1.0
-        return max(-1.0, min(1.0, similarity))
 
     def close(self) -> None:
         """Release pooled connections."""
@@ -220,13 +191,13 @@ class TablestoreStore(RowMethods):
     # ------------------------------------------------------------------ reads by id
 
     def read_one(self, scope: Scope, memory_id: str) -> StoredMemory | None:
-        found = self._read_one(Who.of(scope), str(memory_id))
+        found = self._by_id.one(Who.of(scope), str(memory_id))
         return found.memory if found is not None else None
 
     def read(self, scope: Scope, memory_ids: Sequence[str]) -> dict[str, StoredMemory]:
         who = Who.of(scope)
-        ids = _ids(memory_ids)
-        return {key: row.memory for key, row in self._rows(who, ids).items()} if ids else {}
+        ids = row_ids(memory_ids)
+        return {key: row.memory for key, row in self._by_id.rows(who, ids).items()} if ids else {}
 
     def read_vectors(self, scope: Scope, memory_ids: Sequence[str]) -> dict[str, list[float]]:
         """Stored vectors by id (export): one BatchGetRow per 100 ids, rows outside the scope absent."""
@@ -234,59 +205,8 @@ class TablestoreStore(RowMethods):
         return read_vectors(self, memory_ids, who) if memory_ids else {}
 
     def holder(self, scope: Scope, dedup_key: str) -> StoredMemory | None:
-        found = self._holder(Who.of(scope), dedup_key)
+        found = self._by_id.holder(Who.of(scope), dedup_key)
         return found.memory if found is not None else None
-
-    def _read_one(self, who: Who, memory_id: str) -> Found | None:
-        """One GetRow in the caller's range; None when missing or outside the scope."""
-        if not memory_id or len(memory_id.encode("utf-8")) > _MAX_ID_BYTES:
-            return None
-        _, row, _ = self._call(
-            "GetRow",
-            lambda: self.client.get_row(
-                self.collection_name, self._pk(who.user, memory_id), columns_to_get=_ROW_COLUMNS, max_version=1
-            ),
-        )
-        if row is None or not row.primary_key:
-            return None
-        found = decode((row.primary_key, row.attribute_columns))
-        return found if found is not None and who.owns(found.memory) else None
-
-    def _rows_in_order(self, who: Who, ids: Sequence[str]) -> list[Found | None]:
-        """The caller's rows of ``ids`` in order (None: missing or outside the scope); BatchGetRow per 100."""
-        raws = self._batches.get(self.collection_name, [self._pk(who.user, i) for i in ids], _ROW_COLUMNS)
-        out: list[Found | None] = []
-        for raw in raws:
-            found = decode(raw)
-            out.append(found if found is not None and who.owns(found.memory) else None)
-        return out
-
-    def _rows(self, who: Who, ids: Sequence[str]) -> dict[str, Found]:
-        """The caller's rows of ``ids`` by id (missing ones absent); one BatchGetRow per 100 ids."""
-        return {row.id: row for row in self._rows_in_order(who, _ids(ids)) if row is not None}
-
-    def _holder(self, who: Who, key: str) -> Found | None:
-        """The live row in scope holding ``key``: the dedup row's target, verified (2 GetRow)."""
-        user = who.user
-        target = self._dedup.lookup(user, check_key(key))
-        if target is None:
-            return None
-        _, row, _ = self._call(
-            "GetRow",
-            lambda: self.client.get_row(
-                self.collection_name, self._pk(user, target), columns_to_get=[COL_PAYLOAD, COL_DEDUP], max_version=1
-            ),
-        )
-        if row is None or not row.primary_key:
-            return None  # an orphan claim (its writer died, or is between its writes): the add completes it
-        if attr_dict(row.attribute_columns).get(COL_DEDUP) != key:
-            try:  # the memory no longer has this text: remove the stale claim (``dedup_sweep``), best effort
-                drop_if_stale(self, user, key, target)
-            except Exception:
-                logger.warning("could not remove a stale dedup row; the next sweep will", exc_info=True)
-            return None
-        found = decode((row.primary_key, row.attribute_columns))
-        return found if found is not None and who.owns(found.memory) else None
 
     # ------------------------------------------------------------------ pages, totals, counts
 
@@ -372,48 +292,6 @@ class TablestoreStore(RowMethods):
         candidates: Sequence[str] | None = None,
     ) -> list[KeywordHit] | None:
         return self._narrowed.keyword_hits(Selection.of(scope, states, query), text, limit, candidates)
-
-    def _index_settled(self) -> None:
-        """While the index is still initializing (startup stopped waiting), ask at most every few seconds
-        whether it is done; then this process's writes expire from ``recent`` as usual."""
-        if not self._recent.held() or not self._recent.recheck_due():
-            return
-        try:
-            _, sync = self._call(
-                "DescribeSearchIndex",
-                lambda: self.client.describe_search_index(self.collection_name, self.index_name, True),
-            )
-        except Exception:  # the search itself reports a real outage
-            logger.debug("index state check failed", exc_info=True)
-            return
-        if index_initialized(sync):
-            logger.info("Tablestore search index %s has initialized", self.index_name)
-            self._recent.release()
-
-    def _search_hits(self, query: Query, want: int, sort: Sort | None = _SCORE_DESC) -> list[tuple[str, float | None]]:
-        """Up to ``want`` (id, raw score) pairs, primary keys only: one Search RPC for up to 1000 hits.
-
-        Later pages (only past 1000) repeat the query and its sort with the token, as Tablestore requires.
-        """
-        pairs: list[tuple[str, float | None]] = []
-        token: bytes | None = None
-        while len(pairs) < want:
-            limit = min(MAX_TOP_K, want - len(pairs))
-            search_query = SearchQuery(query, sort=sort, limit=limit, next_token=token, get_total_count=False)
-            response = self._call(
-                "Search",
-                functools.partial(self.client.search, self.collection_name, self.index_name, search_query, _PK_ONLY),
-            )
-            hits = response.search_hits or []
-            page = [(h.row, h.score) for h in hits] if hits else [(r, None) for r in response.rows or []]
-            for row, score in page:
-                memory_id = str(attr_dict(row_parts(row)[0]).get(PK_ID, ""))
-                if memory_id:
-                    pairs.append((memory_id, score))
-            token = response.next_token or None
-            if not token or not page:
-                break
-        return pairs[:want]
 
     # ------------------------------------------------------------------ maintenance
 

@@ -245,7 +245,7 @@ class Writes:
         put, clear, cond = self._plan(who, change, holders)
         memory_id = change.id
         if not put and not clear:
-            if store._read_one(who, memory_id) is None:
+            if store._by_id.one(who, memory_id) is None:
                 raise MemoryNotFound(f"Memory with id {memory_id} not found")
             return
         columns: dict[str, list[Any]] = {"PUT": put} if put else {}
@@ -258,7 +258,7 @@ class Writes:
             if exc.code != CONDITION_FAILED:
                 raise
             if memory_id not in self._applied(user, {memory_id: (put, clear)}):
-                if store._read_one(who, memory_id) is None:
+                if store._by_id.one(who, memory_id) is None:
                     self._release_missing(user, holders, [memory_id])
                     raise MemoryNotFound(f"Memory with id {memory_id} not found") from None
                 raise ConflictError(f"memory {memory_id} was changed by another writer; read it again") from None
