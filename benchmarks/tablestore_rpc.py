@@ -3,9 +3,12 @@
 For 1,000 and for 10,000 memories in one scope: RPCs per operation (the emulator's per-API counters on the
 memory table) and latency p50/p95 in ms.
 
-* ``--store`` (default): the store alone (``TablestoreStore``), every operation of the store contract:
-  add with a dedup key (new text, and a duplicate), find_by_dedup_key, get_many (100 ids), search top 10
-  (+ keyword_search on its candidates), list_page (100), count, update (conditional), delete_many (100).
+* ``--store`` (default): the store alone (``TablestoreStore``) through the typed store port (``StorePort``),
+  under the labels of the row methods each call replaced: add with a dedup key (new text, and a duplicate:
+  ``put``), find_by_dedup_key (``holder``), get_many (100 ids: ``read``), search top 10 (``nearest`` +
+  ``keyword_hits`` on its hits), list_page (100: ``page``), page_total (the count shown with a page; the row
+  methods' ``count`` scanned keys instead), update (conditional: ``rewrite``), delete_many (100: ``remove``).
+  Needs a store with the port (main since issue 21's bridge); the shims for stores before it are gone.
 * ``--server``: the installed server over streamable HTTP with the offline embedder, through a real MCP
   client: add (infer=false), search, list, delete_all. RPCs on other tables (history, access log) are
   not counted here.
@@ -27,6 +30,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,23 +40,11 @@ import numpy as np
 from tests.server_process import HttpServer, server_env, structured, tablestore_env
 from tests.tablestore_emulator import TablestoreEmulator
 
+from tablestore_openmemory_mcp.memory.ports import ALL_STATES, StoredMemory
+from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery
+from tablestore_openmemory_mcp.memory.store_port import NewRow, RowChange
+from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore
-
-try:
-    from tablestore_openmemory_mcp.stores.base import scoped
-except ImportError:  # the store before the contract (for "before" numbers): scope was a bare ContextVar
-    from contextlib import contextmanager
-
-    from tablestore_openmemory_mcp.stores.base import ACTIVE_SCOPE
-
-    @contextmanager  # type: ignore[no-redef]
-    def scoped(filters: dict[str, str]) -> Any:
-        token = ACTIVE_SCOPE.set(dict(filters))
-        try:
-            yield dict(filters)
-        finally:
-            ACTIVE_SCOPE.reset(token)
-
 
 SCALES = (1_000, 10_000)
 CLIENT = "bench"
@@ -114,11 +106,15 @@ def dedup_key(user: str, text: str) -> str:
     return hashlib.sha256(f"{user}\x00{CLIENT}\x00{text}".encode()).hexdigest()[:40]
 
 
-def payload(user: str, text: str) -> dict[str, Any]:
+ACTIVE = ALL_STATES  # no state condition, as the row methods' identity-only filters had
+EVERYTHING = MemoryQuery()
+
+
+def memory(user: str, text: str, memory_id: str) -> StoredMemory:
     now = datetime.now(UTC).isoformat()
     digest = hashlib.md5(text.encode()).hexdigest()
-    return {"data": text, "user_id": user, "agent_id": CLIENT, "role": "user", "hash": digest,
-            "created_at": now, "updated_at": now, "state": "active"}  # fmt: skip
+    return StoredMemory(id=memory_id, text=text, user_id=user, client=CLIENT, created_at=now, updated_at=now,
+                        hash=digest, metadata={"role": "user"})  # fmt: skip
 
 
 def open_store(emulator: TablestoreEmulator) -> TablestoreStore:
@@ -142,17 +138,17 @@ def bulk_load(store: TablestoreStore, user: str, count: int, seed: int) -> list[
     rng = random.Random(seed)
     vectors = unit_vectors(count, seed)
     ids: list[str] = []
-    with scoped({"user_id": user, "agent_id": CLIENT}):
-        for start in range(0, count, 1000):
-            stop = min(count, start + 1000)
-            texts = [sentence(rng, i) for i in range(start, stop)]
-            chunk = [str(uuid.uuid4()) for _ in texts]
-            has_keys = "dedup_keys" in TablestoreStore.insert.__code__.co_varnames
-            args: list[Any] = [vectors[start:stop].tolist(), [payload(user, t) for t in texts], chunk]
-            if has_keys:
-                args.append([dedup_key(user, t) for t in texts])
-            store.insert(*args)
-            ids += chunk
+    scope = Scope(CLIENT, user)
+    for start in range(0, count, 1000):
+        stop = min(count, start + 1000)
+        texts = [sentence(rng, i) for i in range(start, stop)]
+        chunk = [str(uuid.uuid4()) for _ in texts]
+        rows = [
+            NewRow(memory(user, t, mid), v, dedup_key(user, t))
+            for t, mid, v in zip(texts, chunk, vectors[start:stop].tolist(), strict=True)
+        ]
+        store.put(scope, rows)
+        ids += chunk
     return ids
 
 
@@ -238,70 +234,61 @@ def bench_store_scale(store: TablestoreStore, rec: Recorder, scale: int) -> None
     rng = random.Random(scale + 1)
     queries = unit_vectors(RUNS, scale + 2)
     new_texts = [f"New note {i}: {sentence(rng, i)}" for i in range(RUNS)]
-    with scoped({"user_id": user, "agent_id": CLIENT}) as scope:
-        flt = dict(scope)
+    scope = Scope(CLIENT, user)
 
-        def add(i: int, text: str) -> Callable[[], Any]:
-            return lambda: store.insert([queries[i].tolist()], [payload(user, text)], [str(uuid.uuid4())],
-                                        [dedup_key(user, text)])  # fmt: skip
+    def add(i: int, text: str) -> Callable[[], Any]:
+        return lambda: store.put(
+            scope, [NewRow(memory(user, text, str(uuid.uuid4())), queries[i].tolist(), dedup_key(user, text))]
+        )
 
-        new_api = hasattr(store, "find_by_dedup_key")  # False for the store before the contract
-        if not new_api:
-            plain = [str(uuid.uuid4()) for _ in new_texts]
-            added = [[mid] for mid in plain]
-            rec.measure(scale, "add (new text)", [
-                lambda i=i, t=t: store.insert([queries[i].tolist()], [payload(user, t)], [plain[i]])
-                for i, t in enumerate(new_texts)
-            ])  # fmt: skip
-        else:
-            added = rec.measure(scale, "add (new text, dedup key)", [add(i, t) for i, t in enumerate(new_texts)])
-            rec.measure(scale, "add (exact duplicate)", [add(i, t) for i, t in enumerate(new_texts)])
-            rec.measure(
-                scale, "find_by_dedup_key", [lambda t=t: store.find_by_dedup_key(dedup_key(user, t)) for t in new_texts]
-            )
-            sample = ids[:100]
-            rec.measure(scale, "get_many (100 ids)", [lambda: store.get_many(sample)] * RUNS)
+    added = rec.measure(scale, "add (new text, dedup key)", [add(i, t) for i, t in enumerate(new_texts)])
+    rec.measure(scale, "add (exact duplicate)", [add(i, t) for i, t in enumerate(new_texts)])
+    rec.measure(scale, "find_by_dedup_key", [lambda t=t: store.holder(scope, dedup_key(user, t)) for t in new_texts])
+    sample = ids[:100]
+    rec.measure(scale, "get_many (100 ids)", [lambda: store.read(scope, sample)] * RUNS)
 
-        def search(i: int) -> Callable[[], Any]:
-            def run() -> Any:
-                hits = store.search("likes tea", queries[i].tolist(), 10, flt)
-                if new_api:
-                    store.keyword_search("likes tea", 10, flt, candidates=[h.id for h in hits])
-                else:
-                    store.keyword_search("likes tea", 10, flt)
-                assert len(hits) == 10
-                return hits
+    def search(i: int) -> Callable[[], Any]:
+        def run() -> Any:
+            hits = store.nearest(scope, queries[i].tolist(), 10, states=ACTIVE, query=EVERYTHING)
+            store.keyword_hits(scope, "likes tea", 10, states=ACTIVE, query=EVERYTHING, candidates=[h.id for h in hits])
+            assert len(hits) == 10
+            return hits
 
-            return run
+        return run
 
-        rec.measure(scale, "search top 10 (+ keyword on its hits)", [search(i) for i in range(RUNS)])
-        if new_api:
-            rec.measure(scale, "list_page (100)", [lambda: store.list_page(flt, 100)] * RUNS)
-        rec.measure(scale, "count", [lambda: store.count(flt)] * LISTS[scale])
-        current = {a[0]: store.get(a[0]) for a in added}
+    rec.measure(scale, "search top 10 (+ keyword on its hits)", [search(i) for i in range(RUNS)])
+    rec.measure(
+        scale, "list_page (100)", [lambda: store.page(scope, states=ACTIVE, query=EVERYTHING, limit=100)] * RUNS
+    )
+    rec.measure(
+        scale,
+        "page_total (the count with a page)",
+        [lambda: store.page_total(scope, states=ACTIVE, query=EVERYTHING)] * LISTS.get(scale, 5),
+    )
+    current = store.read(scope, [a[0] for a in added])
 
-        def update(mid: str) -> Callable[[], Any]:
-            row = current[mid]
-            text = row.payload["data"] + " (edited)"
-            new = {**row.payload, "data": text, "updated_at": datetime.now(UTC).isoformat()}
-            if not new_api:
-                return lambda: store.update(mid, None, new)
-            return lambda: store.update(mid, None, new, expected_updated_at=row.payload["updated_at"],
-                                        dedup_key=dedup_key(user, text))  # fmt: skip
+    def update(mid: str) -> Callable[[], Any]:
+        row = current[mid]
+        text = row.text + " (edited)"
+        new = replace(
+            row, text=text, hash=hashlib.md5(text.encode()).hexdigest(), updated_at=datetime.now(UTC).isoformat()
+        )
+        change = RowChange(mid, new, expected_updated_at=row.updated_at, dedup_key=dedup_key(user, text))
+        return lambda: store.rewrite(scope, change)
 
-        rec.measure(scale, "update (conditional, new key)" if new_api else "update", [update(a[0]) for a in added])
-        batches = [ids[i * 100 : (i + 1) * 100] for i in range(min(RUNS, scale // 100))]
-        deleted = rec.measure(scale, "delete_many (100 ids)", [lambda b=b: store.delete_many(b) for b in batches])
-        assert all((d if isinstance(d, int) else len(d)) == 100 for d in deleted)
+    rec.measure(scale, "update (conditional, new key)", [update(a[0]) for a in added])
+    batches = [ids[i * 100 : (i + 1) * 100] for i in range(min(RUNS, scale // 100))]
+    deleted = rec.measure(scale, "delete_many (100 ids)", [lambda b=b: store.remove(scope, b) for b in batches])
+    assert all(len(d) == 100 for d in deleted)
 
 
-def run_store() -> Recorder:
+def run_store(scales: tuple[int, ...] = SCALES) -> Recorder:
     with TablestoreEmulator() as emulator:
         emulator.index_delay = INDEX_DELAY
         store = open_store(emulator)
         rec = Recorder(emulator)
         try:
-            for scale in SCALES:
+            for scale in scales:
                 bench_store_scale(store, rec, scale)
         finally:
             store.close()
@@ -336,11 +323,13 @@ async def bench_server_scale(server: HttpServer, store: TablestoreStore, rec: Re
         for result in await rec.measure_async(scale, "search (limit 10)", searches):
             assert len(result["results"]) == 10, result
         total = scale + ADDS
-        for result in await rec.measure_async(scale, "list (first page)", [call("list_memories", {})] * LISTS[scale]):
+        for result in await rec.measure_async(
+            scale, "list (first page)", [call("list_memories", {})] * LISTS.get(scale, 5)
+        ):
             assert result["total"] == total, (result["total"], total)
         samples: list[float] = []
         counts: Counter[str] = Counter()
-        for run in range(DELETE_ALLS[scale]):
+        for run in range(DELETE_ALLS.get(scale, 2)):
             if run:
                 bulk_load(store, user, total, seed=scale + 100 + run)
             rec.emulator.reset_counts()
@@ -352,7 +341,7 @@ async def bench_server_scale(server: HttpServer, store: TablestoreStore, rec: Re
         rec.record(scale, f"delete_all ({total:,} rows)", samples, counts)
 
 
-async def run_server() -> Recorder:
+async def run_server(scales: tuple[int, ...] = SCALES) -> Recorder:
     with tempfile.TemporaryDirectory(prefix="bench-tablestore-") as tmp_dir, TablestoreEmulator() as emulator:
         emulator.index_delay = INDEX_DELAY
         tmp = Path(tmp_dir)
@@ -366,7 +355,7 @@ async def run_server() -> Recorder:
                     await client.call_tool("add_memories", {"text": f"warm-up note {i}", "infer": False})
                     await client.call_tool("search_memories", {"query": f"warm-up {i}"})
             try:
-                for scale in SCALES:
+                for scale in scales:
                     await bench_server_scale(server, store, rec, scale)
             finally:
                 store.close()
@@ -380,9 +369,11 @@ def main() -> None:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--store", action="store_true", help="the store alone (default)")
     mode.add_argument("--server", action="store_true", help="the whole server through an MCP client")
+    parser.add_argument("--scales", default=",".join(str(s) for s in SCALES), help="memories per scope, e.g. 1000")
     args = parser.parse_args()
+    scales = tuple(int(s) for s in args.scales.split(","))
     began = time.perf_counter()
-    rec = anyio.run(run_server) if args.server else run_store()
+    rec = anyio.run(run_server, scales) if args.server else run_store(scales)
     print(rec.table())
     what = "server over streamable HTTP, offline embedder" if args.server else "store in process"
     print(f"\nTablestore emulator on 127.0.0.1 (index delay {INDEX_DELAY:g} s), {what} ({DIMS} dims); "

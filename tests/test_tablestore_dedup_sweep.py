@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 from tablestore import Row
 
-from tablestore_openmemory_mcp.stores.base import scoped
+from tablestore_openmemory_mcp.memory.ports import StoredMemory
+from tablestore_openmemory_mcp.memory.store_port import NewRow, RowChange
+from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore, dedup_sweep
 from tests.tablestore_emulator import TablestoreEmulator
 
 DIMS = 4
-U1 = {"user_id": "u1"}
+U1 = Scope("cline", "u1", shared=True)
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +48,20 @@ def key(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:40]
 
 
-def payload(text: str, **extra: Any) -> dict[str, Any]:
-    return {"data": text, "user_id": "u1", "created_at": "2025-01-01T00:00:00+00:00", **extra}
+def memory(memory_id: str, text: str, **extra: Any) -> StoredMemory:
+    at = "2025-01-01T00:00:00+00:00"
+    return StoredMemory(id=memory_id, text=text, user_id="u1", client=None, created_at=at, updated_at=at,
+                        hash=uuid.uuid4().hex, **extra)  # fmt: skip
+
+
+def holder_id(store: TablestoreStore, k: str) -> str | None:
+    found = store.holder(U1, k)
+    return found.id if found is not None else None
+
+
+def sweep(store: TablestoreStore, user: str = "u1") -> int:
+    """The maintenance sweep of ``user``'s stale dedup rows (still named by a row-method style scope dict)."""
+    return store.sweep_dedup(scope={"user_id": user})
 
 
 def claim(store: TablestoreStore, k: str) -> str | None:
@@ -59,40 +73,36 @@ def claim(store: TablestoreStore, k: str) -> str | None:
 
 def add_then_give_up_key(store: TablestoreStore, text: str, memory_id: str) -> None:
     """A memory added with its key, then archived (it gives up the key): its claim turns stale."""
-    store.insert([[1.0, 0.0, 0.0, 0.0]], [payload(text)], [memory_id], [key(text)])
-    store.update(memory_id, payload=payload(text, state="archived"), dedup_key="")
+    store.put(U1, [NewRow(memory(memory_id, text), [1.0, 0.0, 0.0, 0.0], key(text))])
+    store.rewrite(U1, RowChange(memory_id, memory(memory_id, text, state="archived"), dedup_key=""))
 
 
 def test_a_stale_claim_found_by_a_lookup_is_removed_once_old_enough(
     store: TablestoreStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with scoped(U1):
-        add_then_give_up_key(store, "tea", "m1")
-        assert store.find_by_dedup_key(key("tea")) is None
-        assert claim(store, key("tea")) == "m1"  # young: an update may be between its claim and its row
-        monkeypatch.setattr(dedup_sweep, "GRACE_SECONDS", 0.0)
-        assert store.find_by_dedup_key(key("tea")) is None
-        assert claim(store, key("tea")) is None  # removed on the way
-        assert store.insert([[0.0, 1.0, 0.0, 0.0]], [payload("tea")], ["m2"], [key("tea")]) == ["m2"]
-        found = store.find_by_dedup_key(key("tea"))
-        assert found is not None and found.id == "m2"
+    add_then_give_up_key(store, "tea", "m1")
+    assert holder_id(store, key("tea")) is None
+    assert claim(store, key("tea")) == "m1"  # young: an update may be between its claim and its row
+    monkeypatch.setattr(dedup_sweep, "GRACE_SECONDS", 0.0)
+    assert holder_id(store, key("tea")) is None
+    assert claim(store, key("tea")) is None  # removed on the way
+    assert store.put(U1, [NewRow(memory("m2", "tea"), [0.0, 1.0, 0.0, 0.0], key("tea"))]) == ["m2"]
+    assert holder_id(store, key("tea")) == "m2"
 
 
 def test_the_sweep_removes_only_old_stale_claims(store: TablestoreStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    with scoped(U1):
-        for i in range(5):
-            add_then_give_up_key(store, f"old {i}", f"s{i}")
-        store.insert([[0.0, 0.0, 1.0, 0.0]], [payload("live")], ["live"], [key("live")])
-        store.client.put_row(  # an orphan: its writer died between the claim and the row
-            store.collection_name, Row([("user_id", "u1#dedup"), ("memory_id", key("orphan"))], [("memory", "gone")])
-        )
-        assert store.sweep_dedup() == 0  # everything is younger than the grace period
-        monkeypatch.setattr(dedup_sweep, "GRACE_SECONDS", 0.0)
-        assert store.sweep_dedup() == 5
-        assert all(claim(store, key(f"old {i}")) is None for i in range(5))
-        assert claim(store, key("live")) == "live" and claim(store, key("orphan")) == "gone"
-        assert store.sweep_dedup() == 0
-        # the orphan still completes an add of its text under its own id, as before
-        assert store.insert([[0.0, 0.0, 0.0, 1.0]], [payload("orphan")], ["new"], [key("orphan")]) == ["gone"]
-    with scoped({"user_id": "u2"}):
-        assert store.sweep_dedup() == 0  # another user's partition is untouched
+    for i in range(5):
+        add_then_give_up_key(store, f"old {i}", f"s{i}")
+    store.put(U1, [NewRow(memory("live", "live"), [0.0, 0.0, 1.0, 0.0], key("live"))])
+    store.client.put_row(  # an orphan: its writer died between the claim and the row
+        store.collection_name, Row([("user_id", "u1#dedup"), ("memory_id", key("orphan"))], [("memory", "gone")])
+    )
+    assert sweep(store) == 0  # everything is younger than the grace period
+    monkeypatch.setattr(dedup_sweep, "GRACE_SECONDS", 0.0)
+    assert sweep(store) == 5
+    assert all(claim(store, key(f"old {i}")) is None for i in range(5))
+    assert claim(store, key("live")) == "live" and claim(store, key("orphan")) == "gone"
+    assert sweep(store) == 0
+    # the orphan still completes an add of its text under its own id, as before
+    assert store.put(U1, [NewRow(memory("new", "orphan"), [0.0, 0.0, 0.0, 1.0], key("orphan"))]) == ["gone"]
+    assert sweep(store, "u2") == 0  # another user's partition is untouched

@@ -1,31 +1,38 @@
 """Totals, pages by creation time, counts and vectors of the Tablestore store, answered by the search index.
 
-Each answer is compared with the generic one (``MemoryStore``'s read of every row, which is strongly
-consistent), while the index lags by design: this process's own adds, edits and deletes must show at once.
+Each answer is compared with the same answer computed here from every row (read through the table's pages,
+strongly consistent), while the index lags by design: this process's own adds, edits and deletes must show at once.
 The RPC counts must not depend on how many memories the user has.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Collection, Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from tablestore import SearchIndexMeta
 
-from tablestore_openmemory_mcp.stores.base import MemoryStore, scoped
-from tablestore_openmemory_mcp.stores.tablestore import RowUpdate, TablestoreStore
+from tablestore_openmemory_mcp.memory.ports import ALL_STATES, State, StoredMemory
+from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery
+from tablestore_openmemory_mcp.memory.store_port import NewRow, RowChange, Tally
+from tablestore_openmemory_mcp.scope import Scope
+from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore
 from tablestore_openmemory_mcp.stores.tablestore.schema import COL_DAY, index_meta
 from tests.fakes.table_pool import TablePool
 from tests.fakes.tablestore_fixture import INDEX_DELAY
 from tests.tablestore_emulator import TablestoreEmulator
 
 DIMS = 8
-ALICE = {"user_id": "alice"}
-CLINE = {"user_id": "alice", "agent_id": "cline"}
-CURSOR = {"user_id": "alice", "agent_id": "cursor"}
-BOB = {"user_id": "bob", "agent_id": "cline"}
+ALICE = Scope("cline", "alice", shared=True)
+CLINE = Scope("cline", "alice")
+CURSOR = Scope("cursor", "alice")
+BOB = Scope("cline", "bob")
+ALL = ALL_STATES
+EVERYTHING = MemoryQuery()
 TABLES = TablePool()  # new tables made ahead in batches: a test's store needs no wait for its table (see there)
 
 
@@ -66,64 +73,115 @@ def vec(i: int) -> list[float]:
     return v
 
 
-def row(text: str, scope: dict[str, str], **extra: Any) -> dict[str, Any]:
-    return {"data": text, "hash": uuid.uuid4().hex, "created_at": "2025-01-01T00:00:00+00:00", **scope, **extra}
+def row(memory_id: str, text: str, scope: Scope, created_at: str, state: State | None = None) -> StoredMemory:
+    return StoredMemory(
+        id=memory_id,
+        text=text,
+        user_id=scope.user_id,
+        client=scope.client_name,
+        created_at=created_at,
+        updated_at=created_at,
+        hash=uuid.uuid4().hex,
+        state=state or "active",
+    )
 
 
-STATES = [None, "active", "paused", "archived", "deleted"]
+STATES: list[State | None] = [None, "active", "paused", "archived", "deleted"]
 
 
 def seed(store: TablestoreStore) -> None:
     """30 memories of alice in two clients, 10 days, every state, ties on created_at; one of bob."""
     for scope, base in ((CLINE, 0), (CURSOR, 20)):
         n = 20 if base == 0 else 10
-        with scoped(scope):
-            store.insert(
-                [vec(base + i) for i in range(n)],
-                [
+        store.put(
+            scope,
+            [
+                NewRow(
                     row(
+                        f"m{((base + i) * 37) % 30:02d}",  # ids not in time order
                         f"t{base + i}",
                         scope,
-                        created_at=f"2025-01-{1 + (base + i) // 3:02d}T00:00:00+00:00",
-                        **({"state": s} if (s := STATES[i % 5]) else {}),
-                    )
-                    for i in range(n)
-                ],
-                [f"m{((base + i) * 37) % 30:02d}" for i in range(n)],  # ids not in time order
-            )
-    with scoped(BOB):
-        store.insert([vec(99)], [row("bob", BOB, created_at="2025-01-03T00:00:00+00:00")], ["bob"])
+                        f"2025-01-{1 + (base + i) // 3:02d}T00:00:00+00:00",
+                        STATES[i % 5],
+                    ),
+                    vec(base + i),
+                )
+                for i in range(n)
+            ],
+        )
+    store.put(BOB, [NewRow(row("bob", "bob", BOB, "2025-01-03T00:00:00+00:00"), vec(99))])
 
 
-PAGES = [
-    (ALICE, True, 0, 7, None, None),
-    (ALICE, False, 5, 7, None, None),
-    ({**ALICE, "state": {"nin": ["archived", "deleted"]}}, True, 3, 10, None, None),
-    (ALICE, True, 0, 50, "2025-01-03", "2025-01-06T99"),
-    (CLINE, False, 2, 10, "2025-01-02", None),
-    (ALICE, True, 40, 10, None, None),
+def every_row(store: TablestoreStore, scope: Scope, states: Collection[State] = ALL) -> list[StoredMemory]:
+    """Every memory in scope, read through the table's pages (strongly consistent): the reference."""
+    out: list[StoredMemory] = []
+    cursor: str | None = None
+    while True:
+        page = store.page(scope, states=states, query=EVERYTHING, limit=1000, cursor=cursor)
+        out += page.items
+        cursor = page.next_cursor
+        if cursor is None:
+            return out
+
+
+def reference_window(
+    store: TablestoreStore,
+    scope: Scope,
+    states: Collection[State],
+    *,
+    newest_first: bool,
+    offset: int,
+    limit: int,
+    since: str | None,
+    until: str | None,
+) -> tuple[list[StoredMemory], int]:
+    """What ``created_window`` must answer, from every row."""
+    rows = [
+        m
+        for m in every_row(store, scope, states)
+        if (since is None or m.created_at >= since) and (until is None or m.created_at < until)
+    ]
+    rows.sort(key=lambda m: (m.created_at, m.id), reverse=newest_first)
+    return rows[offset : offset + limit], len(rows)
+
+
+def reference_tally(store: TablestoreStore, scope: Scope) -> Tally:
+    return dict(Counter((m.client, m.state, m.created_at[:10]) for m in every_row(store, scope)))
+
+
+VISIBLE: tuple[State, ...] = ("active", "paused")
+PAGES: list[tuple[Scope, Collection[State], bool, int, int, str | None, str | None]] = [
+    (ALICE, ALL, True, 0, 7, None, None),
+    (ALICE, ALL, False, 5, 7, None, None),
+    (ALICE, VISIBLE, True, 3, 10, None, None),
+    (ALICE, ALL, True, 0, 50, "2025-01-03", "2025-01-06T99"),
+    (CLINE, ALL, False, 2, 10, "2025-01-02", None),
+    (ALICE, ALL, True, 40, 10, None, None),
 ]
 
 
 def check_pages(store: TablestoreStore) -> None:
-    with scoped(ALICE):
-        for filters, newest, offset, limit, since, until in PAGES:
-            args: dict[str, Any] = {"newest_first": newest, "offset": offset, "limit": limit}
-            got, total = store.created_page(filters, since=since, until=until, **args)
-            want, want_total = MemoryStore.created_page(store, filters, since=since, until=until, **args)
-            assert [r.id for r in got] == [r.id for r in want], (filters, offset, since)
-            assert [r.payload for r in got] == [r.payload for r in want]
-            assert total == want_total, (filters, offset, since)
+    for scope, states, newest, offset, limit, since, until in PAGES:
+        args: dict[str, Any] = {
+            "newest_first": newest,
+            "offset": offset,
+            "limit": limit,
+            "since": since,
+            "until": until,
+        }
+        got, total = store.created_window(scope, states=states, **args)
+        want, want_total = reference_window(store, scope, states, **args)
+        assert [m.id for m in got] == [m.id for m in want], (scope, states, offset, since)
+        assert [replace(m, score=None) for m in got] == [replace(m, score=None) for m in want]
+        assert total == want_total, (scope, states, offset, since)
 
 
 def check_counts(store: TablestoreStore) -> None:
-    with scoped(ALICE):
-        assert store.tally(ALICE) == MemoryStore.tally(store, ALICE)
-        for filters in (ALICE, {**ALICE, "state": {"nin": ["paused", "archived", "deleted"]}}):
-            assert store.total(filters) == store.count(filters)
-    with scoped(CLINE):
-        assert store.tally(CLINE) == MemoryStore.tally(store, CLINE)
-        assert store.total(CLINE) == store.count(CLINE)
+    assert store.tallies(ALICE) == reference_tally(store, ALICE)
+    for states in (ALL, ("active",)):
+        assert store.page_total(ALICE, states=states, query=EVERYTHING) == len(every_row(store, ALICE, states))
+    assert store.tallies(CLINE) == reference_tally(store, CLINE)
+    assert store.page_total(CLINE, states=ALL, query=EVERYTHING) == len(every_row(store, CLINE))
 
 
 def test_pages_and_counts_from_the_index_match_reading_every_row(em: TablestoreEmulator) -> None:
@@ -146,25 +204,21 @@ def test_own_writes_show_at_once_while_the_index_lags(em: TablestoreEmulator) ->
         em.flush_index()
         store._recent.clear()
         em.index_delay = 3600  # nothing written from here on reaches the index during the test
-        with scoped(CLINE):
-            store.insert(
-                [vec(40), vec(41)],
-                [
-                    row("newest", CLINE, created_at="2025-02-01T00:00:00+00:00"),
-                    row("middle", CLINE, created_at="2025-01-04T00:00:00+00:00"),
-                ],
-                ["n1", "n2"],
-            )
-            edited = store.get("m00")
-            assert edited is not None and edited.payload is not None
-            moved = {**edited.payload, "state": "archived", "data": "changed"}
-            store.update_many([RowUpdate("m00", None, moved)])
-            store.delete_many(["m07"])
+        store.put(
+            CLINE,
+            [
+                NewRow(row("n1", "newest", CLINE, "2025-02-01T00:00:00+00:00"), vec(40)),
+                NewRow(row("n2", "middle", CLINE, "2025-01-04T00:00:00+00:00"), vec(41)),
+            ],
+        )
+        edited = store.read_one(CLINE, "m00")
+        assert edited is not None
+        store.rewrite_many(CLINE, [RowChange("m00", replace(edited, state="archived", text="changed"))])
+        store.remove(CLINE, ["m07"])
         check_pages(store)
         check_counts(store)
-        with scoped(ALICE):
-            page, total = store.created_page(ALICE, newest_first=True, offset=0, limit=3)
-            assert page[0].id == "n1" and total == 31
+        page, total = store.created_window(ALICE, states=ALL, newest_first=True, offset=0, limit=3)
+        assert page[0].id == "n1" and total == 31
     finally:
         store.close()
 
@@ -175,16 +229,15 @@ def test_rpcs_do_not_grow_with_the_user(em: TablestoreEmulator) -> None:
         seed(store)
         em.flush_index()
         store._recent.clear()
-        with scoped(ALICE):
-            for call, searches in (
-                (lambda: store.total(ALICE), 1),
-                (lambda: store.tally(ALICE), 1),
-                (lambda: store.created_page(ALICE, newest_first=True, offset=0, limit=20), 1),
-            ):
-                em.reset_counts()
-                call()
-                assert em.counts["Search"] == searches and em.counts["GetRange"] == 0, dict(em.counts)
-                assert em.counts["BatchGetRow"] <= 1
+        for call, searches in (
+            (lambda: store.page_total(ALICE, states=ALL, query=EVERYTHING), 1),
+            (lambda: store.tallies(ALICE), 1),
+            (lambda: store.created_window(ALICE, states=ALL, newest_first=True, offset=0, limit=20), 1),
+        ):
+            em.reset_counts()
+            call()
+            assert em.counts["Search"] == searches and em.counts["GetRange"] == 0, dict(em.counts)
+            assert em.counts["BatchGetRow"] <= 1
     finally:
         store.close()
 
@@ -209,9 +262,9 @@ def test_an_index_without_created_day_falls_back_to_reading_rows(em: TablestoreE
             seed(older)
             em.flush_index()
             em.reset_counts()
-            with scoped(ALICE):
-                assert older.tally(ALICE) == MemoryStore.tally(older, ALICE)
-            assert em.counts["GetRange"] >= 1
+            tally = older.tallies(ALICE)
+            assert em.counts["GetRange"] >= 1  # the rows were read
+            assert tally == reference_tally(older, ALICE)
         finally:
             older.close()
     finally:
@@ -222,10 +275,8 @@ def test_get_vectors_reads_the_scope_only(em: TablestoreEmulator) -> None:
     store = make(em)
     try:
         seed(store)
-        with scoped(CLINE):
-            got = store.get_vectors(["m00", "m20", "bob", "nope"])  # m20 is cursor's, bob another user's
+        got = store.read_vectors(CLINE, ["m00", "m20", "bob", "nope"])  # m20 is cursor's, bob another user's
         assert set(got) == {"m00"} and got["m00"] == pytest.approx(vec(0), abs=1e-6)
-        with scoped(BOB):
-            assert store.get_vectors(["bob"])["bob"] == pytest.approx(vec(99), abs=1e-6)
+        assert store.read_vectors(BOB, ["bob"])["bob"] == pytest.approx(vec(99), abs=1e-6)
     finally:
         store.close()

@@ -2,38 +2,42 @@
 exposed (issue 20), each with the rule that caught it.
 
 Each test fails on the code before its fix: lists read only ``payload`` while filtering on ``agent_id`` and
-``state`` (rule filter_columns_read); a ``nin`` of 12 states made a filter of 12 conditions (filter_conditions);
-update_many split by rows only (write_bytes); the retry gave up after ~0.7 s; startup wrote its meta row into a
-table that was not ready yet (table_not_ready); own writes expired from search after 30 s while a new index still
-initialized (index_initializing); a Chinese ``contains`` needle was measured in characters (wildcard_pattern);
-dimensions above 2,048 were refused although the vector options page allows 4,096.
+``state`` (rule filter_columns_read); bulk changes split by rows only (write_bytes); the retry gave up after
+~0.7 s; startup wrote its meta row into a table that was not ready yet (table_not_ready); own writes expired from
+search after 30 s while a new index still initialized (index_initializing); dimensions above 2,048 were refused
+although the vector options page allows 4,096. Two reads check what the typed port can ask at most: the largest
+narrowing (filter_conditions) and a long Chinese category (once a ``contains`` pattern: wildcard_pattern).
+Every store call goes through the typed store port with the caller's scope.
 """
 
 from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import pytest
 
-from tablestore_openmemory_mcp.stores.base import ACTIVE_SCOPE
-from tablestore_openmemory_mcp.stores.tablestore import RowUpdate, TablestoreStore, TablestoreUnavailableError
+from tablestore_openmemory_mcp.memory.ports import ALL_STATES, State, StoredMemory
+from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery, build_query
+from tablestore_openmemory_mcp.memory.store_port import NewRow, RowChange
+from tablestore_openmemory_mcp.scope import Scope
+from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore, TablestoreUnavailableError
 from tablestore_openmemory_mcp.stores.tablestore.batching import MAX_BYTES, item_bytes
 from tablestore_openmemory_mcp.stores.tablestore.history import TablestoreHistoryLog
 from tablestore_openmemory_mcp.stores.tablestore.recent import RecentWrites
 from tablestore_openmemory_mcp.stores.tablestore.retry import Retrier
 from tablestore_openmemory_mcp.stores.tablestore.schema import PRIMARY_KEY
-from tests.fakes.store_rows import all_rows
 from tests.fakes.table_pool import TablePool
 from tests.tablestore_emulator import TablestoreEmulator
 
 AK, SK, INSTANCE = "test-ak", "test-secret", "strictinst"
 DIMS = 8
-STATES = ["paused", "archived", "deleted"]
-ACTIVE = {"state": {"nin": STATES}}
+U1 = Scope("cline", "u1", shared=True)
+CLINE = Scope("cline", "u1")
+ACTIVE: tuple[State, ...] = ("active",)
+EVERYTHING = MemoryQuery()
 TABLES = TablePool("s_")  # new tables made ahead in batches, under the windows a test would make its own (see there)
 
 
@@ -74,24 +78,35 @@ def make(em: TablestoreEmulator, table: str | None = None, **kw: Any) -> Tablest
     return TablestoreStore(**args)
 
 
-@contextmanager
-def scope(**ids: str) -> Iterator[None]:
-    token = ACTIVE_SCOPE.set(dict(ids))
-    try:
-        yield
-    finally:
-        ACTIVE_SCOPE.reset(token)
-
-
 def vec(i: int) -> list[float]:
     v = [0.01] * DIMS
     v[i % DIMS] = 1.0
     return v
 
 
-def payload(text: str, n: int = 0, **extra: Any) -> dict[str, Any]:
+def memory(memory_id: str, text: str, n: int = 0, **kw: Any) -> StoredMemory:
     created = f"2024-01-01T00:00:{n:02d}+00:00"
-    return {"data": text, "user_id": "u1", "hash": uuid.uuid4().hex, "created_at": created, **extra}
+    return StoredMemory(
+        id=memory_id, text=text, user_id="u1", client=kw.pop("client", None), created_at=created, updated_at=created,
+        hash=uuid.uuid4().hex, **kw,
+    )  # fmt: skip
+
+
+def rows(ids: list[str], texts: list[str] | None = None, **kw: Any) -> list[NewRow]:
+    """One row per id (its text: the id, unless given), vectors ``vec(0)``, ``vec(1)``, ..."""
+    return [NewRow(memory(m, (texts or ids)[i], i, **kw), vec(i)) for i, m in enumerate(ids)]
+
+
+def listed(store: TablestoreStore, scope: Scope, states: Collection[State] = ALL_STATES) -> list[StoredMemory]:
+    """Every memory in scope through the table's pages, in key order."""
+    out: list[StoredMemory] = []
+    cursor: str | None = None
+    while True:
+        page = store.page(scope, states=states, query=EVERYTHING, limit=1000, cursor=cursor)
+        out += page.items
+        cursor = page.next_cursor
+        if cursor is None:
+            return out
 
 
 # ------------------------------------------------------------------------------ reads: filter columns
@@ -100,31 +115,41 @@ def payload(text: str, n: int = 0, **extra: Any) -> dict[str, Any]:
 def test_lists_counts_and_scans_read_the_columns_their_filters_use(em: TablestoreEmulator) -> None:
     """Before: list_page and list read only `payload` and filtered on agent_id/state: every row filtered out."""
     store = make(em)
-    with scope(user_id="u1", agent_id="cline"):
-        ids = [f"m{i}" for i in range(8)]
-        store.insert([vec(i) for i in range(8)], [payload(f"t{i}", i, agent_id="cline") for i in range(8)], ids)
-        store.update_many([RowUpdate(m, payload=payload(m, agent_id="cline", state="archived")) for m in ids[:3]])
-        flt = {"user_id": "u1", "agent_id": "cline", **ACTIVE}
-        page, cursor = store.list_page(flt, 3)
-        assert [r.id for r in page] == ["m3", "m4", "m5"] and cursor is not None
-        assert [r.id for r in store.list_page(flt, 3, cursor)[0]] == ["m6", "m7"]
-        assert store.count(flt) == 5
-        assert [r.id for r in all_rows(store, flt)] == ids[3:]
-        archived = {"state": {"in": ["archived"]}}
-        assert [r.id for r in store.list_page(archived, 10)[0]] == ids[:3]
-    with scope(user_id="u1", agent_id="other"):  # the scope's own condition: another client sees none of them
-        assert store.list_page(ACTIVE, 10) == ([], None) and store.count(ACTIVE) == 0
+    ids = [f"m{i}" for i in range(8)]
+    store.put(CLINE, rows(ids, [f"t{i}" for i in range(8)], client="cline"))
+    store.rewrite_many(CLINE, [RowChange(m, memory(m, m, client="cline", state="archived")) for m in ids[:3]])
+    page = store.page(CLINE, states=ACTIVE, query=EVERYTHING, limit=3)
+    assert [m.id for m in page.items] == ["m3", "m4", "m5"] and page.next_cursor is not None
+    rest = store.page(CLINE, states=ACTIVE, query=EVERYTHING, limit=3, cursor=page.next_cursor)
+    assert [m.id for m in rest.items] == ["m6", "m7"]
+    assert store.page_total(CLINE, states=ACTIVE, query=EVERYTHING) == 5
+    assert [m.id for m in listed(store, CLINE, ACTIVE)] == ids[3:]
+    assert [m.id for m in store.page(CLINE, states=("archived",), query=EVERYTHING, limit=10).items] == ids[:3]
+    other = Scope("other", "u1")  # the scope's own condition: another client sees none of them
+    none = store.page(other, states=ACTIVE, query=EVERYTHING, limit=10)
+    assert (none.items, none.next_cursor) == ([], None)
+    assert store.page_total(other, states=ACTIVE, query=EVERYTHING) == 0
 
 
-def test_a_filter_past_ten_conditions_falls_back_to_the_post_filter(em: TablestoreEmulator) -> None:
-    """Before: `nin` of 12 states became 12 column conditions (+ the scope's): OTSParameterInvalid."""
+def test_the_largest_narrowing_stays_within_the_documented_query_limits(em: TablestoreEmulator) -> None:
+    """The most conditions a read can carry (client, category, event-time window, 16 tags, two states) on the
+    strict emulator: list, total and search answer, none refused for too many conditions."""
     store = make(em)
-    many = {"state": {"nin": [f"s{i}" for i in range(12)]}}
-    with scope(user_id="u1", agent_id="cline"):
-        store.insert([vec(0), vec(1)], [payload("a", agent_id="cline"), payload("b", agent_id="cline", state="s3")],
-                     ["a", "b"])  # fmt: skip
-        assert [r.id for r in store.list_page(many, 10)[0]] == ["a"]
-        assert store.count(many) == 1 and [r.id for r in all_rows(store, many)] == ["a"]
+    tags = {f"k{i}": f"v{i}" for i in range(16)}
+    query = build_query(client="cline", category="c", since="2023-06-01", until="2025-01-01", metadata=tags)
+    tagged = {"client": "cline", "categories": ("c",)}
+    store.put(
+        CLINE,
+        [
+            NewRow(memory("a", "a", **tagged, metadata={"metadata": tags}), vec(0)),
+            NewRow(memory("b", "b", 1, **tagged, metadata={"metadata": {**tags, "k3": "x"}}), vec(1)),
+        ],
+    )
+    states: tuple[State, ...] = ("active", "paused")
+    em.flush_index()
+    assert [m.id for m in store.page(CLINE, states=states, query=query, limit=10).items] == ["a"]
+    assert store.page_total(CLINE, states=states, query=query) == 1
+    assert [m.id for m in store.nearest(CLINE, vec(1), 5, states=states, query=query)] == ["a"]
 
 
 # ------------------------------------------------------------------------------ writes: bytes per batch
@@ -135,16 +160,15 @@ def test_bulk_state_change_of_200_long_memories_is_split_by_bytes(em: Tablestore
     store = make(em)
     text = "长" * 16_000  # 16,000 characters, 48,000 bytes of UTF-8
     ids = [f"big{i:03d}" for i in range(200)]
-    with scope(user_id="u1"):
-        for start in range(0, 200, 50):  # inserts are split by bytes already
-            chunk = ids[start : start + 50]
-            store.insert([vec(i) for i in range(len(chunk))], [payload(f"{text}{m}") for m in chunk], chunk)
-        em.reset_counts()
-        changed = store.update_many([RowUpdate(m, payload=payload(f"{text}{m}", state="archived")) for m in ids])
-        assert sorted(changed) == ids
-        writes = em.calls_on(store.collection_name)["BatchWriteRow"]
-        assert writes >= 6  # ~19 MB of rows in requests of at most 3.5 MB
-        assert store.count({"state": "archived"}) == 200
+    for start in range(0, 200, 50):  # inserts are split by bytes already
+        chunk = ids[start : start + 50]
+        store.put(U1, rows(chunk, [f"{text}{m}" for m in chunk]))
+    em.reset_counts()
+    changed = store.rewrite_many(U1, [RowChange(m, memory(m, f"{text}{m}", state="archived")) for m in ids])
+    assert sorted(changed) == ids
+    writes = em.calls_on(store.collection_name)["BatchWriteRow"]
+    assert writes >= 6  # ~19 MB of rows in requests of at most 3.5 MB
+    assert store.page_total(U1, states=("archived",), query=EVERYTHING) == 200
 
 
 def test_batch_size_estimate_covers_the_encoded_request() -> None:
@@ -165,27 +189,25 @@ def test_batch_size_estimate_covers_the_encoded_request() -> None:
 def test_a_throttling_burst_longer_than_the_old_retry_is_ridden_out(em: TablestoreEmulator) -> None:
     """Before: 4 attempts in ~0.7 s. Now retried for TABLESTORE_MAX_RETRY_SECONDS (default 20 s)."""
     store = make(em)
-    with scope(user_id="u1"):
-        store.insert([vec(0)], [payload("kept")], ["k"])
-        em.inject("GetRow", "OTSServerBusy", times=2)
-        em.inject("GetRow", "http503", times=2)
-        em.inject("GetRow", "OTSPartitionUnavailable", times=1)
-        em.reset_counts()
-        got = store.get("k")
-        assert got is not None and got.payload["data"] == "kept"
-        assert em.counts["GetRow"] == 6
+    store.put(U1, rows(["k"], ["kept"]))
+    em.inject("GetRow", "OTSServerBusy", times=2)
+    em.inject("GetRow", "http503", times=2)
+    em.inject("GetRow", "OTSPartitionUnavailable", times=1)
+    em.reset_counts()
+    got = store.read_one(U1, "k")
+    assert got is not None and got.text == "kept"
+    assert em.counts["GetRow"] == 6
 
 
 def test_an_exhausted_budget_fails_in_one_line_naming_the_operation(em: TablestoreEmulator) -> None:
     store = make(em, max_retry_seconds=0.5)
-    with scope(user_id="u1"):
-        em.inject("BatchWriteRow", "OTSOperationThrottled", rate=1.0, seed=1)
-        with pytest.raises(TablestoreUnavailableError) as info:
-            store.insert([vec(0), vec(1)], [payload("a"), payload("b")], ["a", "b"])
-        em.clear_faults()
-        message = str(info.value)
-        assert "\n" not in message and "BatchWriteRow" in message and "TABLESTORE_MAX_RETRY_SECONDS" in message
-        assert store.get_many(["a", "b"]) == {}  # nothing half-done
+    em.inject("BatchWriteRow", "OTSOperationThrottled", rate=1.0, seed=1)
+    with pytest.raises(TablestoreUnavailableError) as info:
+        store.put(U1, rows(["a", "b"]))
+    em.clear_faults()
+    message = str(info.value)
+    assert "\n" not in message and "BatchWriteRow" in message and "TABLESTORE_MAX_RETRY_SECONDS" in message
+    assert store.read(U1, ["a", "b"]) == {}  # nothing half-done
 
 
 def test_a_readiness_probe_gives_up_after_two_seconds_not_the_budget(em: TablestoreEmulator) -> None:
@@ -211,11 +233,10 @@ def test_retry_waits_grow_with_jitter_and_longer_after_throttling() -> None:
 def test_a_conditional_update_whose_first_try_landed_is_settled(em: TablestoreEmulator) -> None:
     """The answer is lost after the write applied: the retry's OTSConditionCheckFail is not a conflict."""
     store = make(em)
-    with scope(user_id="u1"):
-        store.insert([vec(i) for i in range(3)], [payload(f"c{i}") for i in range(3)], ["c0", "c1", "c2"])
-        em.inject("BatchWriteRow", "http503_after", times=1)
-        changed = store.update_many([RowUpdate(f"c{i}", payload=payload(f"c{i}", state="paused")) for i in range(3)])
-        assert sorted(changed) == ["c0", "c1", "c2"]
+    store.put(U1, rows(["c0", "c1", "c2"]))
+    em.inject("BatchWriteRow", "http503_after", times=1)
+    changed = store.rewrite_many(U1, [RowChange(f"c{i}", memory(f"c{i}", f"c{i}", state="paused")) for i in range(3)])
+    assert sorted(changed) == ["c0", "c1", "c2"]
 
 
 def test_a_bulk_change_cut_by_the_budget_records_what_it_did_change(em: TablestoreEmulator) -> None:
@@ -277,9 +298,8 @@ def test_a_new_table_and_index_are_waited_for_with_one_progress_line(
     lines = [r.getMessage() for r in caplog.records if "Waiting up to" in r.getMessage()]
     assert len(lines) == 1 and store.collection_name in lines[0] and "TABLESTORE_READY_TIMEOUT" in lines[0]
     assert store.readiness.waited > 0
-    with scope(user_id="u1"):  # the first add and search right after startup work
-        store.insert([vec(3)], [payload("first")], ["f"])
-        assert [r.id for r in store.search("first", vec(3), 1)] == ["f"]
+    store.put(U1, [NewRow(memory("f", "first"), vec(3))])  # the first add and search right after startup work
+    assert [m.id for m in store.nearest(U1, vec(3), 1, states=ACTIVE, query=EVERYTHING)] == ["f"]
 
 
 def test_a_second_replica_waits_for_tables_another_one_just_created(em: TablestoreEmulator) -> None:
@@ -294,8 +314,7 @@ def test_a_second_replica_waits_for_tables_another_one_just_created(em: Tablesto
         client.create_table(TableMeta(name, pk), TableOptions(-1, 1), ReservedThroughput(CapacityUnit(0, 0)))
     store = make(em, table)
     history = TablestoreHistoryLog(store.client, f"{table}_history", readiness=store.readiness)
-    with scope(user_id="u1"):
-        store.insert([vec(0)], [payload("second")], ["s"])
+    store.put(U1, rows(["s"], ["second"]))
     assert history.for_memory("u1", "s") == []
 
 
@@ -311,10 +330,9 @@ def test_own_writes_stay_searchable_while_a_new_index_initializes(em: Tablestore
     old code lost the row from search at once; now the rows are held until the index reports it has initialized."""
     em.table_ready_seconds, em.index_ready_seconds = 0.0, 5.0
     store = make(em, ready_timeout=0.2, recent_window=0.001)  # startup stops waiting for the index
-    with scope(user_id="u1"):
-        store.insert([vec(5)], [payload("held")], ["h"])
-        assert [r.id for r in store.search("held", vec(5), 1)] == ["h"]
-        assert store._recent.held()
+    store.put(U1, [NewRow(memory("h", "held"), vec(5))])
+    assert [m.id for m in store.nearest(U1, vec(5), 1, states=ACTIVE, query=EVERYTHING)] == ["h"]
+    assert store._recent.held()
     em.ready_now()
 
 
@@ -332,14 +350,15 @@ def test_recent_rows_are_held_then_expire_a_window_after_release() -> None:
 # ------------------------------------------------------------------------------ index queries and schema
 
 
-def test_a_long_chinese_contains_needle_is_not_pushed_as_a_wildcard(em: TablestoreEmulator) -> None:
-    """Before: 11 characters (33 bytes) passed the 30-character check; the 35-byte pattern was refused."""
+def test_a_long_chinese_category_narrows_by_its_term(em: TablestoreEmulator) -> None:
+    """A category of 12 Chinese characters (36 bytes) is one index term: no wildcard pattern to outgrow."""
     store = make(em)
     needle = "长篇中文角色名字不能推下"  # 12 characters, 36 bytes
-    with scope(user_id="u1"):
-        store.insert([vec(0), vec(1)], [payload("x", role=f"a{needle}b"), payload("y", role="other")], ["x", "y"])
-        em.flush_index()
-        assert [r.id for r in store.search("x", vec(0), 2, {"role": {"contains": needle}})] == ["x"]
+    store.put(U1, [NewRow(memory("x", "x", categories=(needle,)), vec(0)),
+                   NewRow(memory("y", "y", categories=("other",)), vec(1))])  # fmt: skip
+    em.flush_index()
+    found = store.nearest(U1, vec(0), 2, states=ACTIVE, query=build_query(category=needle))
+    assert [m.id for m in found] == ["x"]
 
 
 def test_the_vector_dimension_cap_is_4096(em: TablestoreEmulator) -> None:
@@ -364,8 +383,7 @@ def test_reembed_rides_out_throttling_and_5xx_bursts_in_every_call(em: Tablestor
     from tablestore_openmemory_mcp.reembed.tablestore import TablestoreReembed
 
     store = make(em)
-    with scope(user_id="u1"):
-        store.insert([vec(i) for i in range(30)], [payload(f"r{i}") for i in range(30)], [f"r{i}" for i in range(30)])
+    store.put(U1, [NewRow(memory(f"r{i}", f"r{i}"), vec(i)) for i in range(30)])
     job = TablestoreReembed(
         store.client, store.collection_name, store.index_name, "cosine", _Embedder(), "embed-next", DIMS,
         retry=Retrier(em.endpoint, max_seconds=15),
@@ -386,8 +404,7 @@ def test_reembed_re_sends_rows_that_fail_with_a_transient_error(em: TablestoreEm
     from tablestore_openmemory_mcp.reembed.tablestore import TablestoreReembed
 
     store = make(em)
-    with scope(user_id="u1"):
-        store.insert([vec(i) for i in range(10)], [payload(f"w{i}") for i in range(10)], [f"w{i}" for i in range(10)])
+    store.put(U1, [NewRow(memory(f"w{i}", f"w{i}"), vec(i)) for i in range(10)])
     table = em.store.tables[store.collection_name]
 
     class Reopening(_Embedder):

@@ -8,14 +8,27 @@ from collections.abc import Iterator
 
 import pytest
 
-from tablestore_openmemory_mcp.stores.base import scoped
+from tablestore_openmemory_mcp.memory.ports import ALL_STATES, StoredMemory
+from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery
+from tablestore_openmemory_mcp.memory.store_port import NewRow
+from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore
 from tablestore_openmemory_mcp.stores.tablestore.embedding_meta import EmbeddingMeta, read_meta, write_meta
 from tablestore_openmemory_mcp.stores.tablestore.schema import index_meta
 from tablestore_openmemory_mcp.stores.tablestore.switch_watch import SwitchedAway
 from tests.tablestore_emulator import TablestoreEmulator
 
-U1 = {"user_id": "u1"}
+U1 = Scope("cline", "u1", shared=True)
+
+
+def row(memory_id: str, text: str, vector: list[float]) -> NewRow:
+    at = "2026-01-01T00:00:00+00:00"
+    memory = StoredMemory(id=memory_id, text=text, user_id="u1", client=None, created_at=at, updated_at=at, hash="")
+    return NewRow(memory, vector)
+
+
+def nearest_ids(store: TablestoreStore, vector: list[float]) -> list[str]:
+    return [m.id for m in store.nearest(U1, vector, 5, states=ALL_STATES, query=MemoryQuery())]
 
 
 @pytest.fixture(scope="module")
@@ -58,14 +71,12 @@ def test_a_running_store_follows_a_switch_its_server_can_adopt(emulator: Tablest
     running.follow_switches(on_switch)
     running._switch.interval = 0
     try:
-        with scoped(U1):
-            running.insert([[1.0, 0, 0, 0]], [{"data": "before", "user_id": "u1"}], ["m1"])
+        running.put(U1, [row("m1", "before", [1.0, 0, 0, 0])])
         meta = switch(running, "embedder-b", 6)
-        with scoped(U1):
-            running.insert([[0, 1.0, 0, 0, 0, 0]], [{"data": "after", "user_id": "u1"}], ["m2"])
-            emulator.flush_index()
-            hits = running.search("after", [0, 1.0, 0, 0, 0, 0], 5)
-        assert adopted == ["embedder-b"] and [h.id for h in hits] == ["m2"]  # m1 has no vector in the new column
+        running.put(U1, [row("m2", "after", [0, 1.0, 0, 0, 0, 0])])
+        emulator.flush_index()
+        hits = nearest_ids(running, [0, 1.0, 0, 0, 0, 0])
+        assert adopted == ["embedder-b"] and hits == ["m2"]  # m1 has no vector in the new column
         assert (running.index_name, running.vector_column, running.embedding_model_dims) == (
             meta.index_name,
             "vector_v2",
@@ -83,18 +94,17 @@ def test_a_switch_the_server_cannot_adopt_refuses_vectors_in_one_line(emulator: 
     running = open_store(emulator, table, "embedder-a", 4)
     running._switch.interval = 0
     try:
-        with scoped(U1):
-            running.insert([[1.0, 0, 0, 0]], [{"data": "kept", "user_id": "u1"}], ["m1"])
+        running.put(U1, [row("m1", "kept", [1.0, 0, 0, 0])])
         switch(running, "embedder-b", 6)
-        with scoped(U1):
-            with pytest.raises(SwitchedAway) as refused:
-                running.search("kept", [1.0, 0, 0, 0], 5)
-            message = str(refused.value)
-            assert "\n" not in message and "embedder-b" in message and "restart" in message
-            with pytest.raises(SwitchedAway):
-                running.insert([[1.0, 0, 0, 0]], [{"data": "new", "user_id": "u1"}], ["m2"])
-            assert [r.id for r in running.list_page({"user_id": "u1"}, 10)[0]] == ["m1"]  # reads still work
-            assert running.get("m2") is None  # nothing was written with the old embedder's vector
+        with pytest.raises(SwitchedAway) as refused:
+            nearest_ids(running, [1.0, 0, 0, 0])
+        message = str(refused.value)
+        assert "\n" not in message and "embedder-b" in message and "restart" in message
+        with pytest.raises(SwitchedAway):
+            running.put(U1, [row("m2", "new", [1.0, 0, 0, 0])])
+        page = running.page(U1, states=ALL_STATES, query=MemoryQuery(), limit=10)
+        assert [m.id for m in page.items] == ["m1"]  # reads still work
+        assert running.read_one(U1, "m2") is None  # nothing was written with the old embedder's vector
         assert read_meta(running.client, table).embedder == "embedder-b"
     finally:
         running.close()
