@@ -1,10 +1,10 @@
-"""mem0 2.x filter semantics evaluated in Python (shared by the embedded and Tablestore stores)."""
+"""mem0 2.x filter semantics evaluated in Python (the mem0 provider checks the rows it reads with them)."""
 
 from __future__ import annotations
 
 import pytest
 
-from tablestore_openmemory_mcp.stores.filters import matches, split_identity
+from tablestore_openmemory_mcp.mem0.filters import matches, split_identity
 from tablestore_openmemory_mcp.stores.tokenize import tokens, unique_tokens
 
 P = {

@@ -201,3 +201,122 @@ def test_readme_mem0_snippet_runs(tmp_path, tablestore_emulator, fake_dashscope)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "Likes green tea" in done.stdout
     assert not (home / ".mem0").exists(), "mem0's files stay in our data directory"
+
+
+# --- mem0's filter dialect, answered by the provider over the typed store port (no LLM, no mem0 Memory) ---
+
+
+def unit_vec(i: int, of: int = 200) -> list[float]:
+    """Row ``i``'s vector: the further ``i``, the further from :data:`QUERY` (cosine falls with ``i``)."""
+    return [1.0 - i / of, i / of] + [0.0] * (DIMS - 2)
+
+
+QUERY = unit_vec(0)
+
+
+@pytest.fixture(params=["tablestore", "embedded"])
+def provider(request, tmp_path) -> Any:
+    from tablestore_openmemory_mcp.mem0.providers import EmbeddedVectorStore, TablestoreVectorStore
+
+    if request.param == "tablestore":
+        emu = request.getfixturevalue("tablestore_emulator")
+        store: Any = TablestoreVectorStore(**tablestore(emu, "dialect")["config"])
+        store.flush = emu.flush_index
+    else:
+        store = EmbeddedVectorStore(path=str(tmp_path / "data"), vector_dimension=DIMS)
+        store.flush = lambda: None
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def fill(provider: Any) -> None:
+    rows = {
+        "m1": ({"data": "I like oolong tea", "user_id": "u1", "agent_id": "a1", "n": 1}, 1),
+        "m2": ({"data": "Hiking in the Alps", "user_id": "u1", "agent_id": "a2", "n": 2}, 2),
+        "m3": ({"data": "Sleeps eight hours", "user_id": "u2", "categories": ["health"], "n": 3}, 3),
+        "m4": ({"data": "hiking with friends", "user_id": "u1", "agent_id": "a2", "run_id": "r1", "n": 4}, 4),
+        "m5": ({"data": "paused note", "user_id": "u1", "agent_id": "a1", "state": "paused"}, 5),
+        "m6": ({"data": "archived note", "user_id": "u1", "agent_id": "a1", "state": "archived"}, 6),
+        "m7": ({"data": "deleted note", "user_id": "u1", "agent_id": "a1", "state": "deleted"}, 7),
+        "m8": ({"data": "odd client", "user_id": "u3", "agent_id": "my agent"}, 8),  # no server client name
+    }
+    provider.insert([unit_vec(i) for _, i in rows.values()], [p for p, _ in rows.values()], list(rows))
+    provider.flush()
+
+
+def listed(provider: Any, **filters: Any) -> list[str]:
+    return sorted(r.id for r in provider.list(filters=filters, top_k=100)[0])
+
+
+def test_filter_dialect_on_list_search_and_keyword(provider, monkeypatch):
+    from tablestore_openmemory_mcp.stores import row_format
+
+    fill(provider)
+    lemmatized: list[str] = []
+    monkeypatch.setattr(row_format, "lemmatize", lambda text: lemmatized.append(text) or text)
+    assert listed(provider, user_id="u1") == ["m1", "m2", "m4"]  # paused, archived and deleted stay hidden
+    assert listed(provider, user_id="u1", n={"gt": 1, "lte": 3}) == ["m2"]
+    assert listed(provider, user_id="u1", AND=[{"user_id": "u2"}]) == []  # never outside the scope
+    assert listed(provider, user_id="u1", agent_id={"ne": "a1"}) == ["m2", "m4"]
+    assert listed(provider, user_id="u1", agent_id="a2") == ["m2", "m4"]
+    assert listed(provider, user_id="u1", agent_id="") == []  # an empty client narrows to nothing
+    assert listed(provider, user_id="u3", agent_id="my agent") == ["m8"]
+    assert listed(provider, user_id="u3", agent_id="a1") == []
+    assert listed(provider, user_id="u1", run_id="*") == ["m4"]
+    assert listed(provider, user_id="u1", run_id="r1") == ["m4"]
+    assert listed(provider, user_id="u1", OR=[{"agent_id": "a1"}, {"run_id": "r1"}]) == ["m1", "m4"]
+    assert listed(provider, user_id="u1", NOT=[{"agent_id": "a1"}]) == ["m2", "m4"]
+    assert listed(provider, user_id="u1", data={"icontains": "ALPS"}) == ["m2"]
+    assert listed(provider, user_id="u2", categories={"contains": "health"}) == ["m3"]
+    assert listed(provider, user_id="u1", categories={"contains": "health"}) == []
+    # states: a filter naming state sees them (rows without a stored state are active)
+    assert listed(provider, user_id="u1", state="paused") == ["m5"]
+    assert listed(provider, user_id="u1", state={"in": ["archived", "deleted"]}) == ["m6", "m7"]
+    assert listed(provider, user_id="u1", state={"ne": "deleted"}) == ["m1", "m2", "m4", "m5", "m6"]
+    assert listed(provider, user_id="u1", state={"eq": "active"}) == ["m1", "m2", "m4"]
+    assert listed(provider, user_id="u1", state="*") == ["m1", "m2", "m4", "m5", "m6", "m7"]
+    assert listed(provider, user_id="u1", state={"in": []}) == []
+    assert listed(provider, user_id="u1", OR=[{"state": "paused"}, {"n": 1}], state="*") == ["m1", "m5"]
+
+    def found(filters: dict[str, Any]) -> list[str]:
+        return sorted(r.id for r in provider.search("q", QUERY, 10, filters))
+
+    assert found({"user_id": "u1", "n": {"in": [1, 4]}}) == ["m1", "m4"]
+    assert found({"user_id": "u1", "agent_id": "a2"}) == ["m2", "m4"]
+    assert found({"user_id": "u1", "state": "archived"}) == ["m6"]
+    assert found({"user_id": "nobody"}) == []
+    hits = provider.search("q", QUERY, 10, {"user_id": "u1"})
+    assert [r.id for r in hits] == ["m1", "m2", "m4"] and all(0 < r.score <= 1 for r in hits)
+    assert hits[0].payload["data"] == "I like oolong tea" and hits[0].payload["agent_id"] == "a1"
+    # BM25: alone (the residual checked on the rows read), and over the preceding search's candidates
+    assert [h.id for h in provider.keyword_search("hiking", 10, {"user_id": "u1", "n": {"gte": 3}})] == ["m4"]
+    provider.search("q", QUERY, 10, {"user_id": "u1", "agent_id": "a2"})
+    scored = provider.keyword_search("hiking", 10, {"user_id": "u1", "agent_id": "a2"})
+    assert sorted(h.id for h in scored) == ["m2", "m4"] and all(h.score > 0 for h in scored)
+    assert "text_lemmatized" not in hits[0].payload and not any(lemmatized), "rows read are not lemmatized again"
+
+
+def test_filters_the_store_cannot_answer_still_return_top_k(provider):
+    """Only 3 of 120 rows match, and they are the furthest: the provider reads on until it has ``top_k``."""
+    payloads = [{"data": f"note {i}", "user_id": "w", "keep": i >= 117} for i in range(120)]
+    provider.insert([unit_vec(i) for i in range(120)], payloads, [f"w{i:03d}" for i in range(120)])
+    provider.flush()
+    assert [r.id for r in provider.search("q", QUERY, 2, {"user_id": "w", "keep": True})] == ["w117", "w118"]
+    assert [r.id for r in provider.list({"user_id": "w", "keep": True}, top_k=2)[0]] == ["w117", "w118"]
+    assert len(provider.list({"user_id": "w"}, top_k=7)[0]) == 7
+
+
+def test_bad_dialect_gets_one_line_errors(provider):
+    from tablestore_openmemory_mcp.errors import UserInputError
+
+    fill(provider)
+    with pytest.raises(UserInputError, match="needs a user_id"):
+        provider.list({"user_id": {"in": ["u1", "u2"]}})  # the user must be named, not matched
+    with pytest.raises(UserInputError, match="user_id 'alice smith' may contain only letters"):
+        provider.search("q", QUERY, 5, {"user_id": "alice smith"})  # a user id is a key: checked as the server's
+    with pytest.raises(UserInputError, match=r"unsupported filter operator\(s\) \['regex'\]"):
+        provider.search("q", QUERY, 5, {"user_id": "u1", "OR": [{"data": {"regex": "x"}}]})
+    with pytest.raises(ValueError, match="list"):
+        provider.list({"user_id": "u1", "n": {"in": 3}})

@@ -19,9 +19,9 @@ if TYPE_CHECKING:
     from tablestore_openmemory_mcp.memory.flow import ClassicFlow
     from tablestore_openmemory_mcp.memory.ports import HistoryLog
     from tablestore_openmemory_mcp.memory.service import MemoryService
+    from tablestore_openmemory_mcp.memory.store_port import StorePort
     from tablestore_openmemory_mcp.migrate.upgrade import UpgradePlan
     from tablestore_openmemory_mcp.repository import StoreRepository
-    from tablestore_openmemory_mcp.stores.base import MemoryStore
 
 logger = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ def embedder_named(settings: Settings, name: str, dimension: int | None) -> Any 
 
 def _store(
     settings: Settings, dimension: int, embedder_name: str | None = None
-) -> tuple[MemoryStore, HistoryLog, HistoryLog, str]:
+) -> tuple[StorePort, HistoryLog, HistoryLog, str]:
     """The memory store, the history log and the access log beside it (one backend, so every replica
     sees the same history, app switches and access log)."""
     if settings.uses_tablestore:
@@ -203,7 +203,7 @@ def _store(
 
 def _tablestore(
     settings: Settings, dimension: int, embedder_name: str | None = None
-) -> tuple[MemoryStore, HistoryLog, HistoryLog, str]:
+) -> tuple[StorePort, HistoryLog, HistoryLog, str]:
     from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore
     from tablestore_openmemory_mcp.stores.tablestore.history import PRIMARY_KEY, TablestoreHistoryLog, set_retention
 

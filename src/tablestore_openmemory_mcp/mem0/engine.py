@@ -38,11 +38,10 @@ from tablestore_openmemory_mcp.memory.results import (
     SearchResult,
     UpdateResult,
 )
+from tablestore_openmemory_mcp.memory.store_port import StorePort
 from tablestore_openmemory_mcp.progress import Report
 from tablestore_openmemory_mcp.repository import ACTIVE, StoreRepository
 from tablestore_openmemory_mcp.scope import Scope
-from tablestore_openmemory_mcp.stores.base import MemoryStore
-from tablestore_openmemory_mcp.stores.port import scope_filters
 from tablestore_openmemory_mcp.stores.row_format import dedup_key
 
 from . import adapters
@@ -68,9 +67,7 @@ class Mem0Flow(ClassicFlow):
     @contextmanager
     def _turn(self, scope: Scope, source: Source) -> Iterator[Turn]:
         turn = Turn(scope, Origin(source=source, model=getattr(self.llm, "model", None)))
-        call = EngineCall(
-            scope.user_id, scope.client_name, lambda digest: dedup_key(scope, digest), scope=scope_filters(scope)
-        )
+        call = EngineCall(scope.user_id, scope.client_name, lambda digest: dedup_key(scope, digest), scope=scope)
         turn_token, call_token = TURN.set(turn), CALL.set(call)
         try:
             yield turn
@@ -269,7 +266,7 @@ def build_memory(
     collection_name: str,
     dimension: int,
     data_dir: Path,
-    open_sibling: Callable[[str], MemoryStore],
+    open_sibling: Callable[[str], StorePort],
     custom_instructions: str | None = None,
 ) -> Any:
     """A mem0 ``Memory`` on the server's store, LLM, embedder and history log."""
@@ -291,8 +288,6 @@ def build_memory(
     EmbedderFactory.provider_to_class[PROVIDER] = f"{adapters.__name__}.EmbedderAdapter"
 
     own = repository.store
-    if not isinstance(own, MemoryStore):
-        raise TypeError(f"the mem0 engine needs one of our stores, not {type(own).__name__}")
 
     def opener(name: str) -> StoreVectorStore:
         if name == collection_name:
@@ -336,7 +331,7 @@ def mem0_flow(settings: Any, opened: Any, llm: ChatModel | None) -> Mem0Flow:
     store = opened.repository.store
     collection = str(getattr(store, "collection_name", "memories"))
 
-    def open_sibling(name: str) -> MemoryStore:
+    def open_sibling(name: str) -> StorePort:
         if settings.uses_tablestore:
             from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore
 
