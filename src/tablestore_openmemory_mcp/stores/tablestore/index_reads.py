@@ -17,10 +17,11 @@ Correctness, in this order:
   has them (99% within 3 s per the documentation).
 * **Pages are checked against the table.** The page's ids are read back (BatchGetRow): a deleted row
   never comes back, an edited one comes back current.
-* **Exact or nothing.** When a filter cannot be evaluated exactly by the index, the index is still
-  initializing (a new index can need a minute; ``DescribeSearchIndex`` says when it is in its FULL phase),
-  or it lacks a field (an index made by an older version has no ``created_day``), the caller's strongly
-  consistent path answers instead (the store's ``count`` or the base class's read of every row).
+* **Exact or nothing.** When the selection (:mod:`.selection`) cannot be evaluated exactly by the index (a
+  field it lacks; rows older than the narrowing columns among a narrowed query's matches), the index is
+  still initializing (a new index can need a minute; ``DescribeSearchIndex`` says when it is in its FULL
+  phase), or it lacks ``created_day`` (an index made by an older version), each method answers None and the
+  store takes the strongly consistent path (``ranges``: a count of the range, or every row read).
 
 RPCs: total = 1 Search (+ 1 Search + 1 BatchGetRow when this process wrote to the user in the last
 ``WINDOW`` seconds); page = 1 Search + 1 BatchGetRow per 100 rows (+ the same reconciliation); counts = 1
@@ -33,7 +34,7 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tablestore import (
@@ -50,9 +51,7 @@ from tablestore import (
     TermsQuery,
 )
 
-from ..filters import matches
 from . import aggregations as agg
-from . import query as qb
 from .narrowing import COL_EVENT_AT
 from .rows import Found, attr_dict
 from .schema import COL_DAY, PK_ID
@@ -103,27 +102,15 @@ class IndexReads:
             self._ready[name] = (ready, fields, time.monotonic())
         return ready, fields
 
-    def _search(self, search_query: SearchQuery, columns: ColumnsToGet = _PK_ONLY) -> Any:
+    def search(self, search_query: SearchQuery, columns: ColumnsToGet = _PK_ONLY) -> Any:
         store = self.store
         return store._call(
             "Search",
             functools.partial(store.client.search, store.collection_name, store.index_name, search_query, columns),
         )
 
-    def _query(
-        self, scope: Mapping[str, str], filters: Mapping[str, Any] | None, extra: Sequence[Query] = ()
-    ) -> Query | None:
-        """The index query for the scope + ``filters`` (+ ``extra``), or None when it would not be exact."""
-        ready, _ = self._state()
-        if not ready:
-            return None
-        push = qb.build(filters, self.store._indexed)
-        if not push.exact:
-            return None
-        return qb.combine(qb.scope_query(scope), push.query, *extra)
-
     @staticmethod
-    def _ids(response: Any) -> list[str]:
+    def ids(response: Any) -> list[str]:
         out = []
         for row in response.rows or []:
             pk = row.primary_key if hasattr(row, "primary_key") else row[0]
@@ -158,14 +145,14 @@ class IndexReads:
             exact = not self.count_of(old)
         return query if exact else None
 
-    def total_for(self, sel: Selection) -> int | None:
+    def total(self, sel: Selection) -> int | None:
         """How many rows ``sel`` has (lag reconciled), or None: ask the table."""
         query = self.exact_query(sel)
         if query is None:
             return None
         return self.total_of(sel.who, query, lambda row: sel.keeps(row.memory))
 
-    def created_for(
+    def created_page(
         self,
         sel: Selection,
         *,
@@ -195,13 +182,13 @@ class IndexReads:
 
         return self.created_page_of(sel.who, query, keep, newest_first=newest_first, offset=offset, limit=limit)
 
-    def tally_for(self, sel: Selection) -> agg.Tally | None:
+    def tally(self, sel: Selection) -> agg.Tally | None:
         """``sel``'s rows per (client, state, day created), lag reconciled, or None: ask the table."""
         query = self.exact_query(sel)
         if query is None or COL_DAY not in self._state()[1]:
             return None
         rest, touched = self._touched(sel.who, query)
-        counted = agg.read_tally(self._search(agg.tally_query(rest)))
+        counted = agg.read_tally(self.search(agg.tally_query(rest)))
         if counted is None:
             return None
         if not touched:
@@ -210,53 +197,21 @@ class IndexReads:
 
     # ------------------------------------------------------------------ totals
 
-    def total(self, scope: Mapping[str, str], filters: Mapping[str, Any] | None) -> int | None:
-        """How many rows in scope match ``filters`` (lag reconciled), or None: ask the table."""
-        query = self._query(scope, filters)
-        if query is None:
-            return None
-        return self.total_of(_who(scope), query, _matcher(filters))
-
     def total_of(self, who: Who, query: Query, keep: Callable[[Found], bool]) -> int:
         """How many rows an exact index ``query`` matches, this process's recent writes reconciled with ``keep``."""
         rest, rows = self._touched(who, query)
-        response = self._search(SearchQuery(rest, limit=0, get_total_count=True))
+        response = self.search(SearchQuery(rest, limit=0, get_total_count=True))
         return int(response.total_count or 0) + sum(keep(r) for r in rows.values())
 
     def count_of(self, query: Query) -> int:
         """The index's count of ``query`` (1 Search, no reconciliation)."""
-        return int(self._search(SearchQuery(query, limit=0, get_total_count=True)).total_count or 0)
+        return int(self.search(SearchQuery(query, limit=0, get_total_count=True)).total_count or 0)
 
     def ready(self) -> tuple[bool, frozenset[str]]:
         """(the index has left its initial full sync, the fields it has)."""
         return self._state()
 
     # ------------------------------------------------------------------ pages by creation time
-
-    def created_page(
-        self,
-        scope: Mapping[str, str],
-        filters: Mapping[str, Any] | None,
-        *,
-        newest_first: bool,
-        offset: int,
-        limit: int,
-        since: str | None,
-        until: str | None,
-    ) -> tuple[list[Found], int] | None:
-        """One page in (created_at, id) order and the total, or None: ask the table."""
-        if offset < 0 or limit < 1:
-            return [], 0
-        bounds: list[Query] = []
-        if since is not None or until is not None:
-            bounds.append(
-                RangeQuery("created_at", range_from=since, range_to=until, include_lower=True, include_upper=False)
-            )
-        query = self._query(scope, filters, bounds)
-        if query is None:
-            return None
-        keep = _matcher(filters, since, until)
-        return self.created_page_of(_who(scope), query, keep, newest_first=newest_first, offset=offset, limit=limit)
 
     def created_page_of(
         self,
@@ -286,8 +241,8 @@ class IndexReads:
     def _page_ids(self, query: Query, sort: Sort, offset: int, limit: int) -> tuple[list[str], int]:
         """Ids at [offset, offset + limit) and the total: one Search, or token pages past 10,000."""
         if offset + limit <= MAX_OFFSET and limit <= MAX_KEYS:
-            response = self._search(SearchQuery(query, sort=sort, offset=offset, limit=limit, get_total_count=True))
-            return self._ids(response), int(response.total_count or 0)
+            response = self.search(SearchQuery(query, sort=sort, offset=offset, limit=limit, get_total_count=True))
+            return self.ids(response), int(response.total_count or 0)
         ids: list[str] = []  # deep pages: keys only, 1,000 a call, the sort repeated with each token
         token: bytes | None = None
         total = 0
@@ -295,55 +250,18 @@ class IndexReads:
             search_query = SearchQuery(
                 query, sort=sort, limit=MAX_KEYS, next_token=token, get_total_count=token is None
             )
-            response = self._search(search_query)
+            response = self.search(search_query)
             if token is None:
                 total = int(response.total_count or 0)
-            ids += self._ids(response)
+            ids += self.ids(response)
             token = response.next_token or None
             if not token:
                 break
         return ids[offset : offset + limit], total
 
-    # ------------------------------------------------------------------ counts
-
-    def tally(self, scope: Mapping[str, str], filters: Mapping[str, Any] | None) -> agg.Tally | None:
-        """Rows in scope per (client, state, day created), lag reconciled, or None: ask the table."""
-        query = self._query(scope, filters)
-        if query is None or COL_DAY not in self._state()[1]:
-            return None
-        rest, touched = self._touched(_who(scope), query)
-        counted = agg.read_tally(self._search(agg.tally_query(rest)))
-        if counted is None:
-            return None
-        if not touched:
-            return counted
-        keep = _matcher(filters)
-        current = [row for row in touched.values() if keep(row)]
-        return agg.add(counted, agg.tally_rows(r.memory for r in current))
-
-
-def _who(scope: Mapping[str, str]) -> Who:
-    return Who.named(scope["user_id"], scope.get("agent_id"))
-
 
 def _created(row: Found) -> str:
     return str((row.payload or {}).get("created_at") or "")
-
-
-def _matcher(
-    filters: Mapping[str, Any] | None, since: str | None = None, until: str | None = None
-) -> Callable[[Found], bool]:
-    wanted = dict(filters or {})
-
-    def keep(row: Found) -> bool:
-        created = _created(row)
-        if since is not None and created < since:
-            return False
-        if until is not None and created >= until:
-            return False
-        return not wanted or matches(wanted, row.payload)
-
-    return keep
 
 
 def _key(row: Found) -> tuple[str, str]:

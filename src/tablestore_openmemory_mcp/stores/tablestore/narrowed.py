@@ -164,7 +164,7 @@ class NarrowedReads:
             if len(found) >= k or len(hits) < fetch or fetch >= MAX_TOP_K:
                 break
             fetch = min(MAX_TOP_K, fetch * _WIDEN)  # the check dropped some: the index has more candidates
-        store._stash.put(sel.key(), "", found)
+        store._stash.put(sel.key(), found)
         return found
 
     def keyword_hits(self, sel: Selection, text: str, limit: int, candidates: Sequence[str] | None) -> list[KeywordHit]:
@@ -258,8 +258,8 @@ class NarrowedReads:
                     must_not_queries=[TermsQuery(PK_ID, touched)],
                 )
             want = min(MAX_TOP_K, limit + 1 - len(found))
-            response = store._index_reads._search(SearchQuery(index_query, sort=_BY_ID, limit=want))
-            ids = store._index_reads._ids(response)
+            response = store._index_reads.search(SearchQuery(index_query, sort=_BY_ID, limit=want))
+            ids = store._index_reads.ids(response)
             rows = store._by_id.rows(sel.who, ids) if ids else {}
             found.update((mid, row) for mid in ids if (row := rows.get(mid)) is not None and sel.keeps(row.memory))
             bound = ids[-1] if len(ids) == want else None  # every index row up to here has been seen

@@ -32,11 +32,11 @@ until a new table and index can be used (see ``readiness``).
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tablestore_openmemory_mcp.memory.ports import ALL_STATES, State, StoredMemory
 from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery
-from tablestore_openmemory_mcp.memory.store_port import KeywordHit, NewRow, RowChange, RowPage, Tally
+from tablestore_openmemory_mcp.memory.store_port import KeywordHit, NewRow, RowChange, RowPage, StorePort, Tally
 from tablestore_openmemory_mcp.scope import Scope
 
 from .. import row_format
@@ -48,7 +48,6 @@ from .dedup import DedupKeys
 from .dedup_sweep import sweep
 from .index_reads import IndexReads
 from .keyword import CandidateStash
-from .legacy import RowMethods
 from .narrowed import NarrowedReads
 from .narrowing import NARROWING_COLUMNS
 from .ranges import RangeReads
@@ -78,7 +77,7 @@ T = TypeVar("T")
 PROBE_SECONDS = 2.0
 
 
-class TablestoreStore(RowMethods):
+class TablestoreStore:
     """Memories on one Tablestore table plus one search index (see the module docstring)."""
 
     def __init__(
@@ -164,9 +163,9 @@ class TablestoreStore(RowMethods):
     # ------------------------------------------------------------------ writes (``writes``)
 
     def put(self, scope: Scope, rows: Sequence[NewRow]) -> list[str]:
+        who = Who.of(scope)  # first: no user fails closed, whatever the call
         if not rows:
             return []
-        who = Who.of(scope)
         return self._writes.insert(
             who,
             [row.memory.id for row in rows],
@@ -179,9 +178,8 @@ class TablestoreStore(RowMethods):
         self._writes.update(Who.of(scope), _change(change))
 
     def rewrite_many(self, scope: Scope, changes: Sequence[RowChange]) -> list[str]:
-        if not changes:
-            return []
-        return self._writes.update_many(Who.of(scope), [_change(c) for c in changes])
+        who = Who.of(scope)
+        return self._writes.update_many(who, [_change(c) for c in changes]) if changes else []
 
     def remove(self, scope: Scope, memory_ids: Sequence[str]) -> list[str]:
         who = Who.of(scope)
@@ -232,7 +230,7 @@ class TablestoreStore(RowMethods):
         when the index cannot answer exactly, or right after a page that read the whole range."""
         sel = Selection.of(scope, states, query)
         if self._ranges.memo(sel.key()) is None:
-            found = self._index_reads.total_for(sel)
+            found = self._index_reads.total(sel)
             if found is not None:
                 return found
         return self._ranges.count(sel)
@@ -251,7 +249,7 @@ class TablestoreStore(RowMethods):
     ) -> tuple[list[StoredMemory], int]:
         """The owner's page by creation time from the index (``index_reads``); else every row is read."""
         sel = Selection.of(scope, states, query)
-        found = self._index_reads.created_for(
+        found = self._index_reads.created_page(
             sel, newest_first=newest_first, offset=offset, limit=limit, since=since, until=until
         )
         if found is None:
@@ -264,7 +262,7 @@ class TablestoreStore(RowMethods):
     def tallies(self, scope: Scope) -> Tally:
         """Counts per (client, state, day) from the index's group-bys (``aggregations``); else every row is read."""
         sel = Selection(Who.of(scope), frozenset(ALL_STATES))
-        found = self._index_reads.tally_for(sel)
+        found = self._index_reads.tally(sel)
         return found if found is not None else agg.tally_rows(row.memory for row in self._ranges.every(sel))
 
     # ------------------------------------------------------------------ search (``narrowed``)
@@ -301,9 +299,15 @@ class TablestoreStore(RowMethods):
         self._switch.on_switch = on_switch
         self._switch.fresh = fresh
 
-    def sweep_dedup(self, scope: Scope | None = None) -> int:
+    def sweep_dedup(self, scope: Scope) -> int:
         """Remove the scope user's stale dedup rows (maintenance; see ``dedup_sweep``); returns how many."""
-        return sweep(self, Who.of(scope).user if scope is not None else self._legacy_who().user)
+        return sweep(self, Who.of(scope).user)
+
+
+if TYPE_CHECKING:
+
+    def _is_a_store_port(store: TablestoreStore) -> StorePort:
+        return store  # mypy checks the class against the port's protocol here
 
 
 def _change(change: RowChange) -> Change:
