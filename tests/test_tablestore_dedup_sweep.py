@@ -61,7 +61,7 @@ def holder_id(store: TablestoreStore, k: str) -> str | None:
 
 def sweep(store: TablestoreStore, user: str = "u1") -> int:
     """The maintenance sweep of ``user``'s stale dedup rows (still named by a row-method style scope dict)."""
-    return store.sweep_dedup(scope={"user_id": user})
+    return store.sweep_dedup(Scope("cline", user, shared=True))
 
 
 def claim(store: TablestoreStore, k: str) -> str | None:

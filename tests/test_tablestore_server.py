@@ -79,8 +79,7 @@ def bulk_load(store: TablestoreStore, client: str, user: str, count: int) -> Non
         for t in texts
     ]
     store.put(
-        Scope(client, user),
-        [NewRow(m, embed_text(m.text, store.embedding_model_dims).tolist()) for m in memories],
+        Scope(client, user), [NewRow(m, embed_text(m.text, store.embedding_model_dims).tolist()) for m in memories]
     )
 
 

@@ -1,7 +1,6 @@
-"""Tablestore store: mem0's vector store on the ``tablestore`` SDK (layout in ``store``)."""
+"""Tablestore store: the typed store port on the ``tablestore`` SDK (layout in ``store``)."""
 
-from ..base import RowUpdate
 from .retry import TablestoreUnavailableError
 from .store import TablestoreStore
 
-__all__ = ["RowUpdate", "TablestoreStore", "TablestoreUnavailableError"]
+__all__ = ["TablestoreStore", "TablestoreUnavailableError"]

@@ -17,9 +17,12 @@ active (the payload omits it for active memories).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from tablestore import BoolQuery, ExistsQuery, GroupByField, GroupByFilter, Query, SearchQuery
+
+from tablestore_openmemory_mcp.memory.ports import StoredMemory
 
 from .schema import COL_DAY
 
@@ -99,3 +102,11 @@ def add(total: Tally, part: Tally) -> Tally:
     out = Counter(total)
     out.update(part)
     return dict(out)
+
+
+def tally_rows(memories: Iterable[StoredMemory]) -> Tally:
+    """The counts of memories in hand per (client, state, day created)."""
+    counts: Counter[tuple[str | None, str, str]] = Counter()
+    for memory in memories:
+        counts[(memory.client, memory.state, memory.created_at[:10])] += 1
+    return dict(counts)

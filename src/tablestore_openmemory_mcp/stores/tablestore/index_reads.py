@@ -17,10 +17,11 @@ Correctness, in this order:
   has them (99% within 3 s per the documentation).
 * **Pages are checked against the table.** The page's ids are read back (BatchGetRow): a deleted row
   never comes back, an edited one comes back current.
-* **Exact or nothing.** When a filter cannot be evaluated exactly by the index, the index is still
-  initializing (a new index can need a minute; ``DescribeSearchIndex`` says when it is in its FULL phase),
-  or it lacks a field (an index made by an older version has no ``created_day``), the caller's strongly
-  consistent path answers instead (the store's ``count`` or the base class's read of every row).
+* **Exact or nothing.** When the selection (:mod:`.selection`) cannot be evaluated exactly by the index (a
+  field it lacks; rows older than the narrowing columns among a narrowed query's matches), the index is
+  still initializing (a new index can need a minute; ``DescribeSearchIndex`` says when it is in its FULL
+  phase), or it lacks ``created_day`` (an index made by an older version), each method answers None and the
+  store takes the strongly consistent path (``ranges``: a count of the range, or every row read).
 
 RPCs: total = 1 Search (+ 1 Search + 1 BatchGetRow when this process wrote to the user in the last
 ``WINDOW`` seconds); page = 1 Search + 1 BatchGetRow per 100 rows (+ the same reconciliation); counts = 1
@@ -33,13 +34,14 @@ import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tablestore import (
     BoolQuery,
     ColumnReturnType,
     ColumnsToGet,
+    ExistsQuery,
     FieldSort,
     Query,
     RangeQuery,
@@ -49,12 +51,11 @@ from tablestore import (
     TermsQuery,
 )
 
-from ..base import MemoryStore, OutputData
-from ..filters import matches
 from . import aggregations as agg
-from . import query as qb
-from .rows import attr_dict
+from .narrowing import COL_EVENT_AT
+from .rows import Found, attr_dict
 from .schema import COL_DAY, PK_ID
+from .selection import Selection, Who, combine
 
 if TYPE_CHECKING:
     from .store import TablestoreStore
@@ -101,27 +102,15 @@ class IndexReads:
             self._ready[name] = (ready, fields, time.monotonic())
         return ready, fields
 
-    def _search(self, search_query: SearchQuery, columns: ColumnsToGet = _PK_ONLY) -> Any:
+    def search(self, search_query: SearchQuery, columns: ColumnsToGet = _PK_ONLY) -> Any:
         store = self.store
         return store._call(
             "Search",
             functools.partial(store.client.search, store.collection_name, store.index_name, search_query, columns),
         )
 
-    def _query(
-        self, scope: Mapping[str, str], filters: Mapping[str, Any] | None, extra: Sequence[Query] = ()
-    ) -> Query | None:
-        """The index query for the scope + ``filters`` (+ ``extra``), or None when it would not be exact."""
-        ready, _ = self._state()
-        if not ready:
-            return None
-        push = qb.build(filters, self.store._indexed)
-        if not push.exact:
-            return None
-        return qb.combine(qb.scope_query(scope), push.query, *extra)
-
     @staticmethod
-    def _ids(response: Any) -> list[str]:
+    def ids(response: Any) -> list[str]:
         out = []
         for row in response.rows or []:
             pk = row.primary_key if hasattr(row, "primary_key") else row[0]
@@ -130,53 +119,50 @@ class IndexReads:
                 out.append(memory_id)
         return out
 
-    def _touched(self, scope: Mapping[str, str], query: Query) -> tuple[Query, dict[str, OutputData]]:
+    def _touched(self, who: Who, query: Query) -> tuple[Query, dict[str, Found]]:
         """For this process's recent writes: (``query`` without their ids, their rows in the table now)."""
         store = self.store
-        _, user = store._user(scope)
-        touched = store._recent.touched(user, MAX_TOUCHED)
+        touched = store._recent.touched(who.user, MAX_TOUCHED)
         if not touched:
             return query, {}
         rest = BoolQuery(must_queries=[query], must_not_queries=[TermsQuery(PK_ID, touched)])
-        return rest, store.get_many(touched, scope=scope)
+        return rest, store._by_id.rows(who, touched)
 
-    # ------------------------------------------------------------------ totals
+    # ------------------------------------------------------------------ a selection's exact index query
 
-    def total(self, scope: Mapping[str, str], filters: Mapping[str, Any] | None) -> int | None:
-        """How many rows in scope match ``filters`` (lag reconciled), or None: ask the table."""
-        query = self._query(scope, filters)
+    def exact_query(self, sel: Selection, bounds: Sequence[Query] = ()) -> Query | None:
+        """The index query of ``sel`` (with ``bounds``) when it decides every row exactly, else None (the
+        index is still initializing, lacks a field, or old rows are among a narrowed query's matches: rows
+        written before the narrowing columns pass every narrowing condition, so then the table answers)."""
+        if not self._state()[0]:
+            return None
+        indexed = self.store._indexed
+        query, exact = sel.index_query(indexed)
+        query = combine(query, *bounds)
+        assert query is not None  # the scope's terms at least
+        if not exact and sel.query and sel.derived(indexed) and sel.state_query(indexed)[1]:
+            old = BoolQuery(must_queries=[query], must_not_queries=[ExistsQuery(COL_EVENT_AT)])
+            exact = not self.count_of(old)
+        return query if exact else None
+
+    def total(self, sel: Selection) -> int | None:
+        """How many rows ``sel`` has (lag reconciled), or None: ask the table."""
+        query = self.exact_query(sel)
         if query is None:
             return None
-        return self.total_of(scope, query, _matcher(filters))
-
-    def total_of(self, scope: Mapping[str, str], query: Query, keep: Callable[[OutputData], bool]) -> int:
-        """How many rows an exact index ``query`` matches, this process's recent writes reconciled with ``keep``."""
-        rest, rows = self._touched(scope, query)
-        response = self._search(SearchQuery(rest, limit=0, get_total_count=True))
-        return int(response.total_count or 0) + sum(keep(r) for r in rows.values())
-
-    def count_of(self, query: Query) -> int:
-        """The index's count of ``query`` (1 Search, no reconciliation)."""
-        return int(self._search(SearchQuery(query, limit=0, get_total_count=True)).total_count or 0)
-
-    def ready(self) -> tuple[bool, frozenset[str]]:
-        """(the index has left its initial full sync, the fields it has)."""
-        return self._state()
-
-    # ------------------------------------------------------------------ pages by creation time
+        return self.total_of(sel.who, query, lambda row: sel.keeps(row.memory))
 
     def created_page(
         self,
-        scope: Mapping[str, str],
-        filters: Mapping[str, Any] | None,
+        sel: Selection,
         *,
         newest_first: bool,
         offset: int,
         limit: int,
         since: str | None,
         until: str | None,
-    ) -> tuple[list[OutputData], int] | None:
-        """One page in (created_at, id) order and the total, or None: ask the table."""
+    ) -> tuple[list[Found], int] | None:
+        """An offset page of ``sel`` in (created_at, id) order and the total, or None: ask the table."""
         if offset < 0 or limit < 1:
             return [], 0
         bounds: list[Query] = []
@@ -184,33 +170,70 @@ class IndexReads:
             bounds.append(
                 RangeQuery("created_at", range_from=since, range_to=until, include_lower=True, include_upper=False)
             )
-        query = self._query(scope, filters, bounds)
+        query = self.exact_query(sel, bounds)
         if query is None:
             return None
-        keep = _matcher(filters, since, until)
-        return self.created_page_of(scope, query, keep, newest_first=newest_first, offset=offset, limit=limit)
+
+        def keep(row: Found) -> bool:
+            created = row.memory.created_at
+            if (since is not None and created < since) or (until is not None and created >= until):
+                return False
+            return sel.keeps(row.memory)
+
+        return self.created_page_of(sel.who, query, keep, newest_first=newest_first, offset=offset, limit=limit)
+
+    def tally(self, sel: Selection) -> agg.Tally | None:
+        """``sel``'s rows per (client, state, day created), lag reconciled, or None: ask the table."""
+        query = self.exact_query(sel)
+        if query is None or COL_DAY not in self._state()[1]:
+            return None
+        rest, touched = self._touched(sel.who, query)
+        counted = agg.read_tally(self.search(agg.tally_query(rest)))
+        if counted is None:
+            return None
+        if not touched:
+            return counted
+        return agg.add(counted, agg.tally_rows(r.memory for r in touched.values() if sel.keeps(r.memory)))
+
+    # ------------------------------------------------------------------ totals
+
+    def total_of(self, who: Who, query: Query, keep: Callable[[Found], bool]) -> int:
+        """How many rows an exact index ``query`` matches, this process's recent writes reconciled with ``keep``."""
+        rest, rows = self._touched(who, query)
+        response = self.search(SearchQuery(rest, limit=0, get_total_count=True))
+        return int(response.total_count or 0) + sum(keep(r) for r in rows.values())
+
+    def count_of(self, query: Query) -> int:
+        """The index's count of ``query`` (1 Search, no reconciliation)."""
+        return int(self.search(SearchQuery(query, limit=0, get_total_count=True)).total_count or 0)
+
+    def ready(self) -> tuple[bool, frozenset[str]]:
+        """(the index has left its initial full sync, the fields it has)."""
+        return self._state()
+
+    # ------------------------------------------------------------------ pages by creation time
 
     def created_page_of(
         self,
-        scope: Mapping[str, str],
+        who: Who,
         query: Query,
-        keep: Callable[[OutputData], bool],
+        keep: Callable[[Found], bool],
         *,
         newest_first: bool,
         offset: int,
         limit: int,
-    ) -> tuple[list[OutputData], int]:
+    ) -> tuple[list[Found], int]:
         """:meth:`created_page` for an index ``query`` that decides every row exactly, ``keep`` the same
         condition on a row in hand (this process's recent writes, re-read from the table)."""
         order = SortOrder.DESC if newest_first else SortOrder.ASC
         sort = Sort([FieldSort("created_at", order), FieldSort(PK_ID, order)])
-        rest, touched = self._touched(scope, query)
+        rest, touched = self._touched(who, query)
         added = [r for r in touched.values() if keep(r)]
         # The index's order without our recent rows (``rest``), plus our rows as they are now (``added``):
         # a page of that view lies within this window of the index's order.
         start = max(0, offset - len(added))
         ids, total = self._page_ids(rest, sort, start, offset + limit - start)
-        rows = self.store.get_many(ids, scope=scope)
+        rows = self.store._by_id.rows(who, ids)
         window = [(rows.get(i), False) for i in ids]
         page = _view_page(window, added, [], start, offset, limit, newest_first, keep)
         return page, total + len(added)
@@ -218,8 +241,8 @@ class IndexReads:
     def _page_ids(self, query: Query, sort: Sort, offset: int, limit: int) -> tuple[list[str], int]:
         """Ids at [offset, offset + limit) and the total: one Search, or token pages past 10,000."""
         if offset + limit <= MAX_OFFSET and limit <= MAX_KEYS:
-            response = self._search(SearchQuery(query, sort=sort, offset=offset, limit=limit, get_total_count=True))
-            return self._ids(response), int(response.total_count or 0)
+            response = self.search(SearchQuery(query, sort=sort, offset=offset, limit=limit, get_total_count=True))
+            return self.ids(response), int(response.total_count or 0)
         ids: list[str] = []  # deep pages: keys only, 1,000 a call, the sort repeated with each token
         token: bytes | None = None
         total = 0
@@ -227,67 +250,34 @@ class IndexReads:
             search_query = SearchQuery(
                 query, sort=sort, limit=MAX_KEYS, next_token=token, get_total_count=token is None
             )
-            response = self._search(search_query)
+            response = self.search(search_query)
             if token is None:
                 total = int(response.total_count or 0)
-            ids += self._ids(response)
+            ids += self.ids(response)
             token = response.next_token or None
             if not token:
                 break
         return ids[offset : offset + limit], total
 
-    # ------------------------------------------------------------------ counts
 
-    def tally(self, scope: Mapping[str, str], filters: Mapping[str, Any] | None) -> agg.Tally | None:
-        """Rows in scope per (client, state, day created), lag reconciled, or None: ask the table."""
-        query = self._query(scope, filters)
-        if query is None or COL_DAY not in self._state()[1]:
-            return None
-        rest, touched = self._touched(scope, query)
-        counted = agg.read_tally(self._search(agg.tally_query(rest)))
-        if counted is None:
-            return None
-        if not touched:
-            return counted
-        keep = _matcher(filters)
-        current = [row for row in touched.values() if keep(row)]
-        return agg.add(counted, MemoryStore.tally_rows(current))
-
-
-def _created(row: OutputData) -> str:
+def _created(row: Found) -> str:
     return str((row.payload or {}).get("created_at") or "")
 
 
-def _matcher(
-    filters: Mapping[str, Any] | None, since: str | None = None, until: str | None = None
-) -> Callable[[OutputData], bool]:
-    wanted = dict(filters or {})
-
-    def keep(row: OutputData) -> bool:
-        created = _created(row)
-        if since is not None and created < since:
-            return False
-        if until is not None and created >= until:
-            return False
-        return not wanted or matches(wanted, row.payload)
-
-    return keep
-
-
-def _key(row: OutputData) -> tuple[str, str]:
+def _key(row: Found) -> tuple[str, str]:
     return _created(row), row.id
 
 
 def _view_page(
-    window: list[tuple[OutputData | None, bool]],
-    added: list[OutputData],
+    window: list[tuple[Found | None, bool]],
+    added: list[Found],
     removed: list[tuple[str, str]],
     start: int,
     offset: int,
     limit: int,
     newest_first: bool,
-    keep: Callable[[OutputData], bool],
-) -> list[OutputData]:
+    keep: Callable[[Found], bool],
+) -> list[Found]:
     """The rows at [offset, offset + limit) of (the index's order - ``removed`` + ``added``).
 
     ``window`` is the index's order from position ``start`` (each row as the table has it now, None when
@@ -304,7 +294,7 @@ def _view_page(
         return sum(before(a, k) for a in added_keys) - sum(before(r, k) for r in removed)
 
     added_keys = [_key(r) for r in added]
-    placed: list[tuple[int, OutputData]] = []
+    placed: list[tuple[int, Found]] = []
     known: list[tuple[int, tuple[str, str]]] = []  # (index position, key) of the window rows still there
     for j, (row, ours) in enumerate(window):
         if row is None:  # deleted by another process since the index saw it

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from tablestore_openmemory_mcp.errors import UserInputError
+from tablestore_openmemory_mcp.memory.ports import StoredMemory
 
+from .. import row_format
 from .narrowing import narrowing_columns
 from .schema import COL_DATA, COL_DAY, COL_PAYLOAD, COL_VECTOR, KEYWORD_COLUMNS, PK_ID, PK_USER
 
@@ -186,3 +188,35 @@ def decode_payload(
         if isinstance(user, str) and user != NO_USER:
             payload.setdefault("user_id", user)
     return memory_id, payload
+
+
+class Found:
+    """A row read from the table: its id, its payload (the stored format, :mod:`..row_format`) and a score.
+
+    The memory is made from the payload once, when first asked for (``memory``); the payload stays for what
+    only the stored format has (the BM25 text ``text_lemmatized``)."""
+
+    __slots__ = ("_memory", "id", "payload", "score")
+
+    def __init__(self, memory_id: str, payload: dict[str, Any], score: float | None = None) -> None:
+        self.id = memory_id
+        self.payload = payload
+        self.score = score
+        self._memory: StoredMemory | None = None
+
+    @property
+    def memory(self) -> StoredMemory:
+        if self._memory is None:
+            self._memory = row_format.to_memory(self.id, self.payload, self.score)
+        return self._memory
+
+    def scored(self, score: float | None) -> Found:
+        return Found(self.id, self.payload, score)
+
+
+def decode(raw: tuple[Any, Any] | None, score: float | None = None) -> Found | None:
+    """A returned row (primary key, attribute columns) as :class:`Found`; None for a missing row."""
+    if raw is None:
+        return None
+    memory_id, payload = decode_payload(*raw)
+    return Found(memory_id, payload, score)
