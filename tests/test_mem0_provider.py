@@ -240,6 +240,7 @@ def fill(provider: Any) -> None:
         "m5": ({"data": "paused note", "user_id": "u1", "agent_id": "a1", "state": "paused"}, 5),
         "m6": ({"data": "archived note", "user_id": "u1", "agent_id": "a1", "state": "archived"}, 6),
         "m7": ({"data": "deleted note", "user_id": "u1", "agent_id": "a1", "state": "deleted"}, 7),
+        "m8": ({"data": "odd client", "user_id": "u3", "agent_id": "my agent"}, 8),  # no server client name
     }
     provider.insert([unit_vec(i) for _, i in rows.values()], [p for p, _ in rows.values()], list(rows))
     provider.flush()
@@ -261,6 +262,8 @@ def test_filter_dialect_on_list_search_and_keyword(provider, monkeypatch):
     assert listed(provider, user_id="u1", agent_id={"ne": "a1"}) == ["m2", "m4"]
     assert listed(provider, user_id="u1", agent_id="a2") == ["m2", "m4"]
     assert listed(provider, user_id="u1", agent_id="") == []  # an empty client narrows to nothing
+    assert listed(provider, user_id="u3", agent_id="my agent") == ["m8"]
+    assert listed(provider, user_id="u3", agent_id="a1") == []
     assert listed(provider, user_id="u1", run_id="*") == ["m4"]
     assert listed(provider, user_id="u1", run_id="r1") == ["m4"]
     assert listed(provider, user_id="u1", OR=[{"agent_id": "a1"}, {"run_id": "r1"}]) == ["m1", "m4"]

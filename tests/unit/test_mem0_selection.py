@@ -12,8 +12,8 @@ from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery
 
 def test_identity_state_and_category_go_to_the_store_exactly() -> None:
     sel = select({"user_id": "u1", "agent_id": {"eq": "cline"}, "categories": {"contains": "food"}})
-    assert sel.user_id == "u1" and sel.states == VISIBLE
-    assert sel.query == MemoryQuery(client="cline", category="food") and sel.residual == {}
+    assert sel.user_id == "u1" and sel.client == "cline" and sel.states == VISIBLE
+    assert sel.query == MemoryQuery(category="food") and sel.residual == {}
     assert select({"user_id": "u1", "state": {"in": ["paused", "deleted"]}}).states == ("paused", "deleted")
     assert select({"user_id": "u1", "state": "*"}).states == ALL_STATES
     assert select({"user_id": "u1", "state": {"ne": "active"}}).states == ("paused", "archived", "deleted")

@@ -4,10 +4,11 @@ Why here: the stores take a :class:`~..scope.Scope`, the states a caller may see
 :class:`~..memory.query_filters.MemoryQuery`; they know nothing of mem0's filter dialect (:mod:`.filters`).
 So the dialect is translated once, in mem0's package:
 
-* ``user_id`` (a plain string) names the scope's user; ``agent_id`` (a plain string) becomes the query's
-  client; ``state`` picks the states (rows paused, archived or deleted by the server are hidden unless a
-  filter names ``state``); ``categories: {"contains": c}`` becomes the query's category. Each of these is
-  exact, so a store's answer needs no second look for them.
+* ``user_id`` (a plain string) names the scope's user; ``agent_id`` (a plain string) the client (the
+  provider makes it the scope's client, or the query's when the engine fixed the scope); ``state`` picks
+  the states (rows paused, archived or deleted by the server are hidden unless a filter names ``state``);
+  ``categories: {"contains": c}`` becomes the query's category. Each of these is exact, so a store's
+  answer needs no second look for them.
 * Everything else (``run_id``, the user's metadata keys, other operators, ``AND``/``OR``/``NOT``) is the
   *residual*: :meth:`Selection.accepts` checks it with :func:`.filters.matches` on each row the store returns.
 """
@@ -49,6 +50,7 @@ class Selection:
     """One mem0 filter dict as the store port's arguments plus the residual the provider checks."""
 
     user_id: str | None
+    client: str | None
     states: tuple[State, ...]
     query: MemoryQuery
     residual: dict[str, Any] = field(default_factory=dict)
@@ -81,5 +83,4 @@ def select(filters: Mapping[str, Any] | None, scope_user: str | None = None) -> 
     client = identity.get("agent_id")
     if client == "":
         rest["agent_id"] = client  # an empty client narrows to nothing, never to everything
-    query = MemoryQuery(client=client or None, category=category)
-    return Selection(user, states, query, rest)
+    return Selection(user, client or None, states, MemoryQuery(category=category), rest)

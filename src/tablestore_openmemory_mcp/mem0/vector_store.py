@@ -38,11 +38,12 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from tablestore_openmemory_mcp.errors import UserInputError
+from tablestore_openmemory_mcp.errors import InvalidIdentity, UserInputError
 from tablestore_openmemory_mcp.memory.clock import now_iso
 from tablestore_openmemory_mcp.memory.ports import StoredMemory
+from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery
 from tablestore_openmemory_mcp.memory.store_port import NewRow, RowChange, StorePort
-from tablestore_openmemory_mcp.scope import Scope
+from tablestore_openmemory_mcp.scope import Scope, validate_identity_part
 from tablestore_openmemory_mcp.stores import row_format
 
 from .owners import CachedOwners
@@ -108,6 +109,15 @@ def standalone_dedup_key(payload: Mapping[str, Any], digest: str) -> str:
     if payload.get("run_id"):
         parts = f"{parts}\x00run={payload['run_id']}"
     return hashlib.sha256(parts.encode()).hexdigest()[:40]
+
+
+def _is_identity(value: str) -> bool:
+    """Whether a mem0 ``agent_id`` can be a scope's client (else the query narrows by it)."""
+    try:
+        validate_identity_part(value, "agent_id")
+    except InvalidIdentity:
+        return False
+    return True
 
 
 def _unit(vector: Sequence[float] | None) -> list[float] | None:
@@ -183,9 +193,18 @@ class StoreVectorStore:
         return Scope(APP_CLIENT, user, shared=True)
 
     @staticmethod
-    def _select(filters: Mapping[str, Any] | None) -> Selection:
+    def _where(filters: Mapping[str, Any] | None) -> tuple[Selection, Scope, MemoryQuery]:
+        """``filters`` as the store's arguments: the scope (the engine's, else the user's and, when named, the
+        client's) and the query (the client too when the scope does not already fix it), plus the residual."""
         call = CALL.get()
-        return select(filters, call.scope.user_id if call is not None and call.scope is not None else None)
+        fixed = call.scope if call is not None else None
+        sel = select(filters, fixed.user_id if fixed is not None else None)
+        if fixed is None and sel.user_id and sel.client and _is_identity(sel.client):
+            return sel, Scope(sel.client, sel.user_id), sel.query
+        scope = StoreVectorStore._scope(sel.user_id)
+        if sel.client and (scope.shared or scope.client_name != sel.client):
+            return sel, scope, dataclasses.replace(sel.query, client=sel.client)
+        return sel, scope, sel.query
 
     def _resolve(self, vector_id: Any) -> tuple[str | None, str] | None:
         """(owner, row id) of an id mem0 holds; None when unknown."""
@@ -284,12 +303,11 @@ class StoreVectorStore:
     def search(
         self, query: str, vectors: Sequence[float], top_k: int = 5, filters: Mapping[str, Any] | None = None
     ) -> list[OutputData]:
-        sel = self._select(filters)
-        scope = self._scope(sel.user_id)
+        sel, scope, where = self._where(filters)
         vector = _unit(vectors) or []
 
         def fetch(size: int) -> tuple[list[OutputData], int]:
-            found = self.store.nearest(scope, vector, size, states=sel.states, query=sel.query) if sel.states else []
+            found = self.store.nearest(scope, vector, size, states=sel.states, query=where) if sel.states else []
             self._remember(found)
             rows = [_row(m, max(0.0, float(m.score or 0.0))) for m in found]
             return [r for r, m in zip(rows, found, strict=True) if sel.accepts(r.payload or {}, m.state)], len(found)
@@ -311,17 +329,14 @@ class StoreVectorStore:
         key = json.dumps(filters or {}, sort_keys=True, default=str)
         candidates = last[1] if last is not None and last[0] == key else None
         self._last_search.value = None
-        sel = self._select(filters)
-        scope = self._scope(sel.user_id)
+        sel, scope, where = self._where(filters)
         if not sel.states:
             return []
         answered = True
 
         def fetch(size: int) -> tuple[list[OutputData], int]:
             nonlocal answered
-            hits = self.store.keyword_hits(
-                scope, query, size, states=sel.states, query=sel.query, candidates=candidates
-            )
+            hits = self.store.keyword_hits(scope, query, size, states=sel.states, query=where, candidates=candidates)
             if hits is None:
                 answered = False
                 return [], 0
@@ -399,13 +414,12 @@ class StoreVectorStore:
     def list(self, filters: Mapping[str, Any] | None = None, top_k: int | None = None) -> list[list[OutputData]]:
         """``[rows]`` (wrapped once, as mem0 reads it), oldest first, at most ``top_k``."""
         limit = DEFAULT_LIST if top_k is None else max(0, int(top_k))
-        sel = self._select(filters)
-        scope = self._scope(sel.user_id)
+        sel, scope, where = self._where(filters)
         out: list[OutputData] = []
         cursor: str | None = None
         while len(out) < limit and sel.states:
             size = _PAGE if sel.residual else min(_PAGE, limit - len(out))
-            page = self.store.page(scope, states=sel.states, query=sel.query, limit=size, cursor=cursor)
+            page = self.store.page(scope, states=sel.states, query=where, limit=size, cursor=cursor)
             self._remember(page.items)
             rows = [(_row(m), m.state) for m in page.items]
             out.extend(row for row, state in rows if sel.accepts(row.payload or {}, state))
