@@ -2,7 +2,7 @@
 
 Why: a memory that is paused, archived, soft-deleted or edited gives up its key (``dedup``: *stale*), and
 its dedup row stayed forever (one row per such change, never read again unless the same text came back).
-They are removed where they are found (``find_by_dedup_key`` before an add) and by :func:`sweep`, which
+They are removed where they are found (``holder`` before an add) and by :func:`sweep`, which
 reads one user's dedup partition (the maintenance path: ``TablestoreStore.sweep_dedup``).
 
 Safety: a claim is also "stale-looking" for the moment between an update's claim and its UpdateRow (the

@@ -1,23 +1,22 @@
-"""The typed port's reads with a :class:`MemoryQuery` pushed into the search index (issue 23).
+"""The store's reads through the search index: search, keyword scores and narrowed pages (issue 23).
 
-Why: the filter-dict row methods could not push a category, an event-time window or tags into the index,
-so a narrowed search took a bounded over-fetch of the nearest rows and filtered it: a selective filter
-whose matches are far from the query returned fewer than ``limit`` of them. Here the query's conditions
-(:mod:`.narrowing`) go into the index query itself — inside the KNN query's filter, so top-k is taken
-among matching rows only — and every result is still read back from the table and checked
-(:meth:`MemoryQuery.accepts`, the states, the scope), because the index lags and rows written before the
+Why: a selective filter checked only after a bounded over-fetch of the nearest rows returns fewer than
+``limit`` matches when the matches are far from the query. Here the selection (:mod:`.selection`: the scope,
+the states and the query's narrowing, :mod:`.narrowing`) goes into the index query itself — inside the KNN
+query's filter, so top-k is taken among matching rows only — and every result is still read back from the
+table and checked (:meth:`.selection.Selection.keeps`), because the index lags and rows written before the
 narrowing columns existed pass every narrowing condition.
 
 No fixed over-fetch: a search asks for ``limit`` hits and, only when the check drops some (index lag, old
 rows, an index without the narrowing fields) and the index had more, asks again with a larger ``top_k``
-(up to the documented 1,000). Pages walk the index in primary-key order (the order of the unfiltered
-GetRange pages, with the same cursor) until a page is full. Totals and the owner's created-order pages
-use the index's count when it is exact for the query (no old row among the matches); otherwise each
-method answers ``None`` and the caller takes the strongly consistent path of before.
+(up to the documented 1,000). Narrowed pages walk the index in primary-key order (the order of the
+unfiltered GetRange pages, with the same cursor) until a page is full; without a narrowing query, or with an
+index that cannot narrow, :meth:`NarrowedReads.page` answers None and the store reads its range (``ranges``).
+Totals and created-order pages are ``index_reads``'.
 
-RPCs (nothing lagging, no old rows): search = 1 Search + 1 BatchGetRow of about ``limit`` rows; page =
-1 Search + 1 BatchGetRow per 100 rows; total = 2 Searches (matches, old rows); created window = 2 Searches
-+ 1 BatchGetRow; each plus the reconciliation of this process's recent writes (``index_reads``).
+RPCs (nothing lagging, no old rows): search = 1 Search + 1 BatchGetRow of about ``limit`` rows; keyword
+scores of the search's rows = none; page = 1 Search + 1 BatchGetRow per 100 rows; each plus this process's
+recent writes (``recent``), read back from the table.
 """
 
 from __future__ import annotations
@@ -44,7 +43,6 @@ from tablestore import (
 )
 
 from tablestore_openmemory_mcp.errors import UserInputError
-from tablestore_openmemory_mcp.memory.ports import StoredMemory
 from tablestore_openmemory_mcp.memory.store_port import KeywordHit, RowPage
 
 from ..tokenize import tokens
@@ -273,10 +271,6 @@ class NarrowedReads:
 
 def _hits(rows: Sequence[Found]) -> list[KeywordHit]:
     return [KeywordHit(str(row.id), float(row.score)) for row in rows if row.score and row.score > 0]
-
-
-def memories(rows: Sequence[Found]) -> list[StoredMemory]:
-    return [row.memory for row in rows]
 
 
 __all__ = ["NarrowedReads"]
