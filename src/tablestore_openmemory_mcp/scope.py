@@ -46,13 +46,3 @@ class Scope:
     def __post_init__(self) -> None:
         validate_identity_part(self.client_name, "client_name")
         validate_identity_part(self.user_id, "user_id")
-
-    def filters(self) -> dict[str, str]:
-        """mem0 filters selecting this scope's memories (mem0 calls the client ``agent_id``)."""
-        if self.shared:
-            return {"user_id": self.user_id}
-        return {"user_id": self.user_id, "agent_id": self.client_name}
-
-    def ids(self) -> dict[str, str]:
-        """mem0 ids recorded on every new memory: the client is always recorded, even when shared."""
-        return {"user_id": self.user_id, "agent_id": self.client_name}

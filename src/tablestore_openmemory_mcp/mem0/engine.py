@@ -46,6 +46,7 @@ from tablestore_openmemory_mcp.stores.row_format import dedup_key
 
 from . import adapters
 from .adapters import OBJECTS, PROVIDER, TURN, Turn
+from .selection import scope_filters
 from .vector_store import CALL, EngineCall, StoreVectorStore
 
 logger = logging.getLogger(__name__)
@@ -180,7 +181,7 @@ class Mem0Flow(ClassicFlow):
         the same rows (mem0's filters know nothing of this server's clients, categories, times or history)."""
         if where or as_of:
             return super().search(scope, query, limit, where, as_of)
-        filters: dict[str, Any] = scope.filters()  # the provider hides paused, archived and deleted rows
+        filters: dict[str, Any] = scope_filters(scope)  # the provider hides paused, archived and deleted rows
         threshold = self.min_score if self.min_score is not None else 0.1
         with self._turn(scope, "mcp") as turn:
             try:

@@ -22,6 +22,7 @@ from typing import Any
 from tablestore_openmemory_mcp.errors import UserInputError
 from tablestore_openmemory_mcp.memory.ports import ALL_STATES, State
 from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery
+from tablestore_openmemory_mcp.scope import Scope
 
 from .filters import OPERATORS, matches, split_identity
 
@@ -58,6 +59,13 @@ class Selection:
     def accepts(self, payload: Mapping[str, Any], state: State) -> bool:
         """The residual on one row's payload (mem0's shape; ``state`` given, as active rows store none)."""
         return not self.residual or matches(self.residual, {**payload, "state": state})
+
+
+def scope_filters(scope: Scope) -> dict[str, str]:
+    """mem0's filters selecting ``scope``'s memories (mem0 calls the client ``agent_id``)."""
+    if scope.shared:
+        return {"user_id": scope.user_id}
+    return {"user_id": scope.user_id, "agent_id": scope.client_name}
 
 
 def select(filters: Mapping[str, Any] | None, scope_user: str | None = None) -> Selection:
