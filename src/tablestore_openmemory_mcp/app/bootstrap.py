@@ -9,7 +9,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tablestore_openmemory_mcp import __version__
 from tablestore_openmemory_mcp.errors import StartupError as StartupError
@@ -24,6 +24,12 @@ if TYPE_CHECKING:
     from tablestore_openmemory_mcp.repository import StoreRepository
 
 logger = logging.getLogger(__name__)
+
+
+class ServiceProvider(Protocol):
+    """Where the tools get the service: a :class:`ServiceHandle`, or stdio's ``StartupGate`` around one."""
+
+    async def get(self) -> MemoryService: ...
 
 
 @dataclass
@@ -351,7 +357,7 @@ def _mem0_flow(settings: Settings, opened: OpenedStore, llm: Any) -> ClassicFlow
         raise StartupError(f"MEMORY_ENGINE=mem0: {exc}") from None
 
 
-def build_server(settings: Settings, handle: ServiceHandle) -> Any:
+def build_server(settings: Settings, handle: ServiceProvider) -> Any:
     """The MCP server with every enabled tool; tools reach the service through ``handle``."""
     from mcp.server.mcpserver import MCPServer
 

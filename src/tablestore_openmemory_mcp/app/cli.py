@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
 
         # Answer the handshake at once; a startup failure answers the waiting calls, then exits with code 1.
         gate = StartupGate(handle)
-        server = build_server(settings, gate)  # type: ignore[arg-type]  # the tools only use .get()
+        server = build_server(settings, gate)
         watcher = threading.Thread(target=_exit_on_startup_failure, args=(gate, settings), daemon=True)
         watcher.start()
         gate.serving.set()

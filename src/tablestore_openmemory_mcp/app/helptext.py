@@ -146,11 +146,7 @@ clients (HTTP modes serve all routes at once; <client> and <user> name the calle
 
 
 def _default(field: str) -> str:
-    info = Settings.model_fields[field]
-    if info.default_factory is not None:
-        value: Any = info.default_factory()  # type: ignore[call-arg]
-    else:
-        value = info.default
+    value: Any = Settings.model_fields[field].get_default(call_default_factory=True)
     if value is PydanticUndefined or value is None or value == []:
         return ""
     if field.startswith("tool_") and field.endswith("_description"):

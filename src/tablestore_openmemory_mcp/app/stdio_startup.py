@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from tablestore_openmemory_mcp.app.bootstrap import ServiceHandle
+    from tablestore_openmemory_mcp.memory.service import MemoryService
 
 #: How long the exit waits for calls that are still being answered, and then for their frames to be written.
 ANSWER_DEADLINE = 5.0
@@ -45,7 +46,7 @@ class StartupGate:
         self._changed = threading.Condition()
         self.serving = threading.Event()  # set by the CLI when the stdio server starts reading
 
-    async def get(self) -> Any:
+    async def get(self) -> MemoryService:
         """The service; on a startup failure, a ToolError with the reason (no traceback, no other prefix)."""
         from mcp.server.mcpserver.exceptions import ToolError
 

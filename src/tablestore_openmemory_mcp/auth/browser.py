@@ -154,7 +154,8 @@ class PageLogin:
         else:
             data["client_id"] = self.config.client_id or ""
         try:
-            response = await self.client.post(endpoint, data=data, auth=auth, timeout=10.0)  # type: ignore[arg-type]
+            # request("POST") is what post() calls; its signature also admits auth=None (no authentication)
+            response = await self.client.request("POST", endpoint, data=data, auth=auth, timeout=10.0)
         except httpx.HTTPError as exc:
             raise Refused(f"token endpoint: {type(exc).__name__}") from None
         try:

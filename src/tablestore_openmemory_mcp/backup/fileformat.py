@@ -362,10 +362,10 @@ class BackupWriter:
         directory = self.path.parent
         directory.mkdir(parents=True, exist_ok=True)
         self._tmp_lines = tempfile.NamedTemporaryFile(dir=directory, prefix=".export-", delete=False)  # noqa: SIM115  (open across add() calls; close() or abort() ends it)
-        self._lines: IO[bytes] = (
+        self._lines: IO[bytes] | gzip.GzipFile = (
             self._tmp_lines
             if self.kind == "jsonl"
-            else gzip.GzipFile(fileobj=self._tmp_lines, mode="wb", compresslevel=1)  # type: ignore[assignment]
+            else gzip.GzipFile(fileobj=self._tmp_lines, mode="wb", compresslevel=1)
         )
         self._tmp_json: IO[str] | None = None
         if self.kind == "zip":

@@ -10,12 +10,12 @@ import functools
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Protocol
 
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from mcp.types import CallToolResult, TextContent, ToolAnnotations
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from tablestore_openmemory_mcp.auth.gate import tool_refusal
 from tablestore_openmemory_mcp.edge.identity import IdentityResolver
@@ -47,9 +47,17 @@ from tablestore_openmemory_mcp.settings import Settings
 logger = logging.getLogger(__name__)
 
 
-def _result(model: BaseModel) -> CallToolResult:
+class _ToolResult(Protocol):
+    """What every result model in ``memory.results`` offers: a summary for people and its structured form."""
+
+    def text(self) -> str: ...
+
+    def model_dump(self, *, mode: str = ...) -> dict[str, Any]: ...
+
+
+def _result(model: _ToolResult) -> CallToolResult:
     return CallToolResult(
-        content=[TextContent(type="text", text=model.text())],  # type: ignore[attr-defined]
+        content=[TextContent(type="text", text=model.text())],
         structured_content=model.model_dump(mode="json"),
     )
 
@@ -104,7 +112,9 @@ def _without(fn: Callable[..., Any], parameter: str) -> Callable[..., Any]:
         return await fn(*args, **kwargs)
 
     signature = inspect.signature(fn)
-    wrapper.__signature__ = signature.replace(  # type: ignore[attr-defined]
+    # inspect.signature() reads ``__signature__`` from the function's attributes (PEP 362); the stubs of
+    # function objects do not declare it, so it goes into their attribute dict by name
+    vars(wrapper)["__signature__"] = signature.replace(
         parameters=[p for p in signature.parameters.values() if p.name != parameter]
     )
     return wrapper

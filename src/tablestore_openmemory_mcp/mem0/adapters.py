@@ -16,7 +16,7 @@ from collections import OrderedDict, deque
 from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from tablestore_openmemory_mcp.errors import DependencyError
 from tablestore_openmemory_mcp.memory.clock import now_iso
@@ -42,6 +42,12 @@ class Turn:
     embed_errors: list[BaseException] = field(default_factory=list)
 
 
+class TextChat(ChatModel, Protocol):
+    """The LLM mem0 drives (:class:`~..models.llm.ChatClient`): mem0 parses the reply itself, so it gets the text."""
+
+    def complete(self, messages: list[dict[str, str]], *, json_mode: bool) -> str: ...
+
+
 TURN: ContextVar[Turn | None] = ContextVar("MEM0_ENGINE_TURN", default=None)
 OBJECTS: dict[str, Any] = {}
 
@@ -51,7 +57,7 @@ class LlmAdapter:
 
     def __init__(self, config: Any) -> None:
         self.config = config
-        self.chat: ChatModel | None = OBJECTS[str(config.model)]["llm"]
+        self.chat: TextChat | None = OBJECTS[str(config.model)]["llm"]
 
     def generate_response(self, messages: list[dict[str, str]], response_format: Any = None, **_: Any) -> str:
         from tablestore_openmemory_mcp.models.jsonparse import NoJSONFound, parse_json_object
@@ -62,7 +68,7 @@ class LlmAdapter:
             if self.chat is None:
                 raise LLMError("no LLM is configured")
             json_mode = isinstance(response_format, dict) and response_format.get("type") == "json_object"
-            text = self.chat.complete(messages, json_mode=json_mode)  # type: ignore[attr-defined]
+            text = self.chat.complete(messages, json_mode=json_mode)
             if not json_mode:
                 return str(text)
             try:

@@ -45,7 +45,7 @@ from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.stores.row_format import dedup_key
 
 from . import adapters
-from .adapters import OBJECTS, PROVIDER, TURN, Turn
+from .adapters import OBJECTS, PROVIDER, TURN, TextChat, Turn
 from .selection import scope_filters
 from .vector_store import CALL, EngineCall, StoreVectorStore
 
@@ -145,7 +145,8 @@ class Mem0Flow(ClassicFlow):
                     self.repository.ensure_recorded(scope, known, turn.origin)
                 events.append(MemoryEvent(id=aliases[mem0_id], memory=memory, event="NONE"))
             else:
-                events.append(MemoryEvent(id=mem0_id, memory=memory, event=str(item.get("event", "ADD"))))  # type: ignore[arg-type]
+                event = str(item.get("event", "ADD"))  # mem0's reply is untyped: validated as MemoryEvent.event
+                events.append(MemoryEvent.model_validate({"id": mem0_id, "memory": memory, "event": event}))
         return events
 
     def _verbatim(
@@ -262,7 +263,7 @@ class Mem0Flow(ClassicFlow):
 def build_memory(
     repository: StoreRepository,
     embedder: Embedder,
-    llm: ChatModel | None,
+    llm: TextChat | None,
     *,
     collection_name: str,
     dimension: int,
@@ -320,7 +321,7 @@ def build_memory(
     return memory
 
 
-def mem0_flow(settings: Any, opened: Any, llm: ChatModel | None) -> Mem0Flow:
+def mem0_flow(settings: Any, opened: Any, llm: TextChat | None) -> Mem0Flow:
     """The mem0 engine on the repository :func:`~..bootstrap.open_repository` opened (``MEMORY_ENGINE=mem0``).
 
     mem0's ``<collection>_entities`` collection (used when spaCy is installed) opens beside the memories:

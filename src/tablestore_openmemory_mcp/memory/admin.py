@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from tablestore_openmemory_mcp.errors import MemoryNotFound, UserInputError
 from tablestore_openmemory_mcp.memory.as_of import clean_as_of, memories_at, search_at
@@ -33,8 +33,9 @@ REST_CLIENT = "rest"
 MAX_SEARCH_HITS = 1000
 
 
+@runtime_checkable
 class OwnerRepository(MemoryRepository, Protocol):
-    """What the owner's view needs beyond the flow's repository."""
+    """What the owner's view needs beyond the flow's repository (checked at run time: the flow may hold another)."""
 
     def iter_all(
         self, scope: Scope, batch: int = 500, states: Collection[State] = ..., where: MemoryQuery | None = None
@@ -118,9 +119,9 @@ class Admin:
     @property
     def repository(self) -> OwnerRepository:
         repository = self.flow.repository
-        if not hasattr(repository, "iter_all"):
+        if not isinstance(repository, OwnerRepository):
             raise UserInputError("this store does not support the owner's view")
-        return repository  # type: ignore[return-value]
+        return repository
 
     def _all(self, scope: Scope, states: Collection[State], where: MemoryQuery) -> list[StoredMemory]:
         """Every memory in scope that ``where`` accepts (the store narrows its read where it can)."""

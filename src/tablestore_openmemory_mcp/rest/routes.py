@@ -14,7 +14,7 @@ import logging
 import os
 import tempfile
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeGuard, TypeVar
 
 import anyio.to_thread
 from pydantic import BaseModel, ValidationError
@@ -175,16 +175,20 @@ async def _body(request: Request, model: type[M]) -> M:
         raise UserInputError(f"{where}: {first.get('msg', 'invalid value')}") from None
 
 
+def _is_state(value: str) -> TypeGuard[State]:
+    return value in ALL_STATES
+
+
 def _states(raw: str | None) -> tuple[State, ...]:
     if not raw:
         return VISIBLE_STATES
     if raw == "all":
         return ALL_STATES
     wanted = tuple(part.strip() for part in raw.split(",") if part.strip())
-    bad = [s for s in wanted if s not in ALL_STATES]
+    bad = [s for s in wanted if not _is_state(s)]
     if bad:
         raise UserInputError(f"state must be active, paused, archived, deleted or all (got {', '.join(bad)})")
-    return wanted  # type: ignore[return-value]
+    return tuple(s for s in wanted if _is_state(s))
 
 
 def _suffix(filename: str) -> str:

@@ -143,7 +143,7 @@ class HttpApp:
         self.info: dict[str, Any] = {"transport": settings.transport}
         self.auth = build_http_auth(settings)
         # SSE streams end via close(), after the answers in flight, not when uvicorn starts exiting
-        AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]
+        AppStatus.disable_automatic_graceful_drain()  # type: ignore[no-untyped-call]  # sse-starlette leaves it unannotated
         self.throttle = LoginThrottle()  # failed tokens per address: the login form and bearer tokens alike
         self.app = self._build()
 

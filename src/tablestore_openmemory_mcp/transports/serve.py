@@ -43,6 +43,7 @@ class _HeaderTimeoutProtocol(H11Protocol):
 
     header_timeout: float = 10.0
 
+    # uvicorn's H11Protocol narrows BaseProtocol's BaseTransport to Transport with this same ignore; we match it
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._header_timer = self.loop.call_later(self.header_timeout, self._header_deadline)
