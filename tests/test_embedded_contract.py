@@ -403,8 +403,35 @@ def test_previous_release_file_is_migrated_in_place(tmp_path: Path) -> None:
     }
     conn.close()
     assert {"memories__scope_ua", "memories__scope_u", "memories__dedup"} <= indexes
-    assert "memories__agent_id" not in indexes
+    assert not {"memories__user_id", "memories__agent_id", "memories__run_id"} & indexes
+    assert "run_id" in _columns(tmp_path)  # stays, unused: no table rebuild
     assert fresh and fresh[0].memory_id == "o1"
+
+
+def _columns(path: Path) -> set[str]:
+    conn = sqlite3.connect(path / "memories.sqlite3")
+    try:
+        return {r[1] for r in conn.execute('PRAGMA table_info("memories")')}
+    finally:
+        conn.close()
+
+
+def test_new_file_has_no_run_id_and_a_run_id_travels_in_the_payload(store: EmbeddedStore, tmp_path: Path) -> None:
+    """A mem0 app's run_id is metadata (the mem0 provider checks it): no column, no index, kept in the payload."""
+    store.put(A, [NewRow(row("r1", "tea in run one", run_id="run-1"), vec(1))])
+    rewritten = row("r1", "oolong in run two", run_id="run-2")
+    store.rewrite(A, RowChange("r1", rewritten, vec(2)))
+    assert store.read(A, ["r1"])["r1"].metadata["run_id"] == "run-2"
+    assert [m.id for m in nearest(store, A, vec(2), 1)] == ["r1"]
+    hits = store.keyword_hits(A, "oolong", 5, states=ALL, query=EVERYTHING)
+    assert hits is not None and [h.memory_id for h in hits] == ["r1"]
+    assert "run_id" not in _columns(tmp_path)
+    conn = sqlite3.connect(tmp_path / "memories.sqlite3")
+    try:
+        ddl = " ".join(sql or "" for (sql,) in conn.execute("SELECT sql FROM sqlite_master"))
+    finally:
+        conn.close()
+    assert "run_id" not in ddl
 
 
 # ---------------------------------------------------------------------- states, vectors

@@ -63,7 +63,8 @@ ROWS = [
         {"metadata": {"project": "apollo"}, "event_time": "2026-03-01T00:00:00.000000+00:00", "categories": ["work"]},
     ),
     ("m-old", "alice used to drink coffee", "cline", "archived", {}),
-    ("m-cursor", "cursor remembers the build command", "cursor", None, {}),
+    # a mem0 app's run_id: 2.0.0 also copied it into a column (embedded) or a KEYWORD column (Tablestore)
+    ("m-cursor", "cursor remembers the build command", "cursor", None, {"run_id": "run-7"}),
 ]
 
 
@@ -174,23 +175,48 @@ def _scope_term(kind: str, value: str) -> str:
     return kind + hashlib.sha1(value.encode("utf-8")).hexdigest()[:20]
 
 
+#: 2.0.0's schema (version 2) of collection ``memories``: its ``run_id`` column, no ``event_at``, no term table.
+SCHEMA_2_0_0 = """
+CREATE TABLE __collections (name TEXT PRIMARY KEY, dims INTEGER NOT NULL, generation INTEGER NOT NULL,
+    created_at TEXT NOT NULL, rows INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE __schema (name TEXT PRIMARY KEY, version INTEGER NOT NULL);
+CREATE TABLE "memories" (rid INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, user_id TEXT,
+    agent_id TEXT, run_id TEXT, vector BLOB NOT NULL, payload TEXT NOT NULL, created_at TEXT NOT NULL,
+    dedup_key TEXT, state TEXT);
+CREATE INDEX "memories__scope_ua" ON "memories" (user_id, agent_id, created_at, id, state);
+CREATE INDEX "memories__scope_u" ON "memories" (user_id, created_at, id, state);
+CREATE UNIQUE INDEX "memories__dedup" ON "memories" (user_id, dedup_key) WHERE dedup_key IS NOT NULL;
+CREATE VIRTUAL TABLE "memories__fts" USING fts5(text, scope, tokenize = 'unicode61 remove_diacritics 0');
+CREATE TABLE "memories__df" (scope TEXT NOT NULL, term TEXT NOT NULL, df INTEGER NOT NULL,
+    PRIMARY KEY (scope, term)) WITHOUT ROWID;
+CREATE TABLE "memories__dl" (scope TEXT PRIMARY KEY, docs INTEGER NOT NULL, tokens INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE "memories__log" (gen INTEGER NOT NULL, rid INTEGER NOT NULL, PRIMARY KEY (gen, rid)) WITHOUT ROWID;
+INSERT INTO __collections (name, dims, generation, created_at) VALUES ('memories', 8, 4242,
+    '2026-01-01T00:00:00.000000+00:00');
+INSERT INTO __schema (name, version) VALUES ('memories', 2);
+"""
+
+
 def write_embedded_2_0_0(path: Path) -> None:
-    """2.0.0's rows: identity columns, float32 vector BLOB, JSON payload, UTC created_at, dedup key, state;
-    its FTS rows (lower-cased tokens, hashed scope terms). The keyword statistics are left for the open to
-    rebuild, as after a previous release wrote to the file."""
+    """2.0.0's file: its schema; rows with identity columns (``run_id`` copied from the payload), float32 vector
+    BLOB, JSON payload, UTC created_at, dedup key, state; its FTS rows (lower-cased tokens, hashed scope terms,
+    ``r`` for a run). The keyword statistics are left for the open to rebuild, as after 2.0.0 wrote to the file."""
     conn = sqlite3.connect(path / "memories.sqlite3")
     try:
+        conn.executescript(SCHEMA_2_0_0)
         for i, (memory_id, text, client, state, extra) in enumerate(ROWS):
             payload = payload_2_0_0(memory_id, text, client, state, extra)
             blob = struct.pack(f"<{DIMS}f", *unit(i))
             key = key_2_0_0("alice", client, text) if state is None else None
+            run_id = payload.get("run_id")
             cur = conn.execute(
                 "INSERT INTO memories (id, user_id, agent_id, run_id, vector, payload, created_at, dedup_key, state) "
-                "VALUES (?, ?, ?, NULL, ?, ?, ?, ?, ?)",
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     memory_id,
                     "alice",
                     client,
+                    run_id,
                     blob,
                     json.dumps(payload, separators=(",", ":")),
                     payload["created_at"],
@@ -198,24 +224,35 @@ def write_embedded_2_0_0(path: Path) -> None:
                     state,
                 ),
             )
+            scope = f"{_scope_term('u', 'alice')} {_scope_term('a', client)}"
+            if isinstance(run_id, str):
+                scope += f" {_scope_term('r', run_id)}"
             conn.execute(
-                "INSERT INTO memories__fts (rowid, text, scope) VALUES (?, ?, ?)",
-                (cur.lastrowid, text.lower(), f"{_scope_term('u', 'alice')} {_scope_term('a', client)}"),
+                "INSERT INTO memories__fts (rowid, text, scope) VALUES (?, ?, ?)", (cur.lastrowid, text.lower(), scope)
             )
-        conn.execute("UPDATE __collections SET generation = generation + 1 WHERE name = 'memories'")
         conn.commit()
     finally:
         conn.close()
 
 
 def test_embedded_store_reads_and_changes_rows_written_by_2_0_0(tmp_path: Path) -> None:
-    EmbeddedStore(collection_name="memories", path=str(tmp_path), embedding_model_dims=DIMS).close()  # the schema
     write_embedded_2_0_0(tmp_path)
     store = EmbeddedStore(collection_name="memories", path=str(tmp_path), embedding_model_dims=DIMS)
     try:
         exercise(store)
+        # a mem0 app's run_id is read from the payload; the store leaves 2.0.0's column as it was
+        cursor_row = store.read(CURSOR, ["m-cursor"])["m-cursor"]
+        assert cursor_row.metadata["run_id"] == "run-7"
+        keyword = store.keyword_hits(CURSOR, "build command", 5, states=ACTIVE, query=EVERYTHING)
+        assert keyword is not None and [h.memory_id for h in keyword] == ["m-cursor"]
     finally:
         store.close()
+    conn = sqlite3.connect(tmp_path / "memories.sqlite3")
+    try:
+        run_ids = dict(conn.execute("SELECT id, run_id FROM memories").fetchall())
+    finally:
+        conn.close()
+    assert run_ids["m-cursor"] == "run-7" and run_ids["m-new"] is None
 
 
 # ---------------------------------------------------------------------------------------------- Tablestore

@@ -23,10 +23,13 @@ from ..tokenize import tokens
 from .vectors import F32
 
 CHUNK = 500  # ids per "IN (...)" clause, well under SQLite's variable limit
-#: The identity columns of a row, filled from its payload (2.0.0 rows may carry a ``run_id``; nothing reads it).
-IDENTITY_KEYS = ("user_id", "agent_id", "run_id")
-#: The columns :func:`row_of` reads, in its order.
-ROW_COLS = "rid, id, payload, user_id, agent_id, run_id"
+#: The identity columns of a row, filled from its payload. A mem0 app's ``run_id`` stays in the payload (the
+#: mem0 provider checks it there); files written by 2.0.0 and earlier keep a ``run_id`` column nothing reads.
+IDENTITY_KEYS = ("user_id", "agent_id")
+_ROW_NAMES = ("rid", "id", "payload", "user_id", "agent_id")
+#: The columns :func:`row_of` reads, in its order; :data:`ROW_WIDTH` of them (columns selected after them follow).
+ROW_COLS = ", ".join(_ROW_NAMES)
+ROW_WIDTH = len(_ROW_NAMES)
 
 
 @dataclass(frozen=True)
@@ -41,8 +44,8 @@ class Row:
 
 def row_of(raw: Sequence[Any]) -> Row:
     """A row from the :data:`ROW_COLS` of a SELECT."""
-    rid, id_, payload, user_id, agent_id, run_id = raw
-    return Row(int(rid), str(id_), json.loads(payload), {"user_id": user_id, "agent_id": agent_id, "run_id": run_id})
+    rid, id_, payload, user_id, agent_id = raw
+    return Row(int(rid), str(id_), json.loads(payload), {"user_id": user_id, "agent_id": agent_id})
 
 
 def owned(scope: Scope, user_id: str | None, client: str | None) -> bool:

@@ -2,8 +2,9 @@
 
 One collection ``<name>`` is:
 
-* ``<name>``: one row per memory (``rid`` rowid, ``id``, identity columns, float32 ``vector``, JSON
-  ``payload``, ``created_at``, ``dedup_key``, ``state`` copied from the payload). Composite indexes
+* ``<name>``: one row per memory (``rid`` rowid, ``id``, identity columns ``user_id`` and ``agent_id``,
+  float32 ``vector``, JSON ``payload``, ``created_at``, ``dedup_key``, ``state`` copied from the payload;
+  files written by 2.0.0 and earlier also have a ``run_id`` column, left in place and unused). Composite indexes
   ``(user_id, agent_id, created_at, id, state)`` and ``(user_id, created_at, id, state)`` serve every
   scoped read, count and keyset page; a UNIQUE index on
   ``(user_id, dedup_key)`` makes exact-duplicate detection atomic across processes.
@@ -83,7 +84,7 @@ def _create(conn: sqlite3.Connection, n: Names, dims: int, where: str) -> None:
         )
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {n.table} (rid INTEGER PRIMARY KEY AUTOINCREMENT, "
-        "id TEXT NOT NULL UNIQUE, user_id TEXT, agent_id TEXT, run_id TEXT, "
+        "id TEXT NOT NULL UNIQUE, user_id TEXT, agent_id TEXT, "
         "vector BLOB NOT NULL, payload TEXT NOT NULL, created_at TEXT NOT NULL, dedup_key TEXT, state TEXT)"
     )
     columns = {r[1] for r in conn.execute(f"PRAGMA table_info({n.table})")}
@@ -94,7 +95,8 @@ def _create(conn: sqlite3.Connection, n: Names, dims: int, where: str) -> None:
         _backfill_state(conn, n)
     if "event_at" not in columns:
         conn.execute(f"ALTER TABLE {n.table} ADD COLUMN event_at TEXT")
-    for key in ("user_id", "agent_id", "run_id"):  # single-column indexes the planner picked badly
+    # the first schema's single-column indexes (the planner picked them badly); a file's run_id column stays
+    for key in ("user_id", "agent_id", "run_id"):
         conn.execute(f'DROP INDEX IF EXISTS "{n.name}__{key}"')
     # state trails: lists and counts filter on it from the index, in (created_at, id) order
     conn.execute(

@@ -86,7 +86,7 @@ class _Tx:
 
 #: The columns every write sets: the identity (from the payload), the vector, the payload and what is
 #: indexed from it (:func:`_columns` gives their values in this order).
-_WRITE_COLS = ("user_id", "agent_id", "run_id", "vector", "payload", "created_at", "dedup_key", "state", "event_at")
+_WRITE_COLS = ("user_id", "agent_id", "vector", "payload", "created_at", "dedup_key", "state", "event_at")
 _SET = ", ".join(f"{col} = ?" for col in _WRITE_COLS)
 
 
@@ -95,7 +95,6 @@ def _columns(payload: Mapping[str, Any], vector: F32, created_at: str, dedup_key
     return (
         ident["user_id"],
         ident["agent_id"],
-        ident["run_id"],
         vector.tobytes(),
         R.dumps(payload),
         created_at,
@@ -303,10 +302,10 @@ class EmbeddedStore:
             found = conn.execute(
                 f"SELECT {R.ROW_COLS}, vector, created_at, dedup_key FROM {t} WHERE id = ?", (str(change.memory_id),)
             ).fetchone()
-            row = R.row_of(found[:6]) if found is not None else None
+            row = R.row_of(found[: R.ROW_WIDTH]) if found is not None else None
             if row is None or not R.owned(scope, row.ident["user_id"], row.ident["agent_id"]):
                 raise MemoryNotFound(f"No memory with id {change.memory_id} exists among your memories")
-            blob, old_created, old_key = found[6], found[7], found[8]
+            blob, old_created, old_key = found[R.ROW_WIDTH :]
             expected = change.expected_updated_at
             if expected is not None and row.payload.get("updated_at") != expected:
                 raise ConflictError(f"memory {change.memory_id} was changed by someone else; re-read it and retry")

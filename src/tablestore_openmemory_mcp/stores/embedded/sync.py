@@ -40,9 +40,9 @@ def replay(conn: sqlite3.Connection, n: Names, slabs: Iterable[Slab], old: int, 
     states = {rid: RowState(rid) for rid in rids}  # rows not found were deleted
     for chunk in R.chunks(rids):
         marks = ",".join("?" * len(chunk))
-        sql = f"SELECT rid, id, user_id, agent_id, run_id, vector FROM {n.table} WHERE rid IN ({marks})"
-        for rid, id_, user_id, agent_id, run_id, blob in conn.execute(sql, chunk):
-            ident = {"user_id": user_id, "agent_id": agent_id, "run_id": run_id}
+        sql = f"SELECT rid, id, user_id, agent_id, vector FROM {n.table} WHERE rid IN ({marks})"
+        for rid, id_, user_id, agent_id, blob in conn.execute(sql, chunk):
+            ident = {"user_id": user_id, "agent_id": agent_id}
             states[rid] = RowState(rid, id_, ident, np.frombuffer(blob, dtype=np.float32))
     for slab in slabs:
         for state in states.values():
