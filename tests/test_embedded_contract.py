@@ -416,8 +416,9 @@ def _columns(path: Path) -> set[str]:
         conn.close()
 
 
-def test_new_file_has_no_run_id_and_a_run_id_travels_in_the_payload(store: EmbeddedStore, tmp_path: Path) -> None:
-    """A mem0 app's run_id is metadata (the mem0 provider checks it): no column, no index, kept in the payload."""
+def test_run_id_travels_in_the_payload_and_its_column_is_never_written(store: EmbeddedStore, tmp_path: Path) -> None:
+    """A mem0 app's run_id is metadata (the mem0 provider checks it), kept in the payload; the ``run_id`` column
+    stays in new files only so 2.0.0 can open them after a rollback: never written, never indexed."""
     store.put(A, [NewRow(row("r1", "tea in run one", run_id="run-1"), vec(1))])
     rewritten = row("r1", "oolong in run two", run_id="run-2")
     store.rewrite(A, RowChange("r1", rewritten, vec(2)))
@@ -425,13 +426,15 @@ def test_new_file_has_no_run_id_and_a_run_id_travels_in_the_payload(store: Embed
     assert [m.id for m in nearest(store, A, vec(2), 1)] == ["r1"]
     hits = store.keyword_hits(A, "oolong", 5, states=ALL, query=EVERYTHING)
     assert hits is not None and [h.memory_id for h in hits] == ["r1"]
-    assert "run_id" not in _columns(tmp_path)
+    assert "run_id" in _columns(tmp_path)
     conn = sqlite3.connect(tmp_path / "memories.sqlite3")
     try:
-        ddl = " ".join(sql or "" for (sql,) in conn.execute("SELECT sql FROM sqlite_master"))
+        indexes = " ".join(sql or "" for (sql,) in conn.execute("SELECT sql FROM sqlite_master WHERE type = 'index'"))
+        written = conn.execute('SELECT COUNT(*) FROM "memories" WHERE run_id IS NOT NULL').fetchone()[0]
     finally:
         conn.close()
-    assert "run_id" not in ddl
+    assert "run_id" not in indexes
+    assert written == 0
 
 
 # ---------------------------------------------------------------------- states, vectors

@@ -4,7 +4,8 @@ One collection ``<name>`` is:
 
 * ``<name>``: one row per memory (``rid`` rowid, ``id``, identity columns ``user_id`` and ``agent_id``,
   float32 ``vector``, JSON ``payload``, ``created_at``, ``dedup_key``, ``state`` copied from the payload;
-  files written by 2.0.0 and earlier also have a ``run_id`` column, left in place and unused). Composite indexes
+  and an unused, never written ``run_id`` column, kept only so that 2.0.0, which selects it, can still open a
+  file made by this version after a rollback). Composite indexes
   ``(user_id, agent_id, created_at, id, state)`` and ``(user_id, created_at, id, state)`` serve every
   scoped read, count and keyset page; a UNIQUE index on
   ``(user_id, dedup_key)`` makes exact-duplicate detection atomic across processes.
@@ -84,7 +85,7 @@ def _create(conn: sqlite3.Connection, n: Names, dims: int, where: str) -> None:
         )
     conn.execute(
         f"CREATE TABLE IF NOT EXISTS {n.table} (rid INTEGER PRIMARY KEY AUTOINCREMENT, "
-        "id TEXT NOT NULL UNIQUE, user_id TEXT, agent_id TEXT, "
+        "id TEXT NOT NULL UNIQUE, user_id TEXT, agent_id TEXT, run_id TEXT, "
         "vector BLOB NOT NULL, payload TEXT NOT NULL, created_at TEXT NOT NULL, dedup_key TEXT, state TEXT)"
     )
     columns = {r[1] for r in conn.execute(f"PRAGMA table_info({n.table})")}
