@@ -17,10 +17,11 @@ import pytest
 from tablestore import SearchIndexMeta
 
 from tablestore_openmemory_mcp.memory.ports import ALL_STATES, State, StoredMemory
-from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery
+from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery, build_query
 from tablestore_openmemory_mcp.memory.store_port import NewRow, RowChange, Tally
 from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore
+from tablestore_openmemory_mcp.stores.tablestore.recent import RecentWrites
 from tablestore_openmemory_mcp.stores.tablestore.schema import COL_DAY, index_meta
 from tests.fakes.table_pool import TablePool
 from tests.fakes.tablestore_fixture import INDEX_DELAY
@@ -240,6 +241,122 @@ def test_rpcs_do_not_grow_with_the_user(em: TablestoreEmulator) -> None:
             assert em.counts["BatchGetRow"] <= 1
     finally:
         store.close()
+
+
+FOOD = build_query(category="food")
+
+
+def bulk(store: TablestoreStore, scope: Scope, n: int, batch: int = 100) -> list[str]:
+    """``n`` new memories of ``scope`` (every other one about food), ``batch`` per put as an import writes them."""
+    ids = [f"b{i:04d}" for i in range(n)]
+    for start in range(0, n, batch):
+        store.put(
+            scope,
+            [
+                NewRow(
+                    replace(
+                        row(ids[i], f"bulk {i}", scope, f"2025-03-{1 + i % 28:02d}T00:00:00+00:00"),
+                        categories=("food",) if i % 2 else ("work",),
+                    ),
+                    vec(i),
+                )
+                for i in range(start, min(n, start + batch))
+            ],
+        )
+    return ids
+
+
+def totals(store: TablestoreStore, em: TablestoreEmulator) -> list[tuple[str, Any, Any]]:
+    """(what, answer, reference) for the totals, narrowed pages, owner's window and tallies; the answers are
+    taken first, while nothing has read the table yet."""
+    got = {
+        "total": store.page_total(ALICE, states=ALL, query=EVERYTHING),
+        "total active": store.page_total(CLINE, states=("active",), query=EVERYTHING),
+        "total food": store.page_total(ALICE, states=ALL, query=FOOD),
+        "food page": store.page(ALICE, states=ALL, query=FOOD, limit=1000).items,
+        "window": store.created_window(ALICE, states=ALL, newest_first=True, offset=0, limit=10),
+        "tally": store.tallies(ALICE),
+    }
+    food = [m for m in every_row(store, ALICE) if "food" in m.categories]
+    return [
+        ("total", got["total"], len(every_row(store, ALICE))),
+        ("total active", got["total active"], len(every_row(store, CLINE, ("active",)))),
+        ("total food", got["total food"], len(food)),
+        ("food page", [m.id for m in got["food page"]], sorted(m.id for m in food)),
+        ("window", ([m.id for m in got["window"][0]], got["window"][1]), reference_ids(store)),
+        ("tally", got["tally"], reference_tally(store, ALICE)),
+    ]
+
+
+def reference_ids(store: TablestoreStore) -> tuple[list[str], int]:
+    rows, total = reference_window(store, ALICE, ALL, newest_first=True, offset=0, limit=10, since=None, until=None)
+    return [m.id for m in rows], total
+
+
+def test_a_bulk_write_beyond_what_is_reconciled_is_counted_exactly_while_the_index_lags(
+    em: TablestoreEmulator,
+) -> None:
+    """700 rows written by this process (more than ``MAX_TOUCHED``): totals, narrowed pages, the owner's
+    window and tallies are exact at once (the table answers), not the index's count plus 500 of them."""
+    store = make(em)
+    try:
+        seed(store)
+        em.flush_index()
+        store._recent.clear()
+        em.index_delay = 3600  # nothing written from here on reaches the index during the test
+        ids = bulk(store, CLINE, 700)
+        em.reset_counts()
+        for what, answer, want in totals(store, em):
+            assert answer == want, what
+        assert em.counts["GetRange"] >= 1  # the strongly consistent path
+        store.remove(CLINE, ids[:600])  # deletes count too: the index still has none of the 700
+        for what, answer, want in totals(store, em):
+            assert answer == want, what
+        assert store.page_total(ALICE, states=ALL, query=EVERYTHING) == 30 + 100
+    finally:
+        store.close()
+
+
+def test_up_to_max_touched_own_writes_are_reconciled_with_the_same_rpcs(em: TablestoreEmulator) -> None:
+    """500 rows written by this process: reconciled from the index (Search 1 + BatchGetRow per 100), no scan."""
+    store = make(em)
+    try:
+        seed(store)
+        em.flush_index()
+        store._recent.clear()
+        em.index_delay = 3600
+        bulk(store, CLINE, 500)
+        for call, rpcs in (
+            (lambda: store.page_total(ALICE, states=ALL, query=EVERYTHING), {"Search": 1, "BatchGetRow": 5}),
+            (lambda: store.tallies(ALICE), {"Search": 1, "BatchGetRow": 5}),
+            (
+                lambda: store.created_window(ALICE, states=ALL, newest_first=True, offset=0, limit=10),
+                {"Search": 1, "BatchGetRow": 6},
+            ),
+        ):
+            em.reset_counts()
+            call()
+            assert {api: em.counts[api] for api in ("Search", "BatchGetRow", "GetRange")} == {**rpcs, "GetRange": 0}
+        for what, answer, want in totals(store, em):
+            assert answer == want, what
+    finally:
+        store.close()
+
+
+def test_recent_writes_name_every_touched_row_or_none() -> None:
+    """A reconciliation needs every recent row of the user: more than asked for, or some dropped by the
+    bound while still within the window, and the readers get None (they ask the table)."""
+    recent = RecentWrites(max_rows=4)
+    recent.note("a", ["a1", "a2", "a3"], [None] * 3)
+    recent.note("b", ["b1"], [None])
+    recent.forget("b", ["b0"])
+    assert recent.touched("a", 500) == ["a3", "a2", "a1"] and recent.touched("a", 2) is None
+    assert recent.touched("b", 500) == ["b1", "b0"]
+    recent.note("b", ["b2"], [None])  # the bound drops a1, still within its window
+    assert recent.touched("a", 500) is None
+    assert recent.touched("b", 500) == ["b2", "b1", "b0"]
+    recent.clear()
+    assert recent.touched("a", 500) == []
 
 
 def test_an_index_without_created_day_falls_back_to_reading_rows(em: TablestoreEmulator) -> None:

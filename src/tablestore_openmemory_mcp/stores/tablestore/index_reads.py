@@ -14,7 +14,8 @@ Correctness, in this order:
   Searches, one for the index's view of our ids and one for the rest, double-counted rows the index synced
   in between: 200 archived memories counted 400).
   So a client sees its own adds, edits and deletes at once; other processes' writes show up once the index
-  has them (99% within 3 s per the documentation).
+  has them (99% within 3 s per the documentation). More than ``MAX_TOUCHED`` such rows of the user (a bulk
+  import) are not reconciled but read from the table (None below): reconciling only some answered short.
 * **Pages are checked against the table.** The page's ids are read back (BatchGetRow): a deleted row
   never comes back, an edited one comes back current.
 * **Exact or nothing.** When the selection (:mod:`.selection`) cannot be evaluated exactly by the index (a
@@ -23,9 +24,10 @@ Correctness, in this order:
   phase), or it lacks ``created_day`` (an index made by an older version), each method answers None and the
   store takes the strongly consistent path (``ranges``: a count of the range, or every row read).
 
-RPCs: total = 1 Search (+ 1 Search + 1 BatchGetRow when this process wrote to the user in the last
-``WINDOW`` seconds); page = 1 Search + 1 BatchGetRow per 100 rows (+ the same reconciliation); counts = 1
-Search (+ the same reconciliation). Plus one DescribeSearchIndex per index until it reports INCR.
+RPCs: total = 1 Search (+ 1 BatchGetRow per 100 rows this process wrote to the user in the last ``WINDOW``
+seconds; more than ``MAX_TOUCHED``: the table's count instead); page = 1 Search + 1 BatchGetRow per 100 rows
+(+ the same reconciliation); counts = 1 Search (+ the same reconciliation). Plus one DescribeSearchIndex per
+index until it reports INCR.
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ logger = logging.getLogger(__name__)
 #: Search's documented bounds: offset + limit <= 10,000; up to 1,000 rows when only keys come back.
 MAX_OFFSET = 10_000
 MAX_KEYS = 1000
-#: Recent writes reconciled per call (a TermsQuery of their ids; BatchGetRow of 100 a call).
+#: Recent writes reconciled per call (a TermsQuery of their ids; BatchGetRow of 100 a call); with more, the
+#: table answers.
 MAX_TOUCHED = 500
 #: How often an index still initializing is asked again.
 RECHECK_SECONDS = 5.0
@@ -119,10 +122,13 @@ class IndexReads:
                 out.append(memory_id)
         return out
 
-    def _touched(self, who: Who, query: Query) -> tuple[Query, dict[str, Found]]:
-        """For this process's recent writes: (``query`` without their ids, their rows in the table now)."""
+    def _touched(self, who: Who, query: Query) -> tuple[Query, dict[str, Found]] | None:
+        """For this process's recent writes: (``query`` without their ids, their rows in the table now), or
+        None when there are too many to reconcile (the caller asks the table)."""
         store = self.store
         touched = store._recent.touched(who.user, MAX_TOUCHED)
+        if touched is None:
+            return None
         if not touched:
             return query, {}
         rest = BoolQuery(must_queries=[query], must_not_queries=[TermsQuery(PK_ID, touched)])
@@ -187,7 +193,10 @@ class IndexReads:
         query = self.exact_query(sel)
         if query is None or COL_DAY not in self._state()[1]:
             return None
-        rest, touched = self._touched(sel.who, query)
+        reconciled = self._touched(sel.who, query)
+        if reconciled is None:
+            return None
+        rest, touched = reconciled
         counted = agg.read_tally(self.search(agg.tally_query(rest)))
         if counted is None:
             return None
@@ -197,9 +206,13 @@ class IndexReads:
 
     # ------------------------------------------------------------------ totals
 
-    def total_of(self, who: Who, query: Query, keep: Callable[[Found], bool]) -> int:
-        """How many rows an exact index ``query`` matches, this process's recent writes reconciled with ``keep``."""
-        rest, rows = self._touched(who, query)
+    def total_of(self, who: Who, query: Query, keep: Callable[[Found], bool]) -> int | None:
+        """How many rows an exact index ``query`` matches, this process's recent writes reconciled with ``keep``
+        (None: too many of them, ask the table)."""
+        reconciled = self._touched(who, query)
+        if reconciled is None:
+            return None
+        rest, rows = reconciled
         response = self.search(SearchQuery(rest, limit=0, get_total_count=True))
         return int(response.total_count or 0) + sum(keep(r) for r in rows.values())
 
@@ -222,12 +235,16 @@ class IndexReads:
         newest_first: bool,
         offset: int,
         limit: int,
-    ) -> tuple[list[Found], int]:
+    ) -> tuple[list[Found], int] | None:
         """:meth:`created_page` for an index ``query`` that decides every row exactly, ``keep`` the same
-        condition on a row in hand (this process's recent writes, re-read from the table)."""
+        condition on a row in hand (this process's recent writes, re-read from the table); None: too many of
+        those to reconcile, ask the table."""
         order = SortOrder.DESC if newest_first else SortOrder.ASC
         sort = Sort([FieldSort("created_at", order), FieldSort(PK_ID, order)])
-        rest, touched = self._touched(who, query)
+        reconciled = self._touched(who, query)
+        if reconciled is None:
+            return None
+        rest, touched = reconciled
         added = [r for r in touched.values() if keep(r)]
         # The index's order without our recent rows (``rest``), plus our rows as they are now (``added``):
         # a page of that view lies within this window of the index's order.

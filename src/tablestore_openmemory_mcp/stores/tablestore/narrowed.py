@@ -11,7 +11,8 @@ No fixed over-fetch: a search asks for ``limit`` hits and, only when the check d
 rows, an index without the narrowing fields) and the index had more, asks again with a larger ``top_k``
 (up to the documented 1,000). Narrowed pages walk the index in primary-key order (the order of the
 unfiltered GetRange pages, with the same cursor) until a page is full; without a narrowing query, or with an
-index that cannot narrow, :meth:`NarrowedReads.page` answers None and the store reads its range (``ranges``).
+index that cannot narrow, or more recent writes of the user than it can merge in (``MAX_TOUCHED``),
+:meth:`NarrowedReads.page` answers None and the store reads its range (``ranges``).
 Totals and created-order pages are ``index_reads``'.
 
 RPCs (nothing lagging, no old rows): search = 1 Search + 1 BatchGetRow of about ``limit`` rows; keyword
@@ -239,6 +240,8 @@ class NarrowedReads:
         index_base, _ = sel.index_query(store._indexed)
         start = decode_cursor(cursor) if cursor else None
         touched = store._recent.touched(sel.who.user, MAX_TOUCHED)
+        if touched is None:  # too many of this process's recent writes to merge in: the range answers
+            return None
         ours = store._by_id.rows(sel.who, touched) if touched else {}
         mine = sorted(
             (r for r in ours.values() if sel.keeps(r.memory) and (start is None or r.id >= start)), key=lambda r: r.id

@@ -4,7 +4,9 @@ The search index syncs a few seconds behind the table (p99 3 s). Rows this proce
 ``window`` seconds are kept here with their unit vectors; ``search`` scores them locally and adds them to
 the index's candidates, and the one BatchGetRow that checks every candidate against the table drops the
 ones deleted since. Writes made by other processes show up in search once the index has synced.
-Bounded: at most ``max_rows`` rows (the newest), each expiring after ``window`` seconds.
+Bounded: at most ``max_rows`` rows (the newest), each expiring after ``window`` seconds. A user whose rows
+the bound dropped before they expired, or who has more than the readers can reconcile, gets no list from
+:meth:`touched` (None) until they expire: the readers then ask the table instead of answering short.
 
 A new search index answers nothing until it has initialized, which can take a minute: longer than the
 window. While the store knows its index is still initializing it holds the rows (:meth:`hold`: none expires);
@@ -37,6 +39,8 @@ class RecentWrites:
         self._rows: OrderedDict[tuple[str, str], tuple[np.ndarray | None, float]] = OrderedDict()
         #: Rows this process deleted lately: the index may still count them (``touched``).
         self._removed: OrderedDict[tuple[str, str], float] = OrderedDict()
+        #: user -> when the bound last dropped one of their rows still within the window (``touched``: None).
+        self._lost: dict[str, float] = {}
         self._held = False
         self._released_at = float("-inf")
         self._next_check = 0.0
@@ -83,7 +87,8 @@ class RecentWrites:
                 self._rows.pop(key, None)
                 self._rows[key] = (unit, now)
             while len(self._rows) > self.max_rows:
-                self._rows.popitem(last=False)
+                (lost, _), _ = self._rows.popitem(last=False)
+                self._lost[lost] = now
 
     def forget(self, user: str, ids: Iterable[str]) -> None:
         """Drop deleted rows (they are still listed by :meth:`touched` for ``window`` seconds)."""
@@ -95,16 +100,22 @@ class RecentWrites:
                     self._removed.pop((user, memory_id), None)
                     self._removed[(user, memory_id)] = now
             while len(self._removed) > self.max_rows:
-                self._removed.popitem(last=False)
+                (lost, _), _ = self._removed.popitem(last=False)
+                self._lost[lost] = now
 
-    def touched(self, user: str, limit: int) -> list[str]:
-        """Up to ``limit`` ids of ``user``'s rows this process wrote or deleted lately, newest first: where
-        the lagging index may disagree with the table (totals and counts reconcile them)."""
+    def touched(self, user: str, limit: int) -> list[str] | None:
+        """Every id of ``user``'s rows this process wrote or deleted lately, newest first: where the lagging
+        index may disagree with the table (totals and counts reconcile them). None when there are more than
+        ``limit`` or the bound dropped some still within the window: a reconciliation would answer short
+        (2,100 rows just written, 500 reconciled: a total of 500), so the caller asks the table."""
         with self._lock:
             self._expire()
+            if user in self._lost:
+                return None
             written = [mid for (u, mid) in reversed(self._rows) if u == user]
             removed = [mid for (u, mid) in reversed(self._removed) if u == user]
-        return list(dict.fromkeys([*written, *removed]))[:limit]
+        ids = list(dict.fromkeys([*written, *removed]))
+        return ids if len(ids) <= limit else None
 
     def ids(self, user: str) -> list[str]:
         """Ids of ``user``'s recent writes, newest first."""
@@ -133,6 +144,7 @@ class RecentWrites:
         with self._lock:
             self._rows.clear()
             self._removed.clear()
+            self._lost.clear()
 
     def _expire(self) -> None:
         cutoff = time.monotonic() - self.window
@@ -145,3 +157,5 @@ class RecentWrites:
             self._rows.popitem(last=False)
         while self._removed and next(iter(self._removed.values())) < cutoff:
             self._removed.popitem(last=False)
+        for user in [u for u, at in self._lost.items() if at < cutoff]:
+            del self._lost[user]
