@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 
 from tablestore_openmemory_mcp.memory.ports import StoredMemory
-from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery, build_query
+from tablestore_openmemory_mcp.memory.query_filters import EVERYTHING, MemoryQuery, build_query
 from tablestore_openmemory_mcp.memory.store_port import NewRow
 from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.stores import row_format
@@ -26,7 +26,6 @@ from tablestore_openmemory_mcp.stores.embedded import EmbeddedStore
 
 SCOPE = Scope("bench", "alice", shared=True)
 ACTIVE = ("active",)
-EVERYTHING = MemoryQuery()
 STAMP = "2026-01-01T00:00:00.{i:06d}+00:00"
 
 

@@ -41,7 +41,7 @@ from tests.server_process import HttpServer, server_env, structured, tablestore_
 from tests.tablestore_emulator import TablestoreEmulator
 
 from tablestore_openmemory_mcp.memory.ports import ALL_STATES, StoredMemory
-from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery
+from tablestore_openmemory_mcp.memory.query_filters import EVERYTHING
 from tablestore_openmemory_mcp.memory.store_port import NewRow, RowChange
 from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore
@@ -107,7 +107,6 @@ def dedup_key(user: str, text: str) -> str:
 
 
 ACTIVE = ALL_STATES  # no state condition, as the row methods' identity-only filters had
-EVERYTHING = MemoryQuery()
 
 
 def memory(user: str, text: str, memory_id: str) -> StoredMemory:

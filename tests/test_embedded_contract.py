@@ -20,11 +20,11 @@ import pytest
 
 from tablestore_openmemory_mcp.errors import ConflictError, MemoryNotFound
 from tablestore_openmemory_mcp.memory.ports import ALL_STATES, VISIBLE_STATES, State, StoredMemory
-from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery, build_query
+from tablestore_openmemory_mcp.memory.query_filters import EVERYTHING, MemoryQuery, build_query
 from tablestore_openmemory_mcp.memory.store_port import NewRow, RowChange, RowPage
 from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.stores.embedded import EmbeddedStore
-from tests.fakes.port_rows import EVERYTHING, count, every_row, memory, user_scope
+from tests.fakes.port_rows import count, every_row, memory, user_scope
 
 DIMS = 8
 SRC = str(Path(__file__).resolve().parents[1] / "src")

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from tablestore_openmemory_mcp.memory.ports import State
-from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery
+from tablestore_openmemory_mcp.memory.query_filters import EVERYTHING, MemoryQuery
 from tablestore_openmemory_mcp.memory.store_port import NewRow, RowChange
 from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.stores.embedded import EmbeddedStore
-from tests.fakes.port_rows import EVERYTHING, memory
+from tests.fakes.port_rows import memory
 
 DIMS = 4
 ALICE = Scope("cline", "alice")

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tablestore_openmemory_mcp.memory.ports import ALL_STATES, StoredMemory
-from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery, build_query
+from tablestore_openmemory_mcp.memory.query_filters import EVERYTHING, MemoryQuery, build_query
 from tablestore_openmemory_mcp.memory.store_port import NewRow, RowChange
 from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.stores import row_format
@@ -28,7 +28,6 @@ DIMS = 16
 ALICE = Scope("cline", "alice", shared=True)
 BOB = Scope("cline", "bob", shared=True)
 ACTIVE = ("active",)
-EVERYTHING = MemoryQuery()
 
 
 def vector(rng: random.Random) -> list[float]:

@@ -24,12 +24,12 @@ os.environ.setdefault("MEM0_TELEMETRY", "False")
 
 from tablestore_openmemory_mcp.errors import InvalidIdentity, MemoryNotFound, ScopeMissing, UserInputError
 from tablestore_openmemory_mcp.memory.ports import ALL_STATES, StoredMemory
-from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery, build_query
+from tablestore_openmemory_mcp.memory.query_filters import EVERYTHING, MemoryQuery, build_query
 from tablestore_openmemory_mcp.memory.store_port import KeywordHit, NewRow, RowChange
 from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.stores import row_format
 from tablestore_openmemory_mcp.stores.embedded import EmbeddedStore
-from tests.fakes.port_rows import EVERYTHING, count, every_row, memory, user_scope
+from tests.fakes.port_rows import count, every_row, memory, user_scope
 
 DIMS = 8
 SRC = str(Path(__file__).resolve().parents[1] / "src")

@@ -20,7 +20,7 @@ from tablestore import Condition, OTSClient, Row, RowExistenceExpectation
 
 from tablestore_openmemory_mcp.errors import ConflictError
 from tablestore_openmemory_mcp.memory.ports import ALL_STATES, StoredMemory
-from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery
+from tablestore_openmemory_mcp.memory.query_filters import EVERYTHING, MemoryQuery
 from tablestore_openmemory_mcp.memory.store_port import NewRow, RowChange, StorePort
 from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.stores import row_format
@@ -33,7 +33,6 @@ CLINE = Scope("cline", "alice")
 OWNER = Scope("cline", "alice", shared=True)
 CURSOR = Scope("cursor", "alice")
 BOB = Scope("cline", "bob")
-EVERYTHING = MemoryQuery()
 ACTIVE = ("active",)
 
 

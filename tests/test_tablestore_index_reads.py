@@ -17,7 +17,7 @@ import pytest
 from tablestore import SearchIndexMeta
 
 from tablestore_openmemory_mcp.memory.ports import ALL_STATES, State, StoredMemory
-from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery, build_query
+from tablestore_openmemory_mcp.memory.query_filters import EVERYTHING, build_query
 from tablestore_openmemory_mcp.memory.store_port import NewRow, RowChange, Tally
 from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore
@@ -33,7 +33,6 @@ CLINE = Scope("cline", "alice")
 CURSOR = Scope("cursor", "alice")
 BOB = Scope("cline", "bob")
 ALL = ALL_STATES
-EVERYTHING = MemoryQuery()
 TABLES = TablePool()  # new tables made ahead in batches: a test's store needs no wait for its table (see there)
 
 

@@ -30,7 +30,7 @@ from tablestore_openmemory_mcp.errors import (
     UserInputError,
 )
 from tablestore_openmemory_mcp.memory.ports import ALL_STATES, State, StoredMemory
-from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery, build_query
+from tablestore_openmemory_mcp.memory.query_filters import EVERYTHING, MemoryQuery, build_query
 from tablestore_openmemory_mcp.memory.store_port import NewRow, RowChange
 from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore, TablestoreUnavailableError
@@ -46,7 +46,6 @@ U1 = Scope("cline", "u1", shared=True)  # every memory of u1, whatever its clien
 CLINE = Scope("cline", "u1")  # u1's memories written by cline only
 ALL = ALL_STATES
 ACTIVE: tuple[State, ...] = ("active",)
-EVERYTHING = MemoryQuery()
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from tablestore_openmemory_mcp.memory.ports import ALL_STATES, State, StoredMemory
-from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery, build_query
+from tablestore_openmemory_mcp.memory.query_filters import EVERYTHING, build_query
 from tablestore_openmemory_mcp.memory.store_port import NewRow, RowChange
 from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore, TablestoreUnavailableError
@@ -37,7 +37,6 @@ DIMS = 8
 U1 = Scope("cline", "u1", shared=True)
 CLINE = Scope("cline", "u1")
 ACTIVE: tuple[State, ...] = ("active",)
-EVERYTHING = MemoryQuery()
 TABLES = TablePool("s_")  # new tables made ahead in batches, under the windows a test would make its own (see there)
 
 

@@ -28,7 +28,7 @@ from tablestore_openmemory_mcp.memory.ports import (
     State,
     StoredMemory,
 )
-from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery
+from tablestore_openmemory_mcp.memory.query_filters import EVERYTHING, MemoryQuery
 from tablestore_openmemory_mcp.memory.store_port import NewRow, RowChange, StorePort
 from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.stores.row_format import (
@@ -44,7 +44,6 @@ logger = logging.getLogger(__name__)
 
 DELETE_BATCH = 200
 ACTIVE: frozenset[State] = frozenset({"active"})
-EVERYTHING = MemoryQuery()
 
 
 class StoreRepository:

@@ -7,13 +7,12 @@ from collections.abc import Collection
 from typing import Any
 
 from tablestore_openmemory_mcp.memory.ports import ALL_STATES, State, StoredMemory
-from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery
+from tablestore_openmemory_mcp.memory.query_filters import EVERYTHING, MemoryQuery
 from tablestore_openmemory_mcp.memory.store_port import StorePort
 from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.stores import row_format
 
 STAMP = "2025-01-01T00:00:00.000000+00:00"
-EVERYTHING = MemoryQuery()
 
 
 def user_scope(user: str) -> Scope:

@@ -142,3 +142,7 @@ def add_fields(metadata: Any = None, event_time: str | None = None) -> dict[str,
     if event_time:
         out[EVENT_TIME_KEY] = iso_time(event_time, "event_time")
     return out
+
+
+#: The empty query: everything in scope (the default wherever no narrowing is asked).
+EVERYTHING = MemoryQuery()

@@ -38,7 +38,7 @@ import numpy as np
 
 from ...errors import ConflictError, MemoryNotFound, StoreError, UserInputError
 from ...memory.ports import ALL_STATES, State, StoredMemory
-from ...memory.query_filters import MemoryQuery
+from ...memory.query_filters import EVERYTHING, MemoryQuery
 from ...memory.store_port import KeywordHit, NewRow, RowChange, RowPage, StorePort, Tally
 from ...scope import Scope
 from .. import row_format
@@ -58,7 +58,6 @@ DB_FILENAME = "memories.sqlite3"
 LOG_KEEP = 4096  # generations of change log kept for other processes to catch up from
 _LOG_MAX_ROWS = 20_000  # rows one transaction may log; replaying more costs as much as a reload
 _MAX_QUERY_TOKENS = 64
-_EVERYTHING = MemoryQuery()
 #: The readiness probe's user: no memory is ever stored under it (a valid Scope cannot name it).
 _READY_USER = "\x00readiness-probe"
 
@@ -409,7 +408,7 @@ class EmbeddedStore:
         scope: Scope,
         *,
         states: Collection[State],
-        query: MemoryQuery = _EVERYTHING,
+        query: MemoryQuery = EVERYTHING,
         limit: int,
         cursor: str | None = None,
     ) -> RowPage:
@@ -429,7 +428,7 @@ class EmbeddedStore:
         memories = [row_format.to_memory(id_, json.loads(payload)) for id_, payload, _ in raws]
         return RowPage(memories, R.encode_cursor(raws[-1][2], raws[-1][0]) if more else None)
 
-    def page_total(self, scope: Scope, *, states: Collection[State], query: MemoryQuery = _EVERYTHING) -> int:
+    def page_total(self, scope: Scope, *, states: Collection[State], query: MemoryQuery = EVERYTHING) -> int:
         """The matching rows, counted by SQLite (exact: the WHERE clause is the whole condition)."""
         where, values = narrowing.where(scope, states, query, self._n.terms)
         with self._pool.connection() as conn:
@@ -445,7 +444,7 @@ class EmbeddedStore:
         limit: int,
         since: str | None = None,
         until: str | None = None,
-        query: MemoryQuery = _EVERYTHING,
+        query: MemoryQuery = EVERYTHING,
     ) -> tuple[builtins.list[StoredMemory], int]:
         """The owner's offset page and its total from one SQL snapshot, straight from the
         ``(user_id, [agent_id,] created_at, id, state)`` index (100k memories took 2 s read in Python)."""
@@ -472,7 +471,7 @@ class EmbeddedStore:
         """Counted by SQLite from the scope index (100k rows: ~2 s when every row was read in Python).
 
         The day is the indexed ``created_at`` column: UTC, and the insert time for a payload without one."""
-        where, values = narrowing.where(scope, ALL_STATES, _EVERYTHING, self._n.terms)
+        where, values = narrowing.where(scope, ALL_STATES, EVERYTHING, self._n.terms)
         sql = (
             f"SELECT agent_id, COALESCE(state, 'active'), substr(created_at, 1, 10), COUNT(*) "
             f"FROM {self._n.table}{where} GROUP BY 1, 2, 3"
@@ -494,7 +493,7 @@ class EmbeddedStore:
         limit: int,
         *,
         states: Collection[State],
-        query: MemoryQuery = _EVERYTHING,
+        query: MemoryQuery = EVERYTHING,
     ) -> builtins.list[StoredMemory]:
         """Nearest rows by cosine similarity, best first (score clipped to [0, 1]).
 
@@ -528,7 +527,7 @@ class EmbeddedStore:
         limit: int,
         *,
         states: Collection[State],
-        query: MemoryQuery = _EVERYTHING,
+        query: MemoryQuery = EVERYTHING,
         candidates: Sequence[str] | None = None,
     ) -> builtins.list[KeywordHit] | None:
         """BM25 matches in scope, best first; statistics from the caller's scope only (score > 0).

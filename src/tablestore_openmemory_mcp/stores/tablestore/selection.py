@@ -38,7 +38,7 @@ from tablestore import (
 
 from tablestore_openmemory_mcp.errors import ScopeMissing, UserInputError
 from tablestore_openmemory_mcp.memory.ports import ALL_STATES, State, StoredMemory
-from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery
+from tablestore_openmemory_mcp.memory.query_filters import EVERYTHING, MemoryQuery
 from tablestore_openmemory_mcp.scope import Scope
 
 from .narrowing import CLIENT_FIELD, NARROWING_COLUMNS, pushdown
@@ -47,7 +47,6 @@ from .schema import DEDUP_SUFFIX, PK_USER
 #: Tablestore's limit on the sub-conditions of one column filter (leaf conditions, all levels).
 MAX_CONDITIONS = 10
 STATE_FIELD = "state"
-EVERYTHING = MemoryQuery()
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,4 +227,4 @@ class Selection:
         return (state if isinstance(state, str) and state else "active") in self.states
 
 
-__all__ = ["EVERYTHING", "ColumnFilter", "Selection", "Who", "combine", "condition"]
+__all__ = ["ColumnFilter", "Selection", "Who", "combine", "condition"]

@@ -35,7 +35,7 @@ from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from tablestore_openmemory_mcp.memory.ports import ALL_STATES, State, StoredMemory
-from tablestore_openmemory_mcp.memory.query_filters import MemoryQuery
+from tablestore_openmemory_mcp.memory.query_filters import EVERYTHING, MemoryQuery
 from tablestore_openmemory_mcp.memory.store_port import KeywordHit, NewRow, RowChange, RowPage, StorePort, Tally
 from tablestore_openmemory_mcp.scope import Scope
 
@@ -64,7 +64,7 @@ from .schema import (
     validate_dimension,
     validate_name,
 )
-from .selection import EVERYTHING, Selection, Who
+from .selection import Selection, Who
 from .startup import ensure
 from .switch_watch import OnSwitch, SwitchWatch
 from .tables import close_client
