@@ -75,6 +75,20 @@ def event_at(payload: Mapping[str, Any], created_at: str) -> str:
     return utc_iso(str(event)) if event else created_at
 
 
+def term_selects(query: MemoryQuery, terms: str) -> list[tuple[str, list[str]]]:
+    """``SELECT rid`` from the term table per condition of ``query`` (its category; its tags, one select each,
+    or one for all of them with ``match_any``), each with its values; a row matches when every select has it."""
+    selects: list[tuple[str, list[str]]] = []
+    if query.category:
+        selects.append((f"SELECT rid FROM {terms} WHERE term = ?", [f"category={query.category}"]))
+    tags = ["tag=" + tag_term(key, value) for key, value in query.metadata.items()]
+    if tags and query.match_any:
+        selects.append((f"SELECT DISTINCT rid FROM {terms} WHERE term IN ({','.join('?' * len(tags))})", tags))
+    else:
+        selects += [(f"SELECT rid FROM {terms} WHERE term = ?", [tag]) for tag in tags]
+    return selects
+
+
 def candidates(
     scope: Scope, states: Collection[State], query: MemoryQuery, table: str, terms: str
 ) -> tuple[str, list[Any]]:
@@ -88,19 +102,9 @@ def candidates(
     if not (query.category or query.metadata):
         clause, values = where(scope, states, query, terms)
         return f"SELECT rid FROM {table}{clause}", values
-    parts: list[str] = []
-    values = []
-    if query.category:
-        parts.append(f"SELECT rid FROM {terms} WHERE term = ?")
-        values.append(f"category={query.category}")
-    tags = ["tag=" + tag_term(key, value) for key, value in query.metadata.items()]
-    if tags and query.match_any:
-        parts.append(f"SELECT DISTINCT rid FROM {terms} WHERE term IN ({','.join('?' * len(tags))})")
-        values += tags
-    else:
-        for tag in tags:
-            parts.append(f"SELECT rid FROM {terms} WHERE term = ?")
-            values.append(tag)
+    selects = term_selects(query, terms)
+    parts = [sql for sql, _ in selects]
+    values = [value for _, more in selects for value in more]
     if query.since or query.until or query.client:
         timed = MemoryQuery(client=query.client, since=query.since, until=query.until)
         clause, more = where(scope, states, timed, terms)
@@ -137,16 +141,7 @@ def where(
     if query.until:
         clauses.append(f"{col}event_at < ?")
         values.append(query.until)
-    if query.category:
-        clauses.append(f"rid IN (SELECT rid FROM {terms} WHERE term = ?)")
-        values.append(f"category={query.category}")
-    if query.metadata:
-        tags = ["tag=" + tag_term(key, value) for key, value in query.metadata.items()]
-        if query.match_any:
-            clauses.append(f"rid IN (SELECT rid FROM {terms} WHERE term IN ({','.join('?' * len(tags))}))")
-            values += tags
-        else:
-            for tag in tags:
-                clauses.append(f"rid IN (SELECT rid FROM {terms} WHERE term = ?)")
-                values.append(tag)
+    for sql, more in term_selects(query, terms):
+        clauses.append(f"rid IN ({sql})")
+        values += more
     return " WHERE " + " AND ".join(clauses), values
