@@ -23,6 +23,7 @@ from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore
 from tablestore_openmemory_mcp.stores.tablestore.recent import RecentWrites
 from tablestore_openmemory_mcp.stores.tablestore.schema import COL_DAY, index_meta
+from tests.fakes.port_rows import every_row
 from tests.fakes.table_pool import TablePool
 from tests.fakes.tablestore_fixture import INDEX_DELAY
 from tests.tablestore_emulator import TablestoreEmulator
@@ -110,18 +111,6 @@ def seed(store: TablestoreStore) -> None:
             ],
         )
     store.put(BOB, [NewRow(row("bob", "bob", BOB, "2025-01-03T00:00:00+00:00"), vec(99))])
-
-
-def every_row(store: TablestoreStore, scope: Scope, states: Collection[State] = ALL) -> list[StoredMemory]:
-    """Every memory in scope, read through the table's pages (strongly consistent): the reference."""
-    out: list[StoredMemory] = []
-    cursor: str | None = None
-    while True:
-        page = store.page(scope, states=states, query=EVERYTHING, limit=1000, cursor=cursor)
-        out += page.items
-        cursor = page.next_cursor
-        if cursor is None:
-            return out
 
 
 def reference_window(

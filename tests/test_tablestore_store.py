@@ -35,6 +35,7 @@ from tablestore_openmemory_mcp.memory.store_port import NewRow, RowChange
 from tablestore_openmemory_mcp.scope import Scope
 from tablestore_openmemory_mcp.stores.tablestore import TablestoreStore, TablestoreUnavailableError
 from tablestore_openmemory_mcp.stores.tablestore.schema import index_meta
+from tests.fakes.port_rows import every_row
 from tests.fakes.table_pool import TablePool
 from tests.fakes.tablestore_fixture import INDEX_DELAY
 from tests.tablestore_emulator import TablestoreEmulator
@@ -138,14 +139,7 @@ def listed(
     store: TablestoreStore, scope: Scope, states: Collection[State] = ALL, query: MemoryQuery = EVERYTHING
 ) -> list[StoredMemory]:
     """Every memory in scope, read page by page (strongly consistent), oldest first."""
-    out: list[StoredMemory] = []
-    cursor: str | None = None
-    while True:
-        page = store.page(scope, states=states, query=query, limit=1000, cursor=cursor)
-        out += page.items
-        cursor = page.next_cursor
-        if cursor is None:
-            return sorted(out, key=_created)
+    return sorted(every_row(store, scope, states, query), key=_created)
 
 
 def nearest(store: TablestoreStore, scope: Scope, vector: list[float], limit: int, **kw: Any) -> list[StoredMemory]:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tablestore_openmemory_mcp.memory.ports import ALL_STATES, State, StoredMemory
+from tablestore_openmemory_mcp.memory.ports import State, StoredMemory
 from tablestore_openmemory_mcp.memory.query_filters import EVERYTHING, build_query
 from tablestore_openmemory_mcp.memory.store_port import NewRow, RowChange
 from tablestore_openmemory_mcp.scope import Scope
@@ -29,6 +29,7 @@ from tablestore_openmemory_mcp.stores.tablestore.history import TablestoreHistor
 from tablestore_openmemory_mcp.stores.tablestore.recent import RecentWrites
 from tablestore_openmemory_mcp.stores.tablestore.retry import Retrier
 from tablestore_openmemory_mcp.stores.tablestore.schema import PRIMARY_KEY
+from tests.fakes.port_rows import every_row
 from tests.fakes.table_pool import TablePool
 from tests.tablestore_emulator import TablestoreEmulator
 
@@ -96,18 +97,6 @@ def rows(ids: list[str], texts: list[str] | None = None, **kw: Any) -> list[NewR
     return [NewRow(memory(m, (texts or ids)[i], i, **kw), vec(i)) for i, m in enumerate(ids)]
 
 
-def listed(store: TablestoreStore, scope: Scope, states: Collection[State] = ALL_STATES) -> list[StoredMemory]:
-    """Every memory in scope through the table's pages, in key order."""
-    out: list[StoredMemory] = []
-    cursor: str | None = None
-    while True:
-        page = store.page(scope, states=states, query=EVERYTHING, limit=1000, cursor=cursor)
-        out += page.items
-        cursor = page.next_cursor
-        if cursor is None:
-            return out
-
-
 # ------------------------------------------------------------------------------ reads: filter columns
 
 
@@ -122,7 +111,7 @@ def test_lists_counts_and_scans_read_the_columns_their_filters_use(em: Tablestor
     rest = store.page(CLINE, states=ACTIVE, query=EVERYTHING, limit=3, cursor=page.next_cursor)
     assert [m.id for m in rest.items] == ["m6", "m7"]
     assert store.page_total(CLINE, states=ACTIVE, query=EVERYTHING) == 5
-    assert [m.id for m in listed(store, CLINE, ACTIVE)] == ids[3:]
+    assert [m.id for m in every_row(store, CLINE, ACTIVE)] == ids[3:]
     assert [m.id for m in store.page(CLINE, states=("archived",), query=EVERYTHING, limit=10).items] == ids[:3]
     other = Scope("other", "u1")  # the scope's own condition: another client sees none of them
     none = store.page(other, states=ACTIVE, query=EVERYTHING, limit=10)
