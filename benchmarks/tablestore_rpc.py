@@ -119,10 +119,7 @@ def memory(user: str, text: str, memory_id: str) -> StoredMemory:
 def open_store(emulator: TablestoreEmulator) -> TablestoreStore:
     return TablestoreStore(
         collection_name=TABLE,
-        endpoint=emulator.endpoint,
-        instance_name=emulator.instance_name,
-        access_key_id=emulator.access_key_id,
-        access_key_secret=emulator.access_key_secret,
+        **emulator.credentials(),
         embedding_model_dims=DIMS,
     )
 

@@ -289,10 +289,7 @@ def main() -> None:
         strict = "no rule registry" if rules is None else (f"relaxed {relaxed}" if relaxed else "all enforced")
         store = TablestoreStore(
             collection_name=TABLE,
-            endpoint=emulator.endpoint,
-            instance_name=emulator.instance_name,
-            access_key_id=emulator.access_key_id,
-            access_key_secret=emulator.access_key_secret,
+            **emulator.credentials(),
             embedding_model_dims=DIMS,
             timeout=120.0,  # the emulator sorts and groups 100k rows in Python: seconds on a busy machine
             recent_window=3600.0,  # "after own adds" stays within the window however slow the emulator is

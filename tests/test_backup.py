@@ -62,10 +62,7 @@ def tablestore_repo(emulator: TablestoreEmulator, table: str = "backup_target") 
 
     store = TablestoreStore(
         collection_name=table,
-        endpoint=emulator.endpoint,
-        instance_name=emulator.instance_name,
-        access_key_id=emulator.access_key_id,
-        access_key_secret=emulator.access_key_secret,
+        **emulator.credentials(),
         embedding_model_dims=DIMS,
     )
     return StoreRepository(store, TablestoreHistoryLog(store.client, f"{table}_history", endpoint=store.endpoint))

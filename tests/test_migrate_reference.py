@@ -70,10 +70,7 @@ def reference_memories(n_per_scope: int = 5) -> list[RefMemory]:
 def our_repository(emulator: TablestoreEmulator, table: str = "mem0_v2") -> StoreRepository:
     store = TablestoreStore(
         collection_name=table,
-        endpoint=emulator.endpoint,
-        instance_name=emulator.instance_name,
-        access_key_id=emulator.access_key_id,
-        access_key_secret=emulator.access_key_secret,
+        **emulator.credentials(),
         embedding_model_dims=DIMS,
     )
     history = TablestoreHistoryLog(store.client, f"{table}_history", endpoint=store.endpoint)

@@ -272,10 +272,7 @@ def emulator() -> Iterator[TablestoreEmulator]:
 def open_tablestore(em: TablestoreEmulator) -> TablestoreStore:
     return TablestoreStore(
         collection_name="memories",
-        endpoint=em.endpoint,
-        instance_name=em.instance_name,
-        access_key_id=em.access_key_id,
-        access_key_secret=em.access_key_secret,
+        **em.credentials(),
         embedding_model_dims=DIMS,
     )
 

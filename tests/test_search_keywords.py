@@ -65,10 +65,7 @@ def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Searchable]
         emulator: TablestoreEmulator = request.getfixturevalue("tablestore_emulator")
         ts = TablestoreStore(
             collection_name="keywords",
-            endpoint=emulator.endpoint,
-            instance_name=emulator.instance_name,
-            access_key_id=emulator.access_key_id,
-            access_key_secret=emulator.access_key_secret,
+            **emulator.credentials(),
             embedding_model_dims=DIMS,
         )
         history = TablestoreHistoryLog(ts.client, "keywords_history", endpoint=ts.endpoint)

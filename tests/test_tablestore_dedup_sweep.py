@@ -34,10 +34,7 @@ def emulator() -> Iterator[TablestoreEmulator]:
 def store(emulator: TablestoreEmulator) -> Iterator[TablestoreStore]:
     made = TablestoreStore(
         collection_name=f"t_{uuid.uuid4().hex[:10]}",
-        endpoint=emulator.endpoint,
-        instance_name=emulator.instance_name,
-        access_key_id=emulator.access_key_id,
-        access_key_secret=emulator.access_key_secret,
+        **emulator.credentials(),
         embedding_model_dims=DIMS,
     )
     yield made

@@ -58,10 +58,7 @@ def em(emulator: TablestoreEmulator) -> Iterator[TablestoreEmulator]:
 def make(em: TablestoreEmulator, **kw: Any) -> TablestoreStore:
     kw.setdefault("collection_name", (None if kw else TABLES.take(em)) or f"t_{uuid.uuid4().hex[:10]}")
     return TablestoreStore(
-        endpoint=em.endpoint,
-        instance_name=em.instance_name,
-        access_key_id=em.access_key_id,
-        access_key_secret=em.access_key_secret,
+        **em.credentials(),
         embedding_model_dims=DIMS,
         **kw,
     )
@@ -357,10 +354,7 @@ def test_an_index_without_created_day_falls_back_to_reading_rows(em: TablestoreE
         store.client.create_search_index(table, store.index_name, SearchIndexMeta(old))
         older = TablestoreStore(
             collection_name=table,
-            endpoint=em.endpoint,
-            instance_name=em.instance_name,
-            access_key_id=em.access_key_id,
-            access_key_secret=em.access_key_secret,
+            **em.credentials(),
             embedding_model_dims=DIMS,
         )
         try:

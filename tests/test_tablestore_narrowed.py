@@ -84,10 +84,7 @@ def vector(i: int, rare: bool) -> list[float]:
 def open_store(em: TablestoreEmulator, table: str) -> TablestoreStore:
     return TablestoreStore(
         collection_name=table,
-        endpoint=em.endpoint,
-        instance_name=em.instance_name,
-        access_key_id=em.access_key_id,
-        access_key_secret=em.access_key_secret,
+        **em.credentials(),
         embedding_model_dims=DIMS,
     )
 

@@ -62,10 +62,7 @@ def direct_store(emulator: TablestoreEmulator, dims: int = DIMS, table: str = "m
     """The store in this process, on the same table the server uses."""
     return TablestoreStore(
         collection_name=table,
-        endpoint=emulator.endpoint,
-        instance_name=emulator.instance_name,
-        access_key_id=emulator.access_key_id,
-        access_key_secret=emulator.access_key_secret,
+        **emulator.credentials(),
         embedding_model_dims=dims,
     )
 

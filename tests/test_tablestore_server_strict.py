@@ -66,10 +66,7 @@ def load(emulator: TablestoreEmulator, texts: list[str], client: str = "cline", 
     """Memories written straight into the server's table, in the repository's payload format."""
     store = TablestoreStore(
         collection_name="mem0",
-        endpoint=emulator.endpoint,
-        instance_name=emulator.instance_name,
-        access_key_id=emulator.access_key_id,
-        access_key_secret=emulator.access_key_secret,
+        **emulator.credentials(),
         embedding_model_dims=DIMS,
     )
     now = now_iso()

@@ -41,10 +41,7 @@ def emulator() -> Iterator[TablestoreEmulator]:
 def open_store(em: TablestoreEmulator, table: str, embedder: str, dims: int) -> TablestoreStore:
     return TablestoreStore(
         collection_name=table,
-        endpoint=em.endpoint,
-        instance_name=em.instance_name,
-        access_key_id=em.access_key_id,
-        access_key_secret=em.access_key_secret,
+        **em.credentials(),
         embedding_model_dims=dims,
         embedder_name=embedder,
     )

@@ -274,6 +274,15 @@ class TablestoreEmulator:
     def endpoint(self) -> str:
         return f"http://{self.host}:{self.port}"
 
+    def credentials(self) -> dict[str, str]:
+        """The connection arguments ``TablestoreStore`` takes (endpoint, instance, key pair) for this instance."""
+        return {
+            "endpoint": self.endpoint,
+            "instance_name": self.instance_name,
+            "access_key_id": self.access_key_id,
+            "access_key_secret": self.access_key_secret,
+        }
+
     # ---- knobs ----------------------------------------------------------------------------------
     @property
     def index_delay(self) -> float:
