@@ -83,3 +83,26 @@ def test_a_row_archived_after_its_selection_is_not_returned(
     assert moved == [best.id]
     assert len(hits) == 3 and best.id not in {h.id for h in hits}
     assert all(h.state == "active" for h in hits)
+
+
+def test_keyword_scores_of_candidates_follow_the_scope_states_and_query(store: EmbeddedStore) -> None:
+    """Candidate ids are scored only while the scope, the states and the query still select their rows."""
+    ids = [f"m{i}" for i in range(6)]
+    m1 = store.read_one(ALICE, "m1")
+    assert m1 is not None
+    store.rewrite(ALICE, RowChange("m1", dataclasses.replace(m1, state="archived")))
+    m2 = store.read_one(ALICE, "m2")
+    assert m2 is not None
+    store.rewrite(ALICE, RowChange("m2", dataclasses.replace(m2, categories=("food",))))
+
+    def scored(scope: Scope, states: Sequence[State], query: MemoryQuery) -> set[str]:
+        hits = store.keyword_hits(scope, "green tea", 10, states=states, query=query, candidates=ids)
+        assert hits is not None
+        return {hit.memory_id for hit in hits}
+
+    assert scored(ALICE, ACTIVE, EVERYTHING) == set(ids) - {"m1"}
+    assert scored(ALICE, ("active", "archived"), EVERYTHING) == set(ids)
+    assert scored(ALICE, ACTIVE, MemoryQuery(category="drinks")) == set(ids) - {"m1", "m2"}
+    assert scored(ALICE, (), EVERYTHING) == set()
+    assert scored(Scope("other", "alice"), ACTIVE, EVERYTHING) == set()
+    assert scored(Scope("cline", "bob"), ACTIVE, EVERYTHING) == set()
